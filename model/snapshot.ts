@@ -1,0 +1,144 @@
+// The Snapshot: the one state model every plane reads. Built by model/build-snapshot.ts from the validated objects,
+// the allocations and the health inputs; published by model/store.ts. Plain data only (structured-cloneable), never
+// mutated after publication: planes index it and swap one reference.
+
+import type {
+  Ingress,
+  IngressClass,
+  IPAddressPool,
+  KubeObject,
+  L2Advertisement,
+  Node,
+  Pod,
+  Protocol,
+  Secret,
+  Service,
+  SourceRef,
+} from './objects.ts'
+
+/** One backend address:port of one Service port, with Kubernetes' endpoint conditions (specs/l4-health.md §2.1). */
+export interface EndpointState {
+  readonly ip: string
+  readonly port: number
+  readonly ready: boolean
+  readonly serving: boolean
+  readonly terminating: boolean
+  readonly nodeName: string | null
+  readonly zone: string | null
+  readonly hostname: string | null
+  /** "namespace/name" of the Pod behind it, when known (selector or targetRef). */
+  readonly pod: string | null
+  /** Topology hints; null when the endpoint has none. */
+  readonly forNodes: readonly string[] | null
+  readonly forZones: readonly string[] | null
+}
+
+/** One address of a Service regardless of port: what DNS answers for headless Services and PTR. */
+export interface AddressState {
+  readonly ip: string
+  readonly ready: boolean
+  readonly serving: boolean
+  readonly terminating: boolean
+  readonly hostname: string | null
+  readonly nodeName: string | null
+  readonly pod: string | null
+}
+
+export interface ServicePortState {
+  readonly name: string
+  readonly protocol: Protocol
+  readonly port: number
+  readonly targetPort: number | string
+  /** Allocated (or as written) for NodePort and LoadBalancer Services; null otherwise. */
+  readonly nodePort: number | null
+  readonly appProtocol: string | null
+  /** Sorted by (ip, port). Pods that lack the named target port are left out (see `ServiceState.warnings`). */
+  readonly endpoints: readonly EndpointState[]
+}
+
+export interface ServiceState {
+  /** "namespace/name" */
+  readonly key: string
+  readonly namespace: string
+  readonly name: string
+  readonly service: Service
+  readonly headless: boolean
+  /** The ClusterIPs DNS answers: as written, or allocated from --service-cidr. Empty for headless and ExternalName. */
+  readonly clusterIPs: readonly string[]
+  /** LoadBalancer addresses assigned from an IPAddressPool (status.loadBalancer.ingress). */
+  readonly loadBalancerIPs: readonly string[]
+  /** The pool the LoadBalancer addresses came from. */
+  readonly loadBalancerPool: string | null
+  /** Why a LoadBalancer Service has no address yet (MetalLB's text), null otherwise. */
+  readonly loadBalancerPending: string | null
+  readonly healthCheckNodePort: number | null
+  readonly ports: readonly ServicePortState[]
+  /** Unique endpoint addresses (any port), sorted by ip. */
+  readonly addresses: readonly AddressState[]
+  /** Non-fatal problems: a Pod without the named port, an unsupported annotation, an address that clashes. */
+  readonly warnings: readonly string[]
+}
+
+/** What health/ has decided about a Pod (specs/l4-health.md §6). Absent: no verdict yet. */
+export interface PodHealth {
+  readonly ready: boolean
+  readonly started: boolean
+  /** Virtual restarts after liveness or startup failure. */
+  readonly restartCount: number
+  readonly reason: string | null
+}
+
+export interface PodState {
+  readonly key: string
+  readonly pod: Pod
+  /** What endpoints use: the health verdict, or the default when there is none yet. */
+  readonly ready: boolean
+  readonly health: PodHealth | null
+}
+
+export interface ObjectError {
+  readonly source: SourceRef | null
+  /** "Service default/web", or null when the error is about a whole document or file. */
+  readonly object: string | null
+  readonly path: string
+  readonly code: string
+  readonly message: string
+}
+
+export interface Snapshot {
+  /** Increases by one with each publication. */
+  readonly version: number
+  /** Date.now() at build. */
+  readonly builtAt: number
+  readonly nodeName: string
+  readonly objects: readonly KubeObject[]
+  /** Sorted by key. */
+  readonly services: readonly ServiceState[]
+  readonly pods: readonly PodState[]
+  readonly nodes: readonly Node[]
+  readonly ingresses: readonly Ingress[]
+  readonly ingressClasses: readonly IngressClass[]
+  readonly secrets: readonly Secret[]
+  readonly pools: readonly IPAddressPool[]
+  readonly l2Advertisements: readonly L2Advertisement[]
+  /** Namespaces holding at least one object (DNS: "namespace known"). */
+  readonly namespaces: readonly string[]
+  /** Every configuration error currently in force (invalid objects, unreadable files). */
+  readonly errors: readonly ObjectError[]
+  /** Endpoints taken out by passive ejection: "serviceKey|ip|port" → reason. */
+  readonly ejected: Readonly<Record<string, string>>
+}
+
+export function ejectionKey(serviceKey: string, ip: string, port: number): string {
+  return `${serviceKey}|${ip}|${port}`
+}
+
+/**
+ * How the L4 and L7 paths report the outcome of talking to an endpoint; health/ implements it (passive ejection).
+ * Planes get it at wiring time from bin/, so they never import health/.
+ */
+export interface UpstreamReporter {
+  report(serviceKey: string, ip: string, port: number, ok: boolean): void
+}
+
+export const noopReporter: UpstreamReporter = { report() {} }
