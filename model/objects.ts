@@ -2,7 +2,7 @@
 // Only the fields meshlet honours are kept ("only the items we need", as CoreDNS object/ does); every field is set,
 // null or empty when absent, so objects have stable shapes. All of it is plain data (structured-cloneable).
 
-/** Where an object came from, for error messages and /status. `doc` is the 0-based document index in the file. */
+/** Where an object came from, for error messages and /status. `doc` is the 1-based document index in the file, as error messages print it ("web.yaml doc 2"). */
 export interface SourceRef {
   readonly file: string
   readonly doc: number

@@ -22,8 +22,11 @@ export class Store {
   #scheduled = false
   #version = 0
 
-  constructor(options: BuildOptions) {
+  #onSubscriberError: (err: unknown) => void
+
+  constructor(options: BuildOptions & { onSubscriberError?: (err: unknown) => void }) {
     this.#options = options
+    this.#onSubscriberError = options.onSubscriberError ?? ((err) => queueMicrotask(() => { throw err }))
   }
 
   /** The last published Snapshot; null until the first configuration has been loaded. */
@@ -92,10 +95,9 @@ export class Store {
       try {
         fn(snapshot)
       } catch (err) {
-        // A plane that throws while indexing must not stop the others from getting the Snapshot.
-        queueMicrotask(() => {
-          throw err
-        })
+        // A plane that throws while indexing must not stop the others from getting the Snapshot; it keeps serving
+        // its previous index and the error is reported.
+        this.#onSubscriberError(err)
       }
     }
     return snapshot

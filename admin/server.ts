@@ -1,0 +1,153 @@
+// The admin API: /healthz (alive), /readyz (first Snapshot applied and every enabled plane's listeners up),
+// /status (JSON: configuration, Services with endpoints and addresses, planes), /metrics (Prometheus text).
+// It answers for meshlet itself, never for the health of backends (DESIGN.md).
+
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { Logger } from 'pino'
+import type { Registry } from 'prom-client'
+import type { ListenAddress } from '../model/options.ts'
+import type { Plane } from '../model/plane.ts'
+import type { Store } from '../model/store.ts'
+import type { Snapshot } from '../model/snapshot.ts'
+
+export interface AdminSources {
+  readonly store: Store
+  readonly planes: () => readonly Plane[]
+  /** The configuration provider's status (files, reload history). */
+  readonly config: () => unknown
+  readonly metrics: Registry
+  readonly startedAt: number
+  readonly version: string
+  readonly nodeName: string
+}
+
+export function snapshotStatus(s: Snapshot | null): unknown {
+  if (!s) return null
+  return {
+    version: s.version,
+    builtAt: new Date(s.builtAt).toISOString(),
+    objects: countByKind(s),
+    namespaces: s.namespaces,
+    errors: s.errors,
+    services: s.services.map((svc) => ({
+      key: svc.key,
+      type: svc.service.spec.type,
+      headless: svc.headless,
+      clusterIPs: svc.clusterIPs,
+      externalName: svc.service.spec.externalName,
+      loadBalancerIPs: svc.loadBalancerIPs,
+      loadBalancerPool: svc.loadBalancerPool,
+      loadBalancerPending: svc.loadBalancerPending,
+      healthCheckNodePort: svc.healthCheckNodePort,
+      ports: svc.ports.map((p) => ({
+        name: p.name,
+        protocol: p.protocol,
+        port: p.port,
+        targetPort: p.targetPort,
+        nodePort: p.nodePort,
+        endpoints: p.endpoints.map((e) => ({
+          ip: e.ip,
+          port: e.port,
+          ready: e.ready,
+          serving: e.serving,
+          terminating: e.terminating,
+          nodeName: e.nodeName,
+          pod: e.pod,
+          ...(s.ejected[`${svc.key}|${e.ip}|${e.port}`] ? { ejected: s.ejected[`${svc.key}|${e.ip}|${e.port}`] } : {}),
+        })),
+      })),
+      addresses: svc.addresses,
+      warnings: svc.warnings,
+    })),
+    pods: s.pods.map((p) => ({ key: p.key, ip: p.pod.status.podIP, node: p.pod.spec.nodeName, ready: p.ready, health: p.health })),
+  }
+}
+
+function countByKind(s: Snapshot): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const o of s.objects) out[o.kind] = (out[o.kind] ?? 0) + 1
+  return out
+}
+
+export function isReady(src: AdminSources): boolean {
+  return src.store.current !== null && src.planes().every((p) => p.ready())
+}
+
+function send(res: ServerResponse, status: number, type: string, body: string): void {
+  res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' })
+  res.end(body)
+}
+
+async function handle(src: AdminSources, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const path = (req.url ?? '/').split('?')[0]
+  if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'method not allowed\n')
+  switch (path) {
+    case '/healthz':
+      return send(res, 200, 'text/plain', 'ok\n')
+    case '/readyz': {
+      if (isReady(src)) return send(res, 200, 'text/plain', 'ready\n')
+      const waiting = src.store.current === null ? ['snapshot'] : src.planes().filter((p) => !p.ready()).map((p) => p.name)
+      return send(res, 503, 'text/plain', `not ready: ${waiting.join(', ')}\n`)
+    }
+    case '/status': {
+      const planes: Record<string, unknown> = {}
+      for (const p of src.planes()) {
+        try {
+          planes[p.name] = { ready: p.ready(), ...(p.status() as object) }
+        } catch (err) {
+          planes[p.name] = { ready: p.ready(), error: (err as Error).message }
+        }
+      }
+      const body = {
+        meshlet: { version: src.version, node: src.nodeName, uptimeSeconds: (Date.now() - src.startedAt) / 1000, ready: isReady(src) },
+        config: src.config(),
+        snapshot: snapshotStatus(src.store.current),
+        planes,
+      }
+      return send(res, 200, 'application/json', JSON.stringify(body, null, 2) + '\n')
+    }
+    case '/metrics':
+      return send(res, 200, src.metrics.contentType, await src.metrics.metrics())
+    default:
+      return send(res, 404, 'text/plain', 'not found\n')
+  }
+}
+
+export class AdminServer {
+  #server: Server
+  #src: AdminSources
+  #log: Logger
+
+  constructor(src: AdminSources, log: Logger) {
+    this.#src = src
+    this.#log = log
+    this.#server = createServer((req, res) => {
+      handle(this.#src, req, res).catch((err: unknown) => {
+        this.#log.error({ err }, 'admin request failed')
+        if (!res.headersSent) send(res, 500, 'text/plain', 'internal error\n')
+        else res.destroy()
+      })
+    })
+    this.#server.keepAliveTimeout = 5000
+  }
+
+  listen(addr: ListenAddress): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', reject)
+      this.#server.listen(addr.port, addr.host, () => {
+        this.#server.off('error', reject)
+        const info = this.#server.address() as AddressInfo
+        this.#log.info({ listener: 'admin', address: info.address, port: info.port }, 'listening')
+        resolve(info)
+      })
+    })
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#server.close(() => resolve())
+      this.#server.closeAllConnections()
+    })
+  }
+}

@@ -1,0 +1,178 @@
+// Flag and environment parsing for the CLI (DESIGN.md "CLI contract"). Every flag of `up` can also come from a
+// MESHLET_* variable (--vip-mode → MESHLET_VIP_MODE), which is how Compose files set them; a flag wins over the
+// environment. Usage errors are UsageError (exit code 2).
+
+import { hostname } from 'node:os'
+import { parseArgs } from 'node:util'
+import type { ListenAddress, RuntimeOptions } from '../model/options.ts'
+import { parseCidr, type Cidr } from '../model/ip.ts'
+import { isIP } from 'node:net'
+
+export class UsageError extends Error {
+  readonly code = 'MLT_CLI_USAGE'
+}
+
+interface FlagSpec {
+  readonly type: 'string' | 'boolean'
+  readonly multiple?: boolean
+  readonly short?: string
+  readonly default?: string
+  readonly help: string
+}
+
+export const UP_FLAGS = {
+  file: { type: 'string', multiple: true, short: 'f', help: 'manifest file, directory or - (stdin); repeatable; watched' },
+  node: { type: 'string', help: "this node's name (default: hostname)" },
+  'node-address': { type: 'string', help: 'where NodePorts and health-check node ports listen (default: all addresses)' },
+  dns: { type: 'string', default: '0.0.0.0:53', help: 'cluster DNS listener, UDP and TCP, ADDR:PORT or off' },
+  http: { type: 'string', default: '0.0.0.0:80', help: 'Ingress HTTP listener, ADDR:PORT or off' },
+  https: { type: 'string', default: '0.0.0.0:443', help: 'Ingress HTTPS listener, ADDR:PORT or off' },
+  admin: { type: 'string', default: '127.0.0.1:9901', help: 'admin API (/healthz /readyz /status /metrics), ADDR:PORT or off' },
+  upstream: { type: 'string', multiple: true, help: 'DNS forwarder ADDR[:PORT], repeatable (default: /etc/resolv.conf)' },
+  'cluster-domain': { type: 'string', default: 'cluster.local', help: 'the cluster DNS zone' },
+  'service-cidr': { type: 'string', default: '127.96.0.0/16', help: 'where ClusterIPs are allocated from; comma-separated for dual stack' },
+  'vip-mode': { type: 'string', default: 'loopback', help: 'loopback | interface | none: how Service addresses become reachable' },
+  'vip-interface': { type: 'string', help: 'interface Service addresses are added to in interface mode' },
+  'dns-ttl': { type: 'string', default: '5', help: 'TTL in seconds of in-zone records' },
+  'ingress-class': { type: 'string', default: 'meshlet', help: "the IngressClass name meshlet serves" },
+  'access-log': { type: 'string', default: 'on', help: 'on | off: one log line per proxied request' },
+  'trust-forwarded-from': { type: 'string', multiple: true, help: 'CIDR whose X-Forwarded-* headers are trusted; repeatable' },
+  'exec-prefix': { type: 'string', help: 'prefix for exec probes, e.g. "docker exec {pod}"' },
+  'on-liveness-failure': { type: 'string', help: 'command run when a liveness probe fails ({pod} {namespace} {ip} {container})' },
+  'log-level': { type: 'string', default: 'info', help: 'pino level: fatal error warn info debug trace silent' },
+  help: { type: 'boolean', short: 'h', help: 'show this help' },
+} as const satisfies Record<string, FlagSpec>
+
+export function envName(flag: string): string {
+  return 'MESHLET_' + flag.toUpperCase().replace(/-/g, '_')
+}
+
+export function helpText(command: string, flags: Record<string, FlagSpec>, synopsis: string): string {
+  const lines = [`usage: meshlet ${command} ${synopsis}`, '']
+  for (const [name, spec] of Object.entries(flags)) {
+    const short = spec.short ? `-${spec.short}, ` : '    '
+    const def = spec.default !== undefined ? ` (default ${spec.default})` : ''
+    const env = name === 'help' ? '' : `  [${envName(name)}]`
+    lines.push(`  ${short}--${name.padEnd(22)} ${spec.help}${def}${env}`)
+  }
+  return lines.join('\n') + '\n'
+}
+
+/** Parses flags, then fills what is missing from the environment, then from defaults. */
+export function parseFlags(
+  argv: readonly string[],
+  flags: Record<string, FlagSpec>,
+  env: NodeJS.ProcessEnv,
+): Record<string, string | string[] | boolean | undefined> {
+  let parsed
+  try {
+    const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = {}
+    for (const [k, v] of Object.entries(flags)) {
+      options[k] = { type: v.type, ...(v.multiple ? { multiple: true } : {}), ...(v.short ? { short: v.short } : {}) }
+    }
+    parsed = parseArgs({ args: [...argv], options, allowPositionals: false, strict: true })
+  } catch (err) {
+    throw new UsageError((err as Error).message)
+  }
+  const out = { ...parsed.values } as Record<string, string | string[] | boolean | undefined>
+  for (const [name, spec] of Object.entries(flags)) {
+    if (out[name] !== undefined || name === 'help') continue
+    const fromEnv = env[envName(name)]
+    if (fromEnv !== undefined && fromEnv !== '') {
+      // Repeatable flags take a comma- or whitespace-separated list from the environment.
+      out[name] = spec.multiple ? fromEnv.split(/[\s,]+/).filter(Boolean) : fromEnv
+    } else if (spec.default !== undefined) out[name] = spec.default
+  }
+  return out
+}
+
+/** "ADDR:PORT", "[v6]:PORT" or "off". */
+export function parseListen(flag: string, value: string): ListenAddress | null {
+  if (value === 'off') return null
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(value) ?? /^([^:]+):(\d+)$/.exec(value)
+  if (!m || !isIP(m[1]!) || Number(m[2]) > 65535) {
+    throw new UsageError(`--${flag}: expected ADDR:PORT or off, got "${value}"`)
+  }
+  return { host: m[1]!, port: Number(m[2]) }
+}
+
+/** "ADDR", "ADDR:PORT", "[v6]:PORT" → "host:port" with port 53 by default. */
+export function parseUpstream(value: string): string {
+  let host: string
+  let port = 53
+  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(value)
+  if (v6) {
+    host = v6[1]!
+    if (v6[2]) port = Number(v6[2])
+  } else if (isIP(value) === 6) host = value
+  else {
+    const [h, p] = value.split(':')
+    host = h!
+    if (p !== undefined) port = Number(p)
+  }
+  if (!isIP(host) || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new UsageError(`--upstream: expected ADDR[:PORT], got "${value}"`)
+  }
+  return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`
+}
+
+function parseCidrList(flag: string, values: readonly string[]): Cidr[] {
+  return values.map((v) => {
+    const c = parseCidr(v)
+    if (!c) throw new UsageError(`--${flag}: "${v}" is not a CIDR`)
+    return c
+  })
+}
+
+const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+
+export function runtimeOptions(argv: readonly string[], env: NodeJS.ProcessEnv): RuntimeOptions & { help: boolean } {
+  const v = parseFlags(argv, UP_FLAGS, env)
+  const str = (k: string) => v[k] as string | undefined
+  const list = (k: string) => (v[k] as string[] | undefined) ?? []
+  const files = list('file')
+  if (files.length === 0 && !v.help) throw new UsageError('up: at least one -f PATH is required')
+  const vipMode = str('vip-mode')!
+  if (vipMode !== 'loopback' && vipMode !== 'interface' && vipMode !== 'none') {
+    throw new UsageError(`--vip-mode: expected loopback, interface or none, got "${vipMode}"`)
+  }
+  if (vipMode === 'interface' && !str('vip-interface')) throw new UsageError('--vip-mode interface needs --vip-interface IFACE')
+  const serviceCidrs = parseCidrList('service-cidr', str('service-cidr')!.split(',').map((s) => s.trim()))
+  if (new Set(serviceCidrs.map((c) => c.family)).size !== serviceCidrs.length) {
+    throw new UsageError('--service-cidr: at most one CIDR per address family')
+  }
+  const ttl = Number(str('dns-ttl'))
+  if (!Number.isInteger(ttl) || ttl < 0 || ttl > 3600) throw new UsageError(`--dns-ttl: expected 0-3600, got "${str('dns-ttl')}"`)
+  const accessLog = str('access-log')
+  if (accessLog !== 'on' && accessLog !== 'off') throw new UsageError(`--access-log: expected on or off, got "${accessLog}"`)
+  const level = str('log-level')!
+  if (!LOG_LEVELS.has(level)) throw new UsageError(`--log-level: unknown level "${level}"`)
+  const nodeAddress = str('node-address') ?? null
+  if (nodeAddress !== null && !isIP(nodeAddress)) throw new UsageError(`--node-address: "${nodeAddress}" is not an address`)
+  const domain = str('cluster-domain')!.replace(/\.$/, '').toLowerCase()
+  if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(domain)) {
+    throw new UsageError(`--cluster-domain: "${domain}" is not a DNS name`)
+  }
+  return {
+    help: v.help === true,
+    files,
+    nodeName: str('node') ?? hostname(),
+    nodeAddress,
+    dns: parseListen('dns', str('dns')!),
+    http: parseListen('http', str('http')!),
+    https: parseListen('https', str('https')!),
+    admin: parseListen('admin', str('admin')!),
+    upstreams: list('upstream').map(parseUpstream),
+    clusterDomain: domain,
+    serviceCidrs,
+    vipMode,
+    vipInterface: str('vip-interface') ?? null,
+    dnsTtl: ttl,
+    ingressClass: str('ingress-class')!,
+    accessLog: accessLog === 'on',
+    trustForwardedFrom: parseCidrList('trust-forwarded-from', list('trust-forwarded-from')),
+    execPrefix: str('exec-prefix') ?? null,
+    onLivenessFailure: str('on-liveness-failure') ?? null,
+    logLevel: level,
+  }
+}

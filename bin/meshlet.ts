@@ -1,0 +1,239 @@
+#!/usr/bin/env node
+// meshlet CLI: parses flags, wires the components, owns start and shutdown. Nothing else lives here.
+//
+// Exit codes (DESIGN.md): 0 clean stop, 1 a path that cannot be read or a listener that cannot open at start
+// (and, for `check`, any invalid object), 2 usage error.
+
+import { readFileSync } from 'node:fs'
+import { pino, type Logger } from 'pino'
+import { Registry } from 'prom-client'
+import { AdminServer } from '../admin/server.ts'
+import { registerCoreMetrics } from '../admin/metrics.ts'
+import { Store } from '../model/store.ts'
+import { MeshletError } from '../model/errors.ts'
+import type { Plane, PlaneContext, PlaneFactory } from '../model/plane.ts'
+import type { RuntimeOptions } from '../model/options.ts'
+import type { ObjectError, UpstreamReporter } from '../model/snapshot.ts'
+import type { KubeObject } from '../model/objects.ts'
+
+// TEMPORARY while the components land in parallel: loaded by path so the CLI type-checks before they exist.
+// eslint-disable-next-line
+const load = (p: string): Promise<any> => import(p)
+const { loadPaths } = await load('../config/load.ts')
+const { ManifestSource } = await load('../config/watch.ts')
+const { formatObjectError } = await load('../model/validate.ts')
+const { renderResolvConf } = await load('../dns/resolv-conf.ts')
+const startDns: PlaneFactory = (await load('../dns/index.ts')).startDns
+const startLb: PlaneFactory = (await load('../lb/index.ts')).startLb
+const startProxy: PlaneFactory = (await load('../proxy/index.ts')).startProxy
+const startHealth: (ctx: PlaneContext) => Promise<Plane & { reporter: UpstreamReporter }> = (await load('../health/index.ts')).startHealth
+import { UP_FLAGS, UsageError, helpText, parseFlags, runtimeOptions } from './cli-options.ts'
+
+const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version
+/** How long SIGTERM lets in-flight requests and connections finish. */
+const DRAIN_SECONDS = 10
+
+const USAGE = `usage: meshlet <command> [flags]
+
+commands:
+  up -f PATH [-f PATH ...]   run: cluster DNS, L4 balancer, Ingress router and probes from the manifests (watched)
+  check -f PATH [...]        validate only: exit 0 when valid, 1 with every error listed
+  resolv-conf [--namespace NS] [--nameserver ADDR]
+                             print the resolv.conf a client container needs
+  version                    print the version
+
+Run "meshlet <command> --help" for the flags of a command.
+`
+
+function makeLogger(level: string): Logger {
+  // Human-readable on a terminal, JSON otherwise (Compose, CI, log shippers).
+  if (process.stdout.isTTY) {
+    return pino({ level, transport: { target: 'pino-pretty', options: { destination: 1, translateTime: 'SYS:HH:MM:ss.l' } } })
+  }
+  return pino({ level })
+}
+
+async function startPlanes(ctx: Omit<PlaneContext, 'reporter' | 'log'>, log: Logger): Promise<Plane[]> {
+  const planes: Plane[] = []
+  const child = (component: string) => log.child({ component })
+  const health = await startHealth({ ...ctx, log: child('health'), reporter: { report() {} } })
+  planes.push(health)
+  const full = (component: string): PlaneContext => ({ ...ctx, log: child(component), reporter: health.reporter })
+  if (ctx.options.dns) planes.push(await startDns(full('dns')))
+  planes.push(await startLb(full('lb')))
+  if (ctx.options.http || ctx.options.https) planes.push(await startProxy(full('proxy')))
+  return planes
+}
+
+async function closeAll(planes: readonly Plane[], deadline: number, log: Logger): Promise<void> {
+  await Promise.all(
+    planes.map((p) =>
+      p.close(deadline).catch((err: unknown) => log.warn({ err, plane: p.name }, 'plane did not close cleanly')),
+    ),
+  )
+}
+
+async function up(argv: readonly string[]): Promise<number> {
+  const options: RuntimeOptions & { help: boolean } = runtimeOptions(argv, process.env)
+  if (options.help) {
+    process.stdout.write(helpText('up', UP_FLAGS, '-f PATH [-f PATH ...] [flags]'))
+    return 0
+  }
+  const log = makeLogger(options.logLevel)
+  const metrics = new Registry()
+  const store = new Store({
+    nodeName: options.nodeName,
+    serviceCidrs: options.serviceCidrs,
+    onSubscriberError: (err) => log.error({ err }, 'a plane failed to apply a snapshot'),
+  })
+  const core = registerCoreMetrics(metrics, store)
+  const configLog = log.child({ component: 'config' })
+  const source = new ManifestSource(options.files, {
+    log: configLog,
+    onUpdate: (objects: KubeObject[], errors: ObjectError[]) => {
+      core.reloads.inc({ result: errors.length === 0 ? 'ok' : 'error' })
+      store.setObjects(objects, errors)
+    },
+  })
+  let planes: Plane[] = []
+  const admin = options.admin
+    ? new AdminServer(
+        {
+          store,
+          planes: () => planes,
+          config: () => source.status(),
+          metrics,
+          startedAt: Date.now(),
+          version: VERSION,
+          nodeName: options.nodeName,
+        },
+        log.child({ component: 'admin' }),
+      )
+    : null
+
+  try {
+    if (admin && options.admin) await admin.listen(options.admin)
+    await source.start()
+    planes = await startPlanes({ store, options, metrics }, log)
+  } catch (err) {
+    log.fatal({ err }, 'start failed')
+    await closeAll(planes, Date.now() + 1000, log)
+    source.close()
+    await admin?.close()
+    return 1
+  }
+  log.info({ node: options.nodeName, version: VERSION }, 'meshlet up')
+
+  return new Promise<number>((resolve) => {
+    let stopping = false
+    const stop = (signal: string) => {
+      if (stopping) {
+        log.warn({ signal }, 'second signal: exiting now')
+        resolve(0)
+        return
+      }
+      stopping = true
+      log.info({ signal, drainSeconds: DRAIN_SECONDS }, 'draining')
+      source.close()
+      closeAll(planes, Date.now() + DRAIN_SECONDS * 1000, log)
+        .then(() => admin?.close())
+        .then(() => {
+          log.info('stopped')
+          resolve(0)
+        })
+    }
+    process.on('SIGTERM', () => stop('SIGTERM'))
+    process.on('SIGINT', () => stop('SIGINT'))
+  })
+}
+
+const CHECK_FLAGS = {
+  file: UP_FLAGS.file,
+  help: UP_FLAGS.help,
+} as const
+
+async function check(argv: readonly string[]): Promise<number> {
+  const v = parseFlags(argv, CHECK_FLAGS, process.env)
+  if (v.help) {
+    process.stdout.write(helpText('check', CHECK_FLAGS, '-f PATH [-f PATH ...]'))
+    return 0
+  }
+  const files = (v.file as string[] | undefined) ?? []
+  if (files.length === 0) throw new UsageError('check: at least one -f PATH is required')
+  const result = await loadPaths(files)
+  for (const e of result.errors as ObjectError[]) process.stdout.write(formatObjectError(e) + '\n')
+  for (const kind of result.ignoredKinds as string[]) process.stderr.write(`ignored: kind ${kind} is not used by meshlet\n`)
+  process.stderr.write(`${result.objects.length} valid object(s), ${result.errors.length} error(s)\n`)
+  return result.errors.length === 0 ? 0 : 1
+}
+
+const RESOLV_FLAGS = {
+  namespace: { type: 'string', default: 'default', help: "the client's namespace (first search domain)" },
+  nameserver: { type: 'string', default: '127.0.0.1', help: "meshlet's DNS address as the client reaches it" },
+  'cluster-domain': UP_FLAGS['cluster-domain'],
+  help: UP_FLAGS.help,
+} as const
+
+function resolvConf(argv: readonly string[]): number {
+  const v = parseFlags(argv, RESOLV_FLAGS, process.env)
+  if (v.help) {
+    process.stdout.write(helpText('resolv-conf', RESOLV_FLAGS, '[--namespace NS] [--nameserver ADDR]'))
+    return 0
+  }
+  process.stdout.write(
+    renderResolvConf({
+      namespace: v.namespace as string,
+      nameserver: v.nameserver as string,
+      clusterDomain: v['cluster-domain'] as string,
+    }),
+  )
+  return 0
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  const [command, ...rest] = argv
+  try {
+    switch (command) {
+      case 'up':
+        return await up(rest)
+      case 'check':
+        return await check(rest)
+      case 'resolv-conf':
+        return resolvConf(rest)
+      case 'version':
+      case '--version':
+        process.stdout.write(`meshlet ${VERSION}\n`)
+        return 0
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(USAGE)
+        return command === undefined ? 2 : 0
+      default:
+        throw new UsageError(`unknown command "${command}"`)
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`meshlet: ${err.message}\n\n${USAGE}`)
+      return 2
+    }
+    if (err instanceof MeshletError) {
+      process.stderr.write(`meshlet: ${err.message}\n`)
+      return 1
+    }
+    throw err
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code
+    // Planes may hold timers or sockets still closing; the process must not outlive its answer.
+    setTimeout(() => process.exit(code), 200).unref()
+  },
+  (err: unknown) => {
+    process.stderr.write(`meshlet: ${(err as Error).stack ?? String(err)}\n`)
+    process.exit(1)
+  },
+)

@@ -1,0 +1,19 @@
+// The base error of every meshlet component. Each component keeps its own catalogue of codes (<component>/errors.ts);
+// callers branch on `code`, never on message text.
+
+const BRAND = Symbol.for('meshlet.error')
+
+export class MeshletError extends Error {
+  readonly code: string
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'MeshletError'
+    this.code = code
+    ;(this as unknown as Record<symbol, boolean>)[BRAND] = true
+  }
+
+  /** instanceof that holds across two loaded copies of the module (undici's Symbol.for brand). */
+  static [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[BRAND] === true
+  }
+}
