@@ -16,17 +16,10 @@ import type { RuntimeOptions } from '../model/options.ts'
 import type { ObjectError, UpstreamReporter } from '../model/snapshot.ts'
 import type { KubeObject } from '../model/objects.ts'
 
-// TEMPORARY while the components land in parallel: loaded by path so the CLI type-checks before they exist.
+// TEMPORARY while the components land in parallel: loaded by path, when first needed, so the CLI type-checks and
+// `check` runs before every plane exists.
 // eslint-disable-next-line
 const load = (p: string): Promise<any> => import(p)
-const { loadPaths } = await load('../config/load.ts')
-const { ManifestSource } = await load('../config/watch.ts')
-const { formatObjectError } = await load('../model/validate.ts')
-const { renderResolvConf } = await load('../dns/resolv-conf.ts')
-const startDns: PlaneFactory = (await load('../dns/index.ts')).startDns
-const startLb: PlaneFactory = (await load('../lb/index.ts')).startLb
-const startProxy: PlaneFactory = (await load('../proxy/index.ts')).startProxy
-const startHealth: (ctx: PlaneContext) => Promise<Plane & { reporter: UpstreamReporter }> = (await load('../health/index.ts')).startHealth
 import { UP_FLAGS, UsageError, helpText, parseFlags, runtimeOptions } from './cli-options.ts'
 
 const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version
@@ -54,6 +47,10 @@ function makeLogger(level: string): Logger {
 }
 
 async function startPlanes(ctx: Omit<PlaneContext, 'reporter' | 'log'>, log: Logger): Promise<Plane[]> {
+  const startDns: PlaneFactory = (await load('../dns/index.ts')).startDns
+  const startLb: PlaneFactory = (await load('../lb/index.ts')).startLb
+  const startProxy: PlaneFactory = (await load('../proxy/index.ts')).startProxy
+  const startHealth: (ctx: PlaneContext) => Promise<Plane & { reporter: UpstreamReporter }> = (await load('../health/index.ts')).startHealth
   const planes: Plane[] = []
   const child = (component: string) => log.child({ component })
   const health = await startHealth({ ...ctx, log: child('health'), reporter: { report() {} } })
@@ -80,6 +77,7 @@ async function up(argv: readonly string[]): Promise<number> {
     return 0
   }
   const log = makeLogger(options.logLevel)
+  const { ManifestSource } = await load('../config/watch.ts')
   const metrics = new Registry()
   const store = new Store({
     nodeName: options.nodeName,
@@ -160,6 +158,8 @@ async function check(argv: readonly string[]): Promise<number> {
   }
   const files = (v.file as string[] | undefined) ?? []
   if (files.length === 0) throw new UsageError('check: at least one -f PATH is required')
+  const { loadPaths } = await load('../config/load.ts')
+  const { formatObjectError } = await load('../model/validate.ts')
   const result = await loadPaths(files)
   for (const e of result.errors as ObjectError[]) process.stdout.write(formatObjectError(e) + '\n')
   for (const kind of result.ignoredKinds as string[]) process.stderr.write(`ignored: kind ${kind} is not used by meshlet\n`)
@@ -174,12 +174,13 @@ const RESOLV_FLAGS = {
   help: UP_FLAGS.help,
 } as const
 
-function resolvConf(argv: readonly string[]): number {
+async function resolvConf(argv: readonly string[]): Promise<number> {
   const v = parseFlags(argv, RESOLV_FLAGS, process.env)
   if (v.help) {
     process.stdout.write(helpText('resolv-conf', RESOLV_FLAGS, '[--namespace NS] [--nameserver ADDR]'))
     return 0
   }
+  const { renderResolvConf } = await load('../dns/resolv-conf.ts')
   process.stdout.write(
     renderResolvConf({
       namespace: v.namespace as string,
@@ -199,7 +200,7 @@ async function main(argv: readonly string[]): Promise<number> {
       case 'check':
         return await check(rest)
       case 'resolv-conf':
-        return resolvConf(rest)
+        return await resolvConf(rest)
       case 'version':
       case '--version':
         process.stdout.write(`meshlet ${VERSION}\n`)
