@@ -1,0 +1,67 @@
+// The cache of forwarded replies (specs/dns.md §10 "Caching"): keyed by lowercased question + DO bit, bounded in
+// entries with least-recently-used eviction (a Map keeps insertion order; a hit re-inserts). Positive TTL = the
+// smallest answer TTL, at most 3600 s; negative TTL = min(SOA TTL, SOA MINIMUM), at most 1800 s (RFC 2308 §5).
+// Truncated replies, SERVFAIL and anything else are never cached.
+
+import type { Scan } from './message.ts'
+
+export interface CacheEntry {
+  readonly buf: Buffer
+  readonly scan: Scan
+  /** Date.now() when stored: TTLs are counted down from here. */
+  readonly storedAt: number
+  /** Date.now() after which the entry is gone; 0 until stored. */
+  expires: number
+}
+
+const MAX_POSITIVE = 3600
+const MAX_NEGATIVE = 1800
+
+export function cacheTtl(scan: Scan): number {
+  if (scan.tc) return 0
+  if (scan.rcode === 0 && scan.anCount > 0) return scan.minTtl < 0 ? 0 : Math.min(scan.minTtl, MAX_POSITIVE)
+  if (scan.rcode === 0 || scan.rcode === 3) return scan.negTtl < 0 ? 0 : Math.min(scan.negTtl, MAX_NEGATIVE)
+  return 0
+}
+
+export class ReplyCache {
+  readonly #max: number
+  readonly #map = new Map<string, CacheEntry>()
+
+  constructor(max: number) {
+    this.#max = max
+  }
+
+  get size(): number {
+    return this.#map.size
+  }
+
+  get(key: string): CacheEntry | null {
+    const e = this.#map.get(key)
+    if (!e) return null
+    if (Date.now() >= e.expires) {
+      this.#map.delete(key)
+      return null
+    }
+    this.#map.delete(key)
+    this.#map.set(key, e)
+    return e
+  }
+
+  put(key: string, entry: CacheEntry): void {
+    const ttl = cacheTtl(entry.scan)
+    if (ttl <= 0) return
+    entry.expires = entry.storedAt + ttl * 1000
+    this.#map.delete(key)
+    this.#map.set(key, entry)
+    while (this.#map.size > this.#max) {
+      const oldest = this.#map.keys().next().value
+      if (oldest === undefined) break
+      this.#map.delete(oldest)
+    }
+  }
+
+  clear(): void {
+    this.#map.clear()
+  }
+}

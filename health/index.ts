@@ -1,0 +1,110 @@
+// health/: kubelet-style probes and passive ejection (specs/l4-health.md §6-7; README.md). A writer, not a router:
+// it subscribes to the Store, runs one worker per (Pod, container, probe kind), and writes each Pod's verdict
+// (`setPodHealth`) and each ejection (`setEjected`) back; every plane then drops the endpoint from the next Snapshot.
+
+import type { Plane, PlaneContext } from '../model/plane.ts'
+import type { PodHealth, Snapshot, UpstreamReporter } from '../model/snapshot.ts'
+import { registerHealthMetrics, type HealthMetrics } from './metrics.ts'
+import { OutlierDetector } from './outlier.ts'
+import { PodProbes, podHasProbes, type PodProbesEnv } from './pod-probes.ts'
+
+export class HealthPlane implements Plane {
+  readonly name = 'health'
+  readonly reporter: UpstreamReporter
+  readonly #ctx: PlaneContext
+  readonly #metrics: HealthMetrics
+  readonly #outlier: OutlierDetector
+  readonly #env: PodProbesEnv
+  readonly #pods = new Map<string, PodProbes>()
+  #unsubscribe: (() => void) | null = null
+  #applied = false
+  #closed = false
+  #warnedExec = false
+
+  constructor(ctx: PlaneContext) {
+    this.#ctx = ctx
+    this.#metrics = registerHealthMetrics(ctx.metrics)
+    this.#outlier = new OutlierDetector(ctx.store, ctx.log.child({ part: 'outlier' }), this.#metrics)
+    this.reporter = this.#outlier
+    this.#env = {
+      log: ctx.log,
+      metrics: this.#metrics,
+      execPrefix: ctx.options.execPrefix,
+      onLivenessFailure: ctx.options.onLivenessFailure,
+      publish: (key: string, health: PodHealth) => {
+        if (!this.#closed) ctx.store.setPodHealth(key, health)
+      },
+      readinessPassed: (key: string) => this.#outlier.readinessPassed(key),
+    }
+  }
+
+  start(): void {
+    this.#unsubscribe = this.#ctx.store.subscribe((s) => this.#apply(s))
+  }
+
+  #apply(snapshot: Snapshot): void {
+    if (this.#closed) return
+    const seen = new Set<string>()
+    let execProbes = 0
+    for (const ps of snapshot.pods) {
+      seen.add(ps.key)
+      const existing = this.#pods.get(ps.key)
+      // Pods are immutable and shared between Snapshots until a reload replaces them: same object, nothing to do.
+      if (existing && existing.pod === ps.pod) continue
+      if (!podHasProbes(ps.pod)) {
+        if (existing) this.#remove(ps.key, existing)
+        continue
+      }
+      if (existing) existing.update(ps.pod)
+      else {
+        const runner = new PodProbes(ps.key, ps.pod, this.#env)
+        this.#pods.set(ps.key, runner)
+        runner.update(ps.pod)
+      }
+      for (const c of ps.pod.spec.containers) {
+        for (const p of [c.readinessProbe, c.livenessProbe, c.startupProbe]) if (p?.handler.type === 'exec') execProbes++
+      }
+    }
+    if (execProbes > 0 && this.#ctx.options.execPrefix === null && !this.#warnedExec) {
+      this.#warnedExec = true
+      this.#ctx.log.warn({ probes: execProbes }, 'exec probes run their commands on this host, outside any container (set --exec-prefix to run them elsewhere)')
+    }
+    for (const [key, runner] of this.#pods) if (!seen.has(key)) this.#remove(key, runner)
+    let workers = 0
+    for (const r of this.#pods.values()) workers += r.workerCount
+    this.#metrics.workers.set(workers)
+    this.#outlier.update(snapshot)
+    this.#applied = true
+  }
+
+  #remove(key: string, runner: PodProbes): void {
+    runner.stop()
+    this.#pods.delete(key)
+    this.#ctx.store.setPodHealth(key, null)
+  }
+
+  ready(): boolean {
+    return this.#applied
+  }
+
+  status(): unknown {
+    return {
+      pods: [...this.#pods.values()].map((r) => r.status()),
+      outlier: this.#outlier.status(),
+    }
+  }
+
+  async close(_deadline: number): Promise<void> {
+    this.#closed = true
+    this.#unsubscribe?.()
+    for (const r of this.#pods.values()) r.stop()
+    this.#pods.clear()
+    this.#outlier.close()
+  }
+}
+
+export async function startHealth(ctx: PlaneContext): Promise<Plane & { reporter: UpstreamReporter }> {
+  const plane = new HealthPlane(ctx)
+  plane.start()
+  return plane
+}

@@ -1,0 +1,687 @@
+// The request path: normalise (spec §1.4), match (§1.5–1.6), apply what follows the match (§1.8: redirect, body
+// limit, affinity, canary) and forward to one endpoint through its undici Pool with undici's low-level `dispatch`.
+//
+// Per request there is exactly one object of our own, the Exchange, which is also the undici dispatch handler
+// (onConnect/onHeaders/onData/onComplete/onError as methods: no closures per request). The request body streams
+// into undici and the response body streams back with backpressure; nothing is buffered whole.
+
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Logger } from 'pino'
+import { randomBytes } from 'node:crypto'
+import type { Cidr } from '../model/ip.ts'
+import { cidrContains } from '../model/ip.ts'
+import type { UpstreamReporter } from '../model/snapshot.ts'
+import type { CanaryConfig } from './annotations.ts'
+import { ProxyError } from './errors.ts'
+import type { ProxyMetrics } from './metrics.ts'
+import { hostWithoutPort, normalizeHost, parseTarget, type PathOptions, type Target } from './normalize.ts'
+import { EMPTY_TABLE, pickRoute, pickVHost, type Route, type RouteTable } from './route-table.ts'
+import type { Endpoint, UpstreamGroup } from './upstream.ts'
+
+/** What a listener adds to forwarded requests. */
+export interface ListenerInfo {
+  readonly name: 'http' | 'https'
+  readonly scheme: 'http' | 'https'
+  /** The port the listener is bound to, as text (X-Forwarded-Port). */
+  port: string
+}
+
+export interface ForwarderOptions {
+  readonly log: Logger
+  readonly accessLog: boolean
+  readonly trustForwardedFrom: readonly Cidr[]
+  readonly reporter: UpstreamReporter
+  readonly metrics: ProxyMetrics
+  readonly pathOptions: PathOptions
+}
+
+const kExchange = Symbol('meshlet.exchange')
+
+// Header classes for one pass over the request's raw headers.
+const H_KEEP = 0
+const H_DROP = 1
+const H_HOST = 2
+const H_CONNECTION = 3
+const H_REQUEST_ID = 4
+const H_XFF = 5
+const H_XF_PROTO = 6
+const H_XF_HOST = 7
+const H_XF_PORT = 8
+const H_CONTENT_LENGTH = 9
+const H_TRANSFER_ENCODING = 10
+const H_UPGRADE = 11
+const H_COOKIE = 12
+
+/** `name` equals the lowercase ASCII literal `lit`, ignoring case (token characters only; see the why below). */
+function eqLower(name: string, lit: string): boolean {
+  // `| 0x20` folds A-Z onto a-z and leaves "-" alone; no other token character folds onto a letter or "-".
+  for (let i = 0; i < lit.length; i++) if ((name.charCodeAt(i) | 0x20) !== lit.charCodeAt(i)) return false
+  return true
+}
+
+function classify(name: string): number {
+  switch (name.length) {
+    case 2: return eqLower(name, 'te') ? H_DROP : H_KEEP
+    case 4: return eqLower(name, 'host') ? H_HOST : H_KEEP
+    case 5: return eqLower(name, 'proxy') ? H_DROP : H_KEEP
+    case 6:
+      if (eqLower(name, 'expect')) return H_DROP
+      return eqLower(name, 'cookie') ? H_COOKIE : H_KEEP
+    case 7: return eqLower(name, 'upgrade') ? H_UPGRADE : H_KEEP
+    case 8: return eqLower(name, 'x-scheme') ? H_DROP : H_KEEP
+    case 9: return eqLower(name, 'x-real-ip') ? H_DROP : H_KEEP
+    case 10:
+      if (eqLower(name, 'connection')) return H_CONNECTION
+      return eqLower(name, 'keep-alive') ? H_DROP : H_KEEP
+    case 12: return eqLower(name, 'x-request-id') ? H_REQUEST_ID : H_KEEP
+    case 14: return eqLower(name, 'content-length') ? H_CONTENT_LENGTH : H_KEEP
+    case 15: return eqLower(name, 'x-forwarded-for') ? H_XFF : H_KEEP
+    case 16:
+      if (eqLower(name, 'x-forwarded-host')) return H_XF_HOST
+      if (eqLower(name, 'x-forwarded-port')) return H_XF_PORT
+      return eqLower(name, 'proxy-connection') ? H_DROP : H_KEEP
+    case 17:
+      if (eqLower(name, 'x-forwarded-proto')) return H_XF_PROTO
+      return eqLower(name, 'transfer-encoding') ? H_TRANSFER_ENCODING : H_KEEP
+    case 18: return eqLower(name, 'x-forwarded-scheme') ? H_DROP : H_KEEP
+    case 24: return eqLower(name, 'x-original-forwarded-for') ? H_DROP : H_KEEP
+    default: return H_KEEP
+  }
+}
+
+/** Hop-by-hop response headers (spec §1.8.4), on undici's raw Buffer names. */
+function dropResponseHeader(b: Buffer): boolean {
+  const n = b.length
+  if (n !== 10 && n !== 17 && n !== 16 && n !== 7 && n !== 2) return false
+  const s = b.toString('latin1')
+  switch (n) {
+    case 10: return eqLower(s, 'connection') || eqLower(s, 'keep-alive')
+    case 17: return eqLower(s, 'transfer-encoding')
+    case 16: return eqLower(s, 'proxy-connection')
+    case 7: return eqLower(s, 'upgrade') || eqLower(s, 'trailer')
+    default: return eqLower(s, 'te')
+  }
+}
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
+
+function isConnectFailure(code: string | undefined): boolean {
+  return (
+    code === 'ECONNREFUSED' ||
+    code === 'UND_ERR_CONNECT_TIMEOUT' ||
+    code === 'EHOSTUNREACH' ||
+    code === 'ENETUNREACH' ||
+    code === 'EADDRNOTAVAIL' ||
+    code === 'ENOTFOUND' ||
+    code === 'EAI_AGAIN' ||
+    // the endpoint's pool was retired between the pick and the dispatch: nothing was sent
+    code === 'UND_ERR_CLOSED' ||
+    code === 'UND_ERR_DESTROYED'
+  )
+}
+
+/** Streams a chunked request body, failing once it exceeds `limit` bytes (proxy-body-size → 413). */
+async function* limitBody(req: IncomingMessage, limit: number): AsyncGenerator<Buffer> {
+  let total = 0
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    total += chunk.length
+    if (total > limit) throw new ProxyError('MLT_PROXY_BODY_TOO_LARGE')
+    yield chunk
+  }
+}
+
+const TEXT = { 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed', 413: 'Payload Too Large', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' } as Record<number, string>
+
+/** Parses one cookie's value out of a Cookie header; null when absent. */
+export function cookieValue(header: string | undefined, name: string): string | null {
+  if (header === undefined) return null
+  let i = 0
+  while (i < header.length) {
+    while (header.charCodeAt(i) === 32) i++
+    const eq = header.indexOf('=', i)
+    if (eq < 0) return null
+    let end = header.indexOf(';', eq)
+    if (end < 0) end = header.length
+    if (eq - i === name.length && header.startsWith(name, i)) return header.slice(eq + 1, end).trim()
+    i = end + 1
+  }
+  return null
+}
+
+function useCanary(c: CanaryConfig, req: IncomingMessage, cookieHeader: string | undefined): boolean {
+  if (c.header !== null) {
+    const v = req.headers[c.header]
+    if (typeof v === 'string') {
+      if (c.headerValue !== null) {
+        if (v === c.headerValue) return true
+      } else if (c.headerPattern !== null) {
+        if (c.headerPattern.test(v)) return true
+      } else if (v === 'always') return true
+      else if (v === 'never') return false
+    }
+  }
+  if (c.cookie !== null) {
+    const v = cookieValue(cookieHeader, c.cookie)
+    if (v === 'always') return true
+    if (v === 'never') return false
+  }
+  return c.weight > 0 && Math.random() * c.weightTotal < c.weight
+}
+
+export class Forwarder {
+  /** The current route table; replaced whole with each Snapshot. */
+  table: RouteTable = EMPTY_TABLE
+  /** Port of the https listener, for redirects; null when it is off. */
+  httpsPort: number | null = null
+  readonly log: Logger
+  readonly access: Logger | null
+  readonly reporter: UpstreamReporter
+  readonly metrics: ProxyMetrics
+  readonly pathOptions: PathOptions
+  readonly #trust: readonly Cidr[]
+  readonly #trustCache = new Map<string, boolean>()
+  readonly #hostCache = new Map<string, string | null>()
+  readonly #idPrefix = randomBytes(10).toString('hex')
+  #idCounter = 0
+  /** Requests being forwarded (drain waits for 0). */
+  inflight = 0
+  readonly tunnels = new Set<import('node:net').Socket>()
+  /** Reused by `prepare` (the hot path is synchronous until dispatch). */
+  readonly #target: Target = { authority: null, path: '/', query: '' }
+
+  constructor(o: ForwarderOptions) {
+    this.log = o.log
+    this.access = o.accessLog ? o.log.child({ access: true }) : null
+    this.reporter = o.reporter
+    this.metrics = o.metrics
+    this.pathOptions = o.pathOptions
+    this.#trust = o.trustForwardedFrom
+  }
+
+  newRequestId(): string {
+    const n = ++this.#idCounter
+    return this.#idPrefix + n.toString(16).padStart(12, '0')
+  }
+
+  trusted(ip: string): boolean {
+    if (this.#trust.length === 0) return false
+    let t = this.#trustCache.get(ip)
+    if (t === undefined) {
+      const plain = ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip
+      t = this.#trust.some((c) => cidrContains(c, plain))
+      if (this.#trustCache.size > 4096) this.#trustCache.clear()
+      this.#trustCache.set(ip, t)
+    }
+    return t
+  }
+
+  normalizeHost(raw: string): string | null {
+    let h = this.#hostCache.get(raw)
+    if (h === undefined) {
+      h = normalizeHost(raw)
+      if (this.#hostCache.size > 4096) this.#hostCache.clear()
+      this.#hostCache.set(raw, h)
+    }
+    return h
+  }
+
+  /** A built-in answer (no upstream): plain text, X-Request-ID, counted. */
+  reply(res: ServerResponse, status: number, requestId: string | null, route: Route | null, close: boolean): void {
+    const body = `${status} ${TEXT[status] ?? ''}\n`
+    const headers: string[] = ['content-type', 'text/plain; charset=utf-8', 'content-length', String(body.length)]
+    if (requestId !== null) headers.push('x-request-id', requestId)
+    if (close) headers.push('connection', 'close')
+    if (!res.headersSent) res.writeHead(status, headers)
+    res.end(body)
+    if (route === null) this.metrics.countUnrouted(status)
+  }
+
+  /** Request entry point of both listeners (bound once per listener). */
+  handle(req: IncomingMessage, res: ServerResponse, li: ListenerInfo): void {
+    const ex = this.prepare(req, li, false)
+    if (typeof ex === 'number') {
+      this.reply(res, ex, null, null, ex === 400)
+      return
+    }
+    ex.res = res
+    ex.begin()
+  }
+
+  /**
+   * Everything before choosing an endpoint. Returns the status to answer (400/404/405) when the request ends here.
+   * `upgrade`: the WebSocket path (Upgrade/Connection are then forwarded).
+   */
+  prepare(req: IncomingMessage, li: ListenerInfo, upgrade: boolean): Exchange | number {
+    const method = req.method!
+    if (method === 'TRACE') return 405
+    const raw = req.rawHeaders
+    const out: string[] = []
+    let hostCount = 0
+    let hostRaw = ''
+    let requestId: string | null = null
+    let xff: string | null = null
+    let xfProto: string | null = null
+    let xfHost: string | null = null
+    let xfPort: string | null = null
+    let connection: string | null = null
+    let contentLength: string | null = null
+    let te = false
+    let cookie: string | undefined
+    let upgradeValue: string | null = null
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!
+      const value = raw[i + 1]!
+      switch (classify(name)) {
+        case H_KEEP:
+          out.push(name, value)
+          break
+        case H_HOST:
+          if (hostCount++ === 0) {
+            hostRaw = value
+            out.push(name, value)
+          }
+          break
+        case H_CONNECTION:
+          connection = connection === null ? value : connection + ',' + value
+          break
+        case H_REQUEST_ID:
+          if (requestId === null && value.length > 0 && value.length <= 200) requestId = value
+          break
+        case H_XFF:
+          xff = xff === null ? value : xff + ', ' + value
+          break
+        case H_XF_PROTO:
+          xfProto ??= value
+          break
+        case H_XF_HOST:
+          xfHost ??= value
+          break
+        case H_XF_PORT:
+          xfPort ??= value
+          break
+        case H_CONTENT_LENGTH:
+          contentLength = value
+          out.push(name, value)
+          break
+        case H_TRANSFER_ENCODING:
+          te = true
+          break
+        case H_UPGRADE:
+          upgradeValue = value
+          break
+        case H_COOKIE:
+          cookie = cookie === undefined ? value : cookie + '; ' + value
+          out.push(name, value)
+          break
+        default: // H_DROP
+      }
+    }
+    // RFC 9112 §6.1: Transfer-Encoding on HTTP/1.0 is faulty framing; §3.2: more than one Host line is a 400.
+    if (te && req.httpVersionMajor === 1 && req.httpVersionMinor === 0) return 400
+    if (hostCount > 1) return 400
+    const target = this.#target
+    if (!parseTarget(req.url!, this.pathOptions, target)) return 400
+    const authority = target.authority ?? hostRaw
+    const host = this.normalizeHost(authority)
+    if (host === null) return 400
+    const path = target.path
+    const query = target.query
+
+    const table = this.table
+    const vhost = pickVHost(table, host)
+    let route = vhost === null ? null : pickRoute(vhost, path)
+    if (route === null) route = table.defaultRoute
+    if (route === null) return 404
+
+    // Headers named by Connection are hop-by-hop too (rare: only when it lists more than keep-alive/close).
+    if (connection !== null && !/^\s*(keep-alive|close|upgrade)\s*$/i.test(connection)) {
+      const named = new Set(connection.toLowerCase().split(',').map((s) => s.trim()))
+      for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i]!.toLowerCase()) && !eqLower(out[i]!, 'host')) out.splice(i, 2)
+    }
+
+    const remote = req.socket.remoteAddress ?? ''
+    const trusted = this.trusted(remote)
+    if (requestId === null) requestId = this.newRequestId()
+    let realIp = remote
+    let forwardedFor = remote
+    if (trusted && xff !== null) {
+      forwardedFor = xff + ', ' + remote
+      realIp = xff.split(',')[0]!.trim() || remote
+    }
+    out.push(
+      'x-request-id', requestId,
+      'x-real-ip', realIp,
+      'x-forwarded-for', forwardedFor,
+      'x-forwarded-host', trusted && xfHost !== null ? xfHost : authority,
+      'x-forwarded-port', trusted && xfPort !== null ? xfPort : li.port,
+      'x-forwarded-proto', trusted && xfProto !== null ? xfProto : li.scheme,
+      'x-forwarded-scheme', trusted && xfProto !== null ? xfProto : li.scheme,
+      'x-scheme', trusted && xfProto !== null ? xfProto : li.scheme,
+    )
+    if (xff !== null) out.push('x-original-forwarded-for', xff)
+    if (upgrade && upgradeValue !== null) out.push('upgrade', upgradeValue, 'connection', 'upgrade')
+
+    // Canary Ingress for the same host and path (ingress-nginx precedence: header, cookie, weight).
+    let effective = route
+    if (route.canary !== null && useCanary(route.canary.config.canary!, req, cookie)) effective = route.canary
+
+    const ex = new Exchange(this, req, li, effective, out, requestId, host, path, query)
+    ex.cookieHeader = cookie
+    ex.contentLength = contentLength
+    ex.chunked = te
+    ex.tlsVhost = vhost !== null && route.kind !== 'Default' && (vhost.tls || (vhost === table.catchAll && this.#hostHasTls(host)))
+    return ex
+  }
+
+  #hostHasTls(host: string): boolean {
+    const t = this.table
+    if (t.tlsHosts.size === 0 && t.tlsWild.size === 0) return false
+    if (t.tlsHosts.has(host)) return true
+    const dot = host.indexOf('.')
+    return dot > 0 && t.tlsWild.has(host.slice(dot + 1))
+  }
+}
+
+function onResClose(this: ServerResponse): void {
+  const ex = (this as unknown as Record<symbol, Exchange | undefined>)[kExchange]
+  if (ex !== undefined && !ex.done) ex.clientGone()
+}
+
+function onResDrain(this: ServerResponse): void {
+  const ex = (this as unknown as Record<symbol, Exchange | undefined>)[kExchange]
+  if (ex !== undefined && ex.resume !== null) ex.resume()
+}
+
+/** One downstream request and its upstream attempts; the undici dispatch handler. Every field set here. */
+export class Exchange {
+  readonly fwd: Forwarder
+  readonly req: IncomingMessage
+  res: ServerResponse | null = null
+  readonly li: ListenerInfo
+  readonly route: Route
+  readonly headers: string[]
+  readonly requestId: string
+  readonly host: string
+  readonly path: string
+  readonly query: string
+  cookieHeader: string | undefined = undefined
+  contentLength: string | null = null
+  chunked = false
+  tlsVhost = false
+  readonly start: number
+  /** The endpoint of the attempt in flight (counted in its `inflight`); null between attempts. */
+  endpoint: Endpoint | null = null
+  /** The endpoint of the last attempt (logs). */
+  upstream: Endpoint | null = null
+  counted = false
+  responseStarted = false
+  tried1: Endpoint | null = null
+  tried2: Endpoint | null = null
+  tries = 0
+  setCookie: string | null = null
+  opts: {
+    path: string
+    method: string
+    headers: string[]
+    body: IncomingMessage | AsyncGenerator<Buffer> | null
+    headersTimeout: number
+    bodyTimeout: number
+  }
+  abortUpstream: ((err?: Error) => void) | null = null
+  resume: (() => void) | null = null
+  status = 0
+  bytes = 0
+  upstreamStart = 0
+  upstreamHeaders = 0
+  done = false
+
+  constructor(fwd: Forwarder, req: IncomingMessage, li: ListenerInfo, route: Route, headers: string[], requestId: string, host: string, path: string, query: string) {
+    this.fwd = fwd
+    this.req = req
+    this.li = li
+    this.route = route
+    this.headers = headers
+    this.requestId = requestId
+    this.host = host
+    this.path = path
+    this.query = query
+    this.start = performance.now()
+    this.opts = {
+      path: '',
+      method: req.method!,
+      headers,
+      body: null,
+      headersTimeout: route.config.readTimeoutMs,
+      bodyTimeout: route.config.readTimeoutMs,
+    }
+  }
+
+  /** The path and query sent upstream: the normalised path, or the rewrite-target result (§4.1). */
+  upstreamPath(): string {
+    const target = this.route.config.rewriteTarget
+    if (target === null) return this.query === '' ? this.path : this.path + this.query
+    let m: RegExpExecArray | null = null
+    if (this.route.regex !== null) m = this.route.regex.exec(this.path)
+    const rewritten = target.replace(/\$(\d)/g, (_s, d: string) => (m !== null ? (m[Number(d)] ?? '') : ''))
+    return rewritten + this.query
+  }
+
+  /** Redirect, body limit, affinity, endpoint choice, then the first attempt. */
+  begin(): void {
+    const res = this.res!
+    const route = this.route
+    const cfg = route.config
+    const fwd = this.fwd
+    if (this.li.scheme === 'http' && (cfg.forceSslRedirect || (cfg.sslRedirect && this.tlsVhost))) {
+      const raw = this.req.url!
+      const pathAndQuery = raw.charCodeAt(0) === 47 ? raw : this.path + this.query
+      const port = fwd.httpsPort === null || fwd.httpsPort === 443 ? '' : `:${fwd.httpsPort}`
+      const authority = hostWithoutPort(this.req.headers.host ?? this.host)
+      res.writeHead(308, ['location', `https://${authority}${port}${pathAndQuery}`, 'content-length', '0', 'x-request-id', this.requestId])
+      res.end()
+      this.finish(308)
+      return
+    }
+    if (cfg.bodySizeLimit > 0 && this.contentLength !== null && Number(this.contentLength) > cfg.bodySizeLimit) {
+      this.status = 413
+      fwd.reply(res, 413, this.requestId, route, true)
+      this.finish(413)
+      return
+    }
+    const group = route.backend.group
+    let ep: Endpoint | null = null
+    if (group !== null) {
+      const aff = cfg.affinity
+      if (aff !== null) {
+        const v = cookieValue(this.cookieHeader, aff.name)
+        if (v !== null) ep = group.byCookie(v)
+        if (ep === null) {
+          ep = group.pick(cfg.loadBalance, null, null)
+          if (ep !== null) this.setCookie = this.#cookieFor(ep)
+        }
+      } else ep = group.pick(cfg.loadBalance, null, null)
+    }
+    if (ep === null) {
+      fwd.reply(res, 503, this.requestId, route, false)
+      this.finish(503)
+      return
+    }
+    if (this.contentLength !== null && this.contentLength !== '0') this.opts.body = this.req
+    else if (this.chunked) this.opts.body = cfg.bodySizeLimit > 0 ? limitBody(this.req, cfg.bodySizeLimit) : this.req
+    this.opts.path = this.upstreamPath()
+    ;(res as unknown as Record<symbol, Exchange>)[kExchange] = this
+    res.on('close', onResClose)
+    fwd.inflight++
+    this.counted = true
+    this.send(ep)
+  }
+
+  #cookieFor(ep: Endpoint): string {
+    const a = this.route.config.affinity!
+    let c = `${a.name}=${ep.cookie}; Path=${a.path ?? (this.route.kind === 'Default' || this.route.kind === 'Regex' ? '/' : this.route.path)}; HttpOnly`
+    if (a.maxAge !== null) c += `; Max-Age=${a.maxAge}`
+    if (a.expires !== null) c += `; Expires=${new Date(Date.now() + a.expires * 1000).toUTCString()}`
+    if (a.sameSite !== null) c += `; SameSite=${a.sameSite}`
+    if (a.secure || (a.sameSite !== null && a.sameSite.toLowerCase() === 'none' && this.li.scheme === 'https')) c += '; Secure'
+    return c
+  }
+
+  send(ep: Endpoint): void {
+    this.endpoint = ep
+    this.upstream = ep
+    this.tries++
+    ep.inflight++
+    this.upstreamStart = performance.now()
+    ep.pool.dispatch(this.opts as never, this as never)
+  }
+
+  // ---- undici DispatchHandler (legacy method names: undici calls them without wrapping)
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.abortUpstream = abort
+    if (this.done) abort()
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, _statusText: string): boolean {
+    if (statusCode < 200) return true
+    const res = this.res!
+    this.upstreamHeaders = performance.now()
+    this.status = statusCode
+    this.resume = resume
+    const ep = this.endpoint!
+    this.fwd.reporter.report(this.route.backend.service, ep.host, ep.port, statusCode < 500)
+    const out: string[] = []
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      const name = rawHeaders[i]!
+      if (dropResponseHeader(name)) continue
+      out.push(name.toString('latin1'), rawHeaders[i + 1]!.toString('latin1'))
+    }
+    out.push('x-request-id', this.requestId)
+    if (this.setCookie !== null) out.push('set-cookie', this.setCookie)
+    try {
+      res.writeHead(statusCode, out)
+    } catch (err) {
+      // An upstream header Node refuses to send (invalid characters): the response cannot be relayed.
+      this.status = 502
+      this.fwd.log.debug({ err, upstream: ep.key }, 'invalid upstream response header')
+      this.abortUpstream?.(err as Error)
+      return false
+    }
+    this.responseStarted = true
+    return true
+  }
+
+  onData(chunk: Buffer): boolean {
+    this.bytes += chunk.length
+    const ok = this.res!.write(chunk)
+    if (!ok) this.res!.once('drain', onResDrain)
+    return ok
+  }
+
+  onComplete(_trailers: Buffer[] | null): void {
+    this.res!.end()
+    this.finish(this.status)
+  }
+
+  onError(err: Error & { code?: string }): void {
+    const ep = this.upstream!
+    this.#release()
+    if (this.done) return
+    const res = this.res!
+    const code = err.code
+    if (code === 'MLT_PROXY_BODY_TOO_LARGE') {
+      this.#fail(413)
+      return
+    }
+    const connectFail = isConnectFailure(code)
+    if (connectFail) this.route.stats.connectErrors++
+    this.fwd.reporter.report(this.route.backend.service, ep.host, ep.port, false)
+    if (this.responseStarted) {
+      // Mid-response: nothing sensible can be sent; cut the downstream connection so the client sees it.
+      this.#log(err)
+      res.destroy()
+      this.finish(this.status)
+      return
+    }
+    if (this.status === 502) {
+      this.#fail(502) // an upstream response head Node refused to relay
+      return
+    }
+    const body = this.opts.body
+    const bodyUntouched = body === null || (body === this.req && !this.req.readableDidRead)
+    const retry =
+      this.tries < this.route.config.tries &&
+      (connectFail
+        ? bodyUntouched
+        : (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE') && body === null && IDEMPOTENT.has(this.opts.method))
+    if (retry) {
+      if (this.tried1 === null) this.tried1 = ep
+      else this.tried2 = ep
+      const next = this.route.backend.group!.pick(this.route.config.loadBalance, this.tried1, this.tried2)
+      if (next !== null) {
+        if (this.route.config.affinity !== null) this.setCookie = this.#cookieFor(next)
+        this.send(next)
+        return
+      }
+    }
+    this.#log(err)
+    const timeout = code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT'
+    this.#fail(timeout ? 504 : 502)
+  }
+
+  #release(): void {
+    const ep = this.endpoint
+    if (ep !== null) {
+      ep.inflight--
+      this.endpoint = null
+    }
+  }
+
+  #fail(status: number): void {
+    this.status = status
+    this.fwd.reply(this.res!, status, this.requestId, this.route, status === 413)
+    this.finish(status)
+  }
+
+  #log(err: Error): void {
+    const log = this.fwd.log
+    if (log.isLevelEnabled('debug')) log.debug({ err, upstream: this.upstream?.key, service: this.route.backend.label }, 'upstream request failed')
+  }
+
+  /** The downstream connection closed before the response ended: stop the upstream request. */
+  clientGone(): void {
+    if (this.done) return
+    this.abortUpstream?.(new ProxyError('MLT_PROXY_UPSTREAM_ERROR', 'client closed the connection'))
+    this.finish(this.status === 0 ? 499 : this.status)
+  }
+
+  finish(status: number): void {
+    if (this.done) return
+    this.done = true
+    this.#release()
+    if (this.counted) this.fwd.inflight--
+    const ep = this.upstream
+    const now = performance.now()
+    const seconds = (now - this.start) / 1000
+    this.route.stats.observe(status, seconds)
+    const access = this.fwd.access
+    if (access !== null) {
+      access.info({
+        method: this.opts.method,
+        host: this.host,
+        path: this.path,
+        status,
+        ingress: this.route.ingress,
+        service: this.route.backend.label,
+        upstream: ep === null ? null : `${ep.host}:${ep.port}`,
+        duration: seconds,
+        upstreamDuration: this.upstreamHeaders > 0 ? (this.upstreamHeaders - this.upstreamStart) / 1000 : null,
+        bytesIn: this.contentLength === null ? 0 : Number(this.contentLength),
+        bytesOut: this.bytes,
+        requestId: this.requestId,
+        tries: this.tries,
+      }, 'request')
+    }
+  }
+}
+export type { UpstreamGroup }

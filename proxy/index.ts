@@ -1,0 +1,227 @@
+// The L7 Ingress router plane: HTTP and HTTPS listeners, a route table compiled from each Snapshot and swapped as one
+// reference, undici pools per endpoint kept across Snapshots. See proxy/README.md and specs/ingress.md §1.
+
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import type { Socket } from 'node:net'
+import { createSecureContext, type SecureContext } from 'node:tls'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Ingress } from '../model/objects.ts'
+import type { Plane, PlaneContext, PlaneFactory } from '../model/plane.ts'
+import type { Snapshot } from '../model/snapshot.ts'
+import type { ListenAddress } from '../model/options.ts'
+import { ProxyError } from './errors.ts'
+import { Forwarder, type ListenerInfo } from './forward.ts'
+import { ProxyMetrics } from './metrics.ts'
+import { DEFAULT_PATH_OPTIONS, type PathOptions } from './normalize.ts'
+import { compile, type CompileResult, type IngressState } from './route-table.ts'
+import { generateSelfSigned, pickContext, SecureContextCache, type PemPair } from './tls.ts'
+import { EndpointRegistry } from './upstream.ts'
+import { handleUpgrade, writeRawStatus } from './websocket.ts'
+
+export { CONTROLLER_ID } from './route-table.ts'
+
+/** Client keep-alive idle time (ingress-nginx `keep-alive: 75`). */
+const CLIENT_KEEPALIVE_MS = 75_000
+/** Time allowed to send the request head (ingress-nginx `client-header-timeout: 60`). */
+const CLIENT_HEADER_TIMEOUT_MS = 60_000
+
+interface ListenerState {
+  readonly name: 'http' | 'https'
+  readonly requested: ListenAddress
+  state: 'starting' | 'listening' | 'failed' | 'closed'
+  address: string | null
+  port: number | null
+  error: string | null
+}
+
+export interface ProxyExtraOptions {
+  /** Path normalisation options (spec P4, P6); defaults: merge slashes, keep escaped slashes. */
+  readonly pathOptions?: PathOptions
+  /** A default certificate instead of generating one (tests). */
+  readonly defaultCertificate?: PemPair
+}
+
+export class ProxyPlane implements Plane {
+  readonly name = 'proxy'
+  readonly #ctx: PlaneContext
+  readonly #fwd: Forwarder
+  readonly #endpoints = new EndpointRegistry()
+  readonly #contexts = new SecureContextCache()
+  readonly #metrics: ProxyMetrics
+  readonly #lastGood = new Map<string, Ingress>()
+  readonly #pathOptions: PathOptions
+  readonly #extra: ProxyExtraOptions
+  #servers: Server[] = []
+  #listeners: ListenerState[] = []
+  #defaultContext: SecureContext | null = null
+  #result: CompileResult | null = null
+  #version = 0
+  #unsubscribe: (() => void) | null = null
+  #closing = false
+
+  constructor(ctx: PlaneContext, extra: ProxyExtraOptions = {}) {
+    this.#ctx = ctx
+    this.#extra = extra
+    this.#pathOptions = extra.pathOptions ?? DEFAULT_PATH_OPTIONS
+    this.#metrics = new ProxyMetrics(ctx.metrics)
+    this.#fwd = new Forwarder({
+      log: ctx.log,
+      accessLog: ctx.options.accessLog,
+      trustForwardedFrom: ctx.options.trustForwardedFrom,
+      reporter: ctx.reporter,
+      metrics: this.#metrics,
+      pathOptions: this.#pathOptions,
+    })
+  }
+
+  async start(): Promise<void> {
+    const { options } = this.#ctx
+    if (options.https) {
+      const pem = this.#extra.defaultCertificate ?? (await generateSelfSigned())
+      this.#defaultContext = createSecureContext({ cert: pem.cert, key: pem.key, minVersion: 'TLSv1.2' })
+      await this.#listen('https', options.https, pem)
+      this.#fwd.httpsPort = this.#listeners.find((l) => l.name === 'https')?.port ?? null
+    }
+    if (options.http) await this.#listen('http', options.http, null)
+    this.#unsubscribe = this.#ctx.store.subscribe((s) => this.apply(s))
+  }
+
+  async #listen(name: 'http' | 'https', addr: ListenAddress, pem: PemPair | null): Promise<void> {
+    const st: ListenerState = { name, requested: addr, state: 'starting', address: null, port: null, error: null }
+    this.#listeners.push(st)
+    const fwd = this.#fwd
+    const li: ListenerInfo = { name, scheme: name, port: '' }
+    const onRequest = (req: IncomingMessage, res: ServerResponse) => fwd.handle(req, res, li)
+    const server: Server =
+      pem === null
+        ? createHttpServer(onRequest)
+        : (createHttpsServer(
+            {
+              cert: pem.cert,
+              key: pem.key,
+              minVersion: 'TLSv1.2',
+              SNICallback: (servername, cb) => cb(null, pickContext(fwd.table.tls, servername) ?? this.#defaultContext!),
+            },
+            onRequest,
+          ) as unknown as Server)
+    server.keepAliveTimeout = CLIENT_KEEPALIVE_MS
+    server.headersTimeout = CLIENT_HEADER_TIMEOUT_MS
+    // Long uploads and downloads are bounded by the per-route read timeouts, not by a whole-request limit.
+    server.requestTimeout = 0
+    server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => handleUpgrade(fwd, req, socket, head, li))
+    // CONNECT is refused (spec §1.4), answered on the connect event, then the connection is closed.
+    server.on('connect', (_req: IncomingMessage, socket: Socket) => {
+      socket.on('error', () => socket.destroy())
+      writeRawStatus(socket, 405)
+    })
+    this.#servers.push(server)
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject)
+        server.listen({ host: addr.host, port: addr.port }, () => {
+          server.off('error', reject)
+          resolve()
+        })
+      })
+    } catch (err) {
+      st.state = 'failed'
+      st.error = (err as Error).message
+      throw new ProxyError('MLT_PROXY_LISTEN', `${name} listener on ${addr.host}:${addr.port}: ${(err as Error).message}`, { cause: err })
+    }
+    server.on('error', (err) => this.#ctx.log.error({ err, listener: name }, 'listener error'))
+    const a = server.address()
+    if (a && typeof a === 'object') {
+      st.address = a.address
+      st.port = a.port
+      li.port = String(a.port)
+    }
+    st.state = 'listening'
+    this.#ctx.log.info({ listener: name, address: st.address, port: st.port }, 'listening')
+  }
+
+  /** Compiles the Snapshot into a new route table and swaps it in; retires endpoints no table uses. */
+  apply(snapshot: Snapshot): void {
+    if (this.#closing) return
+    const result = compile({
+      snapshot,
+      ingressClass: this.#ctx.options.ingressClass,
+      pathOptions: this.#pathOptions,
+      endpoints: this.#endpoints,
+      metrics: this.#metrics,
+      contexts: this.#contexts,
+      lastGood: this.#lastGood,
+    })
+    this.#fwd.table = result.table
+    this.#endpoints.sweep(result.live)
+    this.#contexts.sweep()
+    const before = new Map<string, IngressState>((this.#result?.ingresses ?? []).map((i) => [i.ingress, i.state]))
+    for (const i of result.ingresses) {
+      if (before.get(i.ingress) === i.state) continue
+      if (i.state === 'accepted') this.#ctx.log.info({ ingress: i.ingress, warnings: i.warnings.length ? i.warnings : undefined }, 'ingress accepted')
+      else this.#ctx.log.warn({ ingress: i.ingress, state: i.state, reasons: i.reasons, servingLastGood: i.servingLastGood }, `ingress ${i.state}`)
+    }
+    if (this.#result === null) for (const n of result.notes) this.#ctx.log.info(n)
+    this.#result = result
+    this.#version = snapshot.version
+  }
+
+  ready(): boolean {
+    return this.#result !== null && this.#listeners.every((l) => l.state === 'listening')
+  }
+
+  status(): unknown {
+    const r = this.#result
+    return {
+      snapshot: this.#version,
+      listeners: Object.fromEntries(
+        this.#listeners.map((l) => [l.name, { state: l.state, address: l.address, port: l.port, error: l.error }]),
+      ),
+      ingresses: r?.ingresses ?? [],
+      routes: r?.routes ?? [],
+      defaultBackend: r?.table.defaultRoute ? { ingress: r.table.defaultRoute.ingress, service: r.table.defaultRoute.backend.label } : null,
+      conflicts: r?.conflicts ?? [],
+      tls: { hosts: r?.table.tls.hosts ?? {}, defaultCertificate: r?.table.tls.fallback ? 'from an Ingress tls entry without hosts' : 'self-signed (generated at start)' },
+      notes: r?.notes ?? [],
+      endpoints: this.#endpoints.size,
+      inflight: this.#fwd.inflight,
+      tunnels: this.#fwd.tunnels.size,
+    }
+  }
+
+  /** Stop accepting; let in-flight requests and tunnels finish until `deadline`; then close everything. */
+  async close(deadline: number): Promise<void> {
+    this.#closing = true
+    this.#unsubscribe?.()
+    const closed = this.#servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))
+    for (const s of this.#servers) s.closeIdleConnections()
+    while ((this.#fwd.inflight > 0 || this.#fwd.tunnels.size > 0) && Date.now() < deadline) {
+      await sleep(20)
+      for (const s of this.#servers) s.closeIdleConnections()
+    }
+    for (const s of this.#servers) s.closeAllConnections()
+    for (const t of this.#fwd.tunnels) t.destroy()
+    this.#fwd.tunnels.clear()
+    await Promise.all(closed)
+    for (const l of this.#listeners) l.state = 'closed'
+    await this.#endpoints.closeAll(Math.max(deadline, Date.now() + 100))
+  }
+}
+
+export const startProxy: PlaneFactory = async (ctx) => {
+  const plane = new ProxyPlane(ctx)
+  try {
+    await plane.start()
+  } catch (err) {
+    await plane.close(Date.now())
+    throw err
+  }
+  return plane
+}
+
+/** For tests: a plane with extra options (path options, a given default certificate). */
+export async function startProxyWith(ctx: PlaneContext, extra: ProxyExtraOptions): Promise<ProxyPlane> {
+  const plane = new ProxyPlane(ctx, extra)
+  await plane.start()
+  return plane
+}

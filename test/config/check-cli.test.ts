@@ -1,0 +1,99 @@
+// `meshlet check -f FILE` through the real CLI: every invalid fixture exits 1 and prints its error line; valid
+// fixtures exit 0; stdin ("-") works; a missing path exits 1; no -f is a usage error (2).
+
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { dirname, join, relative } from 'node:path'
+import { INVALID_CASES } from './invalid-cases.ts'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
+const cli = join(root, 'bin', 'meshlet.ts')
+
+interface Run {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+function check(args: string[], stdin?: string): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [cli, 'check', ...args], { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
+    child.on('error', reject)
+    child.on('close', (code) => {
+      clearTimeout(timer)
+      resolve({ code, stdout, stderr })
+    })
+    child.stdin.end(stdin ?? '')
+  })
+}
+
+/** Runs `fn` over `items` with at most `n` at a time (2 cores, other test files in parallel). */
+async function pool<T>(items: readonly T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]!)
+  }
+  await Promise.all(Array.from({ length: n }, worker))
+}
+
+if (!existsSync(cli)) {
+  t.comment(`skipped: ${relative(root, cli)} does not exist yet`)
+  t.pass('nothing to run')
+} else {
+  t.test('every invalid fixture: exit 1, one error line naming file, doc, path and code', async (t) => {
+    const results = new Map<string, Run>()
+    await pool(INVALID_CASES, 3, async (c) => {
+      results.set(c.name, await check(['-f', `test/fixtures/invalid/${c.name}.yaml`]))
+    })
+    for (const c of INVALID_CASES) {
+      const r = results.get(c.name)!
+      const file = `test/fixtures/invalid/${c.name}.yaml`
+      t.equal(r.code, 1, `${c.name}: exit 1 (stderr: ${r.stderr.trim()})`)
+      const lines = r.stdout.trim().split('\n')
+      t.equal(lines.length, 1, `${c.name}: one line`)
+      const prefix = `${file} doc ${c.doc ?? 1}`
+      const where = c.object ? ` (${c.object})` : ''
+      const head = c.path ? `${prefix}${c.object === undefined ? '' : where}` : prefix
+      t.ok(lines[0]?.startsWith(head), `${c.name}: starts with ${head}: ${lines[0]}`)
+      if (c.path) t.ok(lines[0]?.includes(`: ${c.path}: `), `${c.name}: names ${c.path}`)
+    }
+  })
+
+  t.test('all invalid fixtures at once: exit 1, every error listed', async (t) => {
+    const r = await check(['-f', 'test/fixtures/invalid'])
+    t.equal(r.code, 1)
+    const lines = r.stdout.trim().split('\n')
+    // Several fixtures define the same Service default/web, so some lines are conflicts instead of their own error.
+    t.ok(lines.length >= INVALID_CASES.length - 5, `${lines.length} lines`)
+    t.ok(lines.every((l) => l.startsWith('test/fixtures/invalid/')), 'one error per line, each naming its file')
+  })
+
+  t.test('valid fixtures: exit 0', async (t) => {
+    const r = await check(['-f', 'test/fixtures/valid'])
+    t.equal(r.code, 0, r.stdout + r.stderr)
+    t.equal(r.stdout, '')
+  })
+
+  t.test('stdin with -f -', async (t) => {
+    const ok = await check(['-f', '-'], 'apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n')
+    t.equal(ok.code, 0, ok.stderr)
+    const bad = await check(['-f', '-'], 'apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80, protocol: ICMP}]}\n')
+    t.equal(bad.code, 1)
+    t.equal(bad.stdout, '<stdin> doc 1 (Service default/s): spec.ports[0].protocol: must be one of TCP, UDP, SCTP, got "ICMP"\n')
+  })
+
+  t.test('unreadable path exits 1; no -f exits 2', async (t) => {
+    const missing = await check(['-f', 'test/fixtures/does-not-exist.yaml'])
+    t.equal(missing.code, 1)
+    t.match(missing.stderr, /does-not-exist\.yaml/)
+    const usage = await check([])
+    t.equal(usage.code, 2)
+  })
+}

@@ -1,0 +1,217 @@
+// Shared pieces of the health tests: typed objects built by hand (the shapes model/validate.ts produces), a Store with
+// the health plane on it, real backends that fail and recover on command, and polling helpers.
+
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { pino } from 'pino'
+import { Registry } from 'prom-client'
+import type { Container, ContainerPort, ObjectMeta, Pod, Probe, ProbeHandler, Service } from '../../model/objects.ts'
+import type { RuntimeOptions } from '../../model/options.ts'
+import type { Plane } from '../../model/plane.ts'
+import { noopReporter, type UpstreamReporter } from '../../model/snapshot.ts'
+import { Store } from '../../model/store.ts'
+import { startHealth } from '../../health/index.ts'
+
+interface Teardown {
+  teardown(fn: () => unknown): void
+}
+
+export function meta(name: string, extra: Partial<ObjectMeta> = {}): ObjectMeta {
+  return {
+    name,
+    namespace: 'default',
+    labels: {},
+    annotations: {},
+    deletionTimestamp: null,
+    source: { file: 'test.yaml', doc: 1 },
+    ...extra,
+  }
+}
+
+export interface ProbeOptions {
+  initialDelaySeconds?: number
+  periodSeconds?: number
+  timeoutSeconds?: number
+  successThreshold?: number
+  failureThreshold?: number
+}
+
+/** Test defaults: period 1 s (the kubelet minimum) so that tests stay fast. */
+export function probe(handler: ProbeHandler, o: ProbeOptions = {}): Probe {
+  return {
+    handler,
+    initialDelaySeconds: o.initialDelaySeconds ?? 0,
+    periodSeconds: o.periodSeconds ?? 1,
+    timeoutSeconds: o.timeoutSeconds ?? 1,
+    successThreshold: o.successThreshold ?? 1,
+    failureThreshold: o.failureThreshold ?? 3,
+  }
+}
+
+export function httpGet(port: number, path = '/', extra: Partial<Extract<ProbeHandler, { type: 'httpGet' }>> = {}): ProbeHandler {
+  return { type: 'httpGet', scheme: 'HTTP', host: null, path, port, httpHeaders: [], ...extra }
+}
+
+export function container(
+  name: string,
+  probes: { readiness?: Probe; liveness?: Probe; startup?: Probe; ports?: ContainerPort[] } = {},
+): Container {
+  return {
+    name,
+    ports: probes.ports ?? [],
+    readinessProbe: probes.readiness ?? null,
+    livenessProbe: probes.liveness ?? null,
+    startupProbe: probes.startup ?? null,
+  }
+}
+
+export function pod(name: string, ip: string, containers: Container[], extra: Partial<ObjectMeta> = {}): Pod {
+  return {
+    kind: 'Pod',
+    meta: meta(name, { labels: { app: 'web' }, ...extra }),
+    spec: { nodeName: 'test-node', hostname: null, subdomain: null, containers },
+    status: { podIP: ip, podIPs: [ip] },
+  }
+}
+
+export function service(name: string, targetPort: number, annotations: Record<string, string> = {}, selector = { app: 'web' }): Service {
+  return {
+    kind: 'Service',
+    meta: meta(name, { annotations }),
+    spec: {
+      type: 'ClusterIP',
+      selector,
+      clusterIPs: ['None'],
+      headless: true,
+      ipFamilies: [],
+      ipFamilyPolicy: 'SingleStack',
+      ports: [{ name: '', protocol: 'TCP', port: 80, targetPort, nodePort: null, appProtocol: null }],
+      externalName: null,
+      externalIPs: [],
+      sessionAffinity: 'None',
+      affinityTimeoutSeconds: 10800,
+      externalTrafficPolicy: 'Cluster',
+      internalTrafficPolicy: 'Cluster',
+      trafficDistribution: null,
+      publishNotReadyAddresses: false,
+      healthCheckNodePort: null,
+      loadBalancerIP: null,
+      loadBalancerClass: null,
+    },
+  }
+}
+
+export const baseOptions: RuntimeOptions = {
+  files: [],
+  nodeName: 'test-node',
+  nodeAddress: null,
+  dns: null,
+  http: null,
+  https: null,
+  admin: null,
+  upstreams: [],
+  clusterDomain: 'cluster.local',
+  serviceCidrs: [],
+  vipMode: 'none',
+  vipInterface: null,
+  dnsTtl: 5,
+  ingressClass: 'meshlet',
+  accessLog: false,
+  trustForwardedFrom: [],
+  execPrefix: null,
+  onLivenessFailure: null,
+  logLevel: 'silent',
+}
+
+export interface Harness {
+  readonly store: Store
+  readonly plane: Plane & { reporter: UpstreamReporter }
+  readonly metrics: Registry
+  /** Pod "default/NAME" verdict as the Snapshot carries it. */
+  podReady(name: string): boolean | undefined
+  health(name: string): any
+  /** The ready condition of ip in Service "default/NAME" (first port), undefined when absent. */
+  endpointReady(svc: string, ip: string, port?: number): boolean | undefined
+  probeStatus(podName: string, kind: string, container?: string): any
+}
+
+export async function startPlane(t: Teardown, objects: (Pod | Service)[], options: Partial<RuntimeOptions> = {}): Promise<Harness> {
+  const store = new Store({ nodeName: 'test-node', serviceCidrs: [] })
+  store.setObjects(objects, [])
+  store.flush()
+  const metrics = new Registry()
+  const plane = await startHealth({
+    store,
+    options: { ...baseOptions, ...options },
+    log: pino({ level: 'silent' }),
+    metrics,
+    reporter: noopReporter,
+  })
+  t.teardown(() => plane.close(Date.now()))
+  const snap = () => store.current!
+  return {
+    store,
+    plane,
+    metrics,
+    podReady: (name) => snap().pods.find((p) => p.key === `default/${name}`)?.ready,
+    health: (name) => snap().pods.find((p) => p.key === `default/${name}`)?.health,
+    endpointReady: (svc, ip, port) =>
+      snap().services.find((s) => s.key === `default/${svc}`)?.ports[0]?.endpoints.find((e) => e.ip === ip && (port === undefined || e.port === port))?.ready,
+    probeStatus: (podName, kind, c) => {
+      const st = plane.status() as any
+      const p = st.pods.find((x: any) => x.pod === `default/${podName}`)
+      const ctr = c ? p?.containers.find((x: any) => x.name === c) : p?.containers[0]
+      return ctr?.probes.find((x: any) => x.kind === kind)
+    },
+  }
+}
+
+/** Polls `pred` every 20 ms; resolves with the elapsed ms when true, rejects after `timeoutMs`. */
+export async function waitFor(pred: () => boolean, timeoutMs: number, what: string): Promise<number> {
+  const t0 = Date.now()
+  while (!pred()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`)
+    await sleep(20)
+  }
+  return Date.now() - t0
+}
+
+export type BackendMode = 'ok' | 'fail' | 'hang'
+
+/** An HTTP backend on 127.0.0.1:0 whose answer is switched by the test; it records the requests it got. */
+export interface Backend {
+  readonly port: number
+  readonly server: Server
+  mode: BackendMode
+  status: number
+  readonly requests: IncomingMessage[]
+  /** Client port of each request, in order (distinct ports = distinct connections). */
+  readonly remotePorts: number[]
+  handler: ((req: IncomingMessage, res: ServerResponse) => boolean) | null
+}
+
+export async function httpBackend(t: Teardown, host = '127.0.0.1'): Promise<Backend> {
+  const b: Backend = { port: 0, server: null as unknown as Server, mode: 'ok', status: 200, requests: [], remotePorts: [], handler: null }
+  const hung: ServerResponse[] = []
+  const server = createServer((req, res) => {
+    b.requests.push(req)
+    b.remotePorts.push(req.socket.remotePort ?? 0)
+    if (b.handler && b.handler(req, res)) return
+    if (b.mode === 'hang') {
+      hung.push(res)
+      return
+    }
+    res.writeHead(b.mode === 'ok' ? b.status : 500, { 'content-type': 'text/plain' })
+    res.end(b.mode === 'ok' ? 'ok\n' : 'broken\n')
+  })
+  await new Promise<void>((resolve) => server.listen(0, host, resolve))
+  ;(b as { port: number }).port = (server.address() as AddressInfo).port
+  ;(b as { server: Server }).server = server
+  t.teardown(() => {
+    for (const r of hung) r.destroy()
+    server.closeAllConnections()
+    return new Promise<void>((resolve) => server.close(() => resolve()))
+  })
+  return b
+}
