@@ -277,7 +277,7 @@ export class ManifestSource {
     st.entries = load.entries.map((d) => {
       if (d.object !== null || d.id === null) return d
       const good = lastGood.get(d.id)
-      return d
+      return good === undefined ? d : { ...d, object: good }
     })
   }
 

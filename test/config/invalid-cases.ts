@@ -13,7 +13,7 @@ export interface InvalidCase {
 }
 
 export const INVALID_CASES: readonly InvalidCase[] = [
-  { name: "service-port-zero", code: "MLT_CONFIG_RANGE", path: "spec.ports[0].port", object: "Service default/web" },
+  { name: "service-port-zero", code: "MLT_CONFIG_RANGE", path: "spec.ports[0].port", object: "Service default/service-port-zero" },
   { name: "service-port-too-big", code: "MLT_CONFIG_RANGE", path: "spec.ports[0].port" },
   { name: "service-port-missing", code: "MLT_CONFIG_REQUIRED", path: "spec.ports[0].port" },
   { name: "service-port-quoted", code: "MLT_CONFIG_TYPE", path: "spec.ports[0].port" },
@@ -28,7 +28,7 @@ export const INVALID_CASES: readonly InvalidCase[] = [
   { name: "service-node-port-range", code: "MLT_CONFIG_RANGE", path: "spec.ports[0].nodePort" },
   { name: "service-node-port-on-cluster-ip", code: "MLT_CONFIG_FORBIDDEN", path: "spec.ports[0].nodePort" },
   { name: "service-name-not-dns1035", code: "MLT_CONFIG_INVALID_NAME", path: "metadata.name", object: "Service default/1web" },
-  { name: "service-namespace-invalid", code: "MLT_CONFIG_INVALID_NAME", path: "metadata.namespace", object: "Service My_NS/web" },
+  { name: "service-namespace-invalid", code: "MLT_CONFIG_INVALID_NAME", path: "metadata.namespace", object: "Service My_NS/service-namespace-invalid" },
   { name: "service-selector-value-invalid", code: "MLT_CONFIG_INVALID_VALUE", path: "spec.selector[app]" },
   { name: "service-label-key-invalid", code: "MLT_CONFIG_INVALID_NAME", path: "metadata.labels[my app]" },
   { name: "service-label-value-number", code: "MLT_CONFIG_TYPE", path: "metadata.labels[version]" },
@@ -47,7 +47,7 @@ export const INVALID_CASES: readonly InvalidCase[] = [
   { name: "service-external-traffic-policy-local-cluster-ip", code: "MLT_CONFIG_FORBIDDEN", path: "spec.externalTrafficPolicy" },
   { name: "service-health-check-node-port-forbidden", code: "MLT_CONFIG_FORBIDDEN", path: "spec.healthCheckNodePort" },
   { name: "service-load-balancer-ip-invalid", code: "MLT_CONFIG_INVALID_IP", path: "spec.loadBalancerIP" },
-  { name: "missing-kind", code: "MLT_CONFIG_REQUIRED", path: "kind", object: "default/web" },
+  { name: "missing-kind", code: "MLT_CONFIG_REQUIRED", path: "kind", object: "default/missing-kind" },
   { name: "missing-api-version", code: "MLT_CONFIG_REQUIRED", path: "apiVersion" },
   { name: "missing-name", code: "MLT_CONFIG_REQUIRED", path: "metadata.name", object: "Service" },
   { name: "ingress-old-api-version", code: "MLT_CONFIG_API_VERSION", path: "apiVersion" },
@@ -102,8 +102,8 @@ export const INVALID_CASES: readonly InvalidCase[] = [
   { name: "ingress-no-rules-no-default-backend", code: "MLT_CONFIG_REQUIRED", path: "spec" },
   { name: "ingress-tls-host-invalid", code: "MLT_CONFIG_INVALID_NAME", path: "spec.tls[0].hosts[0]" },
   { name: "ingress-paths-empty", code: "MLT_CONFIG_REQUIRED", path: "spec.rules[0].http.paths" },
-  { name: "ingressclass-controller-missing", code: "MLT_CONFIG_REQUIRED", path: "spec.controller", object: "IngressClass meshlet" },
-  { name: "pool-address-invalid", code: "MLT_CONFIG_INVALID_CIDR", path: "spec.addresses[0]", object: "IPAddressPool metallb-system/pool" },
+  { name: "ingressclass-controller-missing", code: "MLT_CONFIG_REQUIRED", path: "spec.controller", object: "IngressClass ingressclass-controller-missing" },
+  { name: "pool-address-invalid", code: "MLT_CONFIG_INVALID_CIDR", path: "spec.addresses[0]", object: "IPAddressPool metallb-system/pool-address-invalid" },
   { name: "pool-range-reversed", code: "MLT_CONFIG_INVALID_CIDR", path: "spec.addresses[0]" },
   { name: "pool-range-mixed-family", code: "MLT_CONFIG_FAMILY", path: "spec.addresses[0]" },
   { name: "pool-addresses-missing", code: "MLT_CONFIG_REQUIRED", path: "spec.addresses" },
@@ -112,5 +112,5 @@ export const INVALID_CASES: readonly InvalidCase[] = [
   { name: "secret-tls-not-pem", code: "MLT_CONFIG_INVALID_PEM", path: "data[tls.crt]" },
   { name: "secret-tls-bad-base64", code: "MLT_CONFIG_INVALID_BASE64", path: "data[tls.crt]" },
   { name: "secret-tls-key-not-private-key", code: "MLT_CONFIG_INVALID_PEM", path: "stringData[tls.key]" },
-  { name: "node-address-invalid", code: "MLT_CONFIG_INVALID_IP", path: "status.addresses[0].address", object: "Node node-a" },
+  { name: "node-address-invalid", code: "MLT_CONFIG_INVALID_IP", path: "status.addresses[0].address", object: "Node node-address-invalid" },
 ]
