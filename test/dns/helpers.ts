@@ -219,7 +219,7 @@ const SOA = (zone: string): dnsPacket.Answer => ({
   name: zone,
   type: 'SOA',
   ttl: 60,
-  data: { mname: `ns.${zone}`, rname: `hostmaster.${zone}`, serial: 1, refresh: 3600, retry: 600, expiration: 86400, minimum: 30 },
+  data: { mname: `ns.${zone}`, rname: `hostmaster.${zone}`, serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum: 30 },
 })
 
 /** Default behaviour: A/AAAA for *.example.org and example.org, NXDOMAIN with the example.org SOA otherwise. */
@@ -236,9 +236,22 @@ export const defaultHandler: UpstreamHandler = (q) => {
 
 /** A fake upstream on 127.0.0.1 (UDP + TCP on one port) that records every question it receives. */
 export async function fakeUpstream(t: Teardown, handler: UpstreamHandler = defaultHandler): Promise<FakeUpstream> {
-  const udp = dgram.createSocket('udp4')
-  await new Promise<void>((r) => udp.bind(0, '127.0.0.1', () => r()))
-  const port = udp.address().port
+  // UDP first, then TCP on the port the kernel chose; another port when TCP cannot have it.
+  let udp!: dgram.Socket
+  let tcp!: net.Server
+  let port = 0
+  for (let attempt = 0; attempt < 20 && port === 0; attempt++) {
+    udp = dgram.createSocket('udp4')
+    await new Promise<void>((r) => udp.bind(0, '127.0.0.1', () => r()))
+    const candidate = udp.address().port
+    tcp = net.createServer((s) => onTcp(s))
+    const ok = await new Promise<boolean>((r) => {
+      tcp.once('error', () => r(false))
+      tcp.listen(candidate, '127.0.0.1', () => r(true))
+    })
+    if (ok) port = candidate
+    else udp.close()
+  }
   const self: FakeUpstream = { port, address: '127.0.0.1', seen: [], handler }
   const answer = (msg: Buffer, transport: 'udp' | 'tcp', send: (b: Buffer) => void) => {
     let q: dnsPacket.DecodedPacket
@@ -268,7 +281,7 @@ export async function fakeUpstream(t: Teardown, handler: UpstreamHandler = defau
     else send(reply)
   }
   udp.on('message', (msg, rinfo) => answer(msg, 'udp', (b) => udp.send(b, rinfo.port, rinfo.address)))
-  const tcp = net.createServer((s) => {
+  function onTcp(s: net.Socket): void {
     let buf = Buffer.alloc(0)
     s.on('error', () => {})
     s.on('data', (c: Buffer) => {
@@ -283,8 +296,7 @@ export async function fakeUpstream(t: Teardown, handler: UpstreamHandler = defau
         })
       }
     })
-  })
-  await new Promise<void>((r) => tcp.listen(port, '127.0.0.1', () => r()))
+  }
   t.teardown(async () => {
     udp.close()
     await new Promise<void>((r) => tcp.close(() => r()))
