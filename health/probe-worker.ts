@@ -61,6 +61,8 @@ export class ProbeWorker {
   /** Liveness or startup failed: no more probes until the owner restarts the container (reset). */
   #onHold = false
   #timer: NodeJS.Timeout | null = null
+  /** When the next tick is due (Date.now() ms). */
+  #nextAt = 0
   #inFlight = false
   #pending = false
   #stopped = false
@@ -88,8 +90,8 @@ export class ProbeWorker {
 
   /** Probe now, then every periodSeconds. No jitter: timing stays testable (spec §6.3). */
   start(): void {
-    this.#timer = setInterval(this.#tick, this.probe.periodSeconds * 1000)
-    this.#tick()
+    this.#nextAt = Date.now()
+    this.#onTimer()
   }
 
   /** Probe as soon as possible, outside the tick schedule (readiness right after startup succeeded). */
@@ -110,7 +112,7 @@ export class ProbeWorker {
   stop(): void {
     this.#stopped = true
     this.#generation++
-    if (this.#timer) clearInterval(this.#timer)
+    if (this.#timer) clearTimeout(this.#timer)
     this.#timer = null
   }
 
@@ -132,6 +134,20 @@ export class ProbeWorker {
       successThreshold: this.probe.successThreshold,
       failureThreshold: this.probe.failureThreshold,
     }
+  }
+
+  /**
+   * Ticks stay on the grid start + k·period, like a Go ticker: a late timer does not push every later tick back
+   * (setInterval would drift by the event-loop lag each period), and ticks missed entirely are dropped, not queued.
+   */
+  readonly #onTimer = (): void => {
+    if (this.#stopped) return
+    const period = this.probe.periodSeconds * 1000
+    const now = Date.now()
+    this.#nextAt += period
+    if (this.#nextAt <= now) this.#nextAt += Math.ceil((now - this.#nextAt + 1) / period) * period
+    this.#timer = setTimeout(this.#onTimer, this.#nextAt - now)
+    this.#tick()
   }
 
   readonly #tick = (): void => {

@@ -240,7 +240,9 @@ export class Forwarder {
   handle(req: IncomingMessage, res: ServerResponse, li: ListenerInfo): void {
     const ex = this.prepare(req, li, false)
     if (typeof ex === 'number') {
-      this.reply(res, ex, null, null, ex === 400)
+      const id = ex === 400 ? null : this.newRequestId()
+      this.reply(res, ex, id, null, ex === 400)
+      if (this.access !== null) this.access.info({ method: req.method, url: req.url, status: ex, requestId: id }, 'request')
       return
     }
     ex.res = res

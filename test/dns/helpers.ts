@@ -313,3 +313,12 @@ export async function eventually(fn: () => Promise<boolean> | boolean, timeoutMs
   }
   return false
 }
+
+/** The data of a decoded answer (dns-packet's types leave it out of the union). */
+export function adata(a: dnsPacket.Answer): string {
+  return String((a as { data?: unknown }).data)
+}
+
+export function rcodeOf(d: dnsPacket.DecodedPacket): string {
+  return (d as unknown as { rcode: string }).rcode
+}
