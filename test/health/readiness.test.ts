@@ -88,3 +88,36 @@ t.test('Pods without probes are ready; Pods that disappear lose their verdict an
   t.equal(b.requests.length, count, 'no more probes for a removed Pod')
   t.same((h.plane.status() as any).pods, [])
 })
+
+t.test('manifests through config/load.ts: a named probe port resolves against its container', async (t) => {
+  const { loadManifestText } = await import('../../config/load.ts')
+  const b = await httpBackend(t)
+  const loaded = loadManifestText(
+    `
+apiVersion: v1
+kind: Service
+metadata: { name: web }
+spec:
+  clusterIP: None
+  selector: { app: web }
+  ports: [{ port: 80, targetPort: http }]
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: web-1, labels: { app: web } }
+spec:
+  containers:
+    - name: app
+      ports: [{ name: http, containerPort: ${b.port} }]
+      readinessProbe:
+        httpGet: { path: /named, port: http }
+        periodSeconds: 1
+status: { podIP: 127.0.0.1 }
+`,
+    'named-port.yaml',
+  )
+  t.same(loaded.errors, [])
+  const h = await startPlane(t, loaded.objects as never)
+  await waitFor(() => h.endpointReady('web', '127.0.0.1') === true, 2000, 'ready')
+  t.equal(b.requests[0]!.url, '/named')
+})
