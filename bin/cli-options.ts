@@ -29,6 +29,7 @@ export const UP_FLAGS = {
   https: { type: 'string', default: '0.0.0.0:443', help: 'Ingress HTTPS listener, ADDR:PORT or off' },
   admin: { type: 'string', default: '127.0.0.1:9901', help: 'admin API (/healthz /readyz /status /metrics), ADDR:PORT or off' },
   upstream: { type: 'string', multiple: true, help: 'DNS forwarder ADDR[:PORT], repeatable (default: /etc/resolv.conf)' },
+  'discovery-resolver': { type: 'string', multiple: true, help: 'DNS server ADDR[:PORT] that resolves meshlet.io/replicas-from-dns names, repeatable (default: /etc/resolv.conf)' },
   'cluster-domain': { type: 'string', default: 'cluster.local', help: 'the cluster DNS zone' },
   'service-cidr': { type: 'string', default: '127.96.0.0/16', help: 'where ClusterIPs are allocated from; comma-separated for dual stack' },
   'vip-mode': { type: 'string', default: 'loopback', help: 'loopback | interface | none: how Service addresses become reachable' },
@@ -163,6 +164,13 @@ export function runtimeOptions(argv: readonly string[], env: NodeJS.ProcessEnv):
     https: parseListen('https', str('https')!),
     admin: parseListen('admin', str('admin')!),
     upstreams: list('upstream').map(parseUpstream),
+    discoveryResolvers: list('discovery-resolver').map((r) => {
+      try {
+        return parseUpstream(r)
+      } catch {
+        throw new UsageError(`--discovery-resolver: expected ADDR[:PORT], got "${r}"`)
+      }
+    }),
     clusterDomain: domain,
     serviceCidrs,
     vipMode,

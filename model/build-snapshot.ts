@@ -91,6 +91,8 @@ function groupByKind(objects: readonly KubeObject[]): ByKind {
       case 'Node': g.nodes.push(o); break
       case 'IPAddressPool': g.pools.push(o); break
       case 'L2Advertisement': g.l2.push(o); break
+      // Its replicas arrive as Pods made by config/dns-discovery.ts; the Deployment itself derives nothing here.
+      case 'Deployment': break
       default: {
         const never: never = o
         throw new Error(`unhandled kind ${(never as KubeObject).kind}`)

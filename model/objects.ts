@@ -281,6 +281,35 @@ export interface LabelSelector {
   }[]
 }
 
+// ---------------------------------------------------------------- Deployment (replicas discovered through DNS)
+
+/**
+ * An apps/v1 Deployment that meshlet manages: one carrying the `meshlet.io/replicas-from-dns` annotation (a Deployment
+ * without it is an ignored kind). Its replicas are not started by meshlet: config/dns-discovery.ts resolves `dnsName`
+ * (Docker's embedded DNS answers a Compose service name with every replica's address) and makes one Pod per address
+ * from the template.
+ */
+export interface Deployment {
+  readonly kind: 'Deployment'
+  readonly meta: ObjectMeta
+  readonly spec: {
+    /** As written (informational: Compose decides how many replicas run); null when absent. */
+    readonly replicas: number | null
+    readonly selector: LabelSelector
+    readonly template: {
+      readonly labels: Readonly<Record<string, string>>
+      readonly annotations: Readonly<Record<string, string>>
+      readonly spec: Pod['spec']
+    }
+  }
+  readonly discovery: {
+    /** Annotation meshlet.io/replicas-from-dns: the name whose A/AAAA records are the replicas. */
+    readonly dnsName: string
+    /** Annotation meshlet.io/resolve-interval-seconds: how often the name is re-resolved, 1-3600, default 5. */
+    readonly intervalSeconds: number
+  }
+}
+
 export type KubeObject =
   | Service
   | Pod
@@ -292,6 +321,7 @@ export type KubeObject =
   | Node
   | IPAddressPool
   | L2Advertisement
+  | Deployment
 
 export type Kind = KubeObject['kind']
 
@@ -306,6 +336,7 @@ export const KINDS: readonly Kind[] = [
   'Node',
   'IPAddressPool',
   'L2Advertisement',
+  'Deployment',
 ]
 
 /** "namespace/name", or "name" for cluster-scoped objects. */

@@ -19,6 +19,8 @@ export interface RuntimeOptions {
   readonly admin: ListenAddress | null
   /** --upstream, "host:port" each; empty = nameservers of /etc/resolv.conf. */
   readonly upstreams: readonly string[]
+  /** --discovery-resolver, "host:port" each: where meshlet.io/replicas-from-dns names are resolved; empty = /etc/resolv.conf. */
+  readonly discoveryResolvers?: readonly string[]
   readonly clusterDomain: string
   readonly serviceCidrs: readonly Cidr[]
   readonly vipMode: 'loopback' | 'interface' | 'none'

@@ -13,6 +13,7 @@ import { validateIngress, validateIngressClass } from './validate-ingress.ts'
 import { validateSecret } from './validate-secret.ts'
 import { validateNode } from './validate-node.ts'
 import { validateIPAddressPool, validateL2Advertisement } from './validate-metallb.ts'
+import { isManagedDeployment, validateDeployment } from './validate-deployment.ts'
 
 interface KindInfo {
   readonly apiVersions: readonly string[]
@@ -20,6 +21,11 @@ interface KindInfo {
   /** The API server's rule for metadata.name of this kind. */
   readonly name: NameRule
   readonly build: (ctx: Ctx, doc: Obj, meta: ObjectMeta) => KubeObject
+  /**
+   * For kinds meshlet uses only when marked (a Deployment with meshlet.io/replicas-from-dns): false reports the
+   * document as an ignored kind, unvalidated, like a kind meshlet does not know.
+   */
+  readonly managed?: (doc: Obj) => boolean
 }
 
 const KIND_INFO: Readonly<Record<Kind, KindInfo>> = {
@@ -33,6 +39,7 @@ const KIND_INFO: Readonly<Record<Kind, KindInfo>> = {
   Node: { apiVersions: ['v1'], namespaced: false, name: 'subdomain', build: validateNode },
   IPAddressPool: { apiVersions: ['metallb.io/v1beta1'], namespaced: true, name: 'subdomain', build: validateIPAddressPool },
   L2Advertisement: { apiVersions: ['metallb.io/v1beta1'], namespaced: true, name: 'subdomain', build: validateL2Advertisement },
+  Deployment: { apiVersions: ['apps/v1'], namespaced: true, name: 'subdomain', build: validateDeployment, managed: isManagedDeployment },
 }
 
 function kindInfo(kind: string): KindInfo | null {
@@ -68,7 +75,7 @@ export function validateDocument(doc: unknown, source: SourceRef, pathPrefix = '
   const name = metadata && typeof metadata.name === 'string' && metadata.name !== '' ? metadata.name : null
   const info = kind === null ? null : kindInfo(kind)
 
-  if (kind !== null && info === null && kind !== '') {
+  if (kind !== null && kind !== '' && (info === null || (info.managed !== undefined && !info.managed(doc)))) {
     return { object: null, errors: [], ignoredKind: apiVersion ? `${apiVersion} ${kind}` : kind, id: null }
   }
   const rawNs = metadata && typeof metadata.namespace === 'string' && metadata.namespace !== '' ? metadata.namespace : null

@@ -41,6 +41,12 @@ export interface IngressConfig {
   readonly connectTimeoutMs: number
   /** proxy-read-timeout, ms; default 60 s: time to the response head, and between two body reads. */
   readonly readTimeoutMs: number
+  /**
+   * proxy-send-timeout, ms; default 60 s: how long the endpoint may leave a request-body write unaccepted (its
+   * receive window stays full) before the attempt fails with 504 — ingress-nginx's "between two successive write
+   * operations". Time spent waiting for the client to send more body does not count.
+   */
+  readonly sendTimeoutMs: number
   /** Idle limit of an upgraded (WebSocket) connection: proxy-read-timeout when annotated, else 1 h. */
   readonly tunnelIdleMs: number
   /** proxy-body-size in bytes; default 1m; 0 = unlimited. Over → 413. */
@@ -65,6 +71,7 @@ export interface IngressConfig {
 export const DEFAULT_CONFIG: IngressConfig = {
   connectTimeoutMs: 5000,
   readTimeoutMs: 60000,
+  sendTimeoutMs: 60000,
   tunnelIdleMs: 3600_000,
   bodySizeLimit: 1024 * 1024,
   sslRedirect: true,
@@ -80,6 +87,7 @@ export const DEFAULT_CONFIG: IngressConfig = {
 const KNOWN = new Set([
   'proxy-connect-timeout',
   'proxy-read-timeout',
+  'proxy-send-timeout',
   'proxy-body-size',
   'ssl-redirect',
   'force-ssl-redirect',
@@ -184,6 +192,7 @@ export function parseAnnotations(annotations: Readonly<Record<string, string>>):
 
   const connectTimeoutMs = num('proxy-connect-timeout', seconds, DEFAULT_CONFIG.connectTimeoutMs)
   const readTimeoutMs = num('proxy-read-timeout', seconds, DEFAULT_CONFIG.readTimeoutMs)
+  const sendTimeoutMs = num('proxy-send-timeout', seconds, DEFAULT_CONFIG.sendTimeoutMs)
   const tunnelIdleMs = get('proxy-read-timeout') !== undefined ? readTimeoutMs : DEFAULT_CONFIG.tunnelIdleMs
   const bodySizeLimit = num('proxy-body-size', parseSize, DEFAULT_CONFIG.bodySizeLimit)
   const useRegex = flag('use-regex', false)
@@ -258,6 +267,7 @@ export function parseAnnotations(annotations: Readonly<Record<string, string>>):
     config: {
       connectTimeoutMs,
       readTimeoutMs,
+      sendTimeoutMs,
       tunnelIdleMs,
       bodySizeLimit,
       sslRedirect: flag('ssl-redirect', true),

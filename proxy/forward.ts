@@ -1,11 +1,15 @@
-// The request path: normalise (spec §1.4), match (§1.5–1.6), apply what follows the match (§1.8: redirect, body
-// limit, affinity, canary) and forward to one endpoint through its undici Pool with undici's low-level `dispatch`.
+// The request path shared by both engines: normalise (spec §1.4), match (§1.5–1.6), apply what follows the match
+// (§1.8: redirect, body limit, affinity, canary), pick an endpoint, retry, account (metrics, access log, passive
+// health). `Forwarder.prepare` does everything up to the route on a plain RequestHead, so it serves node:http,
+// node:http2 and the raw HTTP/1.1 engine (h1.ts) alike; `ExchangeBase` holds one request's state for all of them.
 //
-// Per request there is exactly one object of our own, the Exchange, which is also the undici dispatch handler
-// (onConnect/onHeaders/onData/onComplete/onError as methods: no closures per request). The request body streams
-// into undici and the response body streams back with backpressure; nothing is buffered whole.
+// This file's engine (`Exchange`) serves the https listener (HTTP/2 by ALPN and HTTP/1.1 through node:http2's
+// allowHTTP1) and forwards through the endpoint's undici Pool with undici's low-level `dispatch`: the Exchange is
+// the dispatch handler (onConnect/onHeaders/onData/onComplete/onError as methods: no closures per request). Bodies
+// stream both ways with backpressure; nothing is buffered whole.
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
 import type { Logger } from 'pino'
 import { randomBytes } from 'node:crypto'
 import type { Cidr } from '../model/ip.ts'
@@ -16,7 +20,21 @@ import { ProxyError } from './errors.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { hostWithoutPort, normalizeHost, parseTarget, type PathOptions, type Target } from './normalize.ts'
 import { EMPTY_TABLE, pickRoute, pickVHost, type Route, type RouteTable } from './route-table.ts'
-import type { Endpoint, UpstreamGroup } from './upstream.ts'
+import type { Endpoint } from './upstream.ts'
+
+/** What `prepare` reads of a request: an IncomingMessage, an Http2ServerRequest or the raw engine's head. */
+export interface RequestHead {
+  readonly method: string
+  readonly url: string
+  readonly rawHeaders: readonly string[]
+  readonly httpVersionMajor: number
+  readonly httpVersionMinor: number
+}
+
+// node:http2's compatibility objects have the same methods as node:http's for everything used here; they are typed
+// as the node:http ones inside this file (one shape, one set of call signatures) and told apart by httpVersionMajor.
+type DownstreamRequest = IncomingMessage
+type DownstreamResponse = ServerResponse
 
 /** What a listener adds to forwarded requests. */
 export interface ListenerInfo {
@@ -51,21 +69,25 @@ const H_CONTENT_LENGTH = 9
 const H_TRANSFER_ENCODING = 10
 const H_UPGRADE = 11
 const H_COOKIE = 12
+const H_AUTHORITY = 13
+const H_EXPECT = 14
 
 /** `name` equals the lowercase ASCII literal `lit`, ignoring case (token characters only; see the why below). */
-function eqLower(name: string, lit: string): boolean {
+export function eqLower(name: string, lit: string): boolean {
   // `| 0x20` folds A-Z onto a-z and leaves "-" alone; no other token character folds onto a letter or "-".
   for (let i = 0; i < lit.length; i++) if ((name.charCodeAt(i) | 0x20) !== lit.charCodeAt(i)) return false
   return true
 }
 
 function classify(name: string): number {
+  // HTTP/2 pseudo-headers: :authority is the host (spec H1); :method, :path, :scheme are already in the head.
+  if (name.charCodeAt(0) === 58) return name === ':authority' ? H_AUTHORITY : H_DROP
   switch (name.length) {
     case 2: return eqLower(name, 'te') ? H_DROP : H_KEEP
     case 4: return eqLower(name, 'host') ? H_HOST : H_KEEP
     case 5: return eqLower(name, 'proxy') ? H_DROP : H_KEEP
     case 6:
-      if (eqLower(name, 'expect')) return H_DROP
+      if (eqLower(name, 'expect')) return H_EXPECT
       return eqLower(name, 'cookie') ? H_COOKIE : H_KEEP
     case 7: return eqLower(name, 'upgrade') ? H_UPGRADE : H_KEEP
     case 8: return eqLower(name, 'x-scheme') ? H_DROP : H_KEEP
@@ -90,7 +112,7 @@ function classify(name: string): number {
 }
 
 /** Hop-by-hop response headers (spec §1.8.4), on undici's raw Buffer names. */
-function dropResponseHeader(b: Buffer): boolean {
+export function dropResponseHeader(b: Buffer): boolean {
   const n = b.length
   if (n !== 10 && n !== 17 && n !== 16 && n !== 7 && n !== 2) return false
   const s = b.toString('latin1')
@@ -103,9 +125,9 @@ function dropResponseHeader(b: Buffer): boolean {
   }
 }
 
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
+export const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
 
-function isConnectFailure(code: string | undefined): boolean {
+export function isConnectFailure(code: string | undefined): boolean {
   return (
     code === 'ECONNREFUSED' ||
     code === 'UND_ERR_CONNECT_TIMEOUT' ||
@@ -120,17 +142,48 @@ function isConnectFailure(code: string | undefined): boolean {
   )
 }
 
-/** Streams a chunked request body, failing once it exceeds `limit` bytes (proxy-body-size → 413). */
-async function* limitBody(req: IncomingMessage, limit: number): AsyncGenerator<Buffer> {
+/**
+ * Streams a chunked request body, failing once it exceeds `limit` bytes (proxy-body-size → 413). undici pulls the
+ * next chunk only after the previous one was written out, so a chunk handed over and not taken back within
+ * proxy-send-timeout means the endpoint stopped reading (→ 504).
+ */
+async function* limitBody(ex: Exchange, req: DownstreamRequest, limit: number): AsyncGenerator<Buffer> {
   let total = 0
   for await (const chunk of req as AsyncIterable<Buffer>) {
     total += chunk.length
-    if (total > limit) throw new ProxyError('MLT_PROXY_BODY_TOO_LARGE')
+    if (limit > 0 && total > limit) throw new ProxyError('MLT_PROXY_BODY_TOO_LARGE')
+    ex.armSendTimer()
     yield chunk
+    ex.clearSendTimer()
   }
 }
 
-const TEXT = { 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed', 413: 'Payload Too Large', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' } as Record<number, string>
+export const STATUS_TEXT = {
+  400: 'Bad Request',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  408: 'Request Timeout',
+  413: 'Payload Too Large',
+  417: 'Expectation Failed',
+  431: 'Request Header Fields Too Large',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+} as Record<number, string>
+
+/** The body of a built-in answer (plain text). */
+export function replyBody(status: number): string {
+  return `${status} ${STATUS_TEXT[status] ?? ''}\n`
+}
+
+/** The first value of header `lower` (a lowercase name) in a flat raw header list. */
+export function headerValue(raw: readonly string[], lower: string): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i]!
+    if (n.length === lower.length && eqLower(n, lower)) return raw[i + 1]
+  }
+  return undefined
+}
 
 /** Parses one cookie's value out of a Cookie header; null when absent. */
 export function cookieValue(header: string | undefined, name: string): string | null {
@@ -148,9 +201,9 @@ export function cookieValue(header: string | undefined, name: string): string | 
   return null
 }
 
-function useCanary(c: CanaryConfig, req: IncomingMessage, cookieHeader: string | undefined): boolean {
+function useCanary(c: CanaryConfig, req: RequestHead, cookieHeader: string | undefined): boolean {
   if (c.header !== null) {
-    const v = req.headers[c.header]
+    const v = headerValue(req.rawHeaders, c.header)
     if (typeof v === 'string') {
       if (c.headerValue !== null) {
         if (v === c.headerValue) return true
@@ -166,6 +219,24 @@ function useCanary(c: CanaryConfig, req: IncomingMessage, cookieHeader: string |
     if (v === 'never') return false
   }
   return c.weight > 0 && Math.random() * c.weightTotal < c.weight
+}
+
+/** The result of `Forwarder.prepare`; one scratch object per Forwarder, copied into the exchange. */
+export interface Prepared {
+  route: Route
+  headers: string[]
+  requestId: string
+  host: string
+  /** The Host header as sent (redirects keep its case), else the authority used. */
+  hostHeader: string
+  path: string
+  query: string
+  cookie: string | undefined
+  contentLength: string | null
+  chunked: boolean
+  tlsVhost: boolean
+  /** The Expect header, lowercased; null when absent. */
+  expect: string | null
 }
 
 export class Forwarder {
@@ -186,8 +257,22 @@ export class Forwarder {
   /** Requests being forwarded (drain waits for 0). */
   inflight = 0
   readonly tunnels = new Set<import('node:net').Socket>()
-  /** Reused by `prepare` (the hot path is synchronous until dispatch). */
+  /** Reused by `prepare` (the hot path is synchronous until the exchange copies it). */
   readonly #target: Target = { authority: null, path: '/', query: '' }
+  readonly p: Prepared = {
+    route: null as unknown as Route,
+    headers: [],
+    requestId: '',
+    host: '',
+    hostHeader: '',
+    path: '/',
+    query: '',
+    cookie: undefined,
+    contentLength: null,
+    chunked: false,
+    tlsVhost: false,
+    expect: null,
+  }
 
   constructor(o: ForwarderOptions) {
     this.log = o.log
@@ -225,41 +310,44 @@ export class Forwarder {
     return h
   }
 
-  /** A built-in answer (no upstream): plain text, X-Request-ID, counted. */
-  reply(res: ServerResponse, status: number, requestId: string | null, route: Route | null, close: boolean): void {
-    const body = `${status} ${TEXT[status] ?? ''}\n`
+  /** A built-in answer (no upstream) on a node:http or node:http2 response: plain text, X-Request-ID, counted. */
+  reply(res: DownstreamResponse, status: number, requestId: string | null, route: Route | null, close: boolean): void {
+    const body = replyBody(status)
     const headers: string[] = ['content-type', 'text/plain; charset=utf-8', 'content-length', String(body.length)]
     if (requestId !== null) headers.push('x-request-id', requestId)
-    if (close) headers.push('connection', 'close')
+    // HTTP/2 has no Connection header (RFC 9113 §8.2.2); node:http2 refuses it.
+    if (close && (res as ServerResponse).req?.httpVersionMajor === 1) headers.push('connection', 'close')
     if (!res.headersSent) res.writeHead(status, headers)
     res.end(body)
     if (route === null) this.metrics.countUnrouted(status)
   }
 
-  /** Request entry point of both listeners (bound once per listener). */
-  handle(req: IncomingMessage, res: ServerResponse, li: ListenerInfo): void {
-    const ex = this.prepare(req, li, false)
-    if (typeof ex === 'number') {
-      const id = ex === 400 ? null : this.newRequestId()
-      this.reply(res, ex, id, null, ex === 400)
-      if (this.access !== null) this.access.info({ method: req.method, url: req.url, status: ex, requestId: id }, 'request')
+  /** Request entry point of the node:http / node:http2 listener (bound once per listener). */
+  handle(req: DownstreamRequest | Http2ServerRequest, res: DownstreamResponse | Http2ServerResponse, li: ListenerInfo): void {
+    const st = this.prepare(req as RequestHead, req.socket?.remoteAddress ?? '', li, false)
+    if (st !== 0) {
+      const id = st === 400 ? null : this.newRequestId()
+      this.reply(res as DownstreamResponse, st, id, null, st === 400)
+      if (this.access !== null) this.access.info({ method: req.method, url: req.url, status: st, requestId: id }, 'request')
       return
     }
-    ex.res = res
+    const ex = new Exchange(this, li, req as DownstreamRequest, res as DownstreamResponse, this.p)
     ex.begin()
   }
 
   /**
-   * Everything before choosing an endpoint. Returns the status to answer (400/404/405) when the request ends here.
-   * `upgrade`: the WebSocket path (Upgrade/Connection are then forwarded).
+   * Everything before choosing an endpoint, on any engine's request head. Returns 0 and fills `this.p`, or the
+   * status to answer (400/404/405) when the request ends here. `upgrade`: the WebSocket path (Upgrade/Connection
+   * are then forwarded).
    */
-  prepare(req: IncomingMessage, li: ListenerInfo, upgrade: boolean): Exchange | number {
-    const method = req.method!
-    if (method === 'TRACE') return 405
+  prepare(req: RequestHead, remote: string, li: ListenerInfo, upgrade: boolean): number {
+    const method = req.method
+    if (method === 'TRACE' || method === 'CONNECT') return 405
     const raw = req.rawHeaders
     const out: string[] = []
     let hostCount = 0
     let hostRaw = ''
+    let authority2: string | null = null
     let requestId: string | null = null
     let xff: string | null = null
     let xfProto: string | null = null
@@ -270,6 +358,7 @@ export class Forwarder {
     let te = false
     let cookie: string | undefined
     let upgradeValue: string | null = null
+    let expect: string | null = null
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!
       const value = raw[i + 1]!
@@ -282,6 +371,9 @@ export class Forwarder {
             hostRaw = value
             out.push(name, value)
           }
+          break
+        case H_AUTHORITY:
+          authority2 = value
           break
         case H_CONNECTION:
           connection = connection === null ? value : connection + ',' + value
@@ -312,8 +404,11 @@ export class Forwarder {
           upgradeValue = value
           break
         case H_COOKIE:
+          // HTTP/2 clients split cookies into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
           cookie = cookie === undefined ? value : cookie + '; ' + value
-          out.push(name, value)
+          break
+        case H_EXPECT:
+          expect = value.toLowerCase()
           break
         default: // H_DROP
       }
@@ -321,11 +416,20 @@ export class Forwarder {
     // RFC 9112 §6.1: Transfer-Encoding on HTTP/1.0 is faulty framing; §3.2: more than one Host line is a 400.
     if (te && req.httpVersionMajor === 1 && req.httpVersionMinor === 0) return 400
     if (hostCount > 1) return 400
+    if (authority2 !== null) {
+      // HTTP/2: :authority is the host (RFC 9113 §8.3.1); the upstream HTTP/1.1 request carries it as Host.
+      if (hostCount === 0) out.push('host', authority2)
+      else for (let i = 0; i < out.length; i += 2) if (classify(out[i]!) === H_HOST) out[i + 1] = authority2
+      hostRaw = authority2
+    }
+    if (cookie !== undefined) out.push('cookie', cookie)
     const target = this.#target
-    if (!parseTarget(req.url!, this.pathOptions, target)) return 400
+    if (!parseTarget(req.url, this.pathOptions, target)) return 400
     const authority = target.authority ?? hostRaw
     const host = this.normalizeHost(authority)
     if (host === null) return 400
+    // An absolute-form target without a Host line: the upstream request names the same authority.
+    if (hostCount === 0 && authority2 === null && authority !== '') out.push('host', authority)
     const path = target.path
     const query = target.query
 
@@ -341,7 +445,6 @@ export class Forwarder {
       for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i]!.toLowerCase()) && !eqLower(out[i]!, 'host')) out.splice(i, 2)
     }
 
-    const remote = req.socket.remoteAddress ?? ''
     const trusted = this.trusted(remote)
     if (requestId === null) requestId = this.newRequestId()
     let realIp = remote
@@ -350,15 +453,16 @@ export class Forwarder {
       forwardedFor = xff + ', ' + remote
       realIp = xff.split(',')[0]!.trim() || remote
     }
+    const proto = trusted && xfProto !== null ? xfProto : li.scheme
     out.push(
       'x-request-id', requestId,
       'x-real-ip', realIp,
       'x-forwarded-for', forwardedFor,
       'x-forwarded-host', trusted && xfHost !== null ? xfHost : authority,
       'x-forwarded-port', trusted && xfPort !== null ? xfPort : li.port,
-      'x-forwarded-proto', trusted && xfProto !== null ? xfProto : li.scheme,
-      'x-forwarded-scheme', trusted && xfProto !== null ? xfProto : li.scheme,
-      'x-scheme', trusted && xfProto !== null ? xfProto : li.scheme,
+      'x-forwarded-proto', proto,
+      'x-forwarded-scheme', proto,
+      'x-scheme', proto,
     )
     if (xff !== null) out.push('x-original-forwarded-for', xff)
     if (upgrade && upgradeValue !== null) out.push('upgrade', upgradeValue, 'connection', 'upgrade')
@@ -367,12 +471,20 @@ export class Forwarder {
     let effective = route
     if (route.canary !== null && useCanary(route.canary.config.canary!, req, cookie)) effective = route.canary
 
-    const ex = new Exchange(this, req, li, effective, out, requestId, host, path, query)
-    ex.cookieHeader = cookie
-    ex.contentLength = contentLength
-    ex.chunked = te
-    ex.tlsVhost = vhost !== null && route.kind !== 'Default' && (vhost.tls || (vhost === table.catchAll && this.#hostHasTls(host)))
-    return ex
+    const p = this.p
+    p.route = effective
+    p.headers = out
+    p.requestId = requestId
+    p.host = host
+    p.hostHeader = hostRaw === '' ? authority : hostRaw
+    p.path = path
+    p.query = query
+    p.cookie = cookie
+    p.contentLength = contentLength
+    p.chunked = te
+    p.tlsVhost = vhost !== null && route.kind !== 'Default' && (vhost.tls || (vhost === table.catchAll && this.#hostHasTls(host)))
+    p.expect = expect
+    return 0
   }
 
   #hostHasTls(host: string): boolean {
@@ -384,78 +496,57 @@ export class Forwarder {
   }
 }
 
-function onResClose(this: ServerResponse): void {
-  const ex = (this as unknown as Record<symbol, Exchange | undefined>)[kExchange]
-  if (ex !== undefined && !ex.done) ex.clientGone()
-}
-
-function onResDrain(this: ServerResponse): void {
-  const ex = (this as unknown as Record<symbol, Exchange | undefined>)[kExchange]
-  if (ex !== undefined && ex.resume !== null) ex.resume()
-}
-
-/** One downstream request and its upstream attempts; the undici dispatch handler. Every field set here. */
-export class Exchange {
+/**
+ * One downstream request and its upstream attempts, engine-independent: the route, the headers to send, endpoint
+ * choice with affinity and retries, accounting. Every field set here (stable shape).
+ */
+export class ExchangeBase {
   readonly fwd: Forwarder
-  readonly req: IncomingMessage
-  res: ServerResponse | null = null
   readonly li: ListenerInfo
+  readonly method: string
   readonly route: Route
   readonly headers: string[]
   readonly requestId: string
   readonly host: string
+  readonly hostHeader: string
   readonly path: string
   readonly query: string
-  cookieHeader: string | undefined = undefined
-  contentLength: string | null = null
-  chunked = false
-  tlsVhost = false
+  readonly cookieHeader: string | undefined
+  readonly contentLength: string | null
+  readonly chunked: boolean
+  readonly tlsVhost: boolean
   readonly start: number
   /** The endpoint of the attempt in flight (counted in its `inflight`); null between attempts. */
   endpoint: Endpoint | null = null
   /** The endpoint of the last attempt (logs). */
   upstream: Endpoint | null = null
   counted = false
-  responseStarted = false
   tried1: Endpoint | null = null
   tried2: Endpoint | null = null
   tries = 0
   setCookie: string | null = null
-  opts: {
-    path: string
-    method: string
-    headers: string[]
-    body: IncomingMessage | AsyncGenerator<Buffer> | null
-    headersTimeout: number
-    bodyTimeout: number
-  }
-  abortUpstream: ((err?: Error) => void) | null = null
-  resume: (() => void) | null = null
   status = 0
   bytes = 0
   upstreamStart = 0
   upstreamHeaders = 0
   done = false
 
-  constructor(fwd: Forwarder, req: IncomingMessage, li: ListenerInfo, route: Route, headers: string[], requestId: string, host: string, path: string, query: string) {
+  constructor(fwd: Forwarder, li: ListenerInfo, method: string, p: Prepared) {
     this.fwd = fwd
-    this.req = req
     this.li = li
-    this.route = route
-    this.headers = headers
-    this.requestId = requestId
-    this.host = host
-    this.path = path
-    this.query = query
+    this.method = method
+    this.route = p.route
+    this.headers = p.headers
+    this.requestId = p.requestId
+    this.host = p.host
+    this.hostHeader = p.hostHeader
+    this.path = p.path
+    this.query = p.query
+    this.cookieHeader = p.cookie
+    this.contentLength = p.contentLength
+    this.chunked = p.chunked
+    this.tlsVhost = p.tlsVhost
     this.start = performance.now()
-    this.opts = {
-      path: '',
-      method: req.method!,
-      headers,
-      body: null,
-      headersTimeout: route.config.readTimeoutMs,
-      bodyTimeout: route.config.readTimeoutMs,
-    }
   }
 
   /** The path and query sent upstream: the normalised path, or the rewrite-target result (§4.1). */
@@ -468,57 +559,47 @@ export class Exchange {
     return rewritten + this.query
   }
 
-  /** Redirect, body limit, affinity, endpoint choice, then the first attempt. */
-  begin(): void {
-    const res = this.res!
-    const route = this.route
-    const cfg = route.config
-    const fwd = this.fwd
-    if (this.li.scheme === 'http' && (cfg.forceSslRedirect || (cfg.sslRedirect && this.tlsVhost))) {
-      const raw = this.req.url!
-      const pathAndQuery = raw.charCodeAt(0) === 47 ? raw : this.path + this.query
-      const port = fwd.httpsPort === null || fwd.httpsPort === 443 ? '' : `:${fwd.httpsPort}`
-      const authority = hostWithoutPort(this.req.headers.host ?? this.host)
-      res.writeHead(308, ['location', `https://${authority}${port}${pathAndQuery}`, 'content-length', '0', 'x-request-id', this.requestId])
-      res.end()
-      this.finish(308)
-      return
-    }
-    if (cfg.bodySizeLimit > 0 && this.contentLength !== null && Number(this.contentLength) > cfg.bodySizeLimit) {
-      this.status = 413
-      fwd.reply(res, 413, this.requestId, route, true)
-      this.finish(413)
-      return
-    }
-    const group = route.backend.group
-    let ep: Endpoint | null = null
-    if (group !== null) {
-      const aff = cfg.affinity
-      if (aff !== null) {
-        const v = cookieValue(this.cookieHeader, aff.name)
-        if (v !== null) ep = group.byCookie(v)
-        if (ep === null) {
-          ep = group.pick(cfg.loadBalance, null, null)
-          if (ep !== null) this.setCookie = this.#cookieFor(ep)
-        }
-      } else ep = group.pick(cfg.loadBalance, null, null)
-    }
-    if (ep === null) {
-      fwd.reply(res, 503, this.requestId, route, false)
-      this.finish(503)
-      return
-    }
-    if (this.contentLength !== null && this.contentLength !== '0') this.opts.body = this.req
-    else if (this.chunked) this.opts.body = cfg.bodySizeLimit > 0 ? limitBody(this.req, cfg.bodySizeLimit) : this.req
-    this.opts.path = this.upstreamPath()
-    ;(res as unknown as Record<symbol, Exchange>)[kExchange] = this
-    res.on('close', onResClose)
-    fwd.inflight++
-    this.counted = true
-    this.send(ep)
+  /** ssl-redirect / force-ssl-redirect: the Location to answer 308 with, or null. `rawUrl` is the target as sent. */
+  redirectLocation(rawUrl: string): string | null {
+    const cfg = this.route.config
+    if (this.li.scheme !== 'http' || !(cfg.forceSslRedirect || (cfg.sslRedirect && this.tlsVhost))) return null
+    const pathAndQuery = rawUrl.charCodeAt(0) === 47 ? rawUrl : this.path + this.query
+    const port = this.fwd.httpsPort === null || this.fwd.httpsPort === 443 ? '' : `:${this.fwd.httpsPort}`
+    return `https://${hostWithoutPort(this.hostHeader)}${port}${pathAndQuery}`
   }
 
-  #cookieFor(ep: Endpoint): string {
+  /** A Content-Length over proxy-body-size (→ 413 before anything is sent). */
+  declaredTooLarge(): boolean {
+    const limit = this.route.config.bodySizeLimit
+    return limit > 0 && this.contentLength !== null && Number(this.contentLength) > limit
+  }
+
+  /** The first endpoint: the affinity cookie's if it is still there, else the balancing policy's. */
+  firstEndpoint(): Endpoint | null {
+    const group = this.route.backend.group
+    if (group === null) return null
+    const cfg = this.route.config
+    const aff = cfg.affinity
+    if (aff === null) return group.pick(cfg.loadBalance, null, null)
+    const v = cookieValue(this.cookieHeader, aff.name)
+    let ep = v === null ? null : group.byCookie(v)
+    if (ep === null) {
+      ep = group.pick(cfg.loadBalance, null, null)
+      if (ep !== null) this.setCookie = this.cookieFor(ep)
+    }
+    return ep
+  }
+
+  /** Another endpoint after `failed` failed, avoiding the ones tried; null when none is left. */
+  nextEndpoint(failed: Endpoint): Endpoint | null {
+    if (this.tried1 === null) this.tried1 = failed
+    else this.tried2 = failed
+    const next = this.route.backend.group!.pick(this.route.config.loadBalance, this.tried1, this.tried2)
+    if (next !== null && this.route.config.affinity !== null) this.setCookie = this.cookieFor(next)
+    return next
+  }
+
+  cookieFor(ep: Endpoint): string {
     const a = this.route.config.affinity!
     let c = `${a.name}=${ep.cookie}; Path=${a.path ?? (this.route.kind === 'Default' || this.route.kind === 'Regex' ? '/' : this.route.path)}; HttpOnly`
     if (a.maxAge !== null) c += `; Max-Age=${a.maxAge}`
@@ -528,13 +609,173 @@ export class Exchange {
     return c
   }
 
-  send(ep: Endpoint): void {
+  /** Marks the start of an attempt on `ep`. */
+  attempt(ep: Endpoint): void {
     this.endpoint = ep
     this.upstream = ep
     this.tries++
     ep.inflight++
     this.upstreamStart = performance.now()
+  }
+
+  release(): void {
+    const ep = this.endpoint
+    if (ep !== null) {
+      ep.inflight--
+      this.endpoint = null
+    }
+  }
+
+  logUpstreamError(err: Error): void {
+    const log = this.fwd.log
+    if (log.isLevelEnabled('debug')) log.debug({ err, upstream: this.upstream?.key, service: this.route.backend.label }, 'upstream request failed')
+  }
+
+  finish(status: number): void {
+    if (this.done) return
+    this.done = true
+    this.release()
+    if (this.counted) this.fwd.inflight--
+    const ep = this.upstream
+    const now = performance.now()
+    const seconds = (now - this.start) / 1000
+    this.route.stats.observe(status, seconds)
+    const access = this.fwd.access
+    if (access !== null) {
+      access.info({
+        method: this.method,
+        host: this.host,
+        path: this.path,
+        status,
+        ingress: this.route.ingress,
+        service: this.route.backend.label,
+        upstream: ep === null ? null : `${ep.host}:${ep.port}`,
+        duration: seconds,
+        upstreamDuration: this.upstreamHeaders > 0 ? (this.upstreamHeaders - this.upstreamStart) / 1000 : null,
+        bytesIn: this.contentLength === null ? 0 : Number(this.contentLength),
+        bytesOut: this.bytes,
+        requestId: this.requestId,
+        tries: this.tries,
+      }, 'request')
+    }
+  }
+}
+
+function onResClose(this: DownstreamResponse): void {
+  const ex = (this as unknown as Record<symbol, Exchange | undefined>)[kExchange]
+  if (ex !== undefined && !ex.done) ex.clientGone()
+}
+
+function onResDrain(this: DownstreamResponse): void {
+  const ex = (this as unknown as Record<symbol, Exchange | undefined>)[kExchange]
+  if (ex !== undefined && ex.resume !== null) ex.resume()
+}
+
+function onReqPause(this: DownstreamRequest): void {
+  const ex = (this as unknown as Record<symbol, Exchange | undefined>)[kExchange]
+  if (ex !== undefined) ex.armSendTimer()
+}
+
+function onReqResume(this: DownstreamRequest): void {
+  const ex = (this as unknown as Record<symbol, Exchange | undefined>)[kExchange]
+  if (ex !== undefined) ex.clearSendTimer()
+}
+
+function onSendTimeout(ex: Exchange): void {
+  ex.sendTimer = null
+  if (ex.done) return
+  const err = new ProxyError('MLT_PROXY_UPSTREAM_TIMEOUT', 'proxy-send-timeout: the endpoint stopped reading the request')
+  ex.abortUpstream?.(err)
+}
+
+/** The node:http / node:http2 engine's exchange: the undici dispatch handler. */
+export class Exchange extends ExchangeBase {
+  readonly req: DownstreamRequest
+  readonly res: DownstreamResponse
+  responseStarted = false
+  opts: {
+    path: string
+    method: string
+    headers: string[]
+    body: DownstreamRequest | AsyncGenerator<Buffer> | null
+    headersTimeout: number
+    bodyTimeout: number
+  }
+  abortUpstream: ((err?: Error) => void) | null = null
+  resume: (() => void) | null = null
+  sendTimer: NodeJS.Timeout | null = null
+
+  constructor(fwd: Forwarder, li: ListenerInfo, req: DownstreamRequest, res: DownstreamResponse, p: Prepared) {
+    super(fwd, li, req.method!, p)
+    this.req = req
+    this.res = res
+    this.opts = {
+      path: '',
+      method: req.method!,
+      headers: this.headers,
+      body: null,
+      headersTimeout: this.route.config.readTimeoutMs,
+      bodyTimeout: this.route.config.readTimeoutMs,
+    }
+  }
+
+  /** Redirect, body limit, affinity, endpoint choice, then the first attempt. */
+  begin(): void {
+    const res = this.res
+    const route = this.route
+    const cfg = route.config
+    const fwd = this.fwd
+    const location = this.redirectLocation(this.req.url!)
+    if (location !== null) {
+      res.writeHead(308, ['location', location, 'content-length', '0', 'x-request-id', this.requestId])
+      res.end()
+      this.finish(308)
+      return
+    }
+    if (this.declaredTooLarge()) {
+      this.status = 413
+      fwd.reply(res, 413, this.requestId, route, true)
+      this.finish(413)
+      return
+    }
+    const ep = this.firstEndpoint()
+    if (ep === null) {
+      fwd.reply(res, 503, this.requestId, route, false)
+      this.finish(503)
+      return
+    }
+    const req = this.req
+    ;(res as unknown as Record<symbol, Exchange>)[kExchange] = this
+    if (this.contentLength !== null && this.contentLength !== '0') this.opts.body = req
+    else if (this.chunked || (req.httpVersionMajor === 2 && !(req as unknown as Http2ServerRequest).stream.endAfterHeaders)) {
+      this.opts.body = limitBody(this, req, cfg.bodySizeLimit)
+    }
+    if (this.opts.body === req) {
+      ;(req as unknown as Record<symbol, Exchange>)[kExchange] = this
+      req.on('pause', onReqPause)
+      req.on('resume', onReqResume)
+    }
+    this.opts.path = this.upstreamPath()
+    res.on('close', onResClose)
+    fwd.inflight++
+    this.counted = true
+    this.send(ep)
+  }
+
+  send(ep: Endpoint): void {
+    this.attempt(ep)
     ep.pool.dispatch(this.opts as never, this as never)
+  }
+
+  armSendTimer(): void {
+    if (this.sendTimer === null && !this.done) this.sendTimer = setTimeout(onSendTimeout, this.route.config.sendTimeoutMs, this)
+  }
+
+  clearSendTimer(): void {
+    if (this.sendTimer !== null) {
+      clearTimeout(this.sendTimer)
+      this.sendTimer = null
+    }
   }
 
   // ---- undici DispatchHandler (legacy method names: undici calls them without wrapping)
@@ -546,7 +787,7 @@ export class Exchange {
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, _statusText: string): boolean {
     if (statusCode < 200) return true
-    const res = this.res!
+    const res = this.res
     this.upstreamHeaders = performance.now()
     this.status = statusCode
     this.resume = resume
@@ -575,21 +816,22 @@ export class Exchange {
 
   onData(chunk: Buffer): boolean {
     this.bytes += chunk.length
-    const ok = this.res!.write(chunk)
-    if (!ok) this.res!.once('drain', onResDrain)
+    const ok = this.res.write(chunk)
+    if (!ok) this.res.once('drain', onResDrain)
     return ok
   }
 
   onComplete(_trailers: Buffer[] | null): void {
-    this.res!.end()
+    this.res.end()
     this.finish(this.status)
   }
 
   onError(err: Error & { code?: string }): void {
     const ep = this.upstream!
-    this.#release()
+    this.release()
+    this.clearSendTimer()
     if (this.done) return
-    const res = this.res!
+    const res = this.res
     const code = err.code
     if (code === 'MLT_PROXY_BODY_TOO_LARGE') {
       this.#fail(413)
@@ -600,7 +842,7 @@ export class Exchange {
     this.fwd.reporter.report(this.route.backend.service, ep.host, ep.port, false)
     if (this.responseStarted) {
       // Mid-response: nothing sensible can be sent; cut the downstream connection so the client sees it.
-      this.#log(err)
+      this.logUpstreamError(err)
       res.destroy()
       this.finish(this.status)
       return
@@ -615,39 +857,23 @@ export class Exchange {
       this.tries < this.route.config.tries &&
       (connectFail
         ? bodyUntouched
-        : (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE') && body === null && IDEMPOTENT.has(this.opts.method))
+        : (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE') && body === null && IDEMPOTENT.has(this.method))
     if (retry) {
-      if (this.tried1 === null) this.tried1 = ep
-      else this.tried2 = ep
-      const next = this.route.backend.group!.pick(this.route.config.loadBalance, this.tried1, this.tried2)
+      const next = this.nextEndpoint(ep)
       if (next !== null) {
-        if (this.route.config.affinity !== null) this.setCookie = this.#cookieFor(next)
         this.send(next)
         return
       }
     }
-    this.#log(err)
-    const timeout = code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT'
+    this.logUpstreamError(err)
+    const timeout = code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'MLT_PROXY_UPSTREAM_TIMEOUT'
     this.#fail(timeout ? 504 : 502)
-  }
-
-  #release(): void {
-    const ep = this.endpoint
-    if (ep !== null) {
-      ep.inflight--
-      this.endpoint = null
-    }
   }
 
   #fail(status: number): void {
     this.status = status
-    this.fwd.reply(this.res!, status, this.requestId, this.route, status === 413)
+    this.fwd.reply(this.res, status, this.requestId, this.route, status === 413)
     this.finish(status)
-  }
-
-  #log(err: Error): void {
-    const log = this.fwd.log
-    if (log.isLevelEnabled('debug')) log.debug({ err, upstream: this.upstream?.key, service: this.route.backend.label }, 'upstream request failed')
   }
 
   /** The downstream connection closed before the response ended: stop the upstream request. */
@@ -657,33 +883,8 @@ export class Exchange {
     this.finish(this.status === 0 ? 499 : this.status)
   }
 
-  finish(status: number): void {
-    if (this.done) return
-    this.done = true
-    this.#release()
-    if (this.counted) this.fwd.inflight--
-    const ep = this.upstream
-    const now = performance.now()
-    const seconds = (now - this.start) / 1000
-    this.route.stats.observe(status, seconds)
-    const access = this.fwd.access
-    if (access !== null) {
-      access.info({
-        method: this.opts.method,
-        host: this.host,
-        path: this.path,
-        status,
-        ingress: this.route.ingress,
-        service: this.route.backend.label,
-        upstream: ep === null ? null : `${ep.host}:${ep.port}`,
-        duration: seconds,
-        upstreamDuration: this.upstreamHeaders > 0 ? (this.upstreamHeaders - this.upstreamStart) / 1000 : null,
-        bytesIn: this.contentLength === null ? 0 : Number(this.contentLength),
-        bytesOut: this.bytes,
-        requestId: this.requestId,
-        tries: this.tries,
-      }, 'request')
-    }
+  override finish(status: number): void {
+    this.clearSendTimer()
+    super.finish(status)
   }
 }
-export type { UpstreamGroup }

@@ -1,9 +1,15 @@
 // The L7 Ingress router plane: HTTP and HTTPS listeners, a route table compiled from each Snapshot and swapped as one
-// reference, undici pools per endpoint kept across Snapshots. See proxy/README.md and specs/ingress.md §1.
+// reference, connection pools per endpoint kept across Snapshots. See proxy/README.md and specs/ingress.md §1.
+//
+// Two engines share the request logic of forward.ts: the http listener runs the raw HTTP/1.1 engine (h1.ts: net
+// sockets and Node's llhttp binding, for throughput); the https listener is a node:http2 secure server that speaks
+// HTTP/2 or HTTP/1.1 by ALPN and forwards through undici. Where the raw engine cannot load (a Node without the
+// `_http_common` module), the http listener uses node:http and undici too.
 
-import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { createServer as createHttpsServer } from 'node:https'
-import type { Socket } from 'node:net'
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
+import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2'
+import type { Server, Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
 import { createSecureContext, type SecureContext } from 'node:tls'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Ingress } from '../model/objects.ts'
@@ -11,7 +17,8 @@ import type { Plane, PlaneContext, PlaneFactory } from '../model/plane.ts'
 import type { Snapshot } from '../model/snapshot.ts'
 import type { ListenAddress } from '../model/options.ts'
 import { ProxyError } from './errors.ts'
-import { Forwarder, type ListenerInfo } from './forward.ts'
+import { Forwarder, type ListenerInfo, type RequestHead } from './forward.ts'
+import { H1Engine, rawEngineAvailable } from './h1.ts'
 import { ProxyMetrics } from './metrics.ts'
 import { DEFAULT_PATH_OPTIONS, type PathOptions } from './normalize.ts'
 import { compile, type CompileResult, type IngressState } from './route-table.ts'
@@ -35,7 +42,20 @@ interface ListenerState {
   error: string | null
 }
 
+/** A listening server and how to drain it. */
+interface Listener {
+  readonly server: Server
+  /** Stop accepting (resolves when every connection is gone). */
+  stop(): Promise<void>
+  /** Close connections with nothing in flight (repeated while draining). */
+  closeIdle(): void
+  /** Close everything now. */
+  closeAll(): void
+}
+
 export interface ProxyExtraOptions {
+  /** The http listener's engine: `raw` (default where it loads) or `node` (node:http + undici, as on https). */
+  readonly engine?: 'raw' | 'node'
   /** Path normalisation options (spec P4, P6); defaults: merge slashes, keep escaped slashes. */
   readonly pathOptions?: PathOptions
   /** A default certificate instead of generating one (tests). */
@@ -52,7 +72,7 @@ export class ProxyPlane implements Plane {
   readonly #lastGood = new Map<string, Ingress>()
   readonly #pathOptions: PathOptions
   readonly #extra: ProxyExtraOptions
-  #servers: Server[] = []
+  #servers: Listener[] = []
   #listeners: ListenerState[] = []
   #defaultContext: SecureContext | null = null
   #result: CompileResult | null = null
@@ -92,30 +112,14 @@ export class ProxyPlane implements Plane {
     this.#listeners.push(st)
     const fwd = this.#fwd
     const li: ListenerInfo = { name, scheme: name, port: '' }
-    const onRequest = (req: IncomingMessage, res: ServerResponse) => fwd.handle(req, res, li)
-    const server: Server =
-      pem === null
-        ? createHttpServer(onRequest)
-        : (createHttpsServer(
-            {
-              cert: pem.cert,
-              key: pem.key,
-              minVersion: 'TLSv1.2',
-              SNICallback: (servername, cb) => cb(null, pickContext(fwd.table.tls, servername) ?? this.#defaultContext!),
-            },
-            onRequest,
-          ) as unknown as Server)
-    server.keepAliveTimeout = CLIENT_KEEPALIVE_MS
-    server.headersTimeout = CLIENT_HEADER_TIMEOUT_MS
-    // Long uploads and downloads are bounded by the per-route read timeouts, not by a whole-request limit.
-    server.requestTimeout = 0
-    server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => handleUpgrade(fwd, req, socket, head, li))
-    // CONNECT is refused (spec §1.4), answered on the connect event, then the connection is closed.
-    server.on('connect', (_req: IncomingMessage, socket: Socket) => {
-      socket.on('error', () => socket.destroy())
-      writeRawStatus(socket, 405)
-    })
-    this.#servers.push(server)
+    const listener =
+      pem !== null
+        ? this.#https(li, pem)
+        : rawEngineAvailable && this.#extra.engine !== 'node'
+          ? this.#raw(li)
+          : this.#node(li)
+    const server = listener.server
+    this.#servers.push(listener)
     try {
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject)
@@ -138,6 +142,95 @@ export class ProxyPlane implements Plane {
     }
     st.state = 'listening'
     this.#ctx.log.info({ listener: name, address: st.address, port: st.port }, 'listening')
+  }
+
+  /** The http listener on the raw HTTP/1.1 engine. */
+  #raw(li: ListenerInfo): Listener {
+    const engine = new H1Engine(this.#fwd, li)
+    return {
+      server: engine.server,
+      stop: () => engine.stopAccepting(),
+      closeIdle: () => engine.closeIdle(),
+      closeAll: () => engine.closeAll(),
+    }
+  }
+
+  /** The http listener on node:http + undici (where the raw engine is unavailable, or asked for). */
+  #node(li: ListenerInfo): Listener {
+    const fwd = this.#fwd
+    const server = createHttpServer((req: IncomingMessage, res: ServerResponse) => fwd.handle(req, res, li))
+    server.keepAliveTimeout = CLIENT_KEEPALIVE_MS
+    server.headersTimeout = CLIENT_HEADER_TIMEOUT_MS
+    // Long uploads and downloads are bounded by the per-route read timeouts, not by a whole-request limit.
+    server.requestTimeout = 0
+    this.#h1Events(server, li)
+    return {
+      server,
+      stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
+      closeIdle: () => server.closeIdleConnections(),
+      closeAll: () => server.closeAllConnections(),
+    }
+  }
+
+  /** WebSocket upgrades and CONNECT on a node:http (or HTTP/1.1-over-http2) server. */
+  #h1Events(server: HttpServer | Http2SecureServer, li: ListenerInfo): void {
+    const fwd = this.#fwd
+    server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) =>
+      handleUpgrade(fwd, req as RequestHead, socket.remoteAddress ?? '', socket, head, li),
+    )
+    // CONNECT is refused (spec §1.4), answered on the connect event, then the connection is closed.
+    server.on('connect', (_req: IncomingMessage, socket: Socket) => {
+      socket.on('error', () => socket.destroy())
+      writeRawStatus(socket, 405)
+    })
+  }
+
+  /**
+   * The https listener: TLS with SNI, then HTTP/2 or HTTP/1.1 by ALPN (node:http2 with allowHTTP1). Both go through
+   * the same Forwarder; WebSocket upgrades arrive on the HTTP/1.1 side (RFC 8441 WebSocket over HTTP/2 is not
+   * offered: node:http2 does not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL by default).
+   */
+  #https(li: ListenerInfo, pem: PemPair): Listener {
+    const fwd = this.#fwd
+    const server = createSecureServer(
+      {
+        cert: pem.cert,
+        key: pem.key,
+        minVersion: 'TLSv1.2',
+        allowHTTP1: true,
+        SNICallback: (servername, cb) => cb(null, pickContext(fwd.table.tls, servername) ?? this.#defaultContext!),
+      },
+      (req: Http2ServerRequest | IncomingMessage, res: Http2ServerResponse | ServerResponse) => fwd.handle(req, res, li),
+    )
+    // The HTTP/1.1 side honours node:http's server timeouts.
+    const h1 = server as unknown as HttpServer
+    h1.keepAliveTimeout = CLIENT_KEEPALIVE_MS
+    h1.headersTimeout = CLIENT_HEADER_TIMEOUT_MS
+    h1.requestTimeout = 0
+    this.#h1Events(server, li)
+    const sockets = new Set<TLSSocket>()
+    const sessions = new Set<ServerHttp2Session>()
+    server.on('secureConnection', (s: TLSSocket) => {
+      sockets.add(s)
+      s.once('close', () => sockets.delete(s))
+    })
+    server.on('session', (s: ServerHttp2Session) => {
+      sessions.add(s)
+      s.once('close', () => sessions.delete(s))
+      s.on('error', () => s.destroy())
+    })
+    return {
+      server,
+      stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
+      // An HTTP/2 session closes gracefully: GOAWAY, its open streams finish.
+      closeIdle: () => {
+        for (const s of sessions) if (!s.closed) s.close()
+      },
+      closeAll: () => {
+        for (const s of sessions) s.destroy()
+        for (const s of sockets) s.destroy()
+      },
+    }
   }
 
   /** Compiles the Snapshot into a new route table and swaps it in; retires endpoints no table uses. */
@@ -193,13 +286,13 @@ export class ProxyPlane implements Plane {
   async close(deadline: number): Promise<void> {
     this.#closing = true
     this.#unsubscribe?.()
-    const closed = this.#servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))
-    for (const s of this.#servers) s.closeIdleConnections()
+    const closed = this.#servers.map((s) => s.stop())
+    for (const s of this.#servers) s.closeIdle()
     while ((this.#fwd.inflight > 0 || this.#fwd.tunnels.size > 0) && Date.now() < deadline) {
       await sleep(20)
-      for (const s of this.#servers) s.closeIdleConnections()
+      for (const s of this.#servers) s.closeIdle()
     }
-    for (const s of this.#servers) s.closeAllConnections()
+    for (const s of this.#servers) s.closeAll()
     for (const t of this.#fwd.tunnels) t.destroy()
     this.#fwd.tunnels.clear()
     await Promise.all(closed)

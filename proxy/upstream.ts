@@ -1,14 +1,17 @@
-// Upstreams: one long-lived Endpoint (with its undici Pool of keep-alive connections) per endpoint address, kept
-// across Snapshots (Envoy EDS: an endpoint-only change leaves the pools alone), and per Snapshot one UpstreamGroup
-// per Service port: the endpoints a route may pick from, in a plain array.
+// Upstreams: one long-lived Endpoint (with its keep-alive connections) per endpoint address, kept across Snapshots
+// (Envoy EDS: an endpoint-only change leaves the pools alone), and per Snapshot one UpstreamGroup per Service port:
+// the endpoints a route may pick from, in a plain array. An Endpoint has two connection pools, one per engine: the
+// raw HTTP/1.1 engine's own (h1.ts: `idle`, `open`, `waiting`) and an undici Pool for the node:http2 engine, made
+// on first use.
 //
-//   EndpointRegistry  "ip:port|connect-ms" ──► Endpoint { pool, inflight, cookie }   (lives while any table uses it)
+//   EndpointRegistry  "ip:port|connect-ms" ──► Endpoint { idle[], pool, inflight, cookie } (lives while any table uses it)
 //   UpstreamGroup     "ns/svc:port"         ──► Endpoint[]  + round-robin cursor       (rebuilt with each Snapshot)
 
 import { createHash } from 'node:crypto'
 import { Pool } from 'undici'
 import type { EndpointState, ServicePortState } from '../model/snapshot.ts'
 import type { LoadBalance } from './annotations.ts'
+import type { H1Exchange, UpstreamConn } from './h1.ts'
 
 /** Upstream keep-alive idle time, below Node's 5 s server default so meshlet closes first (spec §1.8.7). */
 export const UPSTREAM_KEEPALIVE_MS = 4000
@@ -19,30 +22,58 @@ export class Endpoint {
   readonly key: string
   readonly host: string
   readonly port: number
-  readonly pool: Pool
+  readonly connectTimeoutMs: number
+  #pool: Pool | null = null
   /** The affinity cookie value naming this endpoint (a hash, so addresses are not exposed). */
   readonly cookie: string
   /** Requests in flight (least-request balancing). */
   inflight = 0
-  /** Set when no table uses the endpoint any more; its pool is closing. */
+  /** Set when no table uses the endpoint any more; its pools are closing. */
   retired = false
+  /** Raw engine: idle keep-alive connections, the most recently used last (taken first: its socket is warm). */
+  readonly idle: UpstreamConn[] = []
+  /** Raw engine: connections open (idle or busy), at most UPSTREAM_CONNECTIONS. */
+  open = 0
+  /** Raw engine: exchanges waiting for a connection when `open` is at the cap, oldest first. */
+  readonly waiting: H1Exchange[] = []
 
   constructor(key: string, host: string, port: number, connectTimeoutMs: number) {
     this.key = key
     this.host = host
     this.port = port
-    const origin = host.includes(':') ? `http://[${host}]:${port}` : `http://${host}:${port}`
-    this.pool = new Pool(origin, {
-      connections: UPSTREAM_CONNECTIONS,
-      pipelining: 1,
-      keepAliveTimeout: UPSTREAM_KEEPALIVE_MS,
-      keepAliveMaxTimeout: UPSTREAM_KEEPALIVE_MS,
-      connect: { timeout: connectTimeoutMs },
-      // Per-request values are set in each dispatch; these are only the ceilings.
-      headersTimeout: 0,
-      bodyTimeout: 0,
-    })
+    this.connectTimeoutMs = connectTimeoutMs
     this.cookie = createHash('sha1').update(`${host}:${port}`).digest('hex').slice(0, 16)
+  }
+
+  /** The undici Pool (node:http2 engine), made on first use. */
+  get pool(): Pool {
+    if (this.#pool === null) {
+      const origin = this.host.includes(':') ? `http://[${this.host}]:${this.port}` : `http://${this.host}:${this.port}`
+      this.#pool = new Pool(origin, {
+        connections: UPSTREAM_CONNECTIONS,
+        pipelining: 1,
+        keepAliveTimeout: UPSTREAM_KEEPALIVE_MS,
+        keepAliveMaxTimeout: UPSTREAM_KEEPALIVE_MS,
+        connect: { timeout: this.connectTimeoutMs },
+        // Per-request values are set in each dispatch; these are only the ceilings.
+        headersTimeout: 0,
+        bodyTimeout: 0,
+      })
+    }
+    return this.#pool
+  }
+
+  /** Closes idle connections at once; busy ones close when their exchange ends (`retired`). */
+  async retire(): Promise<void> {
+    this.retired = true
+    while (this.idle.length > 0) this.idle.pop()!.destroy()
+    if (this.#pool !== null) await this.#pool.close().catch(() => {})
+  }
+
+  async destroy(): Promise<void> {
+    this.retired = true
+    while (this.idle.length > 0) this.idle.pop()!.destroy()
+    if (this.#pool !== null) await this.#pool.destroy().catch(() => {})
   }
 }
 
@@ -71,20 +102,19 @@ export class EndpointRegistry {
     for (const [key, ep] of this.#endpoints) {
       if (live.has(ep)) continue
       this.#endpoints.delete(key)
-      ep.retired = true
-      ep.pool.close().catch(() => {})
+      void ep.retire()
     }
   }
 
   async closeAll(deadline: number): Promise<void> {
     const all = [...this.#endpoints.values()]
     this.#endpoints.clear()
-    const closing = Promise.all(all.map((ep) => ep.pool.close().catch(() => {})))
+    const closing = Promise.all(all.map((ep) => ep.retire()))
     const left = Math.max(0, deadline - Date.now())
     let timer: NodeJS.Timeout | undefined
     await Promise.race([closing, new Promise((r) => (timer = setTimeout(r, left)))])
     clearTimeout(timer)
-    await Promise.all(all.map((ep) => ep.pool.destroy().catch(() => {})))
+    await Promise.all(all.map((ep) => ep.destroy()))
   }
 }
 

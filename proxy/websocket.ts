@@ -4,10 +4,7 @@
 // Idle limit: proxy-read-timeout when annotated, else one hour, so idle WebSockets are not cut at 60 s.
 
 import { connect, type Socket } from 'node:net'
-import type { IncomingMessage } from 'node:http'
-import type { Exchange, Forwarder, ListenerInfo } from './forward.ts'
-import { cookieValue } from './forward.ts'
-import { hostWithoutPort } from './normalize.ts'
+import { ExchangeBase, type Forwarder, type ListenerInfo, type RequestHead } from './forward.ts'
 import type { Endpoint } from './upstream.ts'
 
 const STATUS_LINE: Record<number, string> = {
@@ -29,29 +26,24 @@ export function writeRawStatus(socket: Socket, status: number, extra = ''): void
   )
 }
 
-export function handleUpgrade(fwd: Forwarder, req: IncomingMessage, socket: Socket, head: Buffer, li: ListenerInfo): void {
+/** An upgrade request (either engine): route it, then tunnel. `socket` is the downstream, `head` bytes read past the request head. */
+export function handleUpgrade(fwd: Forwarder, req: RequestHead, remote: string, socket: Socket, head: Buffer, li: ListenerInfo): void {
   socket.on('error', () => socket.destroy())
-  const ex = fwd.prepare(req, li, true)
-  if (typeof ex === 'number') {
-    fwd.metrics.countUnrouted(ex)
-    writeRawStatus(socket, ex)
+  const st = fwd.prepare(req, remote, li, true)
+  if (st !== 0) {
+    fwd.metrics.countUnrouted(st)
+    writeRawStatus(socket, st)
     return
   }
-  const cfg = ex.route.config
-  if (li.scheme === 'http' && (cfg.forceSslRedirect || (cfg.sslRedirect && ex.tlsVhost))) {
-    const port = fwd.httpsPort === null || fwd.httpsPort === 443 ? '' : `:${fwd.httpsPort}`
-    writeRawStatus(socket, 308, `location: https://${hostWithoutPort(req.headers.host ?? ex.host)}${port}${req.url}\r\n`)
+  const ex = new ExchangeBase(fwd, li, req.method, fwd.p)
+  const location = ex.redirectLocation(req.url)
+  if (location !== null) {
+    writeRawStatus(socket, 308, `location: ${location}\r\n`)
     ex.finish(308)
     return
   }
-  const group = ex.route.backend.group
-  let ep: Endpoint | null = null
-  if (group !== null) {
-    const aff = cfg.affinity
-    const v = aff === null ? null : cookieValue(ex.cookieHeader, aff.name)
-    ep = v === null ? null : group.byCookie(v)
-    ep ??= group.pick(cfg.loadBalance, null, null)
-  }
+  // The affinity cookie is honoured but not set on a 101 (the tunnel's response head is the endpoint's, untouched).
+  const ep = ex.firstEndpoint()
   if (ep === null) {
     writeRawStatus(socket, 503)
     ex.finish(503)
@@ -62,12 +54,12 @@ export function handleUpgrade(fwd: Forwarder, req: IncomingMessage, socket: Sock
 
 class Tunnel {
   readonly fwd: Forwarder
-  readonly ex: Exchange
+  readonly ex: ExchangeBase
   readonly client: Socket
   readonly head: Buffer
   upstream: Socket | null = null
 
-  constructor(fwd: Forwarder, ex: Exchange, client: Socket, head: Buffer) {
+  constructor(fwd: Forwarder, ex: ExchangeBase, client: Socket, head: Buffer) {
     this.fwd = fwd
     this.ex = ex
     this.client = client
@@ -97,9 +89,7 @@ class Tunnel {
       this.fwd.reporter.report(ex.route.backend.service, ep.host, ep.port, false)
       ex.route.stats.connectErrors++
       if (ex.tries < ex.route.config.tries && !this.client.destroyed) {
-        if (ex.tried1 === null) ex.tried1 = ep
-        else ex.tried2 = ep
-        const next = ex.route.backend.group!.pick(ex.route.config.loadBalance, ex.tried1, ex.tried2)
+        const next = ex.nextEndpoint(ep)
         if (next !== null) {
           this.connect(next)
           return
@@ -115,7 +105,7 @@ class Tunnel {
     const ex = this.ex
     const client = this.client
     const h = ex.headers
-    let head = `${ex.opts.method} ${ex.upstreamPath()} HTTP/1.1\r\n`
+    let head = `${ex.method} ${ex.upstreamPath()} HTTP/1.1\r\n`
     for (let i = 0; i < h.length; i += 2) head += `${h[i]}: ${h[i + 1]}\r\n`
     up.write(head + '\r\n')
     if (this.head.length > 0) up.write(this.head)
