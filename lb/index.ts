@@ -1,0 +1,323 @@
+// The L4 balancer plane: from each Snapshot, the set of listeners every Service port needs (ClusterIPs, NodePorts,
+// LoadBalancer and external IPs; TCP and UDP), each open exactly while its endpoint list is non-empty. Listeners and
+// per-port state (round-robin cursor, affinity table) are reused across Snapshots, so a reload touches only what
+// changed and established connections keep running.
+
+import type { Logger } from 'pino'
+import type { Plane, PlaneContext } from '../model/plane.ts'
+import type { ServiceState, Snapshot } from '../model/snapshot.ts'
+import { HealthCheckServer } from './health-check-server.ts'
+import { electedNode } from './l2-election.ts'
+import { lbMetrics, type LbMetrics } from './lb-metrics.ts'
+import { PortRuntime, portKey, type ListenerKind } from './port-runtime.ts'
+import { localReadyIps } from './usable-endpoints.ts'
+import { BaseListener, TcpListener, type ListenerDeps } from './tcp-listener.ts'
+import { UdpListener } from './udp-listener.ts'
+import { VipInterface } from './vip-interface.ts'
+import { poolUsage, type PoolUsage } from './pool-usage.ts'
+
+interface DesiredListener {
+  readonly protocol: 'TCP' | 'UDP'
+  readonly address: string
+  readonly port: number
+  readonly kind: ListenerKind
+  readonly runtime: PortRuntime
+  /** In interface mode, the address must be on the interface first. */
+  readonly vip: boolean
+}
+
+const SWEEP_MS = 1000
+
+interface Conflict {
+  readonly listener: string
+  readonly service: string
+  readonly reason: string
+}
+
+export class LbPlane implements Plane {
+  readonly name = 'lb'
+  readonly #ctx: PlaneContext
+  readonly #log: Logger
+  readonly #metrics: LbMetrics
+  readonly #runtimes = new Map<string, PortRuntime>()
+  readonly #listeners = new Map<string, BaseListener>()
+  readonly #healthChecks = new Map<string, HealthCheckServer>()
+  readonly #vip: VipInterface | null
+  readonly #deps: ListenerDeps
+  /** Service key → the pending reason last logged, so exhaustion is warned once per change. */
+  readonly #pendingLogged = new Map<string, string>()
+  /** Listener id → the error last logged. */
+  readonly #errorsLogged = new Map<string, string>()
+  #conflicts: Conflict[] = []
+  #pools: PoolUsage[] = []
+  #snapshot: Snapshot | null = null
+  #unsubscribe: () => void = () => {}
+  #sweep: NodeJS.Timeout
+  #closing = false
+
+  constructor(ctx: PlaneContext) {
+    this.#ctx = ctx
+    this.#log = ctx.log
+    this.#metrics = lbMetrics(ctx.metrics)
+    this.#vip =
+      ctx.options.vipMode === 'interface' && ctx.options.vipInterface
+        ? new VipInterface(ctx.options.vipInterface, ctx.log.child({ sub: 'vip' }))
+        : null
+    this.#deps = {
+      metrics: this.#metrics,
+      reporter: ctx.reporter,
+      onState: (l) => this.#onListenerState(l),
+    }
+    this.#sweep = setInterval(() => this.#sweepAll(), SWEEP_MS)
+    this.#sweep.unref()
+  }
+
+  start(): void {
+    this.#unsubscribe = this.#ctx.store.subscribe((s) => this.apply(s))
+  }
+
+  ready(): boolean {
+    if (!this.#snapshot) return false
+    for (const l of this.#listeners.values()) if (l.state === 'opening') return false
+    return true
+  }
+
+  apply(snapshot: Snapshot): void {
+    if (this.#closing) return
+    this.#snapshot = snapshot
+    const node = this.#ctx.options.nodeName
+    const zone = snapshot.nodes.find((n) => n.meta.name === node)?.zone ?? null
+    const desired = new Map<string, DesiredListener>()
+    const liveRuntimes = new Set<string>()
+    const conflicts: Conflict[] = []
+    const wantHealth = new Map<string, { svc: ServiceState; port: number }>()
+
+    for (const svc of snapshot.services) {
+      const spec = svc.service.spec
+      if (spec.type === 'ExternalName' || svc.headless) continue
+      for (const port of svc.ports) {
+        if (port.protocol === 'SCTP') continue
+        const key = portKey(svc, port)
+        let rt = this.#runtimes.get(key)
+        if (!rt) this.#runtimes.set(key, (rt = new PortRuntime(key, svc, port)))
+        rt.update(svc, port, node, zone)
+        liveRuntimes.add(key)
+        for (const d of this.#listenersOf(snapshot, svc, port.protocol, port.port, port.nodePort, rt)) {
+          const id = `${d.protocol}|${d.address}|${d.port}`
+          const other = desired.get(id)
+          if (other) {
+            conflicts.push({ listener: id, service: svc.key, reason: `${d.address}:${d.port}/${d.protocol} is already used by ${other.runtime.svc.key}` })
+            continue
+          }
+          desired.set(id, d)
+        }
+      }
+      if (svc.healthCheckNodePort !== null && spec.type === 'LoadBalancer' && spec.externalTrafficPolicy === 'Local') {
+        wantHealth.set(svc.key, { svc, port: svc.healthCheckNodePort })
+      }
+      this.#logPending(svc)
+    }
+    this.#conflicts = conflicts
+    for (const c of conflicts) this.#logOnce(`conflict|${c.listener}|${c.service}`, c.reason, { service: c.service })
+
+    // Close what is no longer wanted, then open or update the rest.
+    for (const [id, l] of this.#listeners) {
+      if (!desired.has(id)) {
+        this.#listeners.delete(id)
+        void l.shutdown(Date.now() + 10_000)
+      }
+    }
+    for (const [id, d] of desired) {
+      let l = this.#listeners.get(id)
+      if (!l) {
+        l = d.protocol === 'TCP'
+          ? new TcpListener(d.address, d.port, d.kind, d.runtime, this.#deps)
+          : new UdpListener(d.address, d.port, d.kind, d.runtime, this.#deps)
+        this.#listeners.set(id, l)
+      }
+      l.runtime = d.runtime
+      l.kind = d.kind
+      const open = d.runtime.list(d.kind).length > 0
+      if (d.vip && this.#vip && open) {
+        const listener = l
+        void this.#vip.ensure(d.address).then((err) => {
+          if (this.#listeners.get(id) !== listener) return
+          if (err) {
+            listener.error = err
+            listener.state = 'error'
+          } else listener.want(listener.runtime.list(listener.kind).length > 0)
+        })
+      } else l.want(open)
+      if (l instanceof UdpListener) {
+        const serving = new Set<string>()
+        for (const e of d.runtime.port.endpoints) if (e.serving) serving.add(`${e.ip}|${e.port}`)
+        l.retainServing(serving)
+      }
+    }
+    for (const key of this.#runtimes.keys()) if (!liveRuntimes.has(key)) this.#runtimes.delete(key)
+    this.#releaseVips(desired)
+    this.#applyHealthChecks(wantHealth, node)
+    this.#pools = poolUsage(snapshot)
+    this.#updateGauges()
+  }
+
+  #listenersOf(
+    snapshot: Snapshot,
+    svc: ServiceState,
+    protocol: 'TCP' | 'UDP',
+    port: number,
+    nodePort: number | null,
+    runtime: PortRuntime,
+  ): DesiredListener[] {
+    const out: DesiredListener[] = []
+    const mode = this.#ctx.options.vipMode
+    if (mode !== 'none') {
+      for (const ip of svc.clusterIPs) out.push({ protocol, address: ip, port, kind: 'cluster', runtime, vip: true })
+      for (const ip of svc.service.spec.externalIPs) out.push({ protocol, address: ip, port, kind: 'external', runtime, vip: false })
+      for (const ip of svc.loadBalancerIPs) {
+        // In interface mode only the elected node may own the address, or several would answer ARP for it.
+        if (mode === 'interface' && electedNode(snapshot, svc, ip) !== snapshot.nodeName) continue
+        out.push({ protocol, address: ip, port, kind: 'external', runtime, vip: true })
+      }
+    }
+    if (nodePort !== null) {
+      out.push({ protocol, address: this.#ctx.options.nodeAddress ?? '0.0.0.0', port: nodePort, kind: 'external', runtime, vip: false })
+    }
+    return out
+  }
+
+  #releaseVips(desired: ReadonlyMap<string, DesiredListener>): void {
+    if (!this.#vip) return
+    const wanted = new Set<string>()
+    for (const d of desired.values()) if (d.vip) wanted.add(d.address)
+    for (const ip of this.#vip.addresses()) if (!wanted.has(ip)) void this.#vip.release(ip)
+  }
+
+  #applyHealthChecks(want: ReadonlyMap<string, { svc: ServiceState; port: number }>, node: string): void {
+    for (const [key, hc] of this.#healthChecks) {
+      if (want.get(key)?.port !== hc.port) {
+        this.#healthChecks.delete(key)
+        void hc.close()
+      }
+    }
+    for (const [key, { svc, port }] of want) {
+      const state = { namespace: svc.namespace, name: svc.name, localEndpoints: localReadyIps(svc, node), proxyHealthy: true }
+      const hc = this.#healthChecks.get(key)
+      if (hc) hc.state = state
+      else {
+        const server = new HealthCheckServer(this.#ctx.options.nodeAddress ?? '0.0.0.0', port, state)
+        this.#healthChecks.set(key, server)
+        void server.listen().then(() => {
+          if (server.error) this.#log.error({ service: key }, server.error)
+        })
+      }
+    }
+  }
+
+  #logPending(svc: ServiceState): void {
+    const reason = svc.loadBalancerPending
+    const last = this.#pendingLogged.get(svc.key)
+    if (reason === null) {
+      if (last !== undefined) {
+        this.#pendingLogged.delete(svc.key)
+        this.#log.info({ service: svc.key, ips: svc.loadBalancerIPs, pool: svc.loadBalancerPool }, 'LoadBalancer address assigned')
+      }
+      return
+    }
+    if (last === reason) return
+    this.#pendingLogged.set(svc.key, reason)
+    const pools = this.#snapshot ? poolUsage(this.#snapshot) : []
+    this.#log.warn(
+      { service: svc.key, pools: pools.map((p) => ({ pool: p.pool, assigned: p.assigned, capacity: p.capacity })) },
+      reason,
+    )
+  }
+
+  #logOnce(key: string, msg: string, fields: Record<string, unknown>): void {
+    if (this.#errorsLogged.get(key) === msg) return
+    this.#errorsLogged.set(key, msg)
+    this.#log.error(fields, msg)
+  }
+
+  #onListenerState(l: BaseListener): void {
+    const fields = { service: l.runtime.svc.key, listener: 'lb', protocol: l.protocol, address: l.address, port: l.port }
+    if (l.state === 'error' && l.error) this.#logOnce(`listener|${l.id}`, l.error, fields)
+    else if (l.state === 'open') {
+      this.#errorsLogged.delete(`listener|${l.id}`)
+      this.#log.debug(fields, 'listening')
+    } else if (l.state === 'closed') this.#log.debug(fields, 'listener closed')
+  }
+
+  #sweepAll(): void {
+    const now = Date.now()
+    for (const l of this.#listeners.values()) if (l instanceof UdpListener) l.sweep(now)
+    for (const rt of this.#runtimes.values()) rt.affinity?.sweep(now)
+    this.#updateGauges()
+  }
+
+  #updateGauges(): void {
+    const m = this.#metrics
+    m.affinityEntries.reset()
+    for (const rt of this.#runtimes.values()) if (rt.affinity) m.affinityEntries.inc({ service: rt.svc.key }, rt.affinity.size)
+    m.poolAddresses.reset()
+    for (const p of this.#pools) {
+      m.poolAddresses.set({ pool: p.pool, state: 'assigned' }, p.assigned)
+      m.poolAddresses.set({ pool: p.pool, state: 'available' }, p.capacity - p.assigned)
+    }
+  }
+
+  status(): unknown {
+    const services: Record<string, unknown[]> = {}
+    for (const rt of this.#runtimes.values()) {
+      const list = (services[rt.svc.key] ??= [])
+      const listeners = [...this.#listeners.values()]
+        .filter((l) => l.runtime === rt)
+        .map((l) => ({
+          protocol: l.protocol,
+          address: l.address,
+          port: l.port,
+          kind: l.kind,
+          state: l.state,
+          ...(l.error ? { error: l.error } : {}),
+          ...(l instanceof TcpListener ? { connections: l.connections } : {}),
+          ...(l instanceof UdpListener ? { flows: l.flows } : {}),
+        }))
+      list.push({
+        port: rt.port.name || rt.port.port,
+        protocol: rt.port.protocol,
+        usable: { cluster: rt.lists.cluster.length, local: rt.lists.local.length },
+        affinityEntries: rt.affinity?.size ?? null,
+        listeners,
+      })
+    }
+    return {
+      vipMode: this.#ctx.options.vipMode,
+      interfaceAddresses: this.#vip?.addresses() ?? null,
+      services,
+      conflicts: this.#conflicts,
+      healthCheckNodePorts: [...this.#healthChecks.entries()].map(([service, hc]) => ({
+        service,
+        port: hc.port,
+        localEndpoints: hc.state.localEndpoints,
+        ...(hc.error ? { error: hc.error } : {}),
+      })),
+      pools: this.#pools,
+    }
+  }
+
+  async close(deadline: number): Promise<void> {
+    this.#closing = true
+    this.#unsubscribe()
+    clearInterval(this.#sweep)
+    await Promise.all([...this.#listeners.values()].map((l) => l.shutdown(deadline)))
+    this.#listeners.clear()
+    await Promise.all([...this.#healthChecks.values()].map((h) => h.close()))
+    await this.#vip?.releaseAll()
+  }
+}
+
+export async function startLb(ctx: PlaneContext): Promise<LbPlane> {
+  const plane = new LbPlane(ctx)
+  plane.start()
+  return plane
+}

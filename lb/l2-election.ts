@@ -1,0 +1,27 @@
+// Which node announces a LoadBalancer address (specs/l4-health.md §5.6, MetalLB's L2 election, stateless per IP):
+// candidates sorted by sha256(nodeName + "#" + ip); the first announces. With externalTrafficPolicy Local only nodes
+// with a serving endpoint of the Service are candidates; with no serving endpoint nobody announces.
+
+import { createHash } from 'node:crypto'
+import type { Snapshot, ServiceState } from '../model/snapshot.ts'
+
+const EXCLUDE_LABEL = 'node.kubernetes.io/exclude-from-external-load-balancers'
+
+function candidates(snapshot: Snapshot): string[] {
+  const names = new Set<string>([snapshot.nodeName])
+  for (const n of snapshot.nodes) if (!(EXCLUDE_LABEL in n.meta.labels)) names.add(n.meta.name)
+  return [...names]
+}
+
+export function electedNode(snapshot: Snapshot, svc: ServiceState, ip: string): string | null {
+  const serving = svc.ports.flatMap((p) => p.endpoints).filter((e) => e.serving)
+  if (serving.length === 0) return null
+  let nodes = candidates(snapshot)
+  if (svc.service.spec.externalTrafficPolicy === 'Local') {
+    const withEndpoint = new Set(serving.map((e) => e.nodeName).filter((n): n is string => n !== null))
+    nodes = nodes.filter((n) => withEndpoint.has(n))
+  }
+  const score = (n: string) => createHash('sha256').update(`${n}#${ip}`).digest('hex')
+  nodes.sort((a, b) => (score(a) < score(b) ? -1 : 1))
+  return nodes[0] ?? null
+}
