@@ -11,15 +11,19 @@ import { AdminServer } from '../admin/server.ts'
 import { registerCoreMetrics } from '../admin/metrics.ts'
 import { Store } from '../model/store.ts'
 import { MeshletError } from '../model/errors.ts'
-import type { Plane, PlaneContext, PlaneFactory } from '../model/plane.ts'
+import type { Plane, PlaneContext } from '../model/plane.ts'
 import type { RuntimeOptions } from '../model/options.ts'
-import type { ObjectError, UpstreamReporter } from '../model/snapshot.ts'
 import type { KubeObject } from '../model/objects.ts'
-
-// TEMPORARY while the components land in parallel: loaded by path, when first needed, so the CLI type-checks and
-// `check` runs before every plane exists.
-// eslint-disable-next-line
-const load = (p: string): Promise<any> => import(p)
+import type { ObjectError } from '../model/snapshot.ts'
+import { loadPaths } from '../config/load.ts'
+import { ManifestSource } from '../config/watch.ts'
+import { startDiscovery } from '../config/dns-discovery.ts'
+import { formatObjectError } from '../model/validate.ts'
+import { renderResolvConf } from '../dns/resolv-conf.ts'
+import { startDns } from '../dns/index.ts'
+import { startLb } from '../lb/index.ts'
+import { startProxy } from '../proxy/index.ts'
+import { startHealth } from '../health/index.ts'
 import { UP_FLAGS, UsageError, helpText, parseFlags, runtimeOptions } from './cli-options.ts'
 
 const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version
@@ -47,10 +51,6 @@ function makeLogger(level: string): Logger {
 }
 
 async function startPlanes(ctx: Omit<PlaneContext, 'reporter' | 'log'>, log: Logger): Promise<Plane[]> {
-  const startDns: PlaneFactory = (await load('../dns/index.ts')).startDns
-  const startLb: PlaneFactory = (await load('../lb/index.ts')).startLb
-  const startProxy: PlaneFactory = (await load('../proxy/index.ts')).startProxy
-  const startHealth: (ctx: PlaneContext) => Promise<Plane & { reporter: UpstreamReporter }> = (await load('../health/index.ts')).startHealth
   const planes: Plane[] = []
   const child = (component: string) => log.child({ component })
   const health = await startHealth({ ...ctx, log: child('health'), reporter: { report() {} } })
@@ -77,7 +77,6 @@ async function up(argv: readonly string[]): Promise<number> {
     return 0
   }
   const log = makeLogger(options.logLevel)
-  const { ManifestSource } = await load('../config/watch.ts')
   const metrics = new Registry()
   const store = new Store({
     nodeName: options.nodeName,
@@ -85,12 +84,19 @@ async function up(argv: readonly string[]): Promise<number> {
     onSubscriberError: (err) => log.error({ err }, 'a plane failed to apply a snapshot'),
   })
   const core = registerCoreMetrics(metrics, store)
-  const configLog = log.child({ component: 'config' })
+  // Replica Pods discovered through DNS (meshlet.io/replicas-from-dns Deployments) join the manifests' objects.
+  const discovery = startDiscovery({
+    store,
+    resolvers: options.discoveryResolvers ?? [],
+    nodeName: options.nodeName,
+    log: log.child({ component: 'discovery' }),
+    metrics,
+  })
   const source = new ManifestSource(options.files, {
-    log: configLog,
-    onUpdate: (objects: KubeObject[], errors: ObjectError[]) => {
+    log: log.child({ component: 'config' }),
+    onUpdate: (objects: readonly KubeObject[], errors: readonly ObjectError[]) => {
       core.reloads.inc({ result: errors.length === 0 ? 'ok' : 'error' })
-      store.setObjects(objects, errors)
+      discovery.setObjects(objects, errors)
     },
   })
   let planes: Plane[] = []
@@ -99,7 +105,7 @@ async function up(argv: readonly string[]): Promise<number> {
         {
           store,
           planes: () => planes,
-          config: () => source.status(),
+          config: () => ({ ...source.status(), discovery: discovery.status() }),
           metrics,
           startedAt: Date.now(),
           version: VERSION,
@@ -117,6 +123,7 @@ async function up(argv: readonly string[]): Promise<number> {
     log.fatal({ err }, 'start failed')
     await closeAll(planes, Date.now() + 1000, log)
     source.close()
+    discovery.close()
     await admin?.close()
     return 1
   }
@@ -133,6 +140,7 @@ async function up(argv: readonly string[]): Promise<number> {
       stopping = true
       log.info({ signal, drainSeconds: DRAIN_SECONDS }, 'draining')
       source.close()
+      discovery.close()
       closeAll(planes, Date.now() + DRAIN_SECONDS * 1000, log)
         .then(() => admin?.close())
         .then(() => {
@@ -158,11 +166,9 @@ async function check(argv: readonly string[]): Promise<number> {
   }
   const files = (v.file as string[] | undefined) ?? []
   if (files.length === 0) throw new UsageError('check: at least one -f PATH is required')
-  const { loadPaths } = await load('../config/load.ts')
-  const { formatObjectError } = await load('../model/validate.ts')
   const result = await loadPaths(files)
-  for (const e of result.errors as ObjectError[]) process.stdout.write(formatObjectError(e) + '\n')
-  for (const kind of result.ignoredKinds as string[]) process.stderr.write(`ignored: kind ${kind} is not used by meshlet\n`)
+  for (const e of result.errors) process.stdout.write(formatObjectError(e) + '\n')
+  for (const kind of result.ignoredKinds) process.stderr.write(`ignored: kind ${kind} is not used by meshlet\n`)
   process.stderr.write(`${result.objects.length} valid object(s), ${result.errors.length} error(s)\n`)
   return result.errors.length === 0 ? 0 : 1
 }
@@ -180,7 +186,6 @@ async function resolvConf(argv: readonly string[]): Promise<number> {
     process.stdout.write(helpText('resolv-conf', RESOLV_FLAGS, '[--namespace NS] [--nameserver ADDR]'))
     return 0
   }
-  const { renderResolvConf } = await load('../dns/resolv-conf.ts')
   process.stdout.write(
     renderResolvConf({
       namespace: v.namespace as string,
