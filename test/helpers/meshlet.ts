@@ -69,6 +69,7 @@ function withDefaults(args: readonly string[]): string[] {
     '--admin': '127.0.0.1:0',
     // Never the machine's resolver: port 1 on loopback refuses at once.
     '--upstream': '127.0.0.1:1',
+    '--discovery-resolver': '127.0.0.1:1',
     '--node': 'test-node',
     '--service-cidr': randomServiceCidr(),
     '--log-level': 'info',
