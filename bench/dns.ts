@@ -61,6 +61,8 @@ async function child(port: number, upstream: number): Promise<void> {
       dnsTtl: 5, ingressClass: 'meshlet', accessLog: false, trustForwardedFrom: [], execPrefix: null, onLivenessFailure: null, logLevel: 'warn',
     },
   })
+  // Exit through process.exit so --cpu-prof can write its profile.
+  process.on('SIGTERM', () => process.exit(0))
   process.stdout.write('ready\n')
 }
 

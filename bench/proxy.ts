@@ -2,9 +2,10 @@
 // same Node backend (13-byte answer), HTTP/1.1 keep-alive, 50 connections. Pinned like specs/perf-anchors.md:
 // backend and proxy on CPU 0, the load generator on CPU 1. wrk is the main tool (cheaper per request than
 // autocannon, which narrows gaps); autocannon is run too. A last unpinned section shows what a second meshlet worker
-// process adds. Every run is bounded (default 8 s each, about 2.5 minutes in all).
+// process adds. Targets run in alternating rounds and the table shows medians: the machine is shared and noisy, so
+// only ratios within one run mean much. Every run is bounded (5 s each, about 2.5 minutes in all).
 //
-//   npm run bench -- proxy [--duration=8] [--connections=50] [--quick]
+//   npm run bench -- proxy [--duration=5] [--rounds=3] [--connections=50] [--quick]
 //   node bench/proxy.ts --serve-meshlet BACKEND_PORT [WORKERS]     (internal: the meshlet child process)
 
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
@@ -21,6 +22,21 @@ const NODE = process.execPath
 const BACKEND_SRC = `
 const http = require('node:http');
 const s = http.createServer((req, res) => { res.writeHead(200, {'content-type': 'text/plain'}); res.end('hello world!\\n') });
+s.keepAliveTimeout = 65000;
+s.listen(0, '127.0.0.1', () => console.log('READY ' + s.address().port));
+`
+// The reference "plain node:http server + undici Pool" proxy of specs/perf-anchors.md.
+const UNDICI_PROXY_SRC = `
+const http = require('node:http');
+const { Pool } = require(${JSON.stringify(join(ROOT, 'node_modules/undici'))});
+const pool = new Pool('http://127.0.0.1:' + process.argv[1], { connections: 256, keepAliveTimeout: 4000 });
+const s = http.createServer(async (req, res) => {
+  try {
+    const r = await pool.request({ path: req.url, method: req.method, headers: req.headers, body: req.method === 'GET' || req.method === 'HEAD' ? null : req });
+    res.writeHead(r.statusCode, r.headers);
+    r.body.pipe(res);
+  } catch { res.writeHead(502); res.end() }
+});
 s.keepAliveTimeout = 65000;
 s.listen(0, '127.0.0.1', () => console.log('READY ' + s.address().port));
 `
@@ -150,8 +166,27 @@ async function freePort(): Promise<number> {
   })
 }
 
-async function startNginx(backendPort: number, workers: string, cpus: string | null, dir: string, t: Set<ChildProcess>): Promise<Proc> {
+/**
+ * nginx as a reverse proxy, 1 worker, upstream keepalive. `ingressHeaders`: the request headers ingress-nginx's
+ * template sets (the same set meshlet sends: X-Request-ID, X-Real-IP, X-Forwarded-*, X-Scheme), so both proxies make
+ * the backend parse the same request; without it, the minimal configuration of the issue.
+ */
+async function startNginx(backendPort: number, workers: string, cpus: string | null, dir: string, t: Set<ChildProcess>, ingressHeaders: boolean): Promise<Proc> {
   const port = await freePort()
+  const headers = ingressHeaders
+    ? `
+      proxy_set_header X-Request-ID $request_id;
+      proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header X-Forwarded-Port $server_port;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Scheme $scheme;
+      proxy_set_header X-Scheme $scheme;
+      add_header X-Request-ID $request_id;`
+    : `
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_set_header X-Real-IP $remote_addr;`
   const conf = `
 worker_processes ${workers};
 daemon off;
@@ -171,16 +206,15 @@ http {
       proxy_pass http://backend;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
-      proxy_set_header X-Forwarded-For $remote_addr;
-      proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header Host $http_host;${headers}
     }
   }
 }
 `
   const file = join(dir, `nginx-${port}.conf`)
   writeFileSync(file, process.getuid?.() === 0 ? conf : conf.replace('user root;\n', ''))
-  const proc = spawn(pinned(cpus, ['nginx', '-p', dir, '-c', file])[0]!, pinned(cpus, ['nginx', '-p', dir, '-c', file]).slice(1), { stdio: 'ignore' })
+  const cmd = pinned(cpus, ['nginx', '-p', dir, '-c', file])
+  const proc = spawn(cmd[0]!, cmd.slice(1), { stdio: 'ignore' })
   t.add(proc)
   for (let i = 0; i < 100; i++) {
     try {
@@ -259,79 +293,90 @@ function arg(args: string[], name: string, dflt: number): number {
   return a ? Number(a.split('=')[1]) : dflt
 }
 
+function median(xs: number[]): number {
+  const a = [...xs].sort((x, y) => x - y)
+  return a[Math.floor(a.length / 2)]!
+}
+
 export default async function run(args: string[]): Promise<void> {
   const quick = args.includes('--quick')
-  const seconds = arg(args, 'duration', quick ? 3 : 8)
+  const seconds = arg(args, 'duration', quick ? 3 : 5)
+  const rounds = arg(args, 'rounds', quick ? 1 : 3)
   const connections = arg(args, 'connections', 50)
   const procs = new Set<ChildProcess>()
   const dir = mkdtempSync(join(tmpdir(), 'meshlet-bench-proxy-'))
   const hasNginx = existsSync('/usr/sbin/nginx') || existsSync('/usr/bin/nginx')
   const rows: { section: string; tool: string; target: string; r: Result }[] = []
-  const stop = (p: Proc) => {
-    p.proc.kill('SIGTERM')
-    procs.delete(p.proc)
-  }
-  const measure = async (section: string, tool: 'wrk' | 'autocannon', target: string, p: Proc, loadCpus: string | null) => {
-    await runLoad(tool, p.port, 1, connections, loadCpus, null) // warm-up (JIT, pools)
+  const measure = async (section: string, tool: 'wrk' | 'autocannon', target: string, p: Proc, loadCpus: string | null, round: number) => {
+    if (round === 1) await runLoad(tool, p.port, 1, connections, loadCpus, null) // warm-up (JIT, pools)
     const r = await runLoad(tool, p.port, seconds, connections, loadCpus, p.proc.pid ?? null)
     rows.push({ section, tool, target, r })
-    process.stdout.write(`  ${section.padEnd(9)} ${tool.padEnd(10)} ${target.padEnd(24)} ${r.rps.toFixed(0).padStart(8)} req/s  p99 ${r.p99ms.toFixed(2)} ms  cpu ${r.cpuUsPerReq?.toFixed(1) ?? '-'} µs/req\n`)
+    process.stdout.write(`  ${section.padEnd(9)} ${tool.padEnd(10)} round ${round} ${target.padEnd(28)} ${r.rps.toFixed(0).padStart(8)} req/s  p99 ${r.p99ms.toFixed(2)} ms  cpu ${r.cpuUsPerReq?.toFixed(1) ?? '-'} µs/req\n`)
   }
   try {
-    // ---- pinned: backend + proxy on CPU 0, load on CPU 1
+    // ---- pinned: backend + proxies on CPU 0, load on CPU 1; every target started once, rounds alternate targets
     const backend = await startProc(pinned('0', [NODE, '-e', BACKEND_SRC]), procs)
-    const tools: ('wrk' | 'autocannon')[] = ['wrk', 'autocannon']
-    for (const tool of tools) {
-      await measure('pinned', tool, 'direct', backend, '1')
-      if (hasNginx) {
-        const ng = await startNginx(backend.port, '1', '0', dir, procs)
-        await measure('pinned', tool, 'nginx (1 worker)', ng, '1')
-        stop(ng)
-      }
-      const m = await startProc(pinned('0', [NODE, SELF, '--serve-meshlet', String(backend.port), '1']), procs)
-      await measure('pinned', tool, 'meshlet (1 process)', m, '1')
-      stop(m)
-      if (tool === 'wrk' && !quick) {
-        const hp = await startProc(pinned('0', [NODE, '-e', HTTP_PROXY_SRC, String(backend.port)]), procs)
-        await measure('pinned', tool, 'node-http-proxy', hp, '1')
-        stop(hp)
-      }
+    const targets: [string, Proc][] = [['direct', backend]]
+    if (hasNginx) {
+      targets.push(['nginx (1 worker)', await startNginx(backend.port, '1', '0', dir, procs, false)])
+      targets.push(['nginx, ingress-nginx headers', await startNginx(backend.port, '1', '0', dir, procs, true)])
     }
-    stop(backend)
-
-    // ---- unpinned: what a second worker adds (everything shares the 2 CPUs)
+    targets.push(['meshlet (1 process)', await startProc(pinned('0', [NODE, SELF, '--serve-meshlet', String(backend.port), '1']), procs)])
     if (!quick) {
-      const b2 = await startProc([NODE, '-e', BACKEND_SRC], procs)
-      if (hasNginx) {
-        const ng = await startNginx(b2.port, '1', null, dir, procs)
-        await measure('unpinned', 'wrk', 'nginx (1 worker)', ng, null)
-        stop(ng)
-      }
+      targets.push(['node:http + undici', await startProc(pinned('0', [NODE, '-e', UNDICI_PROXY_SRC, String(backend.port)]), procs)])
+      targets.push(['node-http-proxy', await startProc(pinned('0', [NODE, '-e', HTTP_PROXY_SRC, String(backend.port)]), procs)])
+    }
+    for (let round = 1; round <= rounds; round++) {
+      for (const [name, p] of targets) await measure('pinned', 'wrk', name, p, '1', round)
+    }
+    for (const [name, p] of targets) {
+      if (name === 'direct' || name === 'nginx (1 worker)' || name === 'meshlet (1 process)') await measure('pinned', 'autocannon', name, p, '1', 1)
+    }
+    for (const [, p] of targets) if (p !== backend) p.proc.kill('SIGTERM')
+
+    // ---- unpinned: what a second worker process adds (everything shares the 2 CPUs)
+    if (!quick) {
+      const un: [string, Proc][] = []
+      if (hasNginx) un.push(['nginx, ingress-nginx headers', await startNginx(backend.port, '1', null, dir, procs, true)])
       for (const workers of [1, 2]) {
-        const m = await startProc([NODE, SELF, '--serve-meshlet', String(b2.port), String(workers)], procs)
-        await measure('unpinned', 'wrk', `meshlet (${workers} process${workers > 1 ? 'es' : ''})`, m, null)
-        stop(m)
+        un.push([`meshlet (${workers} process${workers > 1 ? 'es' : ''})`, await startProc([NODE, SELF, '--serve-meshlet', String(backend.port), String(workers)], procs)])
       }
-      stop(b2)
+      for (let round = 1; round <= Math.min(rounds, 2); round++) {
+        for (const [name, p] of un) await measure('unpinned', 'wrk', name, p, null, round)
+      }
     }
   } finally {
     for (const p of procs) p.kill('SIGKILL')
     rmSync(dir, { recursive: true, force: true })
   }
 
-  // ---- table with ratios
-  const find = (section: string, tool: string, target: string) => rows.find((x) => x.section === section && x.tool === tool && x.target === target)?.r
-  process.stdout.write(`\n| section | tool | target | req/s | p99 ms | CPU µs/req | × direct | × nginx |\n|---|---|---|---:|---:|---:|---:|---:|\n`)
+  // ---- table: medians over the rounds, with ratios
+  const keys: string[] = []
   for (const row of rows) {
-    const direct = find(row.section, row.tool, 'direct')
-    const nginx = find(row.section, row.tool, 'nginx (1 worker)')
-    const x = (b: Result | undefined) => (b ? (row.r.rps / b.rps).toFixed(2) : '—')
+    const k = `${row.section}|${row.tool}|${row.target}`
+    if (!keys.includes(k)) keys.push(k)
+  }
+  const med = (k: string): Result | undefined => {
+    const rs = rows.filter((x) => `${x.section}|${x.tool}|${x.target}` === k).map((x) => x.r)
+    if (rs.length === 0) return undefined
+    const cpu = rs.map((r) => r.cpuUsPerReq).filter((c): c is number => c !== null)
+    return { rps: median(rs.map((r) => r.rps)), p99ms: median(rs.map((r) => r.p99ms)), cpuUsPerReq: cpu.length ? median(cpu) : null }
+  }
+  process.stdout.write(`\nmedian of ${rounds} round(s) × ${seconds} s, ${connections} connections, keep-alive\n`)
+  process.stdout.write(`| section | tool | target | req/s | p99 ms | CPU µs/req | × direct | × nginx | × nginx (same headers) |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n`)
+  for (const k of keys) {
+    const [section, tool, target] = k.split('|') as [string, string, string]
+    const r = med(k)!
+    const x = (b: string) => {
+      const base = med(`${section}|${tool}|${b}`)
+      return base ? (r.rps / base.rps).toFixed(2) : '—'
+    }
     process.stdout.write(
-      `| ${row.section} | ${row.tool} | ${row.target} | ${row.r.rps.toFixed(0)} | ${row.r.p99ms.toFixed(2)} | ${row.r.cpuUsPerReq?.toFixed(1) ?? '—'} | ${x(direct)} | ${x(nginx)} |\n`,
+      `| ${section} | ${tool} | ${target} | ${r.rps.toFixed(0)} | ${r.p99ms.toFixed(2)} | ${r.cpuUsPerReq?.toFixed(1) ?? '—'} | ${x('direct')} | ${x('nginx (1 worker)')} | ${x('nginx, ingress-nginx headers')} |\n`,
     )
   }
-  const m = find('pinned', 'wrk', 'meshlet (1 process)')
-  const hp = find('pinned', 'wrk', 'node-http-proxy')
+  const m = med('pinned|wrk|meshlet (1 process)')
+  const hp = med('pinned|wrk|node-http-proxy')
   if (m && hp) process.stdout.write(`\nmeshlet / node-http-proxy (pinned, wrk): ${(m.rps / hp.rps).toFixed(2)}×\n`)
 }
 

@@ -35,6 +35,7 @@ export const UP_FLAGS = {
   'vip-mode': { type: 'string', default: 'loopback', help: 'loopback | interface | none: how Service addresses become reachable' },
   'vip-interface': { type: 'string', help: 'interface Service addresses are added to in interface mode' },
   'dns-ttl': { type: 'string', default: '5', help: 'TTL in seconds of in-zone records' },
+  'dns-workers': { type: 'string', default: '1', help: 'threads serving DNS: 1 = the main thread, N = N worker threads sharing the address (SO_REUSEPORT)' },
   'ingress-class': { type: 'string', default: 'meshlet', help: "the IngressClass name meshlet serves" },
   'access-log': { type: 'string', default: 'on', help: 'on | off: one log line per proxied request' },
   'trust-forwarded-from': { type: 'string', multiple: true, help: 'CIDR whose X-Forwarded-* headers are trusted; repeatable' },
@@ -144,6 +145,8 @@ export function runtimeOptions(argv: readonly string[], env: NodeJS.ProcessEnv):
   }
   const ttl = Number(str('dns-ttl'))
   if (!Number.isInteger(ttl) || ttl < 0 || ttl > 3600) throw new UsageError(`--dns-ttl: expected 0-3600, got "${str('dns-ttl')}"`)
+  const dnsWorkers = Number(str('dns-workers'))
+  if (!Number.isInteger(dnsWorkers) || dnsWorkers < 1 || dnsWorkers > 64) throw new UsageError(`--dns-workers: expected 1-64, got "${str('dns-workers')}"`)
   const accessLog = str('access-log')
   if (accessLog !== 'on' && accessLog !== 'off') throw new UsageError(`--access-log: expected on or off, got "${accessLog}"`)
   const level = str('log-level')!
@@ -176,6 +179,7 @@ export function runtimeOptions(argv: readonly string[], env: NodeJS.ProcessEnv):
     vipMode,
     vipInterface: str('vip-interface') ?? null,
     dnsTtl: ttl,
+    dnsWorkers,
     ingressClass: str('ingress-class')!,
     accessLog: accessLog === 'on',
     trustForwardedFrom: parseCidrList('trust-forwarded-from', list('trust-forwarded-from')),

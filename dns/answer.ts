@@ -5,6 +5,7 @@
 import { Query, RCODE, TYPE, UDP_PAYLOAD_CAP, lowerKey, nameKey, parseQuery } from './wire.ts'
 import type { NameEntry, Zone } from './zone.ts'
 import type { Forwarder } from './forwarder.ts'
+import { FastPath } from './fast.ts'
 import { MessageWriter, readName, relay, scanMessage, shuffleFixed, writeOpt, type ClientView } from './message.ts'
 
 const REVERSE4 = nameKey('in-addr.arpa')
@@ -29,6 +30,15 @@ const TYPE_INDEX = new Map<number, number>([
 ])
 export const RCODE_SLOTS = 24
 
+/** Index of the (qtype, rcode) counter in `Resolver.counts`. */
+export function countIndex(qtype: number, rcode: number): number {
+  const t = TYPE_INDEX.get(qtype) ?? COUNTED_TYPES.length - 1
+  return t * RCODE_SLOTS + (rcode < RCODE_SLOTS ? rcode : RCODE_SLOTS - 1)
+}
+
+/** Length of the counter array (a SharedArrayBuffer of this many doubles when workers count). */
+export const COUNTERS = COUNTED_TYPES.length * RCODE_SLOTS
+
 function endsAtLabel(key: string, suffix: string, q: Query): boolean {
   if (!key.endsWith(suffix)) return false
   const off = key.length - suffix.length
@@ -51,10 +61,29 @@ export class Resolver {
   forwarder: Forwarder | null = null
   /** Scratch: every answer is written here, then copied into a Buffer of its exact size. */
   readonly #out = Buffer.alloc(65535 + 2)
-  readonly counts = new Float64Array(COUNTED_TYPES.length * RCODE_SLOTS)
+  readonly counts: Float64Array
+  /** The UDP fast path of the current zone (dns/fast.ts); null before the first Snapshot or when not wanted. */
+  #fast: FastPath | null = null
+  readonly #wantFast: boolean
+  /**
+   * Set in a DNS worker thread: forwarded names and ExternalName chases are handed to the main thread (which owns
+   * the forwarder and its cache) with the whole query, and its reply is sent as is.
+   */
+  delegate: ((msg: Buffer, tcp: boolean) => Promise<Buffer | null>) | null = null
 
-  constructor(initial: Zone) {
+  constructor(initial: Zone, opts: { counts?: Float64Array; fast?: boolean } = {}) {
     this.#zone = initial
+    this.counts = opts.counts ?? new Float64Array(COUNTERS)
+    this.#wantFast = opts.fast ?? true
+  }
+
+  /**
+   * The UDP reply from the fast path, or null when `resolve` must answer. `busy`: the socket has a queued send
+   * (the returned Buffer may be a template that a queued send still references; then it is copied).
+   */
+  fast(msg: Buffer, busy: boolean): Buffer | null {
+    const f = this.#fast
+    return f === null ? null : f.answer(msg, busy)
   }
 
   get zone(): Zone {
@@ -63,6 +92,7 @@ export class Resolver {
 
   /** Swaps in the index built from a new Snapshot. */
   setZone(zone: Zone): void {
+    this.#fast = this.#wantFast ? new FastPath(zone, this.counts, countIndex) : null
     this.#zone = zone
     this.#loaded = true
   }
@@ -72,8 +102,7 @@ export class Resolver {
   }
 
   #count(qtype: number, rcode: number): void {
-    const t = TYPE_INDEX.get(qtype) ?? COUNTED_TYPES.length - 1
-    this.counts[t * RCODE_SLOTS + (rcode < RCODE_SLOTS ? rcode : RCODE_SLOTS - 1)]!++
+    this.counts[countIndex(qtype, rcode)]!++
   }
 
   /** Largest answer for this query (specs/dns.md §10 "Size"). */
@@ -212,7 +241,7 @@ export class Resolver {
   #entry(msg: Buffer, q: Query, tcp: boolean, entry: NameEntry): Buffer | Promise<Buffer | null> {
     const set = entry.sets.get(q.qtype)
     if (!set) {
-      if (entry.cname !== null) return this.#chase(msg, q, tcp, entry)
+      if (entry.cname !== null) return this.delegate !== null ? this.delegate(msg, tcp) : this.#chase(msg, q, tcp, entry)
       if (entry.reverse) {
         const pos = this.#start(msg, q, true, 0)
         this.#counts(0, 0, 0, q)
@@ -317,6 +346,7 @@ export class Resolver {
   }
 
   #forward(msg: Buffer, q: Query, tcp: boolean): Buffer | Promise<Buffer | null> {
+    if (this.delegate !== null) return this.delegate(msg, tcp)
     const p = this.#pending(msg, q, tcp)
     const f = this.forwarder
     // The loop probe coming back: refuse that upstream and do not forward it again.

@@ -1,36 +1,26 @@
 // The DNS plane: cluster DNS for the --cluster-domain zone from each Snapshot, and a caching forwarder for every
-// other name, on UDP and TCP (specs/dns.md). Wiring only: zone index in zone.ts, answers in answer.ts, listener in
-// server.ts, upstreams and cache in forwarder.ts and cache.ts.
+// other name, on UDP and TCP (specs/dns.md). Wiring only: zone index in zone.ts, answers in answer.ts (UDP fast path
+// in fast.ts), listener in server.ts, upstreams and cache in forwarder.ts and cache.ts.
+//
+// --dns-workers N ≥ 2: the listeners run in N worker threads (workers.ts, worker.ts) sharing the address with
+// SO_REUSEPORT, each with its own zone index from every Snapshot. The forwarder and its cache stay here, one for the
+// process: the loop probe must be recognised whichever worker it comes back to, the cache is not split N ways, and
+// upstream state, metrics and /status have one owner. Workers hand forwarded names and ExternalName chases over with
+// the whole query and send the reply they get back. The main thread keeps a zone too (chases of in-zone targets).
 
 import { networkInterfaces } from 'node:os'
 import { Counter, Gauge, Histogram } from 'prom-client'
 import type { Plane, PlaneFactory } from '../model/plane.ts'
-import type { Snapshot } from '../model/snapshot.ts'
 import { COUNTED_TYPES, RCODE_SLOTS, Resolver } from './answer.ts'
+import { Query, parseQuery } from './wire.ts'
+import { EMPTY_SNAPSHOT } from './empty.ts'
+import { DnsWorkers } from './workers.ts'
 import { buildZone, type ZoneOptions } from './zone.ts'
 import { DnsListener } from './server.ts'
 import { Forwarder, defaultUpstreams } from './forwarder.ts'
 import { DnsError } from './errors.ts'
 
 const RCODE_NAMES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED']
-
-const EMPTY: Snapshot = {
-  version: 0,
-  builtAt: 0,
-  nodeName: '',
-  objects: [],
-  services: [],
-  pods: [],
-  nodes: [],
-  ingresses: [],
-  ingressClasses: [],
-  secrets: [],
-  pools: [],
-  l2Advertisements: [],
-  namespaces: [],
-  errors: [],
-  ejected: {},
-}
 
 /** The address ns.dns.<zone> answers: the listen address, or this host's first address for a wildcard. */
 function serverAddresses(host: string): string[] {
@@ -51,10 +41,28 @@ export const startDns: PlaneFactory = async (ctx) => {
     pods: 'verified',
     serverAddresses: serverAddresses(listen.host),
   }
-  const resolver = new Resolver(buildZone(EMPTY, zoneOptions, 0))
-  const listener = new DnsListener(resolver, log)
-  await listener.listen(listen.host, listen.port)
-  log.info({ listener: 'dns', address: listener.address, port: listener.port, transport: 'udp+tcp' }, 'listening')
+  const workerCount = options.dnsWorkers ?? 1
+  // With workers the main thread never serves UDP itself: no fast-path index here.
+  const resolver = new Resolver(buildZone(EMPTY_SNAPSHOT, zoneOptions, 0), { fast: workerCount <= 1 })
+  let listener: DnsListener | null = null
+  let workers: DnsWorkers | null = null
+  let address: string
+  let port: number
+  if (workerCount <= 1) {
+    listener = new DnsListener(resolver, log)
+    await listener.listen(listen.host, listen.port)
+    address = listener.address
+    port = listener.port
+  } else {
+    const q = new Query()
+    workers = await DnsWorkers.start(workerCount, listen.host, listen.port, zoneOptions, log, (msg, tcp) => {
+      parseQuery(msg, msg.length, q)
+      return resolver.resolve(msg, q, tcp)
+    })
+    address = listen.host
+    port = workers.port
+  }
+  log.info({ listener: 'dns', address, port, transport: 'udp+tcp', workers: workerCount }, 'listening')
 
   const metrics = {
     cacheHits: new Counter({ name: 'meshlet_dns_cache_hits_total', help: 'Forwarded names answered from the cache', registers: [ctx.metrics] }),
@@ -82,10 +90,13 @@ export const startDns: PlaneFactory = async (ctx) => {
     registers: [ctx.metrics],
     collect() {
       const c = resolver.counts
+      const others = workers?.counts ?? []
       for (let i = 0; i < c.length; i++) {
-        const delta = c[i]! - reported[i]!
+        let total = c[i]!
+        for (const w of others) total += w[i]!
+        const delta = total - reported[i]!
         if (delta <= 0) continue
-        reported[i] = c[i]!
+        reported[i] = total
         const rcode = i % RCODE_SLOTS
         this.inc({ type: COUNTED_TYPES[Math.floor(i / RCODE_SLOTS)]!, rcode: RCODE_NAMES[rcode] ?? (rcode === 16 ? 'BADVERS' : String(rcode)) }, delta)
       }
@@ -93,7 +104,7 @@ export const startDns: PlaneFactory = async (ctx) => {
   })
 
   const upstreams = options.upstreams.length > 0 ? options.upstreams : defaultUpstreams()
-  const forwarder = new Forwarder(upstreams, { host: listener.address, port: listener.port }, log.child({ sub: 'forwarder' }), metrics)
+  const forwarder = new Forwarder(upstreams, { host: address, port }, log.child({ sub: 'forwarder' }), metrics)
   await forwarder.start()
   resolver.forwarder = forwarder
   if (forwarder.usable === 0) log.warn({ upstreams }, 'no usable upstream: names outside the zone get SERVFAIL')
@@ -121,6 +132,7 @@ export const startDns: PlaneFactory = async (ctx) => {
     try {
       resolver.setZone(buildZone(snapshot, zoneOptions, resolver.zone.serial))
       version = snapshot.version
+      workers?.post(snapshot)
       if (lastError !== null) log.info('zone rebuilt')
       lastError = null
     } catch (err) {
@@ -132,23 +144,27 @@ export const startDns: PlaneFactory = async (ctx) => {
 
   const plane: Plane = {
     name: 'dns',
-    ready: () => resolver.loaded,
+    ready: () => resolver.loaded && (workers === null || workers.ready),
     status: () => ({
-      listeners: [{ listener: 'dns', address: listener.address, port: listener.port, transports: ['udp', 'tcp'] }],
+      listeners: [{ listener: 'dns', address, port, transports: ['udp', 'tcp'] }],
       zone: zoneOptions.zone,
       ttl: zoneOptions.ttl,
-      loaded: resolver.loaded,
-      snapshotVersion: version,
+      loaded: resolver.loaded && (workers === null || workers.ready),
+      // With workers: the oldest Snapshot a worker serves.
+      snapshotVersion: workers === null ? version : Math.min(version, workers.appliedVersion),
       serial: resolver.zone.serial,
       names: resolver.zone.recordNames,
-      tcpConnections: listener.connections,
+      tcpConnections: listener?.connections ?? workers!.connections,
+      workers: workers?.status() ?? null,
       upstreams: forwarder.upstreams.map((u) => ({ address: u.text, state: u.state, failures: u.failures, reason: u.reason })),
       cache: { size: forwarder.cache.size },
       error: lastError,
     }),
     close: async (deadline) => {
       unsubscribe()
-      await listener.close(deadline)
+      await listener?.close(deadline)
+      // Workers still waiting for forwarded answers get them until they are gone.
+      await workers?.close(deadline)
       forwarder.close()
     },
   }

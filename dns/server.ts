@@ -5,6 +5,7 @@
 
 import dgram from 'node:dgram'
 import net from 'node:net'
+import dns from 'node:dns'
 import type { Logger } from 'pino'
 import { Query, parseQuery } from './wire.ts'
 import type { Resolver } from './answer.ts'
@@ -15,6 +16,22 @@ const MAX_TCP_CONNECTIONS = 1000
 /** Queries of one TCP connection being forwarded at once; reading pauses beyond it. */
 const MAX_TCP_PIPELINE = 64
 const MAX_TCP_BUFFERED = 65535 + 2
+
+type LookupCallback = (err: NodeJS.ErrnoException | null, address: string, family: number) => void
+
+/**
+ * dgram `lookup`: an IP literal of the socket's family is itself, at once; anything else through dns.lookup. The
+ * check is cheap on purpose (it runs per reply): an IPv4 literal starts and ends with a digit (a host name's last
+ * label cannot be all digits), an IPv6 literal holds a ':'.
+ */
+function literalLookup(address: string, family: unknown, callback: LookupCallback): void {
+  const fam = family === 6 || family === 'IPv6' ? 6 : 4
+  const first = address.charCodeAt(0)
+  const last = address.charCodeAt(address.length - 1)
+  const literal = fam === 6 ? address.includes(':') : first >= 48 && first <= 57 && last >= 48 && last <= 57
+  if (literal) callback(null, address, fam)
+  else dns.lookup(address, fam, callback)
+}
 
 export class DnsListener {
   readonly #resolver: Resolver
@@ -37,11 +54,17 @@ export class DnsListener {
     return this.#conns.size
   }
 
-  async listen(host: string, port: number): Promise<void> {
+  /**
+   * Binds UDP then TCP on the same port. `reusePort`: SO_REUSEPORT on both, so several DNS worker threads share the
+   * address and the kernel spreads queries and connections over them.
+   */
+  async listen(host: string, port: number, reusePort = false): Promise<void> {
     const family = net.isIPv6(host) ? 'udp6' : 'udp4'
     let lastErr: unknown = null
     for (let attempt = 0; attempt < (port === 0 ? 10 : 1); attempt++) {
-      const udp = dgram.createSocket({ type: family, reuseAddr: false })
+      // Replies go to rinfo.address, always an IP literal: resolve it synchronously (the default lookup checks it
+      // with a regular expression and defers to the next tick on every send). Names keep going through dns.lookup.
+      const udp = dgram.createSocket({ type: family, reuseAddr: false, reusePort, lookup: literalLookup })
       try {
         await new Promise<void>((resolve, reject) => {
           udp.once('error', reject)
@@ -57,7 +80,7 @@ export class DnsListener {
       try {
         await new Promise<void>((resolve, reject) => {
           tcp.once('error', reject)
-          tcp.listen({ host, port: chosen, exclusive: true }, () => (tcp.off('error', reject), resolve()))
+          tcp.listen({ host, port: chosen, exclusive: true, reusePort }, () => (tcp.off('error', reject), resolve()))
         })
       } catch (err) {
         lastErr = err
@@ -76,6 +99,14 @@ export class DnsListener {
   }
 
   #onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const udp = this.#udp
+    if (udp === null) return
+    // In-zone answers without decoding or allocating (dns/fast.ts); everything else below.
+    const fast = this.#resolver.fast(msg, udp.getSendQueueCount() > 0)
+    if (fast !== null) {
+      udp.send(fast, rinfo.port, rinfo.address)
+      return
+    }
     const q = this.#udpQuery
     parseQuery(msg, msg.length, q)
     let r: Buffer | null | Promise<Buffer | null>
@@ -86,7 +117,6 @@ export class DnsListener {
       return
     }
     if (r === null) return
-    const udp = this.#udp!
     if (r instanceof Promise) {
       const { port, address } = rinfo
       r.then(

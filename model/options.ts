@@ -26,6 +26,8 @@ export interface RuntimeOptions {
   readonly vipMode: 'loopback' | 'interface' | 'none'
   readonly vipInterface: string | null
   readonly dnsTtl: number
+  /** --dns-workers: threads serving DNS; 1 (default, also when absent) = the main thread, N ≥ 2 = N worker threads. */
+  readonly dnsWorkers?: number
   readonly ingressClass: string
   readonly accessLog: boolean
   /** CIDRs whose X-Forwarded-* headers are trusted. */

@@ -51,8 +51,9 @@ interface Parser {
   unconsume(): void
   getCurrentBuffer(): Buffer
   [k: number]: unknown
-  /** Ours: the Downstream or UpstreamConn the parser belongs to. */
+  /** Ours: the Downstream or UpstreamConn the parser belongs to, and the parser type. */
   owner: unknown
+  type: number
 }
 
 interface ParserClass {
@@ -103,20 +104,24 @@ if (binding !== null) {
  * Parsers are kept for reuse like node:http does (its FreeList of 1000): making one costs more than a request. A
  * parser is only closed (its native memory freed) outside its own callbacks, hence the setImmediate.
  */
-const parserPool: Parser[] = []
+const requestParsers: Parser[] = []
+const responseParsers: Parser[] = []
 const PARSER_POOL_MAX = 1000
 
 function takeParser(type: number, owner: unknown, maxHeaderSize: number): Parser {
-  const p = parserPool.pop() ?? newParser()
+  const pool = type === binding!.HTTPParser.REQUEST ? requestParsers : responseParsers
+  const p = pool.pop() ?? newParser(type)
   p.initialize(type, {}, maxHeaderSize, 0)
   p.owner = owner
   return p
 }
 
-function newParser(): Parser {
+function newParser(type: number): Parser {
   const P = binding!.HTTPParser
   const p = new P()
-  p[P.kOnMessageBegin] = onMessageBegin
+  p.type = type
+  // Each callback is a crossing from C++ into JS: a response parser does without message-begin.
+  if (type === P.REQUEST) p[P.kOnMessageBegin] = onMessageBegin
   p[P.kOnHeaders] = onHeaders
   p[P.kOnHeadersComplete] = onHeadersComplete
   p[P.kOnBody] = onBody
@@ -132,7 +137,8 @@ function closeParser(p: Parser): void {
 function giveBackParser(p: Parser): void {
   p.owner = null
   p.free()
-  if (parserPool.length < PARSER_POOL_MAX) parserPool.push(p)
+  const pool = p.type === binding!.HTTPParser.REQUEST ? requestParsers : responseParsers
+  if (pool.length < PARSER_POOL_MAX) pool.push(p)
   else setImmediate(closeParser, p)
 }
 
@@ -148,6 +154,8 @@ const SWEEP_MS = 200
 const PAYLOAD_METHODS = new Set(['POST', 'PUT', 'PATCH'])
 
 const CRLF_0 = '0\r\n\r\n'
+/** Response pieces up to this size are gathered into one write. */
+const COALESCE_MAX = 16384
 const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n'
 
 /** Hop-by-hop response headers (spec §1.8.4), on the parser's string names. */
@@ -457,7 +465,6 @@ function hasHost(raw: readonly string[]): boolean {
 function onMessageBegin(this: Parser): void {
   const o = this.owner
   if (o instanceof Downstream) o.headStart = Date.now()
-  else if (o instanceof UpstreamConn && o.ex === null) o.stray = true
 }
 
 function onHeaders(this: Parser, headers: string[], url: string): void {
@@ -493,7 +500,12 @@ function onHeadersComplete(
 
 function onExecute(this: Parser, r: number | ParseError): void {
   const o = this.owner
-  if (o instanceof Downstream && !o.upgraded && !o.closed) o.afterExecute(r, null)
+  if (o instanceof Downstream) {
+    if (!o.upgraded && !o.closed) o.afterExecute(r, null)
+  } else if (o instanceof UpstreamConn) {
+    if (o.state === C_CLOSED) return
+    o.afterExecute(r, o.ex)
+  }
 }
 
 function onBody(this: Parser, chunk: Buffer): void {
@@ -505,7 +517,11 @@ function onBody(this: Parser, chunk: Buffer): void {
 function onMessageComplete(this: Parser): void {
   const o = this.owner
   if (o instanceof Downstream) reqOnMessageComplete(o)
-  else if (o instanceof UpstreamConn && o.status >= 200 && o.ex !== null) o.ex.responseEnd(o)
+  else if (o instanceof UpstreamConn && o.status >= 200 && o.ex !== null) {
+    // Inside execute(): the connection's release waits until the whole read is parsed (afterExecute).
+    o.parsing = true
+    o.ex.responseEnd(o)
+  }
 }
 
 function reqOnHeadersComplete(
@@ -579,6 +595,36 @@ export class UpstreamConn {
   deferred = 0
   /** Response bytes arrived with no exchange to read them: the connection is out of step and must not be reused. */
   stray = false
+  /** The parser reads the socket's handle directly (as on the downstream side); null: fed from 'data' events. */
+  consumed: StreamHandle | null = null
+
+  pauseReading(): void {
+    if (this.consumed !== null) this.consumed.readStop()
+    else this.socket.pause()
+  }
+
+  resumeReading(): void {
+    if (this.state === C_CLOSED) return
+    if (this.consumed !== null) this.consumed.readStart()
+    else this.socket.resume()
+  }
+
+  /** After one read was parsed: a deferred release, gathered response bytes, a response that did not parse. */
+  afterExecute(r: number | ParseError, ex: H1Exchange | null): void {
+    this.parsing = false
+    this.last = Date.now()
+    if (ex !== null && ex.out !== '') ex.flush()
+    if (typeof r !== 'number') {
+      this.gone('MLT_PROXY_BAD_RESPONSE', r)
+      this.destroy()
+      return
+    }
+    const d = this.deferred
+    if (d !== 0) {
+      this.deferred = 0
+      this.release(d === 1)
+    } else if (this.stray) this.destroy()
+  }
 
   constructor(engine: H1Engine, ep: Endpoint, ex: H1Exchange) {
     this.engine = engine
@@ -591,8 +637,13 @@ export class UpstreamConn {
     const s = connect({ host: ep.host, port: ep.port, noDelay: true })
     this.socket = s
     ;(s as unknown as { [kUp]: UpstreamConn })[kUp] = this
+    const h = (s as unknown as { _handle: StreamHandle | null })._handle
+    if (h !== null && h.isStreamBase === true && h._consumed !== true) {
+      h._consumed = true
+      this.parser.consume(h)
+      this.consumed = h
+    } else s.on('data', upOnData)
     s.on('connect', upOnConnect)
-    s.on('data', upOnData)
     s.on('end', upOnEnd)
     s.on('drain', upOnDrain)
     s.on('error', upOnError)
@@ -654,6 +705,12 @@ export class UpstreamConn {
 
   onClose(): void {
     if (this.state !== C_CLOSED) this.gone('UND_ERR_SOCKET', null)
+    const h = this.consumed
+    if (h !== null) {
+      this.consumed = null
+      this.parser.unconsume()
+      h._consumed = false
+    }
     giveBackParser(this.parser)
     this.engine.upstreams.delete(this)
     this.ep.open--
@@ -691,34 +748,18 @@ function upOnData(this: Socket, chunk: Buffer): void {
     c.destroy()
     return
   }
-  const down = ex.down.socket
-  down.cork()
-  c.parsing = true
-  const r = c.parser.execute(chunk)
-  c.parsing = false
-  down.uncork()
-  if (typeof r !== 'number') {
-    c.gone('MLT_PROXY_BAD_RESPONSE', r)
-    c.destroy()
-    return
-  }
-  const d = c.deferred
-  if (d !== 0) {
-    c.deferred = 0
-    c.release(d === 1)
-  }
+  c.afterExecute(c.parser.execute(chunk), ex)
 }
 
 function upOnEnd(this: Socket): void {
   const c = upOf(this)
   // A close-delimited response ends here.
-  if (c.ex !== null) {
-    const down = c.ex.down.socket
-    down.cork()
+  const ex = c.ex
+  if (ex !== null) {
     c.parsing = true
     c.parser.finish()
     c.parsing = false
-    down.uncork()
+    if (ex.out !== '') ex.flush()
     c.deferred = 0
   }
   if (c.state !== C_CLOSED) c.gone('UND_ERR_SOCKET', null)
@@ -742,9 +783,12 @@ function upOnClose(this: Socket): void {
 function resOnHeadersComplete(c: UpstreamConn, headers: string[], status: number, keepAlive: boolean): number {
   c.status = status
   c.keepAlive = keepAlive
-  if (status < 200) return 0 // 1xx interim responses are not relayed (Expect is answered by meshlet itself)
   const ex = c.ex
-  if (ex === null) return 0
+  if (ex === null) {
+    c.stray = true
+    return 0
+  }
+  if (status < 200) return 0 // 1xx interim responses are not relayed (Expect is answered by meshlet itself)
   ex.responseHead(status, headers)
   return ex.headOnly ? 1 : 0
 }
@@ -775,6 +819,8 @@ export class H1Exchange extends ExchangeBase {
   sendBlocked = 0
   waitingDownDrain = false
   pausedDown = false
+  /** Response bytes gathered for one write (latin1). */
+  out = ''
   begun = false
 
   constructor(down: Downstream, head: RequestHead, fwd: Forwarder) {
@@ -945,37 +991,63 @@ export class H1Exchange extends ExchangeBase {
       h += 'connection: close\r\n'
     } else if (this.http10) h += 'connection: keep-alive\r\n'
     this.responseStarted = true
-    down.socket.write(h + '\r\n', 'latin1')
+    this.out = h + '\r\n'
   }
 
+  /**
+   * Small pieces of the response (the head, small body chunks, chunk framing) are gathered into one latin1 string
+   * and written once per upstream read: one write call instead of a corked writev of three to five buffers.
+   */
   responseBody(chunk: Buffer): void {
     this.bytes += chunk.length
+    const n = chunk.length
+    if (this.out.length + n <= COALESCE_MAX) {
+      if (this.chunkOut) this.out += `${n.toString(16)}\r\n${chunk.toString('latin1')}\r\n`
+      else this.out += chunk.toString('latin1')
+      return
+    }
     const s = this.down.socket
+    if (this.out !== '') {
+      s.write(this.out, 'latin1')
+      this.out = ''
+    }
     let ok: boolean
     if (this.chunkOut) {
-      s.write(`${chunk.length.toString(16)}\r\n`, 'latin1')
+      s.write(`${n.toString(16)}\r\n`, 'latin1')
       s.write(chunk)
       ok = s.write('\r\n', 'latin1')
     } else ok = s.write(chunk)
-    if (!ok && !this.waitingDownDrain) {
+    if (!ok) this.#downBlocked()
+  }
+
+  /** Writes what responseHead/responseBody gathered. */
+  flush(): void {
+    const ok = this.down.socket.write(this.out, 'latin1')
+    this.out = ''
+    if (!ok && !this.done) this.#downBlocked()
+  }
+
+  #downBlocked(): void {
+    if (!this.waitingDownDrain) {
       this.waitingDownDrain = true
-      this.conn?.socket.pause()
+      this.conn?.pauseReading()
     }
   }
 
   downstreamDrained(): void {
     if (this.waitingDownDrain) {
       this.waitingDownDrain = false
-      this.conn?.socket.resume()
+      this.conn?.resumeReading()
     }
   }
 
   responseEnd(c: UpstreamConn): void {
-    if (this.chunkOut) this.down.socket.write(CRLF_0, 'latin1')
+    if (this.chunkOut) this.out += CRLF_0
+    if (this.out !== '') this.flush()
     this.conn = null
     if (this.waitingDownDrain) {
       this.waitingDownDrain = false
-      c.socket.resume()
+      c.resumeReading()
     }
     // Reusable only when the endpoint allows it and the whole request was written.
     c.release(c.keepAlive && this.bodyComplete && this.buffered === null)
@@ -1040,6 +1112,8 @@ export class H1Exchange extends ExchangeBase {
 
   reply(status: number, close: boolean): void {
     this.status = status
+    // A request body not read to its end leaves the connection out of step: close after the answer.
+    if (!this.bodyComplete) close = true
     const c = this.conn
     if (c !== null) {
       this.conn = null

@@ -39,13 +39,18 @@ export interface DnsPlane {
   readonly plane: Plane
   readonly store: Store
   readonly metrics: Registry
-  /** Replaces the configuration with these manifests. */
-  setYaml(yaml: string): void
+  /** Replaces the configuration with these manifests; resolves once the plane (every worker) serves it. */
+  setYaml(yaml: string): Promise<void>
+  /** Worker threads (--dns-workers); 1 = the main thread. */
+  readonly workers: number
 }
+
+/** DNS_TEST_WORKERS=N runs every test file's planes with --dns-workers N (test/dns/workers.test.ts uses it). */
+export const TEST_WORKERS = Number(process.env.DNS_TEST_WORKERS ?? 1)
 
 export async function startPlane(
   t: Teardown,
-  opts: { yaml?: string | null; upstreams?: string[]; ttl?: number; host?: string; port?: number; zone?: string } = {},
+  opts: { yaml?: string | null; upstreams?: string[]; ttl?: number; host?: string; port?: number; zone?: string; workers?: number } = {},
 ): Promise<DnsPlane> {
   const store = new Store({ nodeName: 'test-node', serviceCidrs: [parseCidr('10.96.0.0/16')!, parseCidr('fd00:96::/112')!] })
   const metrics = new Registry()
@@ -63,6 +68,7 @@ export async function startPlane(
     vipMode: 'none',
     vipInterface: null,
     dnsTtl: opts.ttl ?? 5,
+    dnsWorkers: opts.workers ?? TEST_WORKERS,
     ingressClass: 'meshlet',
     accessLog: false,
     trustForwardedFrom: [],
@@ -74,12 +80,16 @@ export async function startPlane(
   const plane = await startDns({ store, options, log, metrics, reporter: noopReporter })
   t.teardown(() => plane.close(Date.now() + 1000))
   const status = plane.status() as { listeners: { address: string; port: number }[] }
-  const setYaml = (yaml: string) => {
+  const setYaml = async (yaml: string) => {
     store.setObjects(objectsOf(yaml), [])
     store.flush()
+    const version = store.current!.version
+    // Workers apply Snapshots asynchronously (postMessage); the main thread at once.
+    const applied = await eventually(() => plane.ready() && (plane.status() as { snapshotVersion: number }).snapshotVersion >= version, 10000, 5)
+    if (!applied) throw new Error(`dns plane did not apply snapshot ${version}`)
   }
-  if (opts.yaml !== null) setYaml(opts.yaml ?? FIXTURE)
-  return { port: status.listeners[0]!.port, host: status.listeners[0]!.address, plane, store, metrics, setYaml }
+  if (opts.yaml !== null) await setYaml(opts.yaml ?? FIXTURE)
+  return { port: status.listeners[0]!.port, host: status.listeners[0]!.address, plane, store, metrics, setYaml, workers: opts.workers ?? TEST_WORKERS }
 }
 
 // ---------------------------------------------------------------- dig

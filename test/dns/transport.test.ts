@@ -194,7 +194,7 @@ t.test('SERVFAIL for in-zone names until the first Snapshot; forwarding works at
   t.equal(dns.plane.ready(), false)
   const local = await dig(dns.port, 'localhost', 'A')
   t.equal(local.status, 'NOERROR')
-  dns.setYaml(FIXTURE)
+  await dns.setYaml(FIXTURE)
   t.equal(dns.plane.ready(), true)
   const after = await dig(dns.port, `web.default.svc.${Z}`, 'A')
   t.same(datas(after, 'A'), ['10.96.0.10'])
@@ -234,7 +234,7 @@ t.test('answers follow a new Snapshot within 100 ms', async (t) => {
   // Service removed.
   const without = FIXTURE.replace(/---\napiVersion: v1\nkind: Service\nmetadata: \{ name: plain, namespace: default \}[\s\S]*?(?=---)/, '')
   t.not(without, FIXTURE)
-  dns.setYaml(without)
+  await dns.setYaml(without)
   t.equal((await dig(dns.port, `plain.default.svc.${Z}`, 'A')).status, 'NXDOMAIN', 'removed Service is NXDOMAIN')
 })
 

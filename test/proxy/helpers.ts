@@ -296,3 +296,21 @@ export async function eventually(fn: () => boolean | Promise<boolean>, timeoutMs
   }
   throw new Error('condition not met in time')
 }
+
+/** A self-signed certificate for `host` (openssl), for TLS tests. */
+export async function makeCert(host: string): Promise<{ cert: string; key: string }> {
+  const { execFileSync } = await import('node:child_process')
+  const { mkdtempSync, readFileSync, rmSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const dir = mkdtempSync(`${tmpdir()}/meshlet-tls-`)
+  try {
+    execFileSync('openssl', [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-keyout', `${dir}/key.pem`, '-out', `${dir}/cert.pem`, '-days', '2', '-subj', `/CN=${host}`,
+      '-addext', `subjectAltName=DNS:${host}`,
+    ], { stdio: 'ignore' })
+    return { cert: readFileSync(`${dir}/cert.pem`, 'utf8'), key: readFileSync(`${dir}/key.pem`, 'utf8') }
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}

@@ -1,0 +1,352 @@
+// The UDP fast path for in-zone names: no decoding, no string, no allocation for a hit. Built once per zone
+// (dns/zone.ts) as
+//
+//   * an open-addressing hash table over the lowercase wire names (FNV-1a over the bytes, compared byte by byte in
+//     an arena), so the lookup needs neither a key string nor a Map;
+//   * per (name, qtype) a whole reply message, header + lowercase question + answer + additional, with the counts
+//     already set: a hit patches ID, RD and CD (and the name bytes when the query had upper case), shuffles A/AAAA
+//     RDATA in place, and the template itself is what `socket.send` gets. The caller says when the socket still has
+//     a queued send (which may reference a template): then the template is copied first.
+//   * in-zone NXDOMAIN and NODATA: the question echoed from the query and a precomputed SOA behind it (one Buffer of
+//     the reply's size, the only allocation).
+//
+// Anything else (EDNS version ≠ 0, options the fast check does not take, truncation, ExternalName chases, reverse
+// NODATA, names outside the zone, class ANY, meta types) returns null and the general path (dns/answer.ts) answers it
+// with the same result.
+
+import { RCODE, TYPE, UDP_PAYLOAD_CAP } from './wire.ts'
+import type { Zone } from './zone.ts'
+
+/** qtype → slot of a per-name template; -1: not answered here. */
+const SLOT = new Int8Array(256).fill(-1)
+const SLOT_TYPES = [TYPE.A, TYPE.AAAA, TYPE.CNAME, TYPE.TXT, TYPE.SRV, TYPE.PTR, TYPE.SOA, TYPE.NS, TYPE.ANY]
+SLOT_TYPES.forEach((t, i) => (SLOT[t] = i))
+const SLOTS = SLOT_TYPES.length
+/**
+ * Types answered here when there is no template: NODATA at an existing name, NXDOMAIN at a missing one. Others
+ * (meta types, AXFR/IXFR, rare types) go to the general path.
+ */
+const NODATA_OK = new Uint8Array(256)
+for (const t of [...SLOT_TYPES, TYPE.MX, 64, 65]) NODATA_OK[t] = 1
+
+const FNV_OFFSET = 0x811c9dc5 | 0
+const FNV_PRIME = 16777619
+
+/** One precomputed reply. Mutated in place per query (ID, flags, name case, shuffle). */
+class Template {
+  readonly buf: Buffer
+  /** The same with an OPT record appended (built on the first EDNS query). */
+  edns: Buffer | null = null
+  /** Offsets of the A/AAAA RDATA to shuffle, and their size; null when not shuffled. */
+  readonly shuffle: Int32Array | null
+  readonly size: number
+  /** Index into the counters (qtype, NOERROR). */
+  readonly count: number
+  /** The name bytes hold the case of an earlier query. */
+  dirty = false
+
+  constructor(buf: Buffer, shuffle: Int32Array | null, size: number, count: number) {
+    this.buf = buf
+    this.shuffle = shuffle
+    this.size = size
+    this.count = count
+  }
+}
+
+export function hashName(buf: Uint8Array, start: number, end: number): number {
+  let h = FNV_OFFSET
+  for (let i = start; i < end; i++) {
+    let c = buf[i]!
+    if (c >= 0x41 && c <= 0x5a) c += 32
+    h = Math.imul(h ^ c, FNV_PRIME)
+  }
+  return h
+}
+
+export class FastPath {
+  readonly #arena: Buffer
+  readonly #nameStart: Int32Array
+  readonly #nameLen: Int32Array
+  readonly #table: Int32Array
+  readonly #mask: number
+  readonly #templates: (Template | null)[]
+  /** Per name: the NODATA variant is allowed (not an ExternalName, not reverse). */
+  readonly #nodata: Uint8Array
+  readonly #zoneKey: Buffer
+  /** SOA RR after its 2-byte owner pointer; two pointers are patched per reply. */
+  readonly #soaTail: Buffer
+  readonly #counts: Float64Array
+  readonly #countIndex: (qtype: number, rcode: number) => number
+  /** Scratch: label start offsets of the current query. */
+  readonly #labels = new Int32Array(128)
+
+  constructor(zone: Zone, counts: Float64Array, countIndex: (qtype: number, rcode: number) => number) {
+    this.#counts = counts
+    this.#countIndex = countIndex
+    const entries = [...zone.names]
+    const n = entries.length
+    let size = 16
+    while (size < n * 2) size <<= 1
+    this.#table = new Int32Array(size)
+    this.#mask = size - 1
+    this.#nameStart = new Int32Array(n)
+    this.#nameLen = new Int32Array(n)
+    this.#nodata = new Uint8Array(n)
+    this.#templates = new Array<Template | null>(n * SLOTS).fill(null)
+    let total = 0
+    for (const [key] of entries) total += key.length
+    this.#arena = Buffer.alloc(total)
+    let off = 0
+    for (let i = 0; i < n; i++) {
+      const [key, entry] = entries[i]!
+      const wire = Buffer.from(key, 'latin1')
+      wire.copy(this.#arena, off)
+      this.#nameStart[i] = off
+      this.#nameLen[i] = wire.length
+      off += wire.length
+      let slot = hashName(wire, 0, wire.length) & this.#mask
+      while (this.#table[slot] !== 0) slot = (slot + 1) & this.#mask
+      this.#table[slot] = i + 1
+      this.#nodata[i] = entry.cname === null && !entry.reverse ? 1 : 0
+      for (let s = 0; s < SLOTS; s++) {
+        const qtype = SLOT_TYPES[s]!
+        const set = entry.sets.get(qtype)
+        if (!set) continue
+        // Header: QR=1 AA=1, QDCOUNT 1, ANCOUNT, ARCOUNT; ID, RD and CD patched per query.
+        const qlen = wire.length + 4
+        const len = 12 + qlen + set.answer.length + set.additional.length
+        const buf = Buffer.alloc(len)
+        buf[2] = 0x84
+        buf[3] = 0x80
+        buf.writeUInt16BE(1, 4)
+        buf.writeUInt16BE(set.ends.length, 6)
+        buf.writeUInt16BE(set.arCount, 10)
+        wire.copy(buf, 12)
+        buf.writeUInt16BE(qtype, 12 + wire.length)
+        buf.writeUInt16BE(1, 14 + wire.length)
+        set.answer.copy(buf, 12 + qlen)
+        set.additional.copy(buf, 12 + qlen + set.answer.length)
+        let shuffle: Int32Array | null = null
+        if (set.shuffle > 0 && set.ends.length > 1) {
+          shuffle = new Int32Array(set.ends.length)
+          for (let k = 0; k < set.ends.length; k++) shuffle[k] = 12 + qlen + k * (12 + set.shuffle) + 12
+        }
+        this.#templates[i * SLOTS + s] = new Template(buf, shuffle, set.shuffle, countIndex(qtype, 0))
+      }
+    }
+    this.#zoneKey = Buffer.from(zone.zoneKey, 'latin1')
+    // `<zone> ttl IN SOA ns.dns.<zone>. hostmaster.<zone>. serial 7200 1800 86400 ttl` without its owner pointer,
+    // as dns/answer.ts writes it: mname in full, rname "hostmaster" + a pointer to the zone inside mname.
+    const rdlen = zone.soaMname.length + 11 + 2 + 20
+    const tail = Buffer.alloc(10 + rdlen)
+    tail.writeUInt16BE(TYPE.SOA, 0)
+    tail.writeUInt16BE(1, 2)
+    tail.writeUInt32BE(zone.soaTtl, 4)
+    tail.writeUInt16BE(rdlen, 8)
+    zone.soaMname.copy(tail, 10)
+    let p = 10 + zone.soaMname.length
+    tail[p] = 10
+    tail.write('hostmaster', p + 1, 'latin1')
+    p += 13 // the pointer is patched per reply
+    zone.soaNumbers.copy(tail, p)
+    this.#soaTail = tail
+  }
+
+  /**
+   * The reply for a UDP query, or null when the general path must answer it. `busy`: the socket has a queued send,
+   * so templates may be referenced by it and are copied instead of patched.
+   */
+  answer(msg: Buffer, busy: boolean): Buffer | null {
+    const len = msg.length
+    if (len < 17) return null
+    const b2 = msg[2]!
+    // QR=0, opcode QUERY; QDCOUNT 1, ANCOUNT 0, NSCOUNT 0, ARCOUNT 0 or 1.
+    if ((b2 & 0xf8) !== 0 || msg[4] !== 0 || msg[5] !== 1 || (msg[6]! | msg[7]! | msg[8]! | msg[9]! | msg[10]!) !== 0) return null
+    const ar = msg[11]!
+    if (ar > 1) return null
+    const labels = this.#labels
+    let h = FNV_OFFSET
+    let upper = false
+    let p = 12
+    let n = 0
+    for (;;) {
+      if (p >= len) return null
+      const l = msg[p]!
+      if (l === 0) break
+      if (l > 63 || n === 128) return null
+      labels[n++] = p
+      h = Math.imul(h ^ l, FNV_PRIME)
+      const end = p + 1 + l
+      if (end > len) return null
+      for (let i = p + 1; i < end; i++) {
+        let c = msg[i]!
+        if (c >= 0x41 && c <= 0x5a) {
+          c += 32
+          upper = true
+        }
+        h = Math.imul(h ^ c, FNV_PRIME)
+      }
+      p = end
+    }
+    h = Math.imul(h, FNV_PRIME) // the root byte: h ^ 0
+    const nameLen = p + 1 - 12
+    if (nameLen > 255) return null
+    p++
+    if (p + 4 > len) return null
+    const qtype = (msg[p]! << 8) | msg[p + 1]!
+    if (qtype > 255 || msg[p + 2] !== 0 || msg[p + 3] !== 1) return null
+    p += 4
+    let edns = false
+    let limit = 512
+    let dnssecOk = false
+    if (ar === 1) {
+      // A plain OPT at the end: root owner, type 41, version 0.
+      if (p + 11 > len || msg[p] !== 0 || msg[p + 1] !== 0 || msg[p + 2] !== TYPE.OPT || msg[p + 6] !== 0) return null
+      if (p + 11 + ((msg[p + 9]! << 8) | msg[p + 10]!) !== len) return null
+      edns = true
+      const size = (msg[p + 3]! << 8) | msg[p + 4]!
+      limit = size > UDP_PAYLOAD_CAP ? UDP_PAYLOAD_CAP : size < 512 ? 512 : size
+      dnssecOk = (msg[p + 7]! & 0x80) !== 0
+    } else if (p !== len) return null
+
+    // Lookup.
+    const table = this.#table
+    const mask = this.#mask
+    const arena = this.#arena
+    let slot = h & mask
+    let found = -1
+    for (;;) {
+      const e = table[slot]!
+      if (e === 0) break
+      const idx = e - 1
+      if (this.#nameLen[idx] === nameLen) {
+        let off = this.#nameStart[idx]!
+        let i = 12
+        const end = 12 + nameLen
+        for (; i < end; i++, off++) {
+          let c = msg[i]!
+          if (c >= 0x41 && c <= 0x5a) c += 32
+          if (c !== arena[off]) break
+        }
+        if (i === end) {
+          found = idx
+          break
+        }
+      }
+      slot = (slot + 1) & mask
+    }
+
+    if (found < 0) {
+      // In the zone (ends with the zone at a label boundary)? Then NXDOMAIN; else the general path.
+      const zone = this.#zoneKey
+      const at = 12 + nameLen - zone.length
+      if (at < 12) return null
+      let boundary = at === 12
+      for (let i = 0; i < n && !boundary; i++) if (labels[i] === at) boundary = true
+      if (!boundary || NODATA_OK[qtype] === 0) return null
+      for (let i = 0; i < zone.length; i++) {
+        let c = msg[at + i]!
+        if (c >= 0x41 && c <= 0x5a) c += 32
+        if (c !== zone[i]) return null
+      }
+      return this.#negative(msg, nameLen, qtype, RCODE.NXDOMAIN, edns, dnssecOk)
+    }
+
+    const s = SLOT[qtype]!
+    const t = s >= 0 ? this.#templates[found * SLOTS + s]! : null
+    if (t === null) {
+      if (this.#nodata[found] === 0 || NODATA_OK[qtype] === 0) return null
+      return this.#negative(msg, nameLen, qtype, RCODE.NOERROR, edns, dnssecOk)
+    }
+    let out = t.buf
+    if (edns) {
+      if (out.length + 11 > limit) return null
+      out = t.edns ?? this.#withOpt(t)
+    } else if (out.length > 512) return null
+    if (busy) out = Buffer.from(out)
+    out[0] = msg[0]!
+    out[1] = msg[1]!
+    out[2] = 0x84 | (b2 & 1)
+    out[3] = 0x80 | (msg[3]! & 0x10)
+    if (upper || t.dirty) {
+      msg.copy(out, 12, 12, 12 + nameLen)
+      t.dirty = upper
+    }
+    if (edns) out[out.length - 4] = dnssecOk ? 0x80 : 0
+    const sh = t.shuffle
+    if (sh !== null) {
+      const size = t.size
+      for (let i = sh.length - 1; i > 0; i--) {
+        const j = Math.floor(Math.random() * (i + 1))
+        if (j === i) continue
+        const a = sh[i]!
+        const b = sh[j]!
+        for (let k = 0; k < size; k++) {
+          const x = out[a + k]!
+          out[a + k] = out[b + k]!
+          out[b + k] = x
+        }
+      }
+    }
+    this.#counts[t.count]!++
+    return out
+  }
+
+  #withOpt(t: Template): Buffer {
+    const b = Buffer.alloc(t.buf.length + 11)
+    t.buf.copy(b)
+    b.writeUInt16BE(b.readUInt16BE(10) + 1, 10)
+    const p = t.buf.length
+    b.writeUInt16BE(TYPE.OPT, p + 1)
+    b.writeUInt16BE(UDP_PAYLOAD_CAP, p + 3)
+    t.edns = b
+    return b
+  }
+
+  /** NXDOMAIN or NODATA: header, the question as received, the zone SOA (owner: the apex inside the question). */
+  #negative(msg: Buffer, nameLen: number, qtype: number, rcode: number, edns: boolean, dnssecOk: boolean): Buffer {
+    const tail = this.#soaTail
+    const qend = 16 + nameLen
+    const len = qend + 2 + tail.length + (edns ? 11 : 0)
+    const out = Buffer.allocUnsafe(len)
+    msg.copy(out, 0, 0, qend)
+    out[2] = 0x84 | (msg[2]! & 1)
+    out[3] = 0x80 | (msg[3]! & 0x10) | rcode
+    out[6] = 0
+    out[7] = 0
+    out[8] = 0
+    out[9] = 1
+    out[10] = 0
+    out[11] = edns ? 1 : 0
+    const apex = 12 + nameLen - this.#zoneKey.length
+    out[qend] = 0xc0 | (apex >> 8)
+    out[qend + 1] = apex & 0xff
+    tail.copy(out, qend + 2)
+    // rname "hostmaster" + pointer to the zone part of mname ("\x02ns\x03dns" is 7 bytes into the RDATA).
+    const rdStart = qend + 12
+    const ptrAt = rdStart + this.#soaMnameLen() + 11
+    const target = rdStart + 7
+    out[ptrAt] = 0xc0 | (target >> 8)
+    out[ptrAt + 1] = target & 0xff
+    if (edns) {
+      const o = len - 11
+      out[o] = 0
+      out[o + 1] = 0
+      out[o + 2] = TYPE.OPT
+      out[o + 3] = UDP_PAYLOAD_CAP >> 8
+      out[o + 4] = UDP_PAYLOAD_CAP & 0xff
+      out[o + 5] = 0
+      out[o + 6] = 0
+      out[o + 7] = dnssecOk ? 0x80 : 0
+      out[o + 8] = 0
+      out[o + 9] = 0
+      out[o + 10] = 0
+    }
+    this.#counts[this.#countIndex(qtype, rcode)]!++
+    return out
+  }
+
+  #soaMnameLen(): number {
+    return this.#soaTail.length - 10 - 11 - 2 - 20
+  }
+}

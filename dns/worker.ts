@@ -1,0 +1,98 @@
+// One DNS worker thread (--dns-workers N ≥ 2): its own UDP and TCP sockets on the shared address (SO_REUSEPORT),
+// its own zone index built from every Snapshot the main thread posts, and the fast path. Forwarded names and
+// ExternalName chases are handed to the main thread with the whole query (it owns the forwarder, its cache, the loop
+// probe and the upstream metrics) and the reply comes back to be sent from this worker's socket.
+//
+// Messages, main → worker: {type: 'snapshot', snapshot} | {type: 'reply', id, buf} | {type: 'close', deadline}.
+// Worker → main: {type: 'listening', port} | {type: 'failed', message} | {type: 'applied', version, error} |
+// {type: 'query', id, msg, tcp} | {type: 'log', line} | {type: 'closed'}.
+
+import { parentPort, workerData } from 'node:worker_threads'
+import { pino } from 'pino'
+import type { Snapshot } from '../model/snapshot.ts'
+import { Resolver } from './answer.ts'
+import { DnsListener } from './server.ts'
+import { buildZone, type ZoneOptions } from './zone.ts'
+import { EMPTY_SNAPSHOT } from './empty.ts'
+
+export interface WorkerInit {
+  readonly host: string
+  /** 0 for the first worker (the kernel chooses; the others then bind that port). */
+  readonly port: number
+  readonly zoneOptions: ZoneOptions
+  /** Float64Array(COUNTERS) over it: this worker's (qtype, rcode) counters, read by the main thread's collector. */
+  readonly counts: SharedArrayBuffer
+  /** Int32Array over it: [0] open TCP connections. */
+  readonly stats: SharedArrayBuffer
+  readonly logLevel: string
+}
+
+type FromMain =
+  | { readonly type: 'snapshot'; readonly snapshot: Snapshot }
+  | { readonly type: 'reply'; readonly id: number; readonly buf: Uint8Array | null }
+  | { readonly type: 'close'; readonly deadline: number }
+
+const port = parentPort!
+const init = workerData as WorkerInit
+// Log lines go to the main thread, which writes them through the plane's logger.
+const log = pino({ level: init.logLevel }, { write: (line: string) => port.postMessage({ type: 'log', line }) })
+const counts = new Float64Array(init.counts)
+const stats = new Int32Array(init.stats)
+const resolver = new Resolver(buildZone(EMPTY_SNAPSHOT, init.zoneOptions, 0), { counts })
+const pending = new Map<number, (b: Buffer | null) => void>()
+let nextId = 1
+let closing = false
+
+resolver.delegate = (msg: Buffer, tcp: boolean): Promise<Buffer | null> => {
+  if (closing) return Promise.resolve(null)
+  const id = nextId++
+  if (nextId > 0x7fffffff) nextId = 1
+  // A copy of exactly the query: a Buffer view would clone its whole pool.
+  const copy = new Uint8Array(msg)
+  port.postMessage({ type: 'query', id, msg: copy, tcp }, [copy.buffer])
+  return new Promise((resolve) => pending.set(id, resolve))
+}
+
+const listener = new DnsListener(resolver, log)
+try {
+  await listener.listen(init.host, init.port, true)
+} catch (err) {
+  port.postMessage({ type: 'failed', message: (err as Error).message })
+  process.exit(1)
+}
+const tcpCount = setInterval(() => Atomics.store(stats, 0, listener.connections), 200)
+tcpCount.unref()
+port.postMessage({ type: 'listening', port: listener.port })
+
+port.on('message', (m: FromMain) => {
+  switch (m.type) {
+    case 'snapshot': {
+      let error: string | null = null
+      try {
+        resolver.setZone(buildZone(m.snapshot, init.zoneOptions, resolver.zone.serial))
+      } catch (err) {
+        error = (err as Error).message
+      }
+      port.postMessage({ type: 'applied', version: m.snapshot.version, error })
+      break
+    }
+    case 'reply': {
+      const done = pending.get(m.id)
+      if (!done) break
+      pending.delete(m.id)
+      done(m.buf === null ? null : Buffer.from(m.buf.buffer, m.buf.byteOffset, m.buf.byteLength))
+      break
+    }
+    case 'close': {
+      closing = true
+      clearInterval(tcpCount)
+      void listener.close(m.deadline).then(() => {
+        for (const done of pending.values()) done(null)
+        pending.clear()
+        port.postMessage({ type: 'closed' })
+        port.close()
+      })
+      break
+    }
+  }
+})

@@ -1,0 +1,213 @@
+// The main-thread side of --dns-workers N (N ≥ 2): starts N worker threads (dns/worker.ts) on one address with
+// SO_REUSEPORT (the first one binds, possibly port 0; the others join its port), posts every Snapshot to each, answers
+// the queries they hand over (forwarded names, ExternalName chases) through the main thread's resolver, and drains
+// them on close. Readiness: every worker is listening and has applied the newest Snapshot posted to it at least once.
+
+import { Worker } from 'node:worker_threads'
+import type { Logger } from 'pino'
+import type { Snapshot } from '../model/snapshot.ts'
+import { COUNTERS } from './answer.ts'
+import { DnsError } from './errors.ts'
+import type { WorkerInit } from './worker.ts'
+import type { ZoneOptions } from './zone.ts'
+
+type FromWorker =
+  | { readonly type: 'listening'; readonly port: number }
+  | { readonly type: 'failed'; readonly message: string }
+  | { readonly type: 'applied'; readonly version: number; readonly error: string | null }
+  | { readonly type: 'query'; readonly id: number; readonly msg: Uint8Array; readonly tcp: boolean }
+  | { readonly type: 'log'; readonly line: string }
+  | { readonly type: 'closed' }
+
+/** Answers a handed-over query on the main thread (the resolver with the forwarder). */
+export type QueryHandler = (msg: Buffer, tcp: boolean) => Buffer | null | Promise<Buffer | null>
+
+const LEVELS: Record<number, 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = {
+  10: 'trace',
+  20: 'debug',
+  30: 'info',
+  40: 'warn',
+  50: 'error',
+  60: 'fatal',
+}
+
+class Entry {
+  readonly index: number
+  readonly worker: Worker
+  readonly counts: Float64Array
+  readonly stats: Int32Array
+  listening = false
+  /** Version of the last Snapshot applied; 0 before the first. */
+  applied = 0
+  error: string | null = null
+  exited = false
+  closed: Promise<void>
+
+  constructor(index: number, worker: Worker, counts: Float64Array, stats: Int32Array) {
+    this.index = index
+    this.worker = worker
+    this.counts = counts
+    this.stats = stats
+    this.closed = new Promise((resolve) => worker.once('exit', () => resolve()))
+  }
+}
+
+export class DnsWorkers {
+  readonly #entries: Entry[] = []
+  readonly #log: Logger
+  readonly #handle: QueryHandler
+  #posted = 0
+  #closing = false
+  port = 0
+
+  private constructor(log: Logger, handle: QueryHandler) {
+    this.#log = log
+    this.#handle = handle
+  }
+
+  /** Starts `n` workers listening on host:port; throws DnsError MLT_DNS_LISTEN when one cannot bind. */
+  static async start(n: number, host: string, port: number, zoneOptions: ZoneOptions, log: Logger, handle: QueryHandler): Promise<DnsWorkers> {
+    const pool = new DnsWorkers(log, handle)
+    try {
+      pool.port = await pool.#spawn(0, host, port, zoneOptions)
+      await Promise.all(Array.from({ length: n - 1 }, (_, i) => pool.#spawn(i + 1, host, pool.port, zoneOptions)))
+    } catch (err) {
+      await pool.close(Date.now())
+      throw err
+    }
+    return pool
+  }
+
+  #spawn(index: number, host: string, port: number, zoneOptions: ZoneOptions): Promise<number> {
+    const init: WorkerInit = {
+      host,
+      port,
+      zoneOptions,
+      counts: new SharedArrayBuffer(COUNTERS * 8),
+      stats: new SharedArrayBuffer(4 * 4),
+      logLevel: this.#log.level,
+    }
+    const worker = new Worker(new URL('./worker.ts', import.meta.url), { workerData: init, name: `dns-${index}` })
+    const e = new Entry(index, worker, new Float64Array(init.counts), new Int32Array(init.stats))
+    this.#entries.push(e)
+    return new Promise<number>((resolve, reject) => {
+      worker.on('message', (m: FromWorker) => {
+        switch (m.type) {
+          case 'listening':
+            e.listening = true
+            resolve(m.port)
+            break
+          case 'failed':
+            reject(new DnsError('MLT_DNS_LISTEN', m.message))
+            break
+          case 'applied':
+            e.applied = m.version
+            e.error = m.error
+            if (m.error) this.#log.error({ worker: index, err: m.error }, 'zone rebuild failed in a DNS worker; it serves the previous zone')
+            break
+          case 'query':
+            this.#query(e, m.id, m.msg, m.tcp)
+            break
+          case 'log':
+            this.#relayLog(index, m.line)
+            break
+          case 'closed':
+            void worker.terminate()
+            break
+        }
+      })
+      worker.on('error', (err) => {
+        this.#log.error({ worker: index, err }, 'DNS worker failed')
+        reject(new DnsError('MLT_DNS_LISTEN', `dns worker ${index}: ${err.message}`, { cause: err }))
+      })
+      worker.on('exit', (code) => {
+        e.exited = true
+        e.listening = false
+        if (!this.#closing) this.#log.error({ worker: index, code }, 'DNS worker exited; its share of the queries goes to the others')
+        reject(new DnsError('MLT_DNS_LISTEN', `dns worker ${index} exited with code ${code}`))
+      })
+    })
+  }
+
+  #query(e: Entry, id: number, msg: Uint8Array, tcp: boolean): void {
+    const send = (b: Buffer | null) => {
+      if (e.exited) return
+      if (b === null) {
+        e.worker.postMessage({ type: 'reply', id, buf: null })
+        return
+      }
+      const copy = new Uint8Array(b)
+      e.worker.postMessage({ type: 'reply', id, buf: copy }, [copy.buffer])
+    }
+    let r: Buffer | null | Promise<Buffer | null>
+    try {
+      r = this.#handle(Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength), tcp)
+    } catch (err) {
+      this.#log.error({ err }, 'dns: answering failed')
+      send(null)
+      return
+    }
+    if (r instanceof Promise) {
+      r.then(send, (err: unknown) => {
+        this.#log.error({ err }, 'dns: answering failed')
+        send(null)
+      })
+    } else send(r)
+  }
+
+  #relayLog(index: number, line: string): void {
+    try {
+      const { level, msg, time: _time, pid: _pid, hostname: _host, ...rest } = JSON.parse(line) as Record<string, unknown>
+      const name = LEVELS[level as number] ?? 'info'
+      this.#log[name]({ worker: index, ...rest }, String(msg ?? ''))
+    } catch {
+      // not JSON: ignore
+    }
+  }
+
+  /** Posts a Snapshot to every worker (structured clone); each builds its own zone index. */
+  post(snapshot: Snapshot): void {
+    this.#posted = snapshot.version
+    for (const e of this.#entries) if (!e.exited) e.worker.postMessage({ type: 'snapshot', snapshot })
+  }
+
+  /** Every worker is listening and has applied the last posted Snapshot (at least one). */
+  get ready(): boolean {
+    if (this.#posted === 0) return false
+    return this.#entries.every((e) => e.listening && !e.exited && e.applied > 0)
+  }
+
+  /** The oldest Snapshot version a worker serves (0 before every worker has one). */
+  get appliedVersion(): number {
+    let v = Infinity
+    for (const e of this.#entries) v = Math.min(v, e.exited ? 0 : e.applied)
+    return v === Infinity ? 0 : v
+  }
+
+  get connections(): number {
+    let n = 0
+    for (const e of this.#entries) n += Atomics.load(e.stats, 0)
+    return n
+  }
+
+  /** Each worker's (qtype, rcode) counters. */
+  get counts(): readonly Float64Array[] {
+    return this.#entries.map((e) => e.counts)
+  }
+
+  status(): { worker: number; listening: boolean; snapshotVersion: number; error: string | null }[] {
+    return this.#entries.map((e) => ({ worker: e.index, listening: e.listening && !e.exited, snapshotVersion: e.applied, error: e.error }))
+  }
+
+  /** Each worker stops accepting and lets TCP connections finish until `deadline`; then the threads end. */
+  async close(deadline: number): Promise<void> {
+    this.#closing = true
+    for (const e of this.#entries) if (!e.exited) e.worker.postMessage({ type: 'close', deadline })
+    const wait = Math.max(0, deadline - Date.now()) + 1000
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, wait)))
+    await Promise.race([Promise.all(this.#entries.map((e) => e.closed)), timeout])
+    clearTimeout(timer)
+    await Promise.all(this.#entries.map((e) => (e.exited ? undefined : e.worker.terminate())))
+  }
+}
