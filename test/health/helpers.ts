@@ -1,6 +1,7 @@
 // Shared pieces of the health tests: typed objects built by hand (the shapes model/validate.ts produces), a Store with
 // the health plane on it, real backends that fail and recover on command, and polling helpers.
 
+import { testRuntimeOptions } from '../helpers/options.ts'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -102,27 +103,7 @@ export function service(name: string, targetPort: number, annotations: Record<st
   }
 }
 
-export const baseOptions: RuntimeOptions = {
-  files: [],
-  nodeName: 'test-node',
-  nodeAddress: null,
-  dns: null,
-  http: null,
-  https: null,
-  admin: null,
-  upstreams: [],
-  clusterDomain: 'cluster.local',
-  serviceCidrs: [],
-  vipMode: 'none',
-  vipInterface: null,
-  dnsTtl: 5,
-  ingressClass: 'meshlet',
-  accessLog: false,
-  trustForwardedFrom: [],
-  execPrefix: null,
-  onLivenessFailure: null,
-  logLevel: 'silent',
-}
+export const baseOptions: RuntimeOptions = testRuntimeOptions()
 
 export interface Harness {
   readonly store: Store

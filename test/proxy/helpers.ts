@@ -1,6 +1,7 @@
 // Test helpers for the proxy: typed objects built by hand (model/objects.ts shapes), echo backends that report what
 // they received, and an in-process proxy plane on 127.0.0.1 port 0 fed by a real Store.
 
+import { testRuntimeOptions } from '../helpers/options.ts'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { pino } from 'pino'
@@ -181,28 +182,7 @@ export async function echoBackend(t: Teardown, name: string, host = '127.0.0.1')
 // ---------------------------------------------------------------- the plane
 
 export function runtimeOptions(over: Partial<RuntimeOptions> = {}): RuntimeOptions {
-  return {
-    files: [],
-    nodeName: 'test-node',
-    nodeAddress: null,
-    dns: null,
-    http: { host: '127.0.0.1', port: 0 },
-    https: null,
-    admin: null,
-    upstreams: [],
-    clusterDomain: 'cluster.local',
-    serviceCidrs: [],
-    vipMode: 'none',
-    vipInterface: null,
-    dnsTtl: 5,
-    ingressClass: 'meshlet',
-    accessLog: false,
-    trustForwardedFrom: [],
-    execPrefix: null,
-    onLivenessFailure: null,
-    logLevel: 'silent',
-    ...over,
-  }
+  return testRuntimeOptions({ http: { host: '127.0.0.1', port: 0 }, ...over })
 }
 
 export interface Router {
