@@ -38,7 +38,7 @@ function manifests(): string {
 
 // ---------------------------------------------------------------- child: meshlet's DNS plane
 
-async function child(port: number, upstream: number): Promise<void> {
+async function child(port: number, upstream: number, workers: number): Promise<void> {
   const { pino } = await import('pino')
   const { Registry } = await import('prom-client')
   const { loadManifestText } = await import('../config/load.ts')
@@ -50,7 +50,7 @@ async function child(port: number, upstream: number): Promise<void> {
   const loaded = loadManifestText(manifests(), 'bench.yaml')
   store.setObjects(loaded.objects, loaded.errors)
   store.flush()
-  await startDns({
+  const plane = await startDns({
     store,
     log: pino({ level: 'warn' }),
     metrics: new Registry(),
@@ -58,16 +58,17 @@ async function child(port: number, upstream: number): Promise<void> {
     options: {
       files: [], nodeName: 'bench', nodeAddress: null, dns: { host: '127.0.0.1', port }, http: null, https: null, admin: null,
       upstreams: [`127.0.0.1:${upstream}`], clusterDomain: 'cluster.local', serviceCidrs: [], vipMode: 'none', vipInterface: null,
-      dnsTtl: 5, ingressClass: 'meshlet', accessLog: false, trustForwardedFrom: [], execPrefix: null, onLivenessFailure: null, logLevel: 'warn',
+      dnsTtl: 5, dnsWorkers: workers, ingressClass: 'meshlet', accessLog: false, trustForwardedFrom: [], execPrefix: null, onLivenessFailure: null, logLevel: 'warn',
     },
   })
+  while (!plane.ready()) await sleep(20)
   // Exit through process.exit so --cpu-prof can write its profile.
   process.on('SIGTERM', () => process.exit(0))
   process.stdout.write('ready\n')
 }
 
 if (process.argv[2] === '--child') {
-  await child(Number(process.argv[3]), Number(process.argv[4]))
+  await child(Number(process.argv[3]), Number(process.argv[4]), Number(process.argv[5] ?? 1))
 }
 
 // ---------------------------------------------------------------- parent
@@ -120,10 +121,22 @@ async function waitUdp(port: number): Promise<void> {
 
 async function startMeshlet(dir: string, up: number): Promise<Server> {
   const port = await freePort()
-  const proc = spawn('taskset', ['-c', '0', process.execPath, SELF, '--child', String(port), String(up)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const proc = spawn('taskset', ['-c', '0', process.execPath, SELF, '--child', String(port), String(up), '1'], { stdio: ['ignore', 'pipe', 'inherit'] })
   await waitUdp(port)
   void dir
   return { name: 'meshlet', port, proc }
+}
+
+/**
+ * --dns-workers 2. Two threads on one core would only measure the hand-over, so this row gets both cores, shared
+ * with dnsperf (which stays on CPU 1): compare its CPU µs/query, and its q/s as what two cores give.
+ */
+async function startMeshlet2(dir: string, up: number): Promise<Server> {
+  const port = await freePort()
+  const proc = spawn('taskset', ['-c', '0,1', process.execPath, SELF, '--child', String(port), String(up), '2'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  await waitUdp(port)
+  void dir
+  return { name: 'meshlet-2w', port, proc }
 }
 
 async function startDnsmasq(dir: string, up: number): Promise<Server> {
@@ -239,7 +252,7 @@ export default async function run(_args: string[]): Promise<void> {
     { name: 'hits (TCP)', file: files.hits, tcp: true },
   ]
   const results = new Map<string, Map<string, Result>>()
-  for (const start of [startMeshlet, startDnsmasq, startUnbound]) {
+  for (const start of [startMeshlet, startMeshlet2, startDnsmasq, startUnbound]) {
     let server: Server | null = null
     try {
       server = await start(dir, up.port)
@@ -260,14 +273,14 @@ export default async function run(_args: string[]): Promise<void> {
 
   const pad = (s: string, n: number) => s.padEnd(n)
   const num = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '-')
-  process.stdout.write(`\n${pad('mix', 26)}${pad('server', 10)}${pad('qps', 10)}${pad('cpu µs/q', 10)}${pad('p99 ms@5k', 11)}${pad('lost@5k', 8)}${pad('lost@max', 9)}ratio qps meshlet/peer\n`)
+  process.stdout.write(`\n${pad('mix', 26)}${pad('server', 12)}${pad('qps', 10)}${pad('cpu µs/q', 10)}${pad('p99 ms@5k', 11)}${pad('lost@5k', 8)}${pad('lost@max', 9)}${pad('×dnsmasq', 10)}×unbound\n`)
   for (const mix of mixes) {
-    const m = results.get('meshlet')?.get(mix.name)
+    const peers = { dnsmasq: results.get('dnsmasq')?.get(mix.name), unbound: results.get('unbound')?.get(mix.name) }
     for (const [name, byMix] of results) {
       const r = byMix.get(mix.name)!
-      const ratio = m && name !== 'meshlet' ? (m.qps / r.qps).toFixed(2) : ''
-      process.stdout.write(`${pad(mix.name, 26)}${pad(name, 10)}${pad(num(r.qps), 10)}${pad(num(r.cpuUsPerQuery, 1), 10)}${pad(num(r.p99ms, 3), 11)}${pad(String(r.lost), 8)}${pad(String(r.saturatedLost), 9)}${ratio}\n`)
+      const ratio = (p: Result | undefined) => (p && name.startsWith('meshlet') ? (r.qps / p.qps).toFixed(2) : '')
+      process.stdout.write(`${pad(mix.name, 26)}${pad(name, 12)}${pad(num(r.qps), 10)}${pad(num(r.cpuUsPerQuery, 1), 10)}${pad(num(r.p99ms, 3), 11)}${pad(String(r.lost), 8)}${pad(String(r.saturatedLost), 9)}${pad(ratio(peers.dnsmasq), 10)}${ratio(peers.unbound)}\n`)
     }
   }
-  process.stdout.write(`\n(${((Date.now() - started) / 1000).toFixed(0)} s; server on CPU 0, dnsperf on CPU 1)\n`)
+  process.stdout.write(`\n(${((Date.now() - started) / 1000).toFixed(0)} s; servers on CPU 0, meshlet-2w on CPUs 0-1, dnsperf on CPU 1)\n`)
 }

@@ -195,8 +195,15 @@ export class DnsWorkers {
     return this.#entries.map((e) => e.counts)
   }
 
-  status(): { worker: number; listening: boolean; snapshotVersion: number; error: string | null }[] {
-    return this.#entries.map((e) => ({ worker: e.index, listening: e.listening && !e.exited, snapshotVersion: e.applied, error: e.error }))
+  status(): { worker: number; listening: boolean; snapshotVersion: number; queries: number; error: string | null }[] {
+    return this.#entries.map((e) => ({
+      worker: e.index,
+      listening: e.listening && !e.exited,
+      snapshotVersion: e.applied,
+      // Queries this worker answered itself (handed-over ones are counted by the main thread).
+      queries: e.counts.reduce((a, b) => a + b, 0),
+      error: e.error,
+    }))
   }
 
   /** Each worker stops accepting and lets TCP connections finish until `deadline`; then the threads end. */

@@ -79,7 +79,9 @@ export async function startPlane(
   const log = pino({ level: process.env.DNS_TEST_LOG ?? 'silent' })
   const plane = await startDns({ store, options, log, metrics, reporter: noopReporter })
   t.teardown(() => plane.close(Date.now() + 1000))
-  const status = plane.status() as { listeners: { address: string; port: number }[] }
+  const status = plane.status() as { listeners: { address: string; port: number }[]; workers: unknown[] | null }
+  const workers = opts.workers ?? TEST_WORKERS
+  if ((status.workers?.length ?? 1) !== workers) throw new Error(`dns plane runs ${status.workers?.length ?? 1} workers, wanted ${workers}`)
   const setYaml = async (yaml: string) => {
     store.setObjects(objectsOf(yaml), [])
     store.flush()
@@ -89,7 +91,7 @@ export async function startPlane(
     if (!applied) throw new Error(`dns plane did not apply snapshot ${version}`)
   }
   if (opts.yaml !== null) await setYaml(opts.yaml ?? FIXTURE)
-  return { port: status.listeners[0]!.port, host: status.listeners[0]!.address, plane, store, metrics, setYaml, workers: opts.workers ?? TEST_WORKERS }
+  return { port: status.listeners[0]!.port, host: status.listeners[0]!.address, plane, store, metrics, setYaml, workers }
 }
 
 // ---------------------------------------------------------------- dig
