@@ -50,6 +50,7 @@ export class LbPlane implements Plane {
   readonly #errorsLogged = new Map<string, string>()
   #conflicts: Conflict[] = []
   #pools: PoolUsage[] = []
+  #advertised = new Set<string>()
   #snapshot: Snapshot | null = null
   #unsubscribe: () => void = () => {}
   #sweep: NodeJS.Timeout
@@ -91,6 +92,9 @@ export class LbPlane implements Plane {
     const liveRuntimes = new Set<string>()
     const conflicts: Conflict[] = []
     const wantHealth = new Map<string, { svc: ServiceState; port: number }>()
+    this.#pools = poolUsage(snapshot)
+    // MetalLB allocates from a pool no L2Advertisement covers but never announces its addresses (§5.1).
+    this.#advertised = new Set(this.#pools.filter((p) => p.advertised).map((p) => p.pool))
 
     for (const svc of snapshot.services) {
       const spec = svc.service.spec
@@ -157,7 +161,6 @@ export class LbPlane implements Plane {
     for (const key of this.#runtimes.keys()) if (!liveRuntimes.has(key)) this.#runtimes.delete(key)
     this.#releaseVips(desired)
     this.#applyHealthChecks(wantHealth, node)
-    this.#pools = poolUsage(snapshot)
     this.#updateGauges()
   }
 
@@ -177,6 +180,7 @@ export class LbPlane implements Plane {
       for (const ip of svc.loadBalancerIPs) {
         // In interface mode only the elected node may own the address, or several would answer ARP for it.
         if (mode === 'interface' && electedNode(snapshot, svc, ip) !== snapshot.nodeName) continue
+        if (mode === 'interface' && svc.loadBalancerPool !== null && !this.#advertised.has(svc.loadBalancerPool)) continue
         out.push({ protocol, address: ip, port, kind: 'external', runtime, vip: true })
       }
     }

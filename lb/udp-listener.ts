@@ -21,6 +21,8 @@ interface Flow {
   replied: boolean
   connected: boolean
   pending: Buffer[] | null
+  /** PROXY protocol v2 header prepended to every datagram of the flow (built once), or null. */
+  readonly header: Buffer | null
 }
 
 export class UdpListener extends BaseListener {
@@ -68,8 +70,9 @@ export class UdpListener extends BaseListener {
     }
     flow.lastActivity = now
     this.deps.metrics.bytes.inc({ service: this.runtime.svc.key, direction: 'upstream' }, msg.length)
-    if (flow.connected) flow.upstream.send(msg)
-    else flow.pending!.push(msg)
+    if (!flow.connected) flow.pending!.push(msg)
+    else if (flow.header) flow.upstream.send([flow.header, msg])
+    else flow.upstream.send(msg)
   }
 
   #newFlow(key: string, rinfo: RemoteInfo, now: number): Flow | null {
@@ -78,7 +81,8 @@ export class UdpListener extends BaseListener {
     if (!ep) return null
     if (this.#flows.size >= MAX_FLOWS) this.#evictOldest()
     const upstream = createSocket({ type: isIPv6(ep.ip) ? 'udp6' : 'udp4', recvBufferSize: 1 << 20 })
-    const flow: Flow = { key, client: rinfo, endpoint: ep, upstream, lastActivity: now, replied: false, connected: false, pending: [] }
+    const header = rt.proxyProtocol === 'v2' ? proxyHeader('v2', 'UDP', rinfo.address, rinfo.port, this.address, this.port) : null
+    const flow: Flow = { key, client: rinfo, endpoint: ep, upstream, lastActivity: now, replied: false, connected: false, pending: [], header }
     this.#flows.set(key, flow)
     const service = rt.svc.key
     this.deps.metrics.connections.inc({ service, protocol: 'UDP' })
@@ -98,10 +102,7 @@ export class UdpListener extends BaseListener {
       flow.connected = true
       const queued = flow.pending!
       flow.pending = null
-      if (rt.proxyProtocol === 'v2') {
-        const header = proxyHeader('v2', 'UDP', rinfo.address, rinfo.port, this.address, this.port)
-        for (const m of queued) upstream.send(Buffer.concat([header, m]))
-      } else for (const m of queued) upstream.send(m)
+      for (const m of queued) upstream.send(header ? [header, m] : m)
     })
     return flow
   }
