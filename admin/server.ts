@@ -39,6 +39,7 @@ export function snapshotStatus(s: Snapshot | null): unknown {
       loadBalancerIPs: svc.loadBalancerIPs,
       loadBalancerPool: svc.loadBalancerPool,
       loadBalancerPending: svc.loadBalancerPending,
+      loadBalancerStale: svc.loadBalancerStale,
       healthCheckNodePort: svc.healthCheckNodePort,
       ports: svc.ports.map((p) => ({
         name: p.name,

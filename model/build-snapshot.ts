@@ -370,6 +370,7 @@ export function buildSnapshot(
       loadBalancerIPs: lb?.ips ?? [],
       loadBalancerPool: lb?.pool ?? null,
       loadBalancerPending: lb?.pending ?? null,
+      loadBalancerStale: lb?.stale ?? false,
       healthCheckNodePort: a?.healthCheckNodePort ?? null,
       ports,
       addresses: dedupeAddresses(derived.addresses),

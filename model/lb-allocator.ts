@@ -12,6 +12,11 @@ export interface LoadBalancerAllocation {
   readonly pool: string | null
   /** MetalLB's event text when no address could be given: `Failed to allocate IP for "ns/name": …`. */
   readonly pending: string | null
+  /**
+   * The address's pool was removed or no longer holds it. The allocation is kept (a live address is never moved
+   * silently, specs/l4-health.md §5.3) until the Service's request changes or meshlet restarts.
+   */
+  readonly stale: boolean
 }
 
 export type LoadBalancerAllocationMap = ReadonlyMap<string, LoadBalancerAllocation>
@@ -257,12 +262,14 @@ export function allocateLoadBalancers(
     if (
       prev &&
       prev.ips.length > 0 &&
-      pool &&
       requestOf.get(prev) === requestKey(s) &&
-      prev.ips.every((ip) => inPool(pool, ip) && sharingError(h, ip, taken.holders(ip)) === null)
+      prev.ips.every((ip) => sharingError(h, ip, taken.holders(ip)) === null)
     ) {
       for (const ip of prev.ips) taken.add(ip, h)
-      out.set(key, prev)
+      const stale = !pool || !prev.ips.every((ip) => inPool(pool, ip))
+      const kept = stale === prev.stale ? prev : { ...prev, stale }
+      requestOf.set(kept, requestKey(s))
+      out.set(key, kept)
     } else rest.push(s)
   }
   // 2. Then Services that request addresses, then the others, each group in namespace/name order.
@@ -273,11 +280,11 @@ export function allocateLoadBalancers(
     const result = allocateOne(s, pools, taken)
     let alloc: LoadBalancerAllocation
     if (typeof result === 'string') {
-      alloc = { ips: [], pool: null, pending: `Failed to allocate IP for "${key}": ${result}` }
+      alloc = { ips: [], pool: null, pending: `Failed to allocate IP for "${key}": ${result}`, stale: false }
     } else {
       const h = holderOf(s)
       for (const ip of result.ips) taken.add(ip, h)
-      alloc = { ips: result.ips, pool: result.pool, pending: null }
+      alloc = { ips: result.ips, pool: result.pool, pending: null, stale: false }
     }
     requestOf.set(alloc, requestKey(s))
     out.set(key, alloc)

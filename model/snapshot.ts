@@ -71,6 +71,8 @@ export interface ServiceState {
   readonly loadBalancerPool: string | null
   /** Why a LoadBalancer Service has no address yet (MetalLB's text), null otherwise. */
   readonly loadBalancerPending: string | null
+  /** The LoadBalancer address's pool was removed or shrunk; the address is kept until the Service changes. */
+  readonly loadBalancerStale: boolean
   readonly healthCheckNodePort: number | null
   readonly ports: readonly ServicePortState[]
   /** Unique endpoint addresses (any port), sorted by ip. */

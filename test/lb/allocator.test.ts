@@ -183,3 +183,18 @@ t.test('loadBalancerClass of another implementation: not ours', async (t) => {
   const { services, pools } = load(pool('p', ['198.18.18.0/30']) + svc('x', { spec: '  loadBalancerClass: example.com/other\n' }))
   t.equal(allocateLoadBalancers(services, pools, null).has('default/x'), false, 'no allocation, no error')
 })
+
+t.test('removing a pool keeps its live addresses, marked stale, until the Service changes', async (t) => {
+  const { services, pools } = load(pool('a', ['198.18.6.0/30']) + pool('b', ['198.18.7.0/30']) + svc('web') + svc('api', { annotations: { 'metallb.io/address-pool': 'b' } }))
+  const first = allocateLoadBalancers(services, pools, null)
+  t.same(first.get('default/api')?.ips, ['198.18.7.0'])
+  const withoutB = pools.filter((p) => p.meta.name !== 'b')
+  const second = allocateLoadBalancers(services, withoutB, first)
+  t.same(second.get('default/api')?.ips, ['198.18.7.0'], 'the live address is not moved')
+  t.equal(second.get('default/api')?.stale, true, 'and reported stale')
+  t.equal(second.get('default/web')?.stale, false)
+  const changed = load(pool('a', ['198.18.6.0/30']) + svc('web') + svc('api')).services
+  const third = allocateLoadBalancers(changed, withoutB, second)
+  t.same(third.get('default/api')?.ips, ['198.18.6.1'], 'a changed request frees the stale address and allocates anew')
+  t.equal(third.get('default/api')?.stale, false)
+})
