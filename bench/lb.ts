@@ -70,7 +70,9 @@ function wrkLatencyMs(s: string): number {
 
 function median(xs: number[]): number {
   const a = [...xs].sort((x, y) => x - y)
-  return a[Math.floor(a.length / 2)] ?? NaN
+  const mid = Math.floor(a.length / 2)
+  if (a.length === 0) return NaN
+  return a.length % 2 === 1 ? a[mid]! : (a[mid - 1]! + a[mid]!) / 2
 }
 
 export default async function runBench(args: string[]): Promise<void> {
@@ -213,7 +215,7 @@ async function wrkTo(host: string, port: number, seconds: number, connections: n
   const [cmd, args] = pinned(LOAD_CPU, ['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-H', 'Connection: close', `http://${host}:${port}/`])
   const { stdout } = await run(cmd, args, { timeout: (seconds + 20) * 1000 })
   const errors = /Socket errors: .*|Non-2xx or 3xx responses: \d+/.exec(stdout)?.[0] ?? null
-  return { cps: Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1]), p99ms: wrkLatencyMs(/99%\s+(\S+)/.exec(stdout)?.[1] ?? ''), errors }
+  return { cps: Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1]), p99ms: wrkLatencyMs(/^\s+99%\s+(\S+)/m.exec(stdout)?.[1] ?? ''), errors }
 }
 
 // Also runnable on its own: `npx node bench/lb.ts`.

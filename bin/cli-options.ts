@@ -41,6 +41,7 @@ export const UP_FLAGS = {
   'trust-forwarded-from': { type: 'string', multiple: true, help: 'CIDR whose X-Forwarded-* headers are trusted; repeatable' },
   'exec-prefix': { type: 'string', help: 'prefix for exec probes, e.g. "docker exec {pod}"' },
   'on-liveness-failure': { type: 'string', help: 'command run when a liveness probe fails ({pod} {namespace} {ip} {container})' },
+  'peer-port': { type: 'string', default: '9901', help: "admin port of the other nodes, whose /healthz decides which node announces LoadBalancer addresses (a Node's meshlet.io/admin-port annotation wins)" },
   'log-level': { type: 'string', default: 'info', help: 'pino level: fatal error warn info debug trace silent' },
   help: { type: 'boolean', short: 'h', help: 'show this help' },
 } as const satisfies Record<string, FlagSpec>
@@ -151,6 +152,8 @@ export function runtimeOptions(argv: readonly string[], env: NodeJS.ProcessEnv):
   if (accessLog !== 'on' && accessLog !== 'off') throw new UsageError(`--access-log: expected on or off, got "${accessLog}"`)
   const level = str('log-level')!
   if (!LOG_LEVELS.has(level)) throw new UsageError(`--log-level: unknown level "${level}"`)
+  const peerPort = Number(str('peer-port'))
+  if (!Number.isInteger(peerPort) || peerPort < 1 || peerPort > 65535) throw new UsageError(`--peer-port: expected 1-65535, got "${str('peer-port')}"`)
   const nodeAddress = str('node-address') ?? null
   if (nodeAddress !== null && !isIP(nodeAddress)) throw new UsageError(`--node-address: "${nodeAddress}" is not an address`)
   const domain = str('cluster-domain')!.replace(/\.$/, '').toLowerCase()
@@ -186,5 +189,6 @@ export function runtimeOptions(argv: readonly string[], env: NodeJS.ProcessEnv):
     execPrefix: str('exec-prefix') ?? null,
     onLivenessFailure: str('on-liveness-failure') ?? null,
     logLevel: level,
+    peerPort,
   }
 }

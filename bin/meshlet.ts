@@ -22,6 +22,7 @@ import { formatObjectError } from '../model/validate.ts'
 import { renderResolvConf } from '../dns/resolv-conf.ts'
 import { startDns } from '../dns/index.ts'
 import { startLb } from '../lb/index.ts'
+import { startMembership } from '../membership/index.ts'
 import { startProxy } from '../proxy/index.ts'
 import { startHealth } from '../health/index.ts'
 import { UP_FLAGS, UsageError, helpText, parseFlags, runtimeOptions } from './cli-options.ts'
@@ -57,6 +58,7 @@ async function startPlanes(ctx: Omit<PlaneContext, 'reporter' | 'log'>, log: Log
   planes.push(health)
   const full = (component: string): PlaneContext => ({ ...ctx, log: child(component), reporter: health.reporter })
   if (ctx.options.dns) planes.push(await startDns(full('dns')))
+  planes.push(await startMembership(full('membership')))
   planes.push(await startLb(full('lb')))
   if (ctx.options.http || ctx.options.https) planes.push(await startProxy(full('proxy')))
   return planes

@@ -19,4 +19,5 @@ export const EMPTY_SNAPSHOT: Snapshot = {
   namespaces: [],
   errors: [],
   ejected: {},
+  nodeLiveness: {},
 }

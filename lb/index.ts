@@ -103,7 +103,7 @@ export class LbPlane implements Plane {
         if (port.protocol === 'SCTP') continue
         const key = portKey(svc, port)
         let rt = this.#runtimes.get(key)
-        if (!rt) this.#runtimes.set(key, (rt = new PortRuntime(key, svc, port)))
+        if (!rt) this.#runtimes.set(key, (rt = new PortRuntime(key, svc, port, this.#deps.metrics)))
         rt.update(svc, port, node, zone)
         liveRuntimes.add(key)
         for (const d of this.#listenersOf(snapshot, svc, port.protocol, port.port, port.nodePort, rt)) {

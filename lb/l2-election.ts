@@ -1,15 +1,23 @@
 // Which node announces a LoadBalancer address (specs/l4-health.md §5.6, MetalLB's L2 election, stateless per IP):
 // candidates sorted by sha256(nodeName + "#" + ip); the first announces. With externalTrafficPolicy Local only nodes
 // with a serving endpoint of the Service are candidates; with no serving endpoint nobody announces.
+// Candidates stand in for MetalLB's memberlist: --node (always), plus every declared Node that does not carry the
+// exclude label, whose Ready condition is not False, and that membership/ has not seen dead (never probed = alive).
 
 import { createHash } from 'node:crypto'
 import type { Snapshot, ServiceState } from '../model/snapshot.ts'
 
 const EXCLUDE_LABEL = 'node.kubernetes.io/exclude-from-external-load-balancers'
 
-function candidates(snapshot: Snapshot): string[] {
+export function candidates(snapshot: Snapshot): string[] {
   const names = new Set<string>([snapshot.nodeName])
-  for (const n of snapshot.nodes) if (!(EXCLUDE_LABEL in n.meta.labels)) names.add(n.meta.name)
+  for (const n of snapshot.nodes) {
+    if (EXCLUDE_LABEL in n.meta.labels) continue
+    if (n.meta.name === snapshot.nodeName) continue
+    if (n.ready === false) continue
+    if (snapshot.nodeLiveness[n.meta.name] === false) continue
+    names.add(n.meta.name)
+  }
   return [...names]
 }
 

@@ -24,3 +24,28 @@ export function lbMetrics(registry: Registry): LbMetrics {
     poolAddresses: new Gauge({ name: 'meshlet_lb_pool_addresses', help: 'IPAddressPool addresses by state (assigned, available)', labelNames: ['pool', 'state'] as const, registers }),
   }
 }
+
+/** The labelled series one Service port writes on its hot paths, resolved once so no packet hashes label sets. */
+export interface PortMetrics {
+  readonly tcpConnections: Counter.Internal
+  readonly tcpActive: Gauge.Internal<'service' | 'protocol'>
+  readonly udpFlows: Counter.Internal
+  readonly udpActive: Gauge.Internal<'service' | 'protocol'>
+  readonly bytesUpstream: Counter.Internal
+  readonly bytesDownstream: Counter.Internal
+  readonly connectFailures: Counter.Internal
+  readonly refused: Counter.Internal
+}
+
+export function portMetrics(m: LbMetrics, service: string): PortMetrics {
+  return {
+    tcpConnections: m.connections.labels(service, 'TCP'),
+    tcpActive: m.active.labels(service, 'TCP'),
+    udpFlows: m.connections.labels(service, 'UDP'),
+    udpActive: m.active.labels(service, 'UDP'),
+    bytesUpstream: m.bytes.labels(service, 'upstream'),
+    bytesDownstream: m.bytes.labels(service, 'downstream'),
+    connectFailures: m.connectFailures.labels(service),
+    refused: m.refused.labels(service),
+  }
+}

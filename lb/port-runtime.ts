@@ -7,6 +7,7 @@ import { AffinityTable } from './session-affinity.ts'
 import { RoundRobin } from './round-robin.ts'
 import { listFor, usableLists, type UsableLists } from './usable-endpoints.ts'
 import type { ProxyProtocolVersion } from './proxy-protocol.ts'
+import { portMetrics, type LbMetrics, type PortMetrics } from './lb-metrics.ts'
 
 export type ListenerKind = 'cluster' | 'external'
 
@@ -24,11 +25,14 @@ export class PortRuntime {
   proxyProtocol: ProxyProtocolVersion | null = null
   udpTimeoutMs = UDP_TIMEOUT_SECONDS * 1000
   udpStreamTimeoutMs = UDP_STREAM_TIMEOUT_SECONDS * 1000
+  /** This Service's metric series (the Service key is part of the port key, so it never changes). */
+  readonly metrics: PortMetrics
 
-  constructor(key: string, svc: ServiceState, port: ServicePortState) {
+  constructor(key: string, svc: ServiceState, port: ServicePortState, metrics: LbMetrics) {
     this.key = key
     this.svc = svc
     this.port = port
+    this.metrics = portMetrics(metrics, svc.key)
   }
 
   /** Applies a new Snapshot's view of this port; drops affinity entries whose endpoint is no longer usable. */

@@ -31,7 +31,7 @@ export abstract class BaseListener {
   state: ListenerState = 'closed'
   error: string | null = null
   protected wanted = false
-  protected readonly deps: ListenerDeps
+  readonly deps: ListenerDeps
 
   constructor(protocol: 'TCP' | 'UDP', address: string, port: number, kind: ListenerKind, runtime: PortRuntime, deps: ListenerDeps) {
     this.id = `${protocol}|${address}|${port}`
@@ -64,9 +64,32 @@ export abstract class BaseListener {
   abstract shutdown(deadline: number): Promise<void>
 }
 
+/** Marks each client and upstream socket with its connection, so the handlers below are shared by all sockets. */
+const CONN = Symbol('meshlet.lb.conn')
+type ConnSocket = Socket & { [CONN]?: TcpConn }
+
+/** One proxied connection: fixed shape, no per-connection closures (STYLE.md hot-path rules). */
+class TcpConn {
+  readonly listener: TcpListener
+  readonly runtime: PortRuntime
+  readonly client: ConnSocket
+  upstream: ConnSocket | null = null
+  endpoint: EndpointState | null = null
+  attempt = 0
+  timer: NodeJS.Timeout | null = null
+  connected = false
+
+  constructor(listener: TcpListener, runtime: PortRuntime, client: ConnSocket) {
+    this.listener = listener
+    this.runtime = runtime
+    this.client = client
+  }
+}
+
 export class TcpListener extends BaseListener {
   #server: Server | null = null
   readonly #conns = new Set<Socket>()
+  readonly #onConnection = (s: Socket) => this.#accept(s)
 
   constructor(address: string, port: number, kind: ListenerKind, runtime: PortRuntime, deps: ListenerDeps) {
     super('TCP', address, port, kind, runtime, deps)
@@ -74,7 +97,7 @@ export class TcpListener extends BaseListener {
 
   protected startOpen(): void {
     this.state = 'opening'
-    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (s) => this.#accept(s))
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, this.#onConnection)
     this.#server = server
     server.once('error', (err: NodeJS.ErrnoException) => {
       this.#server = null
@@ -94,81 +117,28 @@ export class TcpListener extends BaseListener {
     this.setState('closed')
   }
 
-  #accept(client: Socket): void {
+  #accept(client: ConnSocket): void {
     const rt = this.runtime
-    const service = rt.svc.key
-    const m = this.deps.metrics
-    m.connections.inc({ service, protocol: 'TCP' })
-    m.active.inc({ service, protocol: 'TCP' })
+    const m = rt.metrics
+    m.tcpConnections.inc()
+    m.tcpActive.inc()
     this.#conns.add(client)
-    const clientIp = client.remoteAddress ?? ''
-    const done = () => {
-      if (this.#conns.delete(client)) m.active.dec({ service, protocol: 'TCP' })
-    }
-    client.on('close', done)
-    client.on('error', () => {})
-    const first = rt.pick(this.kind, clientIp, Date.now())
+    const conn = new TcpConn(this, rt, client)
+    client[CONN] = conn
+    client.on('close', onClientClose)
+    client.on('error', onClientError)
+    const first = rt.pick(this.kind, client.remoteAddress ?? '', Date.now())
     if (!first) {
-      m.refused.inc({ service })
+      m.refused.inc()
       client.resetAndDestroy()
       return
     }
-    this.#dial(client, first, 0)
+    dial(conn, first)
   }
 
-  #dial(client: Socket, ep: EndpointState, attempt: number): void {
-    const rt = this.runtime
-    const service = rt.svc.key
-    const upstream = connect({ host: ep.ip, port: ep.port, allowHalfOpen: true, noDelay: true })
-    const timer = setTimeout(() => upstream.destroy(new Error('connect timeout')), DIAL_TIMEOUTS_MS[attempt])
-    const onFail = () => {
-      clearTimeout(timer)
-      this.deps.reporter.report(service, ep.ip, ep.port, false)
-      this.deps.metrics.connectFailures.inc({ service })
-      if (client.destroyed) return
-      const next = attempt + 1 < DIAL_TIMEOUTS_MS.length ? rt.retry(this.kind, client.remoteAddress ?? '', Date.now()) : null
-      if (next) this.#dial(client, next, attempt + 1)
-      else {
-        this.deps.metrics.refused.inc({ service })
-        client.resetAndDestroy()
-      }
-    }
-    upstream.once('error', onFail)
-    upstream.once('connect', () => {
-      clearTimeout(timer)
-      upstream.off('error', onFail)
-      this.deps.reporter.report(service, ep.ip, ep.port, true)
-      if (client.destroyed) {
-        upstream.destroy()
-        return
-      }
-      if (rt.proxyProtocol) {
-        upstream.write(proxyHeader(rt.proxyProtocol, 'TCP', client.remoteAddress ?? '', client.remotePort ?? 0, client.localAddress ?? '', client.localPort ?? 0))
-      }
-      this.#splice(client, upstream)
-    })
-  }
-
-  #splice(client: Socket, upstream: Socket): void {
-    const service = this.runtime.svc.key
-    const m = this.deps.metrics
-    // A reset on one side is passed on as a reset; a FIN is passed on as a FIN (pipe ends the other side's writable
-    // half while allowHalfOpen keeps its readable half working).
-    client.on('error', () => upstream.resetAndDestroy())
-    upstream.on('error', () => client.resetAndDestroy())
-    // A side that closes without having sent its FIN vanished: the other side is torn down. After a FIN, pipe has
-    // already ended the other side's writable half and it closes by itself once its own traffic is done.
-    client.on('close', () => {
-      if (!upstream.writableEnded) upstream.destroy()
-    })
-    upstream.on('close', () => {
-      if (!client.writableEnded) client.destroy()
-      m.bytes.inc({ service, direction: 'upstream' }, upstream.bytesWritten)
-      m.bytes.inc({ service, direction: 'downstream' }, upstream.bytesRead)
-    })
-    client.pipe(upstream)
-    upstream.pipe(client)
-    client.resume()
+  /** Called once per client socket when it closes. */
+  release(client: Socket, runtime: PortRuntime): void {
+    if (this.#conns.delete(client)) runtime.metrics.tcpActive.dec()
   }
 
   async shutdown(deadline: number): Promise<void> {
@@ -180,4 +150,92 @@ export class TcpListener extends BaseListener {
   get connections(): number {
     return this.#conns.size
   }
+}
+
+/** Dials `ep` with the timeout of the connection's current attempt. */
+function dial(conn: TcpConn, ep: EndpointState): void {
+  const upstream: ConnSocket = connect({ host: ep.ip, port: ep.port, allowHalfOpen: true, noDelay: true })
+  upstream[CONN] = conn
+  conn.upstream = upstream
+  conn.endpoint = ep
+  conn.timer = setTimeout(onDialTimeout, DIAL_TIMEOUTS_MS[conn.attempt], upstream)
+  upstream.on('error', onUpstreamError)
+  upstream.on('close', onUpstreamClose)
+  upstream.once('connect', onUpstreamConnect)
+}
+
+function onDialTimeout(upstream: Socket): void {
+  upstream.destroy(new Error('connect timeout'))
+}
+
+function onUpstreamConnect(this: ConnSocket): void {
+  const conn = this[CONN]!
+  clearTimeout(conn.timer!)
+  conn.timer = null
+  const ep = conn.endpoint!
+  const rt = conn.runtime
+  conn.listener.deps.reporter.report(rt.svc.key, ep.ip, ep.port, true)
+  const client = conn.client
+  if (client.destroyed) {
+    this.destroy()
+    return
+  }
+  conn.connected = true
+  if (rt.proxyProtocol) {
+    this.write(proxyHeader(rt.proxyProtocol, 'TCP', client.remoteAddress ?? '', client.remotePort ?? 0, client.localAddress ?? '', client.localPort ?? 0))
+  }
+  // A FIN is passed on as a FIN: pipe ends the other side's writable half while allowHalfOpen keeps its readable
+  // half working. Resets and vanished sides are handled by the close and error handlers.
+  client.pipe(this)
+  this.pipe(client)
+  client.resume()
+}
+
+/** Before the connect: a failed dial, retried on the next endpoint in rotation. After it: a reset, passed on. */
+function onUpstreamError(this: ConnSocket): void {
+  const conn = this[CONN]!
+  if (conn.upstream !== this) return
+  if (conn.connected) {
+    conn.client.resetAndDestroy()
+    return
+  }
+  clearTimeout(conn.timer!)
+  conn.timer = null
+  const rt = conn.runtime
+  const ep = conn.endpoint!
+  const listener = conn.listener
+  listener.deps.reporter.report(rt.svc.key, ep.ip, ep.port, false)
+  rt.metrics.connectFailures.inc()
+  const client = conn.client
+  if (client.destroyed) return
+  conn.attempt++
+  const next = conn.attempt < DIAL_TIMEOUTS_MS.length ? rt.retry(listener.kind, client.remoteAddress ?? '', Date.now()) : null
+  if (next) dial(conn, next)
+  else {
+    rt.metrics.refused.inc()
+    client.resetAndDestroy()
+  }
+}
+
+/** An upstream that closes without having sent its FIN vanished: the client is torn down. */
+function onUpstreamClose(this: ConnSocket): void {
+  const conn = this[CONN]!
+  if (conn.upstream !== this || !conn.connected) return
+  if (!conn.client.writableEnded) conn.client.destroy()
+  const m = conn.runtime.metrics
+  m.bytesUpstream.inc(this.bytesWritten)
+  m.bytesDownstream.inc(this.bytesRead)
+}
+
+function onClientError(this: ConnSocket): void {
+  const conn = this[CONN]!
+  if (conn.connected) conn.upstream!.resetAndDestroy()
+}
+
+/** A client that closes without having sent its FIN vanished: the upstream is torn down. */
+function onClientClose(this: ConnSocket): void {
+  const conn = this[CONN]!
+  conn.listener.release(this, conn.runtime)
+  const upstream = conn.upstream
+  if (conn.connected && upstream && !upstream.writableEnded) upstream.destroy()
 }

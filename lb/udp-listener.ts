@@ -16,6 +16,8 @@ interface Flow {
   readonly key: string
   readonly client: RemoteInfo
   readonly endpoint: EndpointState
+  /** The Service port the flow was counted on (a listener's runtime can change under it). */
+  readonly runtime: PortRuntime
   readonly upstream: UdpSocket
   lastActivity: number
   replied: boolean
@@ -69,7 +71,7 @@ export class UdpListener extends BaseListener {
       flow = created
     }
     flow.lastActivity = now
-    this.deps.metrics.bytes.inc({ service: this.runtime.svc.key, direction: 'upstream' }, msg.length)
+    flow.runtime.metrics.bytesUpstream.inc(msg.length)
     if (!flow.connected) flow.pending!.push(msg)
     else if (flow.header) flow.upstream.send([flow.header, msg])
     else flow.upstream.send(msg)
@@ -82,15 +84,16 @@ export class UdpListener extends BaseListener {
     if (this.#flows.size >= MAX_FLOWS) this.#evictOldest()
     const upstream = createSocket({ type: isIPv6(ep.ip) ? 'udp6' : 'udp4', recvBufferSize: 1 << 20 })
     const header = rt.proxyProtocol === 'v2' ? proxyHeader('v2', 'UDP', rinfo.address, rinfo.port, this.address, this.port) : null
-    const flow: Flow = { key, client: rinfo, endpoint: ep, upstream, lastActivity: now, replied: false, connected: false, pending: [], header }
+    const flow: Flow = { key, client: rinfo, endpoint: ep, runtime: rt, upstream, lastActivity: now, replied: false, connected: false, pending: [], header }
     this.#flows.set(key, flow)
     const service = rt.svc.key
-    this.deps.metrics.connections.inc({ service, protocol: 'UDP' })
-    this.deps.metrics.active.inc({ service, protocol: 'UDP' })
+    const m = rt.metrics
+    m.udpFlows.inc()
+    m.udpActive.inc()
     upstream.on('message', (reply) => {
       flow.replied = true
       flow.lastActivity = Date.now()
-      this.deps.metrics.bytes.inc({ service, direction: 'downstream' }, reply.length)
+      m.bytesDownstream.inc(reply.length)
       this.#socket?.send(reply, rinfo.port, rinfo.address)
     })
     // An ICMP error from the endpoint (port unreachable) ends the flow; the client's next datagram picks again.
@@ -115,7 +118,7 @@ export class UdpListener extends BaseListener {
 
   #dropFlow(flow: Flow): void {
     if (!this.#flows.delete(flow.key)) return
-    this.deps.metrics.active.dec({ service: this.runtime.svc.key, protocol: 'UDP' })
+    flow.runtime.metrics.udpActive.dec()
     try {
       flow.upstream.close()
     } catch {

@@ -50,6 +50,8 @@ export interface BuildInput {
   readonly errors: readonly ObjectError[]
   readonly health: ReadonlyMap<string, PodHealth>
   readonly ejected: ReadonlyMap<string, string>
+  /** Node name → alive, from membership/; absent in older callers = nothing known. */
+  readonly nodeLiveness?: ReadonlyMap<string, boolean>
   readonly previous: AllocationState | null
 }
 
@@ -383,6 +385,8 @@ export function buildSnapshot(
 
   const ejected: Record<string, string> = {}
   for (const [k, v] of input.ejected) ejected[k] = v
+  const nodeLiveness: Record<string, boolean> = {}
+  for (const [k, v] of input.nodeLiveness ?? []) if (k !== options.nodeName) nodeLiveness[k] = v
 
   const snapshot: Snapshot = {
     version: input.version,
@@ -400,6 +404,7 @@ export function buildSnapshot(
     namespaces: [...namespaces].sort(),
     errors: input.errors,
     ejected,
+    nodeLiveness,
   }
   return { snapshot, allocations: { services: alloc, loadBalancers: lbAlloc } }
 }

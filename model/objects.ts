@@ -245,6 +245,8 @@ export interface Node {
   readonly addresses: readonly { readonly type: string; readonly address: string }[]
   /** The topology.kubernetes.io/zone label. */
   readonly zone: string | null
+  /** status.conditions Ready: true/false ("True"/"False"), null when the Node carries no Ready condition (or "Unknown"). */
+  readonly ready: boolean | null
 }
 
 export interface IPAddressPool {

@@ -37,4 +37,6 @@ export interface RuntimeOptions {
   /** Command run when a liveness probe fails; null = none. */
   readonly onLivenessFailure: string | null
   readonly logLevel: string
+  /** --peer-port: the admin port of the other nodes, probed by membership/ unless a Node says meshlet.io/admin-port; default 9901. */
+  readonly peerPort?: number
 }

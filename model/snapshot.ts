@@ -129,6 +129,11 @@ export interface Snapshot {
   readonly errors: readonly ObjectError[]
   /** Endpoints taken out by passive ejection: "serviceKey|ip|port" → reason. */
   readonly ejected: Readonly<Record<string, string>>
+  /**
+   * What membership/ has seen of the other nodes: Node name → alive (its admin /healthz answers). A node not in the
+   * record has never been probed and counts as alive (specs/l4-health.md §5.6); --node itself is never in it.
+   */
+  readonly nodeLiveness: Readonly<Record<string, boolean>>
 }
 
 export function ejectionKey(serviceKey: string, ip: string, port: number): string {

@@ -15,6 +15,7 @@ export class Store {
   #errors: readonly ObjectError[] = []
   #health = new Map<string, PodHealth>()
   #ejected = new Map<string, string>()
+  #liveness = new Map<string, boolean>()
   #allocations: AllocationState | null = null
   #current: Snapshot | null = null
   #subscribers = new Set<Subscriber>()
@@ -74,6 +75,17 @@ export class Store {
     this.#schedule()
   }
 
+  /** Liveness of another node (membership/); null forgets it (the Node is gone: never probed counts as alive). */
+  setNodeAlive(name: string, alive: boolean | null): void {
+    if (alive === null) {
+      if (!this.#liveness.delete(name)) return
+    } else {
+      if (this.#liveness.get(name) === alive) return
+      this.#liveness.set(name, alive)
+    }
+    this.#schedule()
+  }
+
   /** Builds and publishes now, synchronously (tests and `meshlet check`). */
   flush(): Snapshot | null {
     this.#scheduled = false
@@ -85,6 +97,7 @@ export class Store {
         errors: this.#errors,
         health: this.#health,
         ejected: this.#ejected,
+        nodeLiveness: this.#liveness,
         previous: this.#allocations,
       },
       this.#options,

@@ -1,4 +1,4 @@
-// v1 Node: names, addresses and zone, for traffic policies, topology and NodePorts.
+// v1 Node: names, addresses, zone and the Ready condition, for traffic policies, topology and NodePorts.
 
 import type { Node, ObjectMeta } from './objects.ts'
 import { type Ctx, type Obj } from './validate-common.ts'
@@ -16,5 +16,14 @@ export function validateNode(ctx: Ctx, doc: Obj, meta: ObjectMeta): Node {
     if (address !== null && typeRaw === type) addresses.push({ type, address })
   }
   const zone = meta.labels['topology.kubernetes.io/zone'] || meta.labels['failure-domain.beta.kubernetes.io/zone'] || null
-  return { kind: 'Node', meta, addresses, zone }
+  // status.conditions: only Ready is read (specs/l4-health.md §5.6: a node whose Ready is False announces nothing).
+  let ready: boolean | null = null
+  for (const { item, path } of ctx.objs(status, 'conditions', 'status.conditions')) {
+    const type = ctx.reqStr(item, 'type', `${path}.type`)
+    const value = ctx.reqStr(item, 'status', `${path}.status`)
+    if (type !== 'Ready' || value === null) continue
+    const v = ctx.enumOf(`${path}.status`, value, ['True', 'False', 'Unknown'] as const, 'Unknown')
+    ready = v === 'True' ? true : v === 'False' ? false : null
+  }
+  return { kind: 'Node', meta, addresses, zone, ready }
 }
