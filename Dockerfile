@@ -6,9 +6,10 @@
 #   docker run --rm -v "$PWD/examples/quickstart:/manifests:ro" meshlet up -f /manifests --dns 0.0.0.0:5353 ...
 FROM node:24-slim
 
-# iproute2: --vip-mode interface adds and removes Service addresses with `ip address`.
+# iproute2: --vip-mode interface adds and removes Service addresses with `ip address`; arping announces a
+# LoadBalancer address at once when this node takes it over.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iproute2 \
+ && apt-get install -y --no-install-recommends iproute2 iputils-arping \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

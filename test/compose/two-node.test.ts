@@ -308,6 +308,16 @@ async function run(t: Test) {
     t.same(await holders(), [other], `only ${other} holds it now`)
     t.equal(peerState(await status(other)), 'dead', `${other} sees ${owner} dead`)
     t.same(await seen(NS.client, `http://${lbIp}/`, 8), ['a1', 'a2', 'b1', 'b2'], 'externalTrafficPolicy Cluster: every Pod still serves through the new owner')
+
+    // The stopped node comes back: it sorts first for this address, so it takes it back (MetalLB: adding a node
+    // moves an address only when the new node sorts first), and the other lets go once it sees it alive.
+    const restartAt = Date.now()
+    await startNode(owner)
+    await until(`${owner} back: exactly ${owner} holds the address`, async () => (await holders()).join() === owner, 15000, 20)
+    const backAt = Date.now()
+    await until('the client reaches it through the restarted node', async () => /^[ab][12]$/.test(hostOf((await curl(NS.client, `http://${lbIp}/`, 1)).stdout)), 10000, 20)
+    t.comment(`timing restart of ${owner} → only ${owner} holds the address again: ${backAt - restartAt} ms (process start included)`)
+    t.equal(peerState(await status(other)), 'alive', `${other} sees ${owner} alive again`)
   })
 }
 
