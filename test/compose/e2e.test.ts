@@ -13,6 +13,7 @@
 // Everything is checked through real clients inside the client namespaces: getent and curl (glibc resolving through
 // the search path), dig, autocannon. Root only. Timings are printed as "# timing ..." lines.
 
+import { bridgeTopology, cleanupList, exec, inNs, until } from '../helpers/netns.ts'
 import t, { type Test } from 'tap'
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
@@ -63,81 +64,16 @@ const MESHLET = ADDR.mesh
 /** dig does not apply the search list: the FQDN. */
 const HEADLESS = 'web-headless.default.svc.cluster.local'
 
-interface Result {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
-function exec(cmd: readonly string[], timeoutMs = 10000): Promise<Result> {
-  return new Promise((resolve) => {
-    execFile(cmd[0]!, cmd.slice(1), { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0
-      resolve({ code, stdout, stderr })
-    })
-  })
-}
-
-async function must(cmd: readonly string[]): Promise<string> {
-  const r = await exec(cmd)
-  if (r.code !== 0) throw new Error(`${cmd.join(' ')} failed (${r.code}): ${r.stderr}`)
-  return r.stdout
-}
-
-const inNs = (ns: string, cmd: readonly string[], timeoutMs?: number) => exec(['ip', 'netns', 'exec', ns, ...cmd], timeoutMs)
-
-async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 15000): Promise<T> {
-  const end = Date.now() + timeoutMs
-  let last: unknown
-  for (;;) {
-    try {
-      const v = await fn()
-      if (v) return v
-      last = v
-    } catch (err) {
-      last = err
-    }
-    if (Date.now() > end) throw new Error(`not seen in ${timeoutMs} ms: ${what} (last: ${String(last)})`)
-    await sleep(50)
-  }
-}
-
 async function run(t: Test) {
   // ------------------------------------------------------------------ topology
-  const cleanup: (() => Promise<unknown> | unknown)[] = []
-  t.teardown(async () => {
-    for (const fn of cleanup.reverse()) {
-      try {
-        await fn()
-      } catch {
-        // best effort: the rest must still go
-      }
-    }
+  const cleanup = cleanupList(t)
+  await bridgeTopology(cleanup, {
+    tag: `t${PID % 10000000}`,
+    lan: NS.lan,
+    bridgeAddress: '198.18.0.1/24',
+    namespaces: Object.values(NS),
+    hosts: Object.entries(ADDR).map(([key, ip]) => [NS[key as keyof typeof ADDR], [ip]] as const),
   })
-  for (const ns of Object.values(NS)) {
-    await exec(['ip', 'netns', 'del', ns]) // a leftover from a killed run with the same pid
-    await must(['ip', 'netns', 'add', ns])
-    cleanup.push(() => exec(['ip', 'netns', 'del', ns]))
-    await must(['ip', '-n', ns, 'link', 'set', 'lo', 'up'])
-  }
-  await must(['ip', '-n', NS.lan, 'link', 'add', 'br0', 'type', 'bridge'])
-  await must(['ip', '-n', NS.lan, 'addr', 'add', '198.18.0.1/24', 'dev', 'br0'])
-  await must(['ip', '-n', NS.lan, 'link', 'set', 'br0', 'up'])
-  let i = 0
-  for (const [key, ip] of Object.entries(ADDR)) {
-    const ns = NS[key as keyof typeof ADDR]
-    const a = `t${PID % 10000000}a${i}`
-    const b = `t${PID % 10000000}b${i}`
-    i++
-    await must(['ip', 'link', 'add', a, 'type', 'veth', 'peer', 'name', b])
-    await must(['ip', 'link', 'set', a, 'netns', ns])
-    await must(['ip', 'link', 'set', b, 'netns', NS.lan])
-    await must(['ip', '-n', ns, 'link', 'set', a, 'name', 'eth0'])
-    await must(['ip', '-n', ns, 'addr', 'add', `${ip}/24`, 'dev', 'eth0'])
-    await must(['ip', '-n', ns, 'link', 'set', 'eth0', 'up'])
-    await must(['ip', '-n', NS.lan, 'link', 'set', b, 'master', 'br0'])
-    await must(['ip', '-n', NS.lan, 'link', 'set', b, 'up'])
-  }
   // The clients' resolv.conf: what `dns:`, `dns_search:` and `dns_opt:` give the Compose client.
   for (const ns of [NS.cli1, NS.cli2]) {
     mkdirSync(`/etc/netns/${ns}`, { recursive: true })

@@ -12,11 +12,11 @@
 // the bridge subnet, 198.18.4.240/29, so exactly one node may hold it. The nodes know each other through their Node
 // objects (InternalIP) and probe each other's admin /healthz (membership/). Root only.
 
+import { bridgeTopology, cleanupList, exec, inNs, must, until } from '../helpers/netns.ts'
 import t, { type Test } from 'tap'
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { startMeshlet, type MeshletProcess } from '../helpers/meshlet.ts'
 
 const BACKENDS = fileURLToPath(new URL('./fixture-named-backends.ts', import.meta.url))
@@ -101,85 +101,22 @@ metadata: { name: bridge, namespace: metallb-system }
 spec: { ipAddressPools: [bridge] }
 `
 
-interface Result {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
-function exec(cmd: readonly string[], timeoutMs = 10000): Promise<Result> {
-  return new Promise((resolve) => {
-    execFile(cmd[0]!, cmd.slice(1), { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0
-      resolve({ code, stdout, stderr })
-    })
-  })
-}
-
-async function must(cmd: readonly string[]): Promise<string> {
-  const r = await exec(cmd)
-  if (r.code !== 0) throw new Error(`${cmd.join(' ')} failed (${r.code}): ${r.stderr}`)
-  return r.stdout
-}
-
-const inNs = (ns: string, cmd: readonly string[], timeoutMs?: number) => exec(['ip', 'netns', 'exec', ns, ...cmd], timeoutMs)
-
-async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 15000, stepMs = 50): Promise<T> {
-  const end = Date.now() + timeoutMs
-  let last: unknown
-  for (;;) {
-    try {
-      const v = await fn()
-      if (v) return v
-      last = v
-    } catch (err) {
-      last = err
-    }
-    if (Date.now() > end) throw new Error(`not seen in ${timeoutMs} ms: ${what} (last: ${String(last)})`)
-    await sleep(stepMs)
-  }
-}
-
 async function run(t: Test) {
-  const cleanup: (() => Promise<unknown> | unknown)[] = []
-  t.teardown(async () => {
-    for (const fn of cleanup.reverse()) {
-      try {
-        await fn()
-      } catch {
-        // best effort: the rest must still go
-      }
-    }
-  })
+  const cleanup = cleanupList(t)
 
   // ------------------------------------------------------------------ topology
-  for (const ns of Object.values(NS)) {
-    await exec(['ip', 'netns', 'del', ns]) // a leftover from a killed run with the same pid
-    await must(['ip', 'netns', 'add', ns])
-    cleanup.push(() => exec(['ip', 'netns', 'del', ns]))
-    await must(['ip', '-n', ns, 'link', 'set', 'lo', 'up'])
-  }
-  await must(['ip', '-n', NS.lan, 'link', 'add', 'br0', 'type', 'bridge'])
-  await must(['ip', '-n', NS.lan, 'addr', 'add', '198.18.4.1/24', 'dev', 'br0'])
-  await must(['ip', '-n', NS.lan, 'link', 'set', 'br0', 'up'])
-  const attach: [string, string[]][] = [
-    [NS.a, [NODE_IP.a, ...Object.values(PODS.a)]],
-    [NS.b, [NODE_IP.b, ...Object.values(PODS.b)]],
-    [NS.client, [CLIENT_IP]],
-  ]
-  for (const [i, [ns, ips]] of attach.entries()) {
-    const a = `u${PID % 10000000}a${i}`
-    const b = `u${PID % 10000000}b${i}`
-    await must(['ip', 'link', 'add', a, 'type', 'veth', 'peer', 'name', b])
-    await must(['ip', 'link', 'set', a, 'netns', ns])
-    await must(['ip', 'link', 'set', b, 'netns', NS.lan])
-    await must(['ip', '-n', ns, 'link', 'set', a, 'name', 'eth0'])
-    // The node's address first (the primary, source of its own connections), then its Pods' addresses.
-    for (const ip of ips) await must(['ip', '-n', ns, 'addr', 'add', `${ip}/24`, 'dev', 'eth0'])
-    await must(['ip', '-n', ns, 'link', 'set', 'eth0', 'up'])
-    await must(['ip', '-n', NS.lan, 'link', 'set', b, 'master', 'br0'])
-    await must(['ip', '-n', NS.lan, 'link', 'set', b, 'up'])
-  }
+  // The node's address first (the primary, source of its own connections), then its Pods' addresses.
+  await bridgeTopology(cleanup, {
+    tag: `u${PID % 10000000}`,
+    lan: NS.lan,
+    bridgeAddress: '198.18.4.1/24',
+    namespaces: Object.values(NS),
+    hosts: [
+      [NS.a, [NODE_IP.a, ...Object.values(PODS.a)]],
+      [NS.b, [NODE_IP.b, ...Object.values(PODS.b)]],
+      [NS.client, [CLIENT_IP]],
+    ],
+  })
 
   // ------------------------------------------------------------------ backends, one process per node
   const procs: ChildProcess[] = []
