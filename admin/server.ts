@@ -61,7 +61,13 @@ export function snapshotStatus(s: Snapshot | null): unknown {
       addresses: svc.addresses,
       warnings: svc.warnings,
     })),
-    pods: s.pods.map((p) => ({ key: p.key, ip: p.pod.status.podIP, node: p.pod.spec.nodeName, ready: p.ready, health: p.health })),
+    pods: s.pods.map((p) => ({
+      key: p.key,
+      ip: p.pod.status.podIP,
+      node: p.pod.spec.nodeName,
+      ready: p.ready,
+      health: p.health,
+    })),
   }
 }
 
@@ -88,7 +94,13 @@ async function handle(src: AdminSources, req: IncomingMessage, res: ServerRespon
       return send(res, 200, 'text/plain', 'ok\n')
     case '/readyz': {
       if (isReady(src)) return send(res, 200, 'text/plain', 'ready\n')
-      const waiting = src.store.current === null ? ['snapshot'] : src.planes().filter((p) => !p.ready()).map((p) => p.name)
+      const waiting =
+        src.store.current === null
+          ? ['snapshot']
+          : src
+              .planes()
+              .filter((p) => !p.ready())
+              .map((p) => p.name)
       return send(res, 503, 'text/plain', `not ready: ${waiting.join(', ')}\n`)
     }
     case '/status': {
@@ -101,7 +113,12 @@ async function handle(src: AdminSources, req: IncomingMessage, res: ServerRespon
         }
       }
       const body = {
-        meshlet: { version: src.version, node: src.nodeName, uptimeSeconds: (Date.now() - src.startedAt) / 1000, ready: isReady(src) },
+        meshlet: {
+          version: src.version,
+          node: src.nodeName,
+          uptimeSeconds: (Date.now() - src.startedAt) / 1000,
+          ready: isReady(src),
+        },
         config: src.config(),
         snapshot: snapshotStatus(src.store.current),
         planes,

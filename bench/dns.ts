@@ -31,7 +31,9 @@ const extIp = (i: number) => `192.0.${2 + Math.floor(i / 250)}.${(i % 250) + 1}`
 function manifests(): string {
   const docs: string[] = []
   for (let i = 0; i < N; i++) {
-    docs.push(`apiVersion: v1\nkind: Service\nmetadata: { name: svc-${i}, namespace: bench }\nspec:\n  clusterIP: ${svcIp(i)}\n  ports: [{ port: 80 }]\n`)
+    docs.push(
+      `apiVersion: v1\nkind: Service\nmetadata: { name: svc-${i}, namespace: bench }\nspec:\n  clusterIP: ${svcIp(i)}\n  ports: [{ port: 80 }]\n`,
+    )
   }
   return docs.join('---\n')
 }
@@ -56,9 +58,26 @@ async function child(port: number, upstream: number, workers: number): Promise<v
     metrics: new Registry(),
     reporter: noopReporter,
     options: {
-      files: [], nodeName: 'bench', nodeAddress: null, dns: { host: '127.0.0.1', port }, http: null, https: null, admin: null,
-      upstreams: [`127.0.0.1:${upstream}`], clusterDomain: 'cluster.local', serviceCidrs: [], vipMode: 'none', vipInterface: null,
-      dnsTtl: 5, dnsWorkers: workers, ingressClass: 'meshlet', accessLog: false, trustForwardedFrom: [], execPrefix: null, onLivenessFailure: null, logLevel: 'warn',
+      files: [],
+      nodeName: 'bench',
+      nodeAddress: null,
+      dns: { host: '127.0.0.1', port },
+      http: null,
+      https: null,
+      admin: null,
+      upstreams: [`127.0.0.1:${upstream}`],
+      clusterDomain: 'cluster.local',
+      serviceCidrs: [],
+      vipMode: 'none',
+      vipInterface: null,
+      dnsTtl: 5,
+      dnsWorkers: workers,
+      ingressClass: 'meshlet',
+      accessLog: false,
+      trustForwardedFrom: [],
+      execPrefix: null,
+      onLivenessFailure: null,
+      logLevel: 'warn',
     },
   })
   while (!plane.ready()) await sleep(20)
@@ -97,8 +116,19 @@ async function upstream(): Promise<{ port: number; close(): void }> {
       const q = dnsPacket.decode(msg)
       const question = q.questions![0]!
       const i = Number(/host-(\d+)/.exec(question.name)?.[1] ?? 0)
-      const answers = question.type === 'A' ? [{ name: question.name, type: 'A' as const, ttl: 3600, data: extIp(i) }] : []
-      s.send(dnsPacket.encode({ type: 'response', id: q.id, flags: dnsPacket.RECURSION_AVAILABLE, questions: [question], answers }), rinfo.port, rinfo.address)
+      const answers =
+        question.type === 'A' ? [{ name: question.name, type: 'A' as const, ttl: 3600, data: extIp(i) }] : []
+      s.send(
+        dnsPacket.encode({
+          type: 'response',
+          id: q.id,
+          flags: dnsPacket.RECURSION_AVAILABLE,
+          questions: [question],
+          answers,
+        }),
+        rinfo.port,
+        rinfo.address,
+      )
     } catch {
       // ignore
     }
@@ -109,7 +139,11 @@ async function upstream(): Promise<{ port: number; close(): void }> {
 async function waitUdp(port: number): Promise<void> {
   for (let i = 0; i < 100; i++) {
     try {
-      const out = execFileSync('dig', ['@127.0.0.1', '-p', String(port), 'svc-0.bench.svc.cluster.local', 'A', '+time=1', '+tries=1', '+short'], { stdio: 'pipe' }).toString()
+      const out = execFileSync(
+        'dig',
+        ['@127.0.0.1', '-p', String(port), 'svc-0.bench.svc.cluster.local', 'A', '+time=1', '+tries=1', '+short'],
+        { stdio: 'pipe' },
+      ).toString()
       if (out.trim() === svcIp(0)) return
     } catch {
       // not yet
@@ -121,7 +155,9 @@ async function waitUdp(port: number): Promise<void> {
 
 async function startMeshlet(dir: string, up: number): Promise<Server> {
   const port = await freePort()
-  const proc = spawn('taskset', ['-c', '0', process.execPath, SELF, '--child', String(port), String(up), '1'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const proc = spawn('taskset', ['-c', '0', process.execPath, SELF, '--child', String(port), String(up), '1'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
   await waitUdp(port)
   void dir
   return { name: 'meshlet', port, proc }
@@ -133,7 +169,9 @@ async function startMeshlet(dir: string, up: number): Promise<Server> {
  */
 async function startMeshlet2(dir: string, up: number): Promise<Server> {
   const port = await freePort()
-  const proc = spawn('taskset', ['-c', '0,1', process.execPath, SELF, '--child', String(port), String(up), '2'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const proc = spawn('taskset', ['-c', '0,1', process.execPath, SELF, '--child', String(port), String(up), '2'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
   await waitUdp(port)
   void dir
   return { name: 'meshlet-2w', port, proc }
@@ -143,9 +181,31 @@ async function startDnsmasq(dir: string, up: number): Promise<Server> {
   const port = await freePort()
   const hosts = join(dir, 'hosts')
   writeFileSync(hosts, Array.from({ length: N }, (_, i) => `${svcIp(i)} ${svcName(i)}`).join('\n') + '\n')
-  const proc = spawn('taskset', ['-c', '0', 'dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null', `--port=${port}`, '--listen-address=127.0.0.1',
-    '--bind-interfaces', '--no-resolv', '--no-hosts', `--addn-hosts=${hosts}`, '--local=/cluster.local/', `--server=127.0.0.1#${up}`,
-    '--cache-size=10000', '--user=root', '--pid-file=', '--log-facility=/dev/null', '--local-ttl=5', '--dns-forward-max=1000'], { stdio: ['ignore', 'ignore', 'ignore'] })
+  const proc = spawn(
+    'taskset',
+    [
+      '-c',
+      '0',
+      'dnsmasq',
+      '--keep-in-foreground',
+      '--conf-file=/dev/null',
+      `--port=${port}`,
+      '--listen-address=127.0.0.1',
+      '--bind-interfaces',
+      '--no-resolv',
+      '--no-hosts',
+      `--addn-hosts=${hosts}`,
+      '--local=/cluster.local/',
+      `--server=127.0.0.1#${up}`,
+      '--cache-size=10000',
+      '--user=root',
+      '--pid-file=',
+      '--log-facility=/dev/null',
+      '--local-ttl=5',
+      '--dns-forward-max=1000',
+    ],
+    { stdio: ['ignore', 'ignore', 'ignore'] },
+  )
   await waitUdp(port)
   return { name: 'dnsmasq', port, proc }
 }
@@ -154,7 +214,9 @@ async function startUnbound(dir: string, up: number): Promise<Server> {
   const port = await freePort()
   const conf = join(dir, 'unbound.conf')
   const local = Array.from({ length: N }, (_, i) => `  local-data: "${svcName(i)}. 5 IN A ${svcIp(i)}"`).join('\n')
-  writeFileSync(conf, `server:
+  writeFileSync(
+    conf,
+    `server:
   interface: 127.0.0.1
   port: ${port}
   do-daemonize: no
@@ -177,7 +239,8 @@ ${local}
 forward-zone:
   name: "."
   forward-addr: 127.0.0.1@${up}
-`)
+`,
+  )
   const proc = spawn('taskset', ['-c', '0', 'unbound', '-d', '-c', conf], { stdio: ['ignore', 'ignore', 'ignore'] })
   await waitUdp(port)
   return { name: 'unbound', port, proc }
@@ -206,7 +269,9 @@ const execFileAsync = promisify(execFile)
 
 /** Asynchronous, so the fake upstream in this process keeps answering while dnsperf runs. */
 async function dnsperf(args: string[]): Promise<string> {
-  const { stdout } = await execFileAsync('taskset', ['-c', '1', 'dnsperf', '-s', '127.0.0.1', '-t', '2', ...args], { maxBuffer: 256 * 1024 * 1024 })
+  const { stdout } = await execFileAsync('taskset', ['-c', '1', 'dnsperf', '-s', '127.0.0.1', '-t', '2', ...args], {
+    maxBuffer: 256 * 1024 * 1024,
+  })
   return stdout
 }
 
@@ -214,14 +279,35 @@ async function measure(server: Server, file: string, tcp: boolean): Promise<Resu
   const mode = tcp ? ['-m', 'tcp', '-c', '20'] : ['-c', '4']
   const pid = server.proc.pid!
   const before = cpuTicks(pid)
-  const out = await dnsperf(['-p', String(server.port), '-d', file, '-l', String(MAX_SECONDS), '-q', tcp ? '200' : '500', ...mode])
+  const out = await dnsperf([
+    '-p',
+    String(server.port),
+    '-d',
+    file,
+    '-l',
+    String(MAX_SECONDS),
+    '-q',
+    tcp ? '200' : '500',
+    ...mode,
+  ])
   const after = cpuTicks(pid)
   const completed = Number(/Queries completed:\s+(\d+)/.exec(out)?.[1] ?? 0)
   const lost = Number(/Queries lost:\s+(\d+)/.exec(out)?.[1] ?? 0)
   const qps = Number(/Queries per second:\s+([\d.]+)/.exec(out)?.[1] ?? 0)
   const cpuUs = ((after - before) / CLK_TCK) * 1e6
   // p99 at a fixed rate, from dnsperf -v: one line per query ending with its latency in seconds.
-  const v = await dnsperf(['-p', String(server.port), '-d', file, '-l', String(FIXED_SECONDS), '-Q', String(FIXED_QPS), '-v', ...mode])
+  const v = await dnsperf([
+    '-p',
+    String(server.port),
+    '-d',
+    file,
+    '-l',
+    String(FIXED_SECONDS),
+    '-Q',
+    String(FIXED_QPS),
+    '-v',
+    ...mode,
+  ])
   const lat: number[] = []
   for (const line of v.split('\n')) {
     const m = /^> \S+ .* ([\d.]+)$/.exec(line)
@@ -242,7 +328,12 @@ export default async function run(_args: string[]): Promise<void> {
     cache: join(dir, 'cache.txt'),
   }
   writeFileSync(files.hits, Array.from({ length: N }, (_, i) => `${svcName(i)} A`).join('\n') + '\n')
-  writeFileSync(files.nxdomain, Array.from({ length: N }, (_, i) => (i % 2 ? `${svcName(i)} A` : `svc-${i}.bench.svc.cluster.local.default.svc.cluster.local A`)).join('\n') + '\n')
+  writeFileSync(
+    files.nxdomain,
+    Array.from({ length: N }, (_, i) =>
+      i % 2 ? `${svcName(i)} A` : `svc-${i}.bench.svc.cluster.local.default.svc.cluster.local A`,
+    ).join('\n') + '\n',
+  )
   writeFileSync(files.cache, Array.from({ length: N }, (_, i) => `${extName(i)} A`).join('\n') + '\n')
   const up = await upstream()
   const mixes = [
@@ -273,14 +364,20 @@ export default async function run(_args: string[]): Promise<void> {
 
   const pad = (s: string, n: number) => s.padEnd(n)
   const num = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '-')
-  process.stdout.write(`\n${pad('mix', 26)}${pad('server', 12)}${pad('qps', 10)}${pad('cpu µs/q', 10)}${pad('p99 ms@5k', 11)}${pad('lost@5k', 8)}${pad('lost@max', 9)}${pad('×dnsmasq', 10)}×unbound\n`)
+  process.stdout.write(
+    `\n${pad('mix', 26)}${pad('server', 12)}${pad('qps', 10)}${pad('cpu µs/q', 10)}${pad('p99 ms@5k', 11)}${pad('lost@5k', 8)}${pad('lost@max', 9)}${pad('×dnsmasq', 10)}×unbound\n`,
+  )
   for (const mix of mixes) {
     const peers = { dnsmasq: results.get('dnsmasq')?.get(mix.name), unbound: results.get('unbound')?.get(mix.name) }
     for (const [name, byMix] of results) {
       const r = byMix.get(mix.name)!
       const ratio = (p: Result | undefined) => (p && name.startsWith('meshlet') ? (r.qps / p.qps).toFixed(2) : '')
-      process.stdout.write(`${pad(mix.name, 26)}${pad(name, 12)}${pad(num(r.qps), 10)}${pad(num(r.cpuUsPerQuery, 1), 10)}${pad(num(r.p99ms, 3), 11)}${pad(String(r.lost), 8)}${pad(String(r.saturatedLost), 9)}${pad(ratio(peers.dnsmasq), 10)}${ratio(peers.unbound)}\n`)
+      process.stdout.write(
+        `${pad(mix.name, 26)}${pad(name, 12)}${pad(num(r.qps), 10)}${pad(num(r.cpuUsPerQuery, 1), 10)}${pad(num(r.p99ms, 3), 11)}${pad(String(r.lost), 8)}${pad(String(r.saturatedLost), 9)}${pad(ratio(peers.dnsmasq), 10)}${ratio(peers.unbound)}\n`,
+      )
     }
   }
-  process.stdout.write(`\n(${((Date.now() - started) / 1000).toFixed(0)} s; servers on CPU 0, meshlet-2w on CPUs 0-1, dnsperf on CPU 1)\n`)
+  process.stdout.write(
+    `\n(${((Date.now() - started) / 1000).toFixed(0)} s; servers on CPU 0, meshlet-2w on CPUs 0-1, dnsperf on CPU 1)\n`,
+  )
 }

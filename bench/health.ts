@@ -49,7 +49,14 @@ async function child(config: ChildConfig): Promise<void> {
     const ip = `127.1.${Math.floor(i / 250)}.${(i % 250) + 1}`
     pods.push({
       kind: 'Pod',
-      meta: { name: `p${i}`, namespace: 'default', labels: { app: 'bench' }, annotations: {}, deletionTimestamp: null, source: { file: 'bench', doc: 1 } },
+      meta: {
+        name: `p${i}`,
+        namespace: 'default',
+        labels: { app: 'bench' },
+        annotations: {},
+        deletionTimestamp: null,
+        source: { file: 'bench', doc: 1 },
+      },
       spec: {
         nodeName: 'bench',
         hostname: null,
@@ -88,7 +95,9 @@ async function child(config: ChildConfig): Promise<void> {
     reporter: noopReporter,
   })
   const count = async (result: string) => {
-    const m = (await metrics.getSingleMetric('meshlet_health_probe_results_total')!.get()) as { values: { value: number; labels: Record<string, string> }[] }
+    const m = (await metrics.getSingleMetric('meshlet_health_probe_results_total')!.get()) as {
+      values: { value: number; labels: Record<string, string> }[]
+    }
     return m.values.filter((v) => v.labels.result === result).reduce((a, v) => a + v.value, 0)
   }
   await new Promise((r) => setTimeout(r, WARMUP_MS))
@@ -101,7 +110,9 @@ async function child(config: ChildConfig): Promise<void> {
   const elapsed = performance.now() - t0
   const probes = (await count('success')) + (await count('failure')) - probes0
   const failures = (await count('failure')) - fail0
-  const workers = ((await metrics.getSingleMetric('meshlet_health_probe_workers')!.get()) as { values: { value: number }[] }).values[0]!.value
+  const workers = (
+    (await metrics.getSingleMetric('meshlet_health_probe_workers')!.get()) as { values: { value: number }[] }
+  ).values[0]!.value
   await plane.close(Date.now())
   const result: ChildResult = {
     cpuPercent: ((cpu.user + cpu.system) / 1000 / elapsed) * 100,
@@ -116,7 +127,10 @@ async function child(config: ChildConfig): Promise<void> {
   process.exit(0)
 }
 
-async function listenAll<T extends HttpServer | TcpServer>(make: () => T, n: number): Promise<{ servers: T[]; ports: number[] }> {
+async function listenAll<T extends HttpServer | TcpServer>(
+  make: () => T,
+  n: number,
+): Promise<{ servers: T[]; ports: number[] }> {
   const servers: T[] = []
   for (let i = 0; i < n; i++) {
     const s = make()
@@ -181,10 +195,20 @@ export default async function run(_args: string[]): Promise<void> {
       s.close()
     }
   }
-  const header = ['scenario (period 1 s)', 'workers', 'probes/s', 'failures', 'CPU (one core)', `ratio to ${BUDGET_PERCENT} % budget`, 'RSS MiB']
+  const header = [
+    'scenario (period 1 s)',
+    'workers',
+    'probes/s',
+    'failures',
+    'CPU (one core)',
+    `ratio to ${BUDGET_PERCENT} % budget`,
+    'RSS MiB',
+  ]
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ')
-  process.stdout.write(`health: ${ENDPOINTS} endpoints probed every second; CPU of the probing process over ${WINDOW_MS / 1000} s after ${WARMUP_MS / 1000} s warm-up\n`)
+  process.stdout.write(
+    `health: ${ENDPOINTS} endpoints probed every second; CPU of the probing process over ${WINDOW_MS / 1000} s after ${WARMUP_MS / 1000} s warm-up\n`,
+  )
   process.stdout.write(line(header) + '\n' + line(widths.map((w) => '-'.repeat(w))) + '\n')
   for (const r of rows) process.stdout.write(line(r) + '\n')
 }

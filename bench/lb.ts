@@ -103,7 +103,10 @@ http {
   server { listen ${HOST}:${httpPort}; location / { return 200 "ok\\n"; } }
 }
 `
-    writeFileSync(join(dir, 'nginx.conf'), process.getuid?.() === 0 ? conf.replace('daemon off;', 'daemon off;\nuser root;') : conf)
+    writeFileSync(
+      join(dir, 'nginx.conf'),
+      process.getuid?.() === 0 ? conf.replace('daemon off;', 'daemon off;\nuser root;') : conf,
+    )
     start(PROXY_CPU, ['nginx', '-p', dir, '-c', join(dir, 'nginx.conf')])
     await waitTcp(HOST, iperfPort, 'iperf3 -s')
     await waitTcp(HOST, httpPort, 'nginx')
@@ -111,7 +114,9 @@ http {
     // HAProxy, mode tcp, one thread.
     const haIperf = await freePort()
     const haHttp = await freePort()
-    writeFileSync(join(dir, 'haproxy.cfg'), `global
+    writeFileSync(
+      join(dir, 'haproxy.cfg'),
+      `global
   nbthread 1
   maxconn 9000
 defaults
@@ -125,13 +130,16 @@ listen iperf
 listen http
   bind ${HOST}:${haHttp}
   server s1 ${HOST}:${httpPort}
-`)
+`,
+    )
     start(PROXY_CPU, ['haproxy', '-db', '-f', join(dir, 'haproxy.cfg')])
     await waitTcp(HOST, haHttp, 'haproxy')
 
     // meshlet: two ClusterIP Services with fixed addresses, one endpoint each.
     const vip = `127.${120 + (process.pid % 50)}.0`
-    writeFileSync(join(dir, 'lb.yaml'), `apiVersion: v1
+    writeFileSync(
+      join(dir, 'lb.yaml'),
+      `apiVersion: v1
 kind: Service
 metadata: { name: iperf }
 spec: { clusterIP: ${vip}.10, ports: [{ name: t, port: 5201 }] }
@@ -150,11 +158,32 @@ apiVersion: v1
 kind: Endpoints
 metadata: { name: http }
 subsets: [{ addresses: [{ ip: ${HOST} }], ports: [{ name: h, port: ${httpPort} }] }]
-`)
+`,
+    )
     start(PROXY_CPU, [
-      process.execPath, MESHLET, 'up', '-f', join(dir, 'lb.yaml'),
-      '--service-cidr', `${vip}.0/24`, '--node-address', `${vip}.250`, '--dns', 'off', '--http', 'off', '--https', 'off',
-      '--admin', 'off', '--upstream', '127.0.0.1:1', '--discovery-resolver', '127.0.0.1:1', '--log-level', 'warn',
+      process.execPath,
+      MESHLET,
+      'up',
+      '-f',
+      join(dir, 'lb.yaml'),
+      '--service-cidr',
+      `${vip}.0/24`,
+      '--node-address',
+      `${vip}.250`,
+      '--dns',
+      'off',
+      '--http',
+      'off',
+      '--https',
+      'off',
+      '--admin',
+      'off',
+      '--upstream',
+      '127.0.0.1:1',
+      '--discovery-resolver',
+      '127.0.0.1:1',
+      '--log-level',
+      'warn',
     ])
     const mIperf = { host: `${vip}.10`, port: 5201 }
     const mHttp = { host: `${vip}.11`, port: 80 }
@@ -181,7 +210,9 @@ subsets: [{ addresses: [{ ip: ${HOST} }], ports: [{ name: h, port: ${httpPort} }
         if (w.errors) process.stderr.write(`  ${name}: wrk ${w.errors}\n`)
         cps[name]!.push(w.cps)
         p99[name]!.push(w.p99ms)
-        process.stdout.write(`  round ${r + 1} ${name.padEnd(8)} bulk ${b.gbps.toFixed(2)} Gbit/s   ${w.cps.toFixed(0)} conn/s   p99 ${w.p99ms.toFixed(2)} ms\n`)
+        process.stdout.write(
+          `  round ${r + 1} ${name.padEnd(8)} bulk ${b.gbps.toFixed(2)} Gbit/s   ${w.cps.toFixed(0)} conn/s   p99 ${w.p99ms.toFixed(2)} ms\n`,
+        )
         await sleep(1000) // let TIME_WAIT and the CPU settle between runs
       }
     }
@@ -189,13 +220,27 @@ subsets: [{ addresses: [{ ip: ${HOST} }], ports: [{ name: h, port: ${httpPort} }
     const d = row('direct')
     const h = row('haproxy')
     const m = row('meshlet')
-    process.stdout.write(`\nL4 balancer: medians of ${bulk.meshlet!.length} rounds, ${seconds} s each; proxy+backend on CPU ${PROXY_CPU}, load on CPU ${LOAD_CPU}\n`)
-    process.stdout.write(`${'path'.padEnd(22)}${'bulk Gbit/s'.padStart(13)}${'new conn/s'.padStart(13)}${'p99 ms'.padStart(10)}\n`)
-    for (const [label, x] of [['direct', d], ['haproxy (mode tcp, 1t)', h], ['meshlet', m]] as const) {
-      process.stdout.write(`${label.padEnd(22)}${x.bulk.toFixed(2).padStart(13)}${x.cps.toFixed(0).padStart(13)}${x.p99.toFixed(2).padStart(10)}\n`)
+    process.stdout.write(
+      `\nL4 balancer: medians of ${bulk.meshlet!.length} rounds, ${seconds} s each; proxy+backend on CPU ${PROXY_CPU}, load on CPU ${LOAD_CPU}\n`,
+    )
+    process.stdout.write(
+      `${'path'.padEnd(22)}${'bulk Gbit/s'.padStart(13)}${'new conn/s'.padStart(13)}${'p99 ms'.padStart(10)}\n`,
+    )
+    for (const [label, x] of [
+      ['direct', d],
+      ['haproxy (mode tcp, 1t)', h],
+      ['meshlet', m],
+    ] as const) {
+      process.stdout.write(
+        `${label.padEnd(22)}${x.bulk.toFixed(2).padStart(13)}${x.cps.toFixed(0).padStart(13)}${x.p99.toFixed(2).padStart(10)}\n`,
+      )
     }
-    process.stdout.write(`${'meshlet / haproxy'.padEnd(22)}${(m.bulk / h.bulk).toFixed(2).padStart(12)}x${(m.cps / h.cps).toFixed(2).padStart(12)}x${(m.p99 / h.p99).toFixed(2).padStart(9)}x\n`)
-    process.stdout.write(`${'meshlet / direct'.padEnd(22)}${(m.bulk / d.bulk).toFixed(2).padStart(12)}x${(m.cps / d.cps).toFixed(2).padStart(12)}x${(m.p99 / d.p99).toFixed(2).padStart(9)}x\n`)
+    process.stdout.write(
+      `${'meshlet / haproxy'.padEnd(22)}${(m.bulk / h.bulk).toFixed(2).padStart(12)}x${(m.cps / h.cps).toFixed(2).padStart(12)}x${(m.p99 / h.p99).toFixed(2).padStart(9)}x\n`,
+    )
+    process.stdout.write(
+      `${'meshlet / direct'.padEnd(22)}${(m.bulk / d.bulk).toFixed(2).padStart(12)}x${(m.cps / d.cps).toFixed(2).padStart(12)}x${(m.p99 / d.p99).toFixed(2).padStart(9)}x\n`,
+    )
   } finally {
     for (const p of procs) p.kill('SIGTERM')
     await sleep(300)
@@ -212,10 +257,23 @@ async function iperfTo(host: string, port: number, seconds: number): Promise<Bul
 }
 
 async function wrkTo(host: string, port: number, seconds: number, connections: number): Promise<Rate> {
-  const [cmd, args] = pinned(LOAD_CPU, ['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-H', 'Connection: close', `http://${host}:${port}/`])
+  const [cmd, args] = pinned(LOAD_CPU, [
+    'wrk',
+    '-t1',
+    `-c${connections}`,
+    `-d${seconds}s`,
+    '--latency',
+    '-H',
+    'Connection: close',
+    `http://${host}:${port}/`,
+  ])
   const { stdout } = await run(cmd, args, { timeout: (seconds + 20) * 1000 })
   const errors = /Socket errors: .*|Non-2xx or 3xx responses: \d+/.exec(stdout)?.[0] ?? null
-  return { cps: Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1]), p99ms: wrkLatencyMs(/^\s+99%\s+(\S+)/m.exec(stdout)?.[1] ?? ''), errors }
+  return {
+    cps: Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1]),
+    p99ms: wrkLatencyMs(/^\s+99%\s+(\S+)/m.exec(stdout)?.[1] ?? ''),
+    errors,
+  }
 }
 
 // Also runnable on its own: `npx node bench/lb.ts`.

@@ -77,7 +77,14 @@ async function serveMeshlet(backendPort: number, workers: number): Promise<void>
   const { startProxy } = await import('../proxy/index.ts')
   const { pino } = await import('pino')
   const { Registry } = await import('prom-client')
-  const meta = (name: string, labels: Record<string, string> = {}) => ({ name, namespace: 'default', labels, annotations: {}, deletionTimestamp: null, source: { file: 'bench', doc: 1 } })
+  const meta = (name: string, labels: Record<string, string> = {}) => ({
+    name,
+    namespace: 'default',
+    labels,
+    annotations: {},
+    deletionTimestamp: null,
+    source: { file: 'bench', doc: 1 },
+  })
   const store = new Store({ nodeName: 'bench', serviceCidrs: [] })
   store.setObjects(
     [
@@ -85,25 +92,58 @@ async function serveMeshlet(backendPort: number, workers: number): Promise<void>
         kind: 'Service',
         meta: meta('backend'),
         spec: {
-          type: 'ClusterIP', selector: { app: 'backend' }, clusterIPs: [], headless: false, ipFamilies: [], ipFamilyPolicy: 'SingleStack',
-          ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: backendPort, nodePort: null, appProtocol: null }],
-          externalName: null, externalIPs: [], sessionAffinity: 'None', affinityTimeoutSeconds: 10800, externalTrafficPolicy: 'Cluster',
-          internalTrafficPolicy: 'Cluster', trafficDistribution: null, publishNotReadyAddresses: false, healthCheckNodePort: null,
-          loadBalancerIP: null, loadBalancerClass: null,
+          type: 'ClusterIP',
+          selector: { app: 'backend' },
+          clusterIPs: [],
+          headless: false,
+          ipFamilies: [],
+          ipFamilyPolicy: 'SingleStack',
+          ports: [
+            { name: 'http', protocol: 'TCP', port: 80, targetPort: backendPort, nodePort: null, appProtocol: null },
+          ],
+          externalName: null,
+          externalIPs: [],
+          sessionAffinity: 'None',
+          affinityTimeoutSeconds: 10800,
+          externalTrafficPolicy: 'Cluster',
+          internalTrafficPolicy: 'Cluster',
+          trafficDistribution: null,
+          publishNotReadyAddresses: false,
+          healthCheckNodePort: null,
+          loadBalancerIP: null,
+          loadBalancerClass: null,
         },
       },
       {
         kind: 'Pod',
         meta: meta('backend-1', { app: 'backend' }),
-        spec: { nodeName: 'bench', hostname: null, subdomain: null, containers: [{ name: 'c', ports: [], readinessProbe: null, livenessProbe: null, startupProbe: null }] },
+        spec: {
+          nodeName: 'bench',
+          hostname: null,
+          subdomain: null,
+          containers: [{ name: 'c', ports: [], readinessProbe: null, livenessProbe: null, startupProbe: null }],
+        },
         status: { podIP: '127.0.0.1', podIPs: ['127.0.0.1'] },
       },
       {
         kind: 'Ingress',
         meta: meta('bench'),
         spec: {
-          ingressClassName: 'meshlet', defaultBackend: null, tls: [],
-          rules: [{ host: null, paths: [{ path: '/', pathType: 'Prefix', backend: { service: { name: 'backend', port: { number: 80, name: null } } } }] }],
+          ingressClassName: 'meshlet',
+          defaultBackend: null,
+          tls: [],
+          rules: [
+            {
+              host: null,
+              paths: [
+                {
+                  path: '/',
+                  pathType: 'Prefix',
+                  backend: { service: { name: 'backend', port: { number: 80, name: null } } },
+                },
+              ],
+            },
+          ],
         },
       },
     ],
@@ -113,10 +153,25 @@ async function serveMeshlet(backendPort: number, workers: number): Promise<void>
   const plane = await startProxy({
     store,
     options: {
-      files: [], nodeName: 'bench', nodeAddress: null, dns: null, http: { host: '127.0.0.1', port: 0 }, https: null, admin: null,
-      upstreams: [], clusterDomain: 'cluster.local', serviceCidrs: [], vipMode: 'none', vipInterface: null, dnsTtl: 5,
-      ingressClass: 'meshlet', accessLog: process.env.MESHLET_BENCH_ACCESS_LOG === 'on', trustForwardedFrom: [], execPrefix: null,
-      onLivenessFailure: null, logLevel: 'info',
+      files: [],
+      nodeName: 'bench',
+      nodeAddress: null,
+      dns: null,
+      http: { host: '127.0.0.1', port: 0 },
+      https: null,
+      admin: null,
+      upstreams: [],
+      clusterDomain: 'cluster.local',
+      serviceCidrs: [],
+      vipMode: 'none',
+      vipInterface: null,
+      dnsTtl: 5,
+      ingressClass: 'meshlet',
+      accessLog: process.env.MESHLET_BENCH_ACCESS_LOG === 'on',
+      trustForwardedFrom: [],
+      execPrefix: null,
+      onLivenessFailure: null,
+      logLevel: 'info',
     },
     log: pino({ level: 'info' }, (await import('pino')).destination('/dev/null')),
     metrics: new Registry(),
@@ -171,7 +226,14 @@ async function freePort(): Promise<number> {
  * template sets (the same set meshlet sends: X-Request-ID, X-Real-IP, X-Forwarded-*, X-Scheme), so both proxies make
  * the backend parse the same request; without it, the minimal configuration of the issue.
  */
-async function startNginx(backendPort: number, workers: string, cpus: string | null, dir: string, t: Set<ChildProcess>, ingressHeaders: boolean): Promise<Proc> {
+async function startNginx(
+  backendPort: number,
+  workers: string,
+  cpus: string | null,
+  dir: string,
+  t: Set<ChildProcess>,
+  ingressHeaders: boolean,
+): Promise<Proc> {
   const port = await freePort()
   const headers = ingressHeaders
     ? `
@@ -262,22 +324,46 @@ function parseWrkLatency(s: string): number {
   return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v
 }
 
-async function runLoad(tool: 'wrk' | 'autocannon', port: number, seconds: number, connections: number, loadCpus: string | null, pid: number | null): Promise<Result> {
+async function runLoad(
+  tool: 'wrk' | 'autocannon',
+  port: number,
+  seconds: number,
+  connections: number,
+  loadCpus: string | null,
+  pid: number | null,
+): Promise<Result> {
   const url = `http://127.0.0.1:${port}/`
   const cpu0 = pid === null ? 0 : cpuSeconds(pid)
   let rps: number
   let p99ms: number
   let total: number
   if (tool === 'wrk') {
-    const out = execFileSync(pinned(loadCpus, ['wrk'])[0]!, [...pinned(loadCpus, ['wrk']).slice(1), '-t1', `-c${connections}`, `-d${seconds}s`, '--latency', url], { encoding: 'utf8', timeout: (seconds + 20) * 1000 })
+    const out = execFileSync(
+      pinned(loadCpus, ['wrk'])[0]!,
+      [...pinned(loadCpus, ['wrk']).slice(1), '-t1', `-c${connections}`, `-d${seconds}s`, '--latency', url],
+      { encoding: 'utf8', timeout: (seconds + 20) * 1000 },
+    )
     rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1])
     p99ms = parseWrkLatency(/99%\s+(\S+)/.exec(out)?.[1] ?? '')
     total = Number(/(\d+) requests in/.exec(out)?.[1])
     const errors = /Non-2xx or 3xx responses: (\d+)|Socket errors: .*/.exec(out)
     if (errors) process.stderr.write(`  wrk: ${errors[0]}\n`)
   } else {
-    const cmd = pinned(loadCpus, [NODE, join(ROOT, 'node_modules/autocannon/autocannon.js'), '-c', String(connections), '-d', String(seconds), '-j', url])
-    const out = execFileSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: (seconds + 20) * 1000, stdio: ['ignore', 'pipe', 'ignore'] })
+    const cmd = pinned(loadCpus, [
+      NODE,
+      join(ROOT, 'node_modules/autocannon/autocannon.js'),
+      '-c',
+      String(connections),
+      '-d',
+      String(seconds),
+      '-j',
+      url,
+    ])
+    const out = execFileSync(cmd[0]!, cmd.slice(1), {
+      encoding: 'utf8',
+      timeout: (seconds + 20) * 1000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    })
     const j = JSON.parse(out)
     rps = j.requests.average
     p99ms = j.latency.p99
@@ -307,11 +393,20 @@ export default async function run(args: string[]): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'meshlet-bench-proxy-'))
   const hasNginx = existsSync('/usr/sbin/nginx') || existsSync('/usr/bin/nginx')
   const rows: { section: string; tool: string; target: string; r: Result }[] = []
-  const measure = async (section: string, tool: 'wrk' | 'autocannon', target: string, p: Proc, loadCpus: string | null, round: number) => {
+  const measure = async (
+    section: string,
+    tool: 'wrk' | 'autocannon',
+    target: string,
+    p: Proc,
+    loadCpus: string | null,
+    round: number,
+  ) => {
     if (round === 1) await runLoad(tool, p.port, 1, connections, loadCpus, null) // warm-up (JIT, pools)
     const r = await runLoad(tool, p.port, seconds, connections, loadCpus, p.proc.pid ?? null)
     rows.push({ section, tool, target, r })
-    process.stdout.write(`  ${section.padEnd(9)} ${tool.padEnd(10)} round ${round} ${target.padEnd(28)} ${r.rps.toFixed(0).padStart(8)} req/s  p99 ${r.p99ms.toFixed(2)} ms  cpu ${r.cpuUsPerReq?.toFixed(1) ?? '-'} µs/req\n`)
+    process.stdout.write(
+      `  ${section.padEnd(9)} ${tool.padEnd(10)} round ${round} ${target.padEnd(28)} ${r.rps.toFixed(0).padStart(8)} req/s  p99 ${r.p99ms.toFixed(2)} ms  cpu ${r.cpuUsPerReq?.toFixed(1) ?? '-'} µs/req\n`,
+    )
   }
   try {
     // ---- pinned: backend + proxies on CPU 0, load on CPU 1; every target started once, rounds alternate targets
@@ -321,25 +416,39 @@ export default async function run(args: string[]): Promise<void> {
       targets.push(['nginx (1 worker)', await startNginx(backend.port, '1', '0', dir, procs, false)])
       targets.push(['nginx, ingress-nginx headers', await startNginx(backend.port, '1', '0', dir, procs, true)])
     }
-    targets.push(['meshlet (1 process)', await startProc(pinned('0', [NODE, SELF, '--serve-meshlet', String(backend.port), '1']), procs)])
+    targets.push([
+      'meshlet (1 process)',
+      await startProc(pinned('0', [NODE, SELF, '--serve-meshlet', String(backend.port), '1']), procs),
+    ])
     if (!quick) {
-      targets.push(['node:http + undici', await startProc(pinned('0', [NODE, '-e', UNDICI_PROXY_SRC, String(backend.port)]), procs)])
-      targets.push(['node-http-proxy', await startProc(pinned('0', [NODE, '-e', HTTP_PROXY_SRC, String(backend.port)]), procs)])
+      targets.push([
+        'node:http + undici',
+        await startProc(pinned('0', [NODE, '-e', UNDICI_PROXY_SRC, String(backend.port)]), procs),
+      ])
+      targets.push([
+        'node-http-proxy',
+        await startProc(pinned('0', [NODE, '-e', HTTP_PROXY_SRC, String(backend.port)]), procs),
+      ])
     }
     for (let round = 1; round <= rounds; round++) {
       for (const [name, p] of targets) await measure('pinned', 'wrk', name, p, '1', round)
     }
     for (const [name, p] of targets) {
-      if (name === 'direct' || name === 'nginx (1 worker)' || name === 'meshlet (1 process)') await measure('pinned', 'autocannon', name, p, '1', 1)
+      if (name === 'direct' || name === 'nginx (1 worker)' || name === 'meshlet (1 process)')
+        await measure('pinned', 'autocannon', name, p, '1', 1)
     }
     for (const [, p] of targets) if (p !== backend) p.proc.kill('SIGTERM')
 
     // ---- unpinned: what a second worker process adds (everything shares the 2 CPUs)
     if (!quick) {
       const un: [string, Proc][] = []
-      if (hasNginx) un.push(['nginx, ingress-nginx headers', await startNginx(backend.port, '1', null, dir, procs, true)])
+      if (hasNginx)
+        un.push(['nginx, ingress-nginx headers', await startNginx(backend.port, '1', null, dir, procs, true)])
       for (const workers of [1, 2]) {
-        un.push([`meshlet (${workers} process${workers > 1 ? 'es' : ''})`, await startProc([NODE, SELF, '--serve-meshlet', String(backend.port), String(workers)], procs)])
+        un.push([
+          `meshlet (${workers} process${workers > 1 ? 'es' : ''})`,
+          await startProc([NODE, SELF, '--serve-meshlet', String(backend.port), String(workers)], procs),
+        ])
       }
       for (let round = 1; round <= Math.min(rounds, 2); round++) {
         for (const [name, p] of un) await measure('unpinned', 'wrk', name, p, null, round)
@@ -360,10 +469,16 @@ export default async function run(args: string[]): Promise<void> {
     const rs = rows.filter((x) => `${x.section}|${x.tool}|${x.target}` === k).map((x) => x.r)
     if (rs.length === 0) return undefined
     const cpu = rs.map((r) => r.cpuUsPerReq).filter((c): c is number => c !== null)
-    return { rps: median(rs.map((r) => r.rps)), p99ms: median(rs.map((r) => r.p99ms)), cpuUsPerReq: cpu.length ? median(cpu) : null }
+    return {
+      rps: median(rs.map((r) => r.rps)),
+      p99ms: median(rs.map((r) => r.p99ms)),
+      cpuUsPerReq: cpu.length ? median(cpu) : null,
+    }
   }
   process.stdout.write(`\nmedian of ${rounds} round(s) × ${seconds} s, ${connections} connections, keep-alive\n`)
-  process.stdout.write(`| section | tool | target | req/s | p99 ms | CPU µs/req | × direct | × nginx | × nginx (same headers) |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n`)
+  process.stdout.write(
+    `| section | tool | target | req/s | p99 ms | CPU µs/req | × direct | × nginx | × nginx (same headers) |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n`,
+  )
   for (const k of keys) {
     const [section, tool, target] = k.split('|') as [string, string, string]
     const r = med(k)!

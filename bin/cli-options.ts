@@ -21,27 +21,70 @@ interface FlagSpec {
 }
 
 export const UP_FLAGS = {
-  file: { type: 'string', multiple: true, short: 'f', help: 'manifest file, directory or - (stdin); repeatable; watched' },
+  file: {
+    type: 'string',
+    multiple: true,
+    short: 'f',
+    help: 'manifest file, directory or - (stdin); repeatable; watched',
+  },
   node: { type: 'string', help: "this node's name (default: hostname)" },
-  'node-address': { type: 'string', help: 'where NodePorts and health-check node ports listen (default: all addresses)' },
+  'node-address': {
+    type: 'string',
+    help: 'where NodePorts and health-check node ports listen (default: all addresses)',
+  },
   dns: { type: 'string', default: '0.0.0.0:53', help: 'cluster DNS listener, UDP and TCP, ADDR:PORT or off' },
   http: { type: 'string', default: '0.0.0.0:80', help: 'Ingress HTTP listener, ADDR:PORT or off' },
   https: { type: 'string', default: '0.0.0.0:443', help: 'Ingress HTTPS listener, ADDR:PORT or off' },
-  admin: { type: 'string', default: '127.0.0.1:9901', help: 'admin API (/healthz /readyz /status /metrics), ADDR:PORT or off' },
-  upstream: { type: 'string', multiple: true, help: 'DNS forwarder ADDR[:PORT], repeatable (default: /etc/resolv.conf)' },
-  'discovery-resolver': { type: 'string', multiple: true, help: 'DNS server ADDR[:PORT] that resolves meshlet.io/replicas-from-dns names, repeatable (default: /etc/resolv.conf)' },
+  admin: {
+    type: 'string',
+    default: '127.0.0.1:9901',
+    help: 'admin API (/healthz /readyz /status /metrics), ADDR:PORT or off',
+  },
+  upstream: {
+    type: 'string',
+    multiple: true,
+    help: 'DNS forwarder ADDR[:PORT], repeatable (default: /etc/resolv.conf)',
+  },
+  'discovery-resolver': {
+    type: 'string',
+    multiple: true,
+    help: 'DNS server ADDR[:PORT] that resolves meshlet.io/replicas-from-dns names, repeatable (default: /etc/resolv.conf)',
+  },
   'cluster-domain': { type: 'string', default: 'cluster.local', help: 'the cluster DNS zone' },
-  'service-cidr': { type: 'string', default: '127.96.0.0/16', help: 'where ClusterIPs are allocated from; comma-separated for dual stack' },
-  'vip-mode': { type: 'string', default: 'loopback', help: 'loopback | interface | none: how Service addresses become reachable' },
+  'service-cidr': {
+    type: 'string',
+    default: '127.96.0.0/16',
+    help: 'where ClusterIPs are allocated from; comma-separated for dual stack',
+  },
+  'vip-mode': {
+    type: 'string',
+    default: 'loopback',
+    help: 'loopback | interface | none: how Service addresses become reachable',
+  },
   'vip-interface': { type: 'string', help: 'interface Service addresses are added to in interface mode' },
   'dns-ttl': { type: 'string', default: '5', help: 'TTL in seconds of in-zone records' },
-  'dns-workers': { type: 'string', default: '1', help: 'threads serving DNS: 1 = the main thread, N = N worker threads sharing the address (SO_REUSEPORT)' },
-  'ingress-class': { type: 'string', default: 'meshlet', help: "the IngressClass name meshlet serves" },
+  'dns-workers': {
+    type: 'string',
+    default: '1',
+    help: 'threads serving DNS: 1 = the main thread, N = N worker threads sharing the address (SO_REUSEPORT)',
+  },
+  'ingress-class': { type: 'string', default: 'meshlet', help: 'the IngressClass name meshlet serves' },
   'access-log': { type: 'string', default: 'on', help: 'on | off: one log line per proxied request' },
-  'trust-forwarded-from': { type: 'string', multiple: true, help: 'CIDR whose X-Forwarded-* headers are trusted; repeatable' },
+  'trust-forwarded-from': {
+    type: 'string',
+    multiple: true,
+    help: 'CIDR whose X-Forwarded-* headers are trusted; repeatable',
+  },
   'exec-prefix': { type: 'string', help: 'prefix for exec probes, e.g. "docker exec {pod}"' },
-  'on-liveness-failure': { type: 'string', help: 'command run when a liveness probe fails ({pod} {namespace} {ip} {container})' },
-  'peer-port': { type: 'string', default: '9901', help: "admin port of the other nodes, whose /healthz decides which node announces LoadBalancer addresses (a Node's meshlet.io/admin-port annotation wins)" },
+  'on-liveness-failure': {
+    type: 'string',
+    help: 'command run when a liveness probe fails ({pod} {namespace} {ip} {container})',
+  },
+  'peer-port': {
+    type: 'string',
+    default: '9901',
+    help: "admin port of the other nodes, whose /healthz decides which node announces LoadBalancer addresses (a Node's meshlet.io/admin-port annotation wins)",
+  },
   'log-level': { type: 'string', default: 'info', help: 'pino level: fatal error warn info debug trace silent' },
   help: { type: 'boolean', short: 'h', help: 'show this help' },
 } as const satisfies Record<string, FlagSpec>
@@ -139,23 +182,34 @@ export function runtimeOptions(argv: readonly string[], env: NodeJS.ProcessEnv):
   if (vipMode !== 'loopback' && vipMode !== 'interface' && vipMode !== 'none') {
     throw new UsageError(`--vip-mode: expected loopback, interface or none, got "${vipMode}"`)
   }
-  if (vipMode === 'interface' && !str('vip-interface')) throw new UsageError('--vip-mode interface needs --vip-interface IFACE')
-  const serviceCidrs = parseCidrList('service-cidr', str('service-cidr')!.split(',').map((s) => s.trim()))
+  if (vipMode === 'interface' && !str('vip-interface'))
+    throw new UsageError('--vip-mode interface needs --vip-interface IFACE')
+  const serviceCidrs = parseCidrList(
+    'service-cidr',
+    str('service-cidr')!
+      .split(',')
+      .map((s) => s.trim()),
+  )
   if (new Set(serviceCidrs.map((c) => c.family)).size !== serviceCidrs.length) {
     throw new UsageError('--service-cidr: at most one CIDR per address family')
   }
   const ttl = Number(str('dns-ttl'))
-  if (!Number.isInteger(ttl) || ttl < 0 || ttl > 3600) throw new UsageError(`--dns-ttl: expected 0-3600, got "${str('dns-ttl')}"`)
+  if (!Number.isInteger(ttl) || ttl < 0 || ttl > 3600)
+    throw new UsageError(`--dns-ttl: expected 0-3600, got "${str('dns-ttl')}"`)
   const dnsWorkers = Number(str('dns-workers'))
-  if (!Number.isInteger(dnsWorkers) || dnsWorkers < 1 || dnsWorkers > 64) throw new UsageError(`--dns-workers: expected 1-64, got "${str('dns-workers')}"`)
+  if (!Number.isInteger(dnsWorkers) || dnsWorkers < 1 || dnsWorkers > 64)
+    throw new UsageError(`--dns-workers: expected 1-64, got "${str('dns-workers')}"`)
   const accessLog = str('access-log')
-  if (accessLog !== 'on' && accessLog !== 'off') throw new UsageError(`--access-log: expected on or off, got "${accessLog}"`)
+  if (accessLog !== 'on' && accessLog !== 'off')
+    throw new UsageError(`--access-log: expected on or off, got "${accessLog}"`)
   const level = str('log-level')!
   if (!LOG_LEVELS.has(level)) throw new UsageError(`--log-level: unknown level "${level}"`)
   const peerPort = Number(str('peer-port'))
-  if (!Number.isInteger(peerPort) || peerPort < 1 || peerPort > 65535) throw new UsageError(`--peer-port: expected 1-65535, got "${str('peer-port')}"`)
+  if (!Number.isInteger(peerPort) || peerPort < 1 || peerPort > 65535)
+    throw new UsageError(`--peer-port: expected 1-65535, got "${str('peer-port')}"`)
   const nodeAddress = str('node-address') ?? null
-  if (nodeAddress !== null && !isIP(nodeAddress)) throw new UsageError(`--node-address: "${nodeAddress}" is not an address`)
+  if (nodeAddress !== null && !isIP(nodeAddress))
+    throw new UsageError(`--node-address: "${nodeAddress}" is not an address`)
   const domain = str('cluster-domain')!.replace(/\.$/, '').toLowerCase()
   if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(domain)) {
     throw new UsageError(`--cluster-domain: "${domain}" is not a DNS name`)

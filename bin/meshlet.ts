@@ -46,7 +46,10 @@ Run "meshlet <command> --help" for the flags of a command.
 function makeLogger(level: string): Logger {
   // Human-readable on a terminal, JSON otherwise (Compose, CI, log shippers).
   if (process.stdout.isTTY) {
-    return pino({ level, transport: { target: 'pino-pretty', options: { destination: 1, translateTime: 'SYS:HH:MM:ss.l' } } })
+    return pino({
+      level,
+      transport: { target: 'pino-pretty', options: { destination: 1, translateTime: 'SYS:HH:MM:ss.l' } },
+    })
   }
   return pino({ level })
 }

@@ -109,7 +109,11 @@ export function replicaPod(d: Deployment, ip: string, nodeName: string): Pod {
       name: replicaPodName(d.meta.name, ip),
       namespace: d.meta.namespace,
       labels: t.labels,
-      annotations: { ...t.annotations, 'meshlet.io/deployment': d.meta.name, 'meshlet.io/replicas-from-dns': d.discovery.dnsName },
+      annotations: {
+        ...t.annotations,
+        'meshlet.io/deployment': d.meta.name,
+        'meshlet.io/replicas-from-dns': d.discovery.dnsName,
+      },
       deletionTimestamp: null,
       source: d.meta.source,
     },
@@ -208,7 +212,10 @@ export class DnsDiscovery {
           removed: false,
         }
         this.#targets.set(key, target)
-        this.#log.info({ deployment: key, dnsName: o.discovery.dnsName, intervalSeconds: o.discovery.intervalSeconds }, 'discovering replicas')
+        this.#log.info(
+          { deployment: key, dnsName: o.discovery.dnsName, intervalSeconds: o.discovery.intervalSeconds },
+          'discovering replicas',
+        )
         first.push(this.#resolve(target))
         continue
       }
@@ -258,13 +265,15 @@ export class DnsDiscovery {
    */
   refresh(key?: string): Promise<void> {
     if (this.#closed) return Promise.resolve()
-    const list = key === undefined ? [...this.#targets.values()] : [this.#targets.get(key)].filter((t) => t !== undefined)
+    const list =
+      key === undefined ? [...this.#targets.values()] : [this.#targets.get(key)].filter((t) => t !== undefined)
     return Promise.all(list.map((t) => this.#kick(t))).then(() => undefined)
   }
 
   /** The Deployment a replica Pod ("namespace/name") was made for, or null. */
   deploymentOf(podKey: string): string | null {
-    for (const t of this.#targets.values()) for (const p of t.pods.values()) if (objectKey(p.meta) === podKey) return t.key
+    for (const t of this.#targets.values())
+      for (const p of t.pods.values()) if (objectKey(p.meta) === podKey) return t.key
     return null
   }
 
@@ -361,7 +370,10 @@ export class DnsDiscovery {
     t.resolutions++
     t.resolvedAt = Date.now()
     const errors: string[] = []
-    for (const [family, r] of [[4, r4], [6, r6]] as const) {
+    for (const [family, r] of [
+      [4, r4],
+      [6, r6],
+    ] as const) {
       if ('error' in r) errors.push(r.error)
       else t.addresses[family] = r.addresses
     }
@@ -369,8 +381,13 @@ export class DnsDiscovery {
     if (errors.length > 0) t.failures++
     const lastError = errors.length === 0 ? null : errors.join('; ')
     if (lastError !== t.lastError) {
-      if (lastError !== null) this.#log.warn({ deployment: t.key, dnsName: name }, `cannot resolve replicas (${lastError}); keeping the last known addresses`)
-      else if (t.lastError !== null) this.#log.info({ deployment: t.key, dnsName: name }, 'replica resolution works again')
+      if (lastError !== null)
+        this.#log.warn(
+          { deployment: t.key, dnsName: name },
+          `cannot resolve replicas (${lastError}); keeping the last known addresses`,
+        )
+      else if (t.lastError !== null)
+        this.#log.info({ deployment: t.key, dnsName: name }, 'replica resolution works again')
       t.lastError = lastError
     }
     this.#metrics?.resolutions.inc({ result: both ? 'failed' : errors.length > 0 ? 'partial' : 'ok' })

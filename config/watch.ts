@@ -20,7 +20,16 @@ import type { Logger } from 'pino'
 import type { KubeObject } from '../model/objects.ts'
 import type { ObjectError } from '../model/snapshot.ts'
 import { formatObjectError } from '../model/validate.ts'
-import { STDIN_NAME, expandPaths, mergeFiles, parseManifestFile, readManifestFile, unreadable, type DocEntry, type FileLoad } from './load.ts'
+import {
+  STDIN_NAME,
+  expandPaths,
+  mergeFiles,
+  parseManifestFile,
+  readManifestFile,
+  unreadable,
+  type DocEntry,
+  type FileLoad,
+} from './load.ts'
 
 export interface ManifestSourceOptions {
   readonly log: Logger
@@ -234,7 +243,14 @@ export class ManifestSource {
       } catch (err) {
         readErr = err
       }
-      const st: FileState = prev ?? { file, text: null, entries: [], fileErrors: [], ignoredKinds: [], changedAt: Date.now() }
+      const st: FileState = prev ?? {
+        file,
+        text: null,
+        entries: [],
+        fileErrors: [],
+        ignoredKinds: [],
+        changedAt: Date.now(),
+      }
       if (text === null) {
         const e = unreadable(file, readErr)
         const msg: ObjectError = { source: { file, doc: 0 }, object: null, path: '', code: e.code, message: e.message }
@@ -310,7 +326,12 @@ export class ManifestSource {
     this.#history.push(record)
     if (this.#history.length > HISTORY) this.#history.splice(0, this.#history.length - HISTORY)
     this.#log.info(
-      { objects: record.objects, errors: record.errors, files: this.#files.size, changed: initial ? undefined : record.changed },
+      {
+        objects: record.objects,
+        errors: record.errors,
+        files: this.#files.size,
+        changed: initial ? undefined : record.changed,
+      },
       initial ? 'manifests loaded' : 'manifests reloaded',
     )
     this.#onUpdate(merged.objects, merged.errors)
@@ -362,7 +383,6 @@ export class ManifestSource {
     this.#retryTimer.unref()
   }
 }
-
 
 /** true: a directory; false: something else that exists; null: missing or unreadable. */
 function statSyncSafe(p: string): boolean | null {

@@ -14,7 +14,20 @@ const LOCALHOST = nameKey('localhost')
 const MAX_CHAIN = 10
 
 /** Counts per (qtype, rcode), read by the metrics collector: an array increment per query, no label hashing. */
-export const COUNTED_TYPES = ['A', 'AAAA', 'SRV', 'PTR', 'TXT', 'CNAME', 'SOA', 'NS', 'ANY', 'MX', 'HTTPS', 'other'] as const
+export const COUNTED_TYPES = [
+  'A',
+  'AAAA',
+  'SRV',
+  'PTR',
+  'TXT',
+  'CNAME',
+  'SOA',
+  'NS',
+  'ANY',
+  'MX',
+  'HTTPS',
+  'other',
+] as const
 const TYPE_INDEX = new Map<number, number>([
   [TYPE.A, 0],
   [TYPE.AAAA, 1],
@@ -241,7 +254,8 @@ export class Resolver {
   #entry(msg: Buffer, q: Query, tcp: boolean, entry: NameEntry): Buffer | Promise<Buffer | null> {
     const set = entry.sets.get(q.qtype)
     if (!set) {
-      if (entry.cname !== null) return this.delegate !== null ? this.delegate(msg, tcp) : this.#chase(msg, q, tcp, entry)
+      if (entry.cname !== null)
+        return this.delegate !== null ? this.delegate(msg, tcp) : this.#chase(msg, q, tcp, entry)
       if (entry.reverse) {
         const pos = this.#start(msg, q, true, 0)
         this.#counts(0, 0, 0, q)
@@ -351,7 +365,9 @@ export class Resolver {
     const f = this.forwarder
     // The loop probe coming back: refuse that upstream and do not forward it again.
     if (!f || f.isLoopProbe(q.key)) return this.#servfail(p)
-    const cacheKey = p.dnssecOk ? `${p.key}${msg.toString('latin1', 12 + q.qnameLen, 16 + q.qnameLen)}1` : `${p.key}${msg.toString('latin1', 12 + q.qnameLen, 16 + q.qnameLen)}0`
+    const cacheKey = p.dnssecOk
+      ? `${p.key}${msg.toString('latin1', 12 + q.qnameLen, 16 + q.qnameLen)}1`
+      : `${p.key}${msg.toString('latin1', 12 + q.qnameLen, 16 + q.qnameLen)}0`
     const r = f.resolve(p.question, cacheKey, p.dnssecOk, p.cd)
     if (!(r instanceof Promise)) return this.#relay(r.buf, r.scan, r.storedAt, p)
     return r.then((entry) => (entry ? this.#relay(entry.buf, entry.scan, entry.storedAt, p) : this.#servfail(p)))
@@ -399,7 +415,11 @@ export class Resolver {
       }
       seen.add(tkey)
       // Resolve the target with a synthetic query through the same code (in zone, localhost or forwarded).
-      const sub = Buffer.concat([Buffer.from([0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]), Buffer.from(tkey, 'latin1'), typeClass])
+      const sub = Buffer.concat([
+        Buffer.from([0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
+        Buffer.from(tkey, 'latin1'),
+        typeClass,
+      ])
       const inZone = tkey.endsWith(zone.zoneKey) || tkey.endsWith(LOCALHOST)
       let reply: Buffer | null
       if (inZone) {
@@ -435,7 +455,8 @@ export class Resolver {
         }
       }
       const hasFinal = scan.rrType.slice(0, scan.anCount).some((t) => t === p.qtype)
-      if (scan.anCount === 0 || rcode !== 0) authority = scan.nsCount > 0 ? { buf: reply, start: scan.rrStart[scan.anCount]! } : null
+      if (scan.anCount === 0 || rcode !== 0)
+        authority = scan.nsCount > 0 ? { buf: reply, start: scan.rrStart[scan.anCount]! } : null
       if (next && !hasFinal && rcode === 0) {
         target = next
         continue

@@ -161,7 +161,8 @@ export class FastPath {
     if (len < 17) return null
     const b2 = msg[2]!
     // QR=0, opcode QUERY; QDCOUNT 1, ANCOUNT 0, NSCOUNT 0, ARCOUNT 0 or 1.
-    if ((b2 & 0xf8) !== 0 || msg[4] !== 0 || msg[5] !== 1 || (msg[6]! | msg[7]! | msg[8]! | msg[9]! | msg[10]!) !== 0) return null
+    if ((b2 & 0xf8) !== 0 || msg[4] !== 0 || msg[5] !== 1 || (msg[6]! | msg[7]! | msg[8]! | msg[9]! | msg[10]!) !== 0)
+      return null
     const ar = msg[11]!
     if (ar > 1) return null
     const labels = this.#labels

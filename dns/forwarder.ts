@@ -47,7 +47,8 @@ export interface ForwarderMetrics {
 
 /** Parses "host", "host:port", "[v6]:port" or a bare IPv6 address (port 53). */
 export function parseUpstream(text: string): { host: string; port: number } {
-  const bad = () => new DnsError('MLT_DNS_UPSTREAM_INVALID', `upstream "${text}": expected ADDR[:PORT] with an IP address`)
+  const bad = () =>
+    new DnsError('MLT_DNS_UPSTREAM_INVALID', `upstream "${text}": expected ADDR[:PORT] with an IP address`)
   let host = text
   let port = 53
   const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(text)
@@ -117,17 +118,33 @@ export class Forwarder {
   #next = 0
   #closed = false
 
-  constructor(upstreams: readonly string[], self: { host: string; port: number }, log: Logger, metrics: ForwarderMetrics) {
+  constructor(
+    upstreams: readonly string[],
+    self: { host: string; port: number },
+    log: Logger,
+    metrics: ForwarderMetrics,
+  ) {
     this.#log = log
     this.#metrics = metrics
     this.upstreams = upstreams.map((text) => {
       const { host, port } = parseUpstream(text)
-      const u: Upstream = { host, port, text: net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`, state: 'ok', failures: 0, consecutiveFailures: 0, reason: null }
+      const u: Upstream = {
+        host,
+        port,
+        text: net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`,
+        state: 'ok',
+        failures: 0,
+        consecutiveFailures: 0,
+        reason: null,
+      }
       const sameHost = host === self.host || (isLocalAddress(host) && (self.host === '0.0.0.0' || self.host === '::'))
       if (port === self.port && sameHost) {
         u.state = 'self'
         u.reason = `upstream ${u.text} is meshlet's own DNS listener`
-        log.error({ upstream: u.text, code: 'MLT_DNS_UPSTREAM_LOOP' }, 'upstream refused: it is this listener (forwarding loop)')
+        log.error(
+          { upstream: u.text, code: 'MLT_DNS_UPSTREAM_LOOP' },
+          'upstream refused: it is this listener (forwarding loop)',
+        )
       }
       return u
     })
@@ -214,7 +231,9 @@ export class Forwarder {
 
   async #query(question: Buffer, dnssecOk: boolean, cd: boolean): Promise<Buffer | null> {
     const deadline = Date.now() + DEADLINE_MS
-    const order = this.upstreams.filter((u) => u.state === 'ok').concat(this.upstreams.filter((u) => u.state === 'failing'))
+    const order = this.upstreams
+      .filter((u) => u.state === 'ok')
+      .concat(this.upstreams.filter((u) => u.state === 'failing'))
     if (order.length === 0) return null
     for (let attempt = 0; Date.now() < deadline - 50; attempt++) {
       if (this.#closed) return null
@@ -321,7 +340,8 @@ export class Forwarder {
         const n = buf.readUInt16BE(0)
         if (buf.length < 2 + n) return
         const reply = buf.subarray(2, 2 + n)
-        if (reply.length >= 12 && reply.readUInt16BE(0) === id && sameQuestion(reply, question)) done(Buffer.from(reply))
+        if (reply.length >= 12 && reply.readUInt16BE(0) === id && sameQuestion(reply, question))
+          done(Buffer.from(reply))
         else done(null)
       })
     })

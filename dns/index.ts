@@ -65,8 +65,16 @@ export const startDns: PlaneFactory = async (ctx) => {
   log.info({ listener: 'dns', address, port, transport: 'udp+tcp', workers: workerCount }, 'listening')
 
   const metrics = {
-    cacheHits: new Counter({ name: 'meshlet_dns_cache_hits_total', help: 'Forwarded names answered from the cache', registers: [ctx.metrics] }),
-    cacheMisses: new Counter({ name: 'meshlet_dns_cache_misses_total', help: 'Forwarded names not in the cache', registers: [ctx.metrics] }),
+    cacheHits: new Counter({
+      name: 'meshlet_dns_cache_hits_total',
+      help: 'Forwarded names answered from the cache',
+      registers: [ctx.metrics],
+    }),
+    cacheMisses: new Counter({
+      name: 'meshlet_dns_cache_misses_total',
+      help: 'Forwarded names not in the cache',
+      registers: [ctx.metrics],
+    }),
     upstreamLatency: new Histogram({
       name: 'meshlet_dns_upstream_duration_seconds',
       help: 'Time an upstream took to answer, by upstream',
@@ -98,7 +106,13 @@ export const startDns: PlaneFactory = async (ctx) => {
         if (delta <= 0) continue
         reported[i] = total
         const rcode = i % RCODE_SLOTS
-        this.inc({ type: COUNTED_TYPES[Math.floor(i / RCODE_SLOTS)]!, rcode: RCODE_NAMES[rcode] ?? (rcode === 16 ? 'BADVERS' : String(rcode)) }, delta)
+        this.inc(
+          {
+            type: COUNTED_TYPES[Math.floor(i / RCODE_SLOTS)]!,
+            rcode: RCODE_NAMES[rcode] ?? (rcode === 16 ? 'BADVERS' : String(rcode)),
+          },
+          delta,
+        )
       }
     },
   })
@@ -156,7 +170,12 @@ export const startDns: PlaneFactory = async (ctx) => {
       names: resolver.zone.recordNames,
       tcpConnections: listener?.connections ?? workers!.connections,
       workers: workers?.status() ?? null,
-      upstreams: forwarder.upstreams.map((u) => ({ address: u.text, state: u.state, failures: u.failures, reason: u.reason })),
+      upstreams: forwarder.upstreams.map((u) => ({
+        address: u.text,
+        state: u.state,
+        failures: u.failures,
+        reason: u.reason,
+      })),
       cache: { size: forwarder.cache.size },
       error: lastError,
     }),

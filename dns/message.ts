@@ -125,7 +125,14 @@ export function writeOpt(out: Buffer, pos: number, payload: number, dnssecOk: bo
  * RA=1, RD and CD from the client. Additional RRs are dropped before answers are cut, and TC=1 only when answers
  * were cut (RFC 2181 §9).
  */
-export function relay(src: Buffer, scan: Scan, client: ClientView, elapsed: number, out: Buffer, shuffle: boolean): number {
+export function relay(
+  src: Buffer,
+  scan: Scan,
+  client: ClientView,
+  elapsed: number,
+  out: Buffer,
+  shuffle: boolean,
+): number {
   out.writeUInt16BE(client.id, 0)
   let pos = 12
   client.question.copy(out, 12)
@@ -158,7 +165,8 @@ export function relay(src: Buffer, scan: Scan, client: ClientView, elapsed: numb
   } else {
     let n = 0
     let size = pos
-    while (n < an && size + scan.rrEnd[n]! - scan.rrStart[n]! <= limit) size += scan.rrEnd[n]! - scan.rrStart[n]!, n++
+    while (n < an && size + scan.rrEnd[n]! - scan.rrStart[n]! <= limit)
+      ((size += scan.rrEnd[n]! - scan.rrStart[n]!), n++)
     copyTo = n
     ancount = n
     nscount = 0
@@ -321,8 +329,8 @@ export class MessageWriter {
     let prefix = 0
     let names = 0
     if (type === TYPE.CNAME || type === TYPE.NS || type === TYPE.PTR) names = 1
-    else if (type === TYPE.MX) (prefix = 2), (names = 1)
-    else if (type === TYPE.SRV) (prefix = 6), (names = 1)
+    else if (type === TYPE.MX) ((prefix = 2), (names = 1))
+    else if (type === TYPE.SRV) ((prefix = 6), (names = 1))
     else if (type === TYPE.SOA) names = 2
     if (names === 0) {
       src.copy(this.buf, this.pos, rd, rd + rdlen)

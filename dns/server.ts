@@ -72,7 +72,9 @@ export class DnsListener {
         })
       } catch (err) {
         udp.close()
-        throw new DnsError('MLT_DNS_LISTEN', `dns: cannot bind UDP ${host}:${port}: ${(err as Error).message}`, { cause: err })
+        throw new DnsError('MLT_DNS_LISTEN', `dns: cannot bind UDP ${host}:${port}: ${(err as Error).message}`, {
+          cause: err,
+        })
       }
       const chosen = udp.address().port
       const tcp = net.createServer({ noDelay: true }, (s) => this.#onConnection(s))
@@ -95,7 +97,9 @@ export class DnsListener {
       this.port = chosen
       return
     }
-    throw new DnsError('MLT_DNS_LISTEN', `dns: cannot bind TCP ${host}:${port}: ${(lastErr as Error)?.message}`, { cause: lastErr })
+    throw new DnsError('MLT_DNS_LISTEN', `dns: cannot bind TCP ${host}:${port}: ${(lastErr as Error)?.message}`, {
+      cause: lastErr,
+    })
   }
 
   #onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {

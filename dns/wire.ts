@@ -70,7 +70,18 @@ export class Query {
 }
 
 function isOddByte(b: number): boolean {
-  return b <= 0x20 || b >= 0x7f || b === 0x2e || b === 0x5c || b === 0x22 || b === 0x28 || b === 0x29 || b === 0x3b || b === 0x40 || b === 0x24
+  return (
+    b <= 0x20 ||
+    b >= 0x7f ||
+    b === 0x2e ||
+    b === 0x5c ||
+    b === 0x22 ||
+    b === 0x28 ||
+    b === 0x29 ||
+    b === 0x3b ||
+    b === 0x40 ||
+    b === 0x24
+  )
 }
 
 /**
@@ -193,7 +204,10 @@ export function skipName(buf: Buffer, p: number, len: number): number {
 
 /** Wire form of a presentation name ("web.default.svc.cluster.local", no trailing dot needed), lowercased. */
 export function nameToWire(name: string): Buffer {
-  const labels = name.replace(/\.$/, '').split('.').filter((l) => l.length > 0)
+  const labels = name
+    .replace(/\.$/, '')
+    .split('.')
+    .filter((l) => l.length > 0)
   const parts: Buffer[] = []
   for (const l of labels) {
     const b = Buffer.from(l.toLowerCase(), 'latin1')
@@ -270,7 +284,11 @@ export class SectionWriter {
 
   /** A lowercase name, compressed against names written earlier in this section. */
   name(name: string): void {
-    const labels = name.replace(/\.$/, '').toLowerCase().split('.').filter((l) => l.length > 0)
+    const labels = name
+      .replace(/\.$/, '')
+      .toLowerCase()
+      .split('.')
+      .filter((l) => l.length > 0)
     for (let i = 0; i < labels.length; i++) {
       const suffix = labels.slice(i).join('.')
       const at = this.#names.get(suffix)
@@ -319,7 +337,7 @@ export class SectionWriter {
 export function ipBytes(ip: string): Buffer {
   if (ip.includes(':')) {
     const out = Buffer.alloc(16)
-    const [head, tail] = ip.includes('::') ? ip.split('::') as [string, string] : [ip, '']
+    const [head, tail] = ip.includes('::') ? (ip.split('::') as [string, string]) : [ip, '']
     const h = head ? head.split(':') : []
     const t = tail ? tail.split(':') : []
     const groups = [...h, ...new Array<string>(8 - h.length - t.length).fill('0'), ...t]

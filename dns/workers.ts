@@ -66,7 +66,14 @@ export class DnsWorkers {
   }
 
   /** Starts `n` workers listening on host:port; throws DnsError MLT_DNS_LISTEN when one cannot bind. */
-  static async start(n: number, host: string, port: number, zoneOptions: ZoneOptions, log: Logger, handle: QueryHandler): Promise<DnsWorkers> {
+  static async start(
+    n: number,
+    host: string,
+    port: number,
+    zoneOptions: ZoneOptions,
+    log: Logger,
+    handle: QueryHandler,
+  ): Promise<DnsWorkers> {
     const pool = new DnsWorkers(log, handle)
     try {
       pool.port = await pool.#spawn(0, host, port, zoneOptions)
@@ -103,7 +110,11 @@ export class DnsWorkers {
           case 'applied':
             e.applied = m.version
             e.error = m.error
-            if (m.error) this.#log.error({ worker: index, err: m.error }, 'zone rebuild failed in a DNS worker; it serves the previous zone')
+            if (m.error)
+              this.#log.error(
+                { worker: index, err: m.error },
+                'zone rebuild failed in a DNS worker; it serves the previous zone',
+              )
             break
           case 'query':
             this.#query(e, m.id, m.msg, m.tcp)
@@ -123,7 +134,8 @@ export class DnsWorkers {
       worker.on('exit', (code) => {
         e.exited = true
         e.listening = false
-        if (!this.#closing) this.#log.error({ worker: index, code }, 'DNS worker exited; its share of the queries goes to the others')
+        if (!this.#closing)
+          this.#log.error({ worker: index, code }, 'DNS worker exited; its share of the queries goes to the others')
         reject(new DnsError('MLT_DNS_LISTEN', `dns worker ${index} exited with code ${code}`))
       })
     })
@@ -157,7 +169,14 @@ export class DnsWorkers {
 
   #relayLog(index: number, line: string): void {
     try {
-      const { level, msg, time: _time, pid: _pid, hostname: _host, ...rest } = JSON.parse(line) as Record<string, unknown>
+      const {
+        level,
+        msg,
+        time: _time,
+        pid: _pid,
+        hostname: _host,
+        ...rest
+      } = JSON.parse(line) as Record<string, unknown>
       const name = LEVELS[level as number] ?? 'info'
       this.#log[name]({ worker: index, ...rest }, String(msg ?? ''))
     } catch {

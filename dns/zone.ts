@@ -72,7 +72,12 @@ class NameData {
   apex = false
   reverse = false
   hasData(): boolean {
-    return this.a.size + this.aaaa.size + this.srv.length + this.ptr.size > 0 || this.cname !== null || this.txt !== null || this.apex
+    return (
+      this.a.size + this.aaaa.size + this.srv.length + this.ptr.size > 0 ||
+      this.cname !== null ||
+      this.txt !== null ||
+      this.apex
+    )
   }
 }
 
@@ -356,7 +361,14 @@ function compile(
   put(TYPE.AAAA, make([emitAAAA], [], 16))
   put(TYPE.CNAME, make([emitCname], [], 0))
   put(TYPE.TXT, make([emitTxt], [], 0))
-  put(TYPE.SRV, make([emitSrv], srv.map((s) => s.target), 0))
+  put(
+    TYPE.SRV,
+    make(
+      [emitSrv],
+      srv.map((s) => s.target),
+      0,
+    ),
+  )
   put(TYPE.PTR, make([emitPtr], [], 0))
   put(TYPE.SOA, make([emitSoa], [], 0))
   put(TYPE.NS, make([emitNs], [`ns.dns.${zone}`], 0))

@@ -62,12 +62,16 @@ export class HealthPlane implements Plane {
         runner.update(ps.pod)
       }
       for (const c of ps.pod.spec.containers) {
-        for (const p of [c.readinessProbe, c.livenessProbe, c.startupProbe]) if (p?.handler.type === 'exec') execProbes++
+        for (const p of [c.readinessProbe, c.livenessProbe, c.startupProbe])
+          if (p?.handler.type === 'exec') execProbes++
       }
     }
     if (execProbes > 0 && this.#ctx.options.execPrefix === null && !this.#warnedExec) {
       this.#warnedExec = true
-      this.#ctx.log.warn({ probes: execProbes }, 'exec probes run their commands on this host, outside any container (set --exec-prefix to run them elsewhere)')
+      this.#ctx.log.warn(
+        { probes: execProbes },
+        'exec probes run their commands on this host, outside any container (set --exec-prefix to run them elsewhere)',
+      )
     }
     for (const [key, runner] of this.#pods) if (!seen.has(key)) this.#remove(key, runner)
     let workers = 0

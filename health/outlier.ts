@@ -36,7 +36,10 @@ export interface OutlierConfig {
 }
 
 /** The Service's outlier settings, or null when none of the annotations is present (off). Bad values fall back. */
-export function outlierConfig(annotations: Readonly<Record<string, string>>, errors: HealthError[]): OutlierConfig | null {
+export function outlierConfig(
+  annotations: Readonly<Record<string, string>>,
+  errors: HealthError[],
+): OutlierConfig | null {
   let any = false
   const out = { ...DEFAULTS }
   for (const field of Object.keys(OUTLIER_ANNOTATIONS) as (keyof typeof OUTLIER_ANNOTATIONS)[]) {
@@ -47,7 +50,12 @@ export function outlierConfig(annotations: Readonly<Record<string, string>>, err
     const n = Number(raw.trim())
     const [min, max] = LIMITS[field]
     if (raw.trim() === '' || !Number.isInteger(n) || n < min || n > max) {
-      errors.push(new HealthError('MLT_HEALTH_OUTLIER_ANNOTATION', `${name}: must be an integer ${min}..${max}, got "${raw}"; using ${DEFAULTS[field]}`))
+      errors.push(
+        new HealthError(
+          'MLT_HEALTH_OUTLIER_ANNOTATION',
+          `${name}: must be an integer ${min}..${max}, got "${raw}"; using ${DEFAULTS[field]}`,
+        ),
+      )
       continue
     }
     out[field] = n
@@ -135,7 +143,20 @@ export class OutlierDetector implements UpstreamReporter {
           const key = ejectionKey(s.key, e.ip, e.port)
           let ep = endpoints.get(key) ?? this.#endpoints.get(key)
           if (!ep) {
-            ep = { key, ip: e.ip, port: e.port, pod: e.pod, ready: e.ready, failures: 0, ejected: false, ejections: 0, returnedAt: 0, until: 0, reason: '', timer: null }
+            ep = {
+              key,
+              ip: e.ip,
+              port: e.port,
+              pod: e.pod,
+              ready: e.ready,
+              failures: 0,
+              ejected: false,
+              ejections: 0,
+              returnedAt: 0,
+              until: 0,
+              reason: '',
+              timer: null,
+            }
           }
           ep.pod = e.pod
           ep.ready = ep.ejected ? ep.ready : e.ready
@@ -150,7 +171,8 @@ export class OutlierDetector implements UpstreamReporter {
       services.set(s.key, { key: s.key, config, byAddress, lists })
     }
     for (const [key, ep] of this.#endpoints) {
-      if (!endpoints.has(key) && ep.ejected) this.#return(ep, 'endpoint left the Service or outlier detection was turned off')
+      if (!endpoints.has(key) && ep.ejected)
+        this.#return(ep, 'endpoint left the Service or outlier detection was turned off')
     }
     if (errors.length > 0 && JSON.stringify(errors) !== JSON.stringify(this.#errors)) {
       for (const e of errors) this.#log.warn({ service: e.service, code: e.code }, e.message)
@@ -184,7 +206,10 @@ export class OutlierDetector implements UpstreamReporter {
         else if (other !== ep && other.ready) usableOthers++
       }
       if (ejected + 1 > cap) {
-        this.#log.debug({ service: svc.key, ip: ep.ip, port: ep.port, cap }, 'ejection refused: max ejection percent reached')
+        this.#log.debug(
+          { service: svc.key, ip: ep.ip, port: ep.port, cap },
+          'ejection refused: max ejection percent reached',
+        )
         return
       }
       if (usableOthers === 0) {
@@ -206,7 +231,10 @@ export class OutlierDetector implements UpstreamReporter {
     this.#ejected.add(ep)
     this.#metrics.ejections.inc({ service: svc.key })
     this.#metrics.ejected.set(this.#ejected.size)
-    this.#log.info({ service: svc.key, ip: ep.ip, port: ep.port, seconds: ms / 1000, ejections: ep.ejections }, 'endpoint ejected')
+    this.#log.info(
+      { service: svc.key, ip: ep.ip, port: ep.port, seconds: ms / 1000, ejections: ep.ejections },
+      'endpoint ejected',
+    )
     this.#store.setEjected(ep.key, ep.reason)
   }
 

@@ -43,7 +43,9 @@ const KINDS: readonly ProbeKind[] = ['startup', 'readiness', 'liveness']
 const HOOK_TIMEOUT_MS = 30_000
 
 export function podHasProbes(pod: Pod): boolean {
-  return pod.spec.containers.some((c) => c.readinessProbe !== null || c.livenessProbe !== null || c.startupProbe !== null)
+  return pod.spec.containers.some(
+    (c) => c.readinessProbe !== null || c.livenessProbe !== null || c.startupProbe !== null,
+  )
 }
 
 function probeOf(c: Container, kind: ProbeKind): Probe | null {
@@ -95,7 +97,11 @@ export class PodProbes implements WorkerOwner {
     for (const c of pod.spec.containers) {
       seen.add(c.name)
       let cp = this.#containers.get(c.name)
-      if (!cp) this.#containers.set(c.name, (cp = { name: c.name, readiness: null, liveness: null, startup: null, awaitingLife: false }))
+      if (!cp)
+        this.#containers.set(
+          c.name,
+          (cp = { name: c.name, readiness: null, liveness: null, startup: null, awaitingLife: false }),
+        )
       for (const kind of KINDS) {
         // A terminating Pod's liveness and startup stop with Success; readiness keeps running (spec §6.4).
         const probe = terminating && kind !== 'readiness' ? null : probeOf(c, kind)
@@ -104,9 +110,14 @@ export class PodProbes implements WorkerOwner {
         if (old && old.fingerprint === fingerprint) continue
         if (old) {
           old.stop()
-          this.#log.info({ container: c.name, probe: kind }, probe ? 'probe changed: worker restarted' : 'probe removed')
+          this.#log.info(
+            { container: c.name, probe: kind },
+            probe ? 'probe changed: worker restarted' : 'probe removed',
+          )
         }
-        cp[kind] = probe ? new ProbeWorker(kind, c.name, probe, fingerprint, this.#probeFn(c, probe), this, this.#env.metrics) : null
+        cp[kind] = probe
+          ? new ProbeWorker(kind, c.name, probe, fingerprint, this.#probeFn(c, probe), this, this.#env.metrics)
+          : null
         if (cp[kind]) started.push(cp[kind])
       }
     }
@@ -136,7 +147,13 @@ export class PodProbes implements WorkerOwner {
     if (!cp) return
     if (changed) {
       this.#log.info(
-        { container: worker.container, probe: worker.kind, type: worker.probe.handler.type, state: worker.state, reason: outcome.message || undefined },
+        {
+          container: worker.container,
+          probe: worker.kind,
+          type: worker.probe.handler.type,
+          state: worker.state,
+          reason: outcome.message || undefined,
+        },
         `${worker.kind} probe ${worker.state === 'success' ? 'succeeded' : 'failed'}`,
       )
     }
@@ -162,7 +179,10 @@ export class PodProbes implements WorkerOwner {
     const reason = `${worker.kind} probe failed: ${outcome.message || 'failure'}`
     this.#lastRestart = { at: new Date().toISOString(), reason }
     this.#env.metrics.restarts.inc({ reason: worker.kind })
-    this.#log.info({ container: worker.container, restartCount: this.#restartCount, reason }, 'virtual restart: endpoint out, probes start over')
+    this.#log.info(
+      { container: worker.container, restartCount: this.#restartCount, reason },
+      'virtual restart: endpoint out, probes start over',
+    )
     this.#containerStartedAt = Date.now()
     for (const cp of this.#containers.values()) {
       for (const kind of KINDS) cp[kind]?.reset()
@@ -284,4 +304,5 @@ export class PodProbes implements WorkerOwner {
   }
 }
 
-const noPodIp: ProbeFn = () => Promise.resolve(failure('the Pod has no status.podIP and the probe names no host', 'MLT_HEALTH_NO_POD_IP'))
+const noPodIp: ProbeFn = () =>
+  Promise.resolve(failure('the Pod has no status.podIP and the probe names no host', 'MLT_HEALTH_NO_POD_IP'))

@@ -69,7 +69,15 @@ export class ProbeWorker {
   /** Bumped by reset/stop so that a probe in flight across them is discarded. */
   #generation = 0
 
-  constructor(kind: ProbeKind, container: string, probe: Probe, fingerprint: string, fn: ProbeFn, owner: WorkerOwner, metrics: HealthMetrics) {
+  constructor(
+    kind: ProbeKind,
+    container: string,
+    probe: Probe,
+    fingerprint: string,
+    fn: ProbeFn,
+    owner: WorkerOwner,
+    metrics: HealthMetrics,
+  ) {
     this.kind = kind
     this.container = container
     this.probe = probe
@@ -202,7 +210,8 @@ export class ProbeWorker {
       this.#run = 1
     }
     let changed = false
-    const below = result === 'failure' ? this.#run < this.probe.failureThreshold : this.#run < this.probe.successThreshold
+    const below =
+      result === 'failure' ? this.#run < this.probe.failureThreshold : this.#run < this.probe.successThreshold
     if (!below && this.#state !== result) {
       this.#lastTransition = {
         at: new Date(this.#lastProbeAt).toISOString(),

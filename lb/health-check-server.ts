@@ -32,7 +32,13 @@ export class HealthCheckServer {
         'x-content-type-options': 'nosniff',
         'x-load-balancing-endpoint-weight': String(s.localEndpoints),
       })
-      res.end(JSON.stringify({ service: { namespace: s.namespace, name: s.name }, localEndpoints: s.localEndpoints, serviceProxyHealthy: s.proxyHealthy }))
+      res.end(
+        JSON.stringify({
+          service: { namespace: s.namespace, name: s.name },
+          localEndpoints: s.localEndpoints,
+          serviceProxyHealthy: s.proxyHealthy,
+        }),
+      )
     })
   }
 

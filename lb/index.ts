@@ -110,7 +110,11 @@ export class LbPlane implements Plane {
           const id = `${d.protocol}|${d.address}|${d.port}`
           const other = desired.get(id)
           if (other) {
-            conflicts.push({ listener: id, service: svc.key, reason: `${d.address}:${d.port}/${d.protocol} is already used by ${other.runtime.svc.key}` })
+            conflicts.push({
+              listener: id,
+              service: svc.key,
+              reason: `${d.address}:${d.port}/${d.protocol} is already used by ${other.runtime.svc.key}`,
+            })
             continue
           }
           desired.set(id, d)
@@ -134,9 +138,10 @@ export class LbPlane implements Plane {
     for (const [id, d] of desired) {
       let l = this.#listeners.get(id)
       if (!l) {
-        l = d.protocol === 'TCP'
-          ? new TcpListener(d.address, d.port, d.kind, d.runtime, this.#deps)
-          : new UdpListener(d.address, d.port, d.kind, d.runtime, this.#deps)
+        l =
+          d.protocol === 'TCP'
+            ? new TcpListener(d.address, d.port, d.kind, d.runtime, this.#deps)
+            : new UdpListener(d.address, d.port, d.kind, d.runtime, this.#deps)
         this.#listeners.set(id, l)
       }
       l.runtime = d.runtime
@@ -176,16 +181,25 @@ export class LbPlane implements Plane {
     const mode = this.#ctx.options.vipMode
     if (mode !== 'none') {
       for (const ip of svc.clusterIPs) out.push({ protocol, address: ip, port, kind: 'cluster', runtime, vip: true })
-      for (const ip of svc.service.spec.externalIPs) out.push({ protocol, address: ip, port, kind: 'external', runtime, vip: false })
+      for (const ip of svc.service.spec.externalIPs)
+        out.push({ protocol, address: ip, port, kind: 'external', runtime, vip: false })
       for (const ip of svc.loadBalancerIPs) {
         // In interface mode only the elected node may own the address, or several would answer ARP for it.
         if (mode === 'interface' && electedNode(snapshot, svc, ip) !== snapshot.nodeName) continue
-        if (mode === 'interface' && svc.loadBalancerPool !== null && !this.#advertised.has(svc.loadBalancerPool)) continue
+        if (mode === 'interface' && svc.loadBalancerPool !== null && !this.#advertised.has(svc.loadBalancerPool))
+          continue
         out.push({ protocol, address: ip, port, kind: 'external', runtime, vip: true })
       }
     }
     if (nodePort !== null) {
-      out.push({ protocol, address: this.#ctx.options.nodeAddress ?? '0.0.0.0', port: nodePort, kind: 'external', runtime, vip: false })
+      out.push({
+        protocol,
+        address: this.#ctx.options.nodeAddress ?? '0.0.0.0',
+        port: nodePort,
+        kind: 'external',
+        runtime,
+        vip: false,
+      })
     }
     return out
   }
@@ -205,7 +219,12 @@ export class LbPlane implements Plane {
       }
     }
     for (const [key, { svc, port }] of want) {
-      const state = { namespace: svc.namespace, name: svc.name, localEndpoints: localReadyIps(svc, node), proxyHealthy: true }
+      const state = {
+        namespace: svc.namespace,
+        name: svc.name,
+        localEndpoints: localReadyIps(svc, node),
+        proxyHealthy: true,
+      }
       const hc = this.#healthChecks.get(key)
       if (hc) hc.state = state
       else {
@@ -224,7 +243,10 @@ export class LbPlane implements Plane {
     if (reason === null) {
       if (last !== undefined) {
         this.#pendingLogged.delete(svc.key)
-        this.#log.info({ service: svc.key, ips: svc.loadBalancerIPs, pool: svc.loadBalancerPool }, 'LoadBalancer address assigned')
+        this.#log.info(
+          { service: svc.key, ips: svc.loadBalancerIPs, pool: svc.loadBalancerPool },
+          'LoadBalancer address assigned',
+        )
       }
       return
     }
@@ -244,7 +266,13 @@ export class LbPlane implements Plane {
   }
 
   #onListenerState(l: BaseListener): void {
-    const fields = { service: l.runtime.svc.key, listener: 'lb', protocol: l.protocol, address: l.address, port: l.port }
+    const fields = {
+      service: l.runtime.svc.key,
+      listener: 'lb',
+      protocol: l.protocol,
+      address: l.address,
+      port: l.port,
+    }
     if (l.state === 'error' && l.error) this.#logOnce(`listener|${l.id}`, l.error, fields)
     else if (l.state === 'open') {
       this.#errorsLogged.delete(`listener|${l.id}`)
@@ -262,7 +290,8 @@ export class LbPlane implements Plane {
   #updateGauges(): void {
     const m = this.#metrics
     m.affinityEntries.reset()
-    for (const rt of this.#runtimes.values()) if (rt.affinity) m.affinityEntries.inc({ service: rt.svc.key }, rt.affinity.size)
+    for (const rt of this.#runtimes.values())
+      if (rt.affinity) m.affinityEntries.inc({ service: rt.svc.key }, rt.affinity.size)
     m.poolAddresses.reset()
     for (const p of this.#pools) {
       m.poolAddresses.set({ pool: p.pool, state: 'assigned' }, p.assigned)

@@ -38,8 +38,9 @@ export function poolUsage(s: Snapshot): PoolUsage[] {
     let v6 = 0
     for (const svc of s.services) {
       if (svc.loadBalancerPool !== pool.meta.name) continue
-      for (const ip of svc.loadBalancerIPs) if (ip.includes(':')) v6++
-      else v4++
+      for (const ip of svc.loadBalancerIPs)
+        if (ip.includes(':')) v6++
+        else v4++
     }
     return {
       pool: pool.meta.name,

@@ -53,7 +53,8 @@ export class PortRuntime {
     const pp = ann['meshlet.io/proxy-protocol']
     this.proxyProtocol = pp === 'v1' || pp === 'v2' ? pp : null
     this.udpTimeoutMs = secondsAnnotation(ann['meshlet.io/udp-timeout-seconds'], UDP_TIMEOUT_SECONDS) * 1000
-    this.udpStreamTimeoutMs = secondsAnnotation(ann['meshlet.io/udp-stream-timeout-seconds'], UDP_STREAM_TIMEOUT_SECONDS) * 1000
+    this.udpStreamTimeoutMs =
+      secondsAnnotation(ann['meshlet.io/udp-stream-timeout-seconds'], UDP_STREAM_TIMEOUT_SECONDS) * 1000
   }
 
   list(kind: ListenerKind): readonly EndpointState[] {

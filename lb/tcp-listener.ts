@@ -33,7 +33,14 @@ export abstract class BaseListener {
   protected wanted = false
   readonly deps: ListenerDeps
 
-  constructor(protocol: 'TCP' | 'UDP', address: string, port: number, kind: ListenerKind, runtime: PortRuntime, deps: ListenerDeps) {
+  constructor(
+    protocol: 'TCP' | 'UDP',
+    address: string,
+    port: number,
+    kind: ListenerKind,
+    runtime: PortRuntime,
+    deps: ListenerDeps,
+  ) {
     this.id = `${protocol}|${address}|${port}`
     this.protocol = protocol
     this.address = address
@@ -55,7 +62,7 @@ export abstract class BaseListener {
     this.error = error
     this.deps.onState(this)
     if (state === 'open' && !this.wanted) this.doClose()
-    else if ((state === 'closed') && this.wanted) this.startOpen()
+    else if (state === 'closed' && this.wanted) this.startOpen()
   }
 
   protected abstract startOpen(): void
@@ -182,7 +189,16 @@ function onUpstreamConnect(this: ConnSocket): void {
   }
   conn.connected = true
   if (rt.proxyProtocol) {
-    this.write(proxyHeader(rt.proxyProtocol, 'TCP', client.remoteAddress ?? '', client.remotePort ?? 0, client.localAddress ?? '', client.localPort ?? 0))
+    this.write(
+      proxyHeader(
+        rt.proxyProtocol,
+        'TCP',
+        client.remoteAddress ?? '',
+        client.remotePort ?? 0,
+        client.localAddress ?? '',
+        client.localPort ?? 0,
+      ),
+    )
   }
   // A FIN is passed on as a FIN: pipe ends the other side's writable half while allowHalfOpen keeps its readable
   // half working. Resets and vanished sides are handled by the close and error handlers.
@@ -209,7 +225,8 @@ function onUpstreamError(this: ConnSocket): void {
   const client = conn.client
   if (client.destroyed) return
   conn.attempt++
-  const next = conn.attempt < DIAL_TIMEOUTS_MS.length ? rt.retry(listener.kind, client.remoteAddress ?? '', Date.now()) : null
+  const next =
+    conn.attempt < DIAL_TIMEOUTS_MS.length ? rt.retry(listener.kind, client.remoteAddress ?? '', Date.now()) : null
   if (next) dial(conn, next)
   else {
     rt.metrics.refused.inc()

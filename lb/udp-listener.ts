@@ -83,8 +83,20 @@ export class UdpListener extends BaseListener {
     if (!ep) return null
     if (this.#flows.size >= MAX_FLOWS) this.#evictOldest()
     const upstream = createSocket({ type: isIPv6(ep.ip) ? 'udp6' : 'udp4', recvBufferSize: 1 << 20 })
-    const header = rt.proxyProtocol === 'v2' ? proxyHeader('v2', 'UDP', rinfo.address, rinfo.port, this.address, this.port) : null
-    const flow: Flow = { key, client: rinfo, endpoint: ep, runtime: rt, upstream, lastActivity: now, replied: false, connected: false, pending: [], header }
+    const header =
+      rt.proxyProtocol === 'v2' ? proxyHeader('v2', 'UDP', rinfo.address, rinfo.port, this.address, this.port) : null
+    const flow: Flow = {
+      key,
+      client: rinfo,
+      endpoint: ep,
+      runtime: rt,
+      upstream,
+      lastActivity: now,
+      replied: false,
+      connected: false,
+      pending: [],
+      header,
+    }
     this.#flows.set(key, flow)
     const service = rt.svc.key
     const m = rt.metrics
@@ -137,7 +149,8 @@ export class UdpListener extends BaseListener {
 
   /** Removes flows whose endpoint is no longer serving (kube-proxy's conntrack cleanup); keeps terminating+serving. */
   retainServing(serving: ReadonlySet<string>): void {
-    for (const f of [...this.#flows.values()]) if (!serving.has(`${f.endpoint.ip}|${f.endpoint.port}`)) this.#dropFlow(f)
+    for (const f of [...this.#flows.values()])
+      if (!serving.has(`${f.endpoint.ip}|${f.endpoint.port}`)) this.#dropFlow(f)
   }
 
   get flows(): number {

@@ -72,7 +72,8 @@ export class MembershipPlane implements Plane {
     for (const node of snapshot.nodes) {
       if (node.meta.name === self) continue
       const { target, warning } = peerTarget(node, defaultPort)
-      if (warning !== null && this.#warned.get(node.meta.name) !== warning) this.#log.warn({ node: node.meta.name }, warning)
+      if (warning !== null && this.#warned.get(node.meta.name) !== warning)
+        this.#log.warn({ node: node.meta.name }, warning)
       if (warning !== null) this.#warned.set(node.meta.name, warning)
       else this.#warned.delete(node.meta.name)
       if (target) wanted.set(target.node, target)

@@ -23,7 +23,12 @@ export interface PeerHooks {
 }
 
 /** GET /healthz; resolves with null on a 2xx answer, else with why it failed. */
-export function probeHealthz(address: string, port: number, timeoutMs: number, signal: AbortSignal): Promise<string | null> {
+export function probeHealthz(
+  address: string,
+  port: number,
+  timeoutMs: number,
+  signal: AbortSignal,
+): Promise<string | null> {
   return new Promise((resolve) => {
     let done = false
     const finish = (why: string | null) => {
@@ -32,11 +37,22 @@ export function probeHealthz(address: string, port: number, timeoutMs: number, s
       clearTimeout(timer)
       resolve(why)
     }
-    const req = request({ host: address, port, path: '/healthz', method: 'GET', agent: false, signal, headers: { 'user-agent': 'meshlet-membership' } }, (res) => {
-      res.resume()
-      const code = res.statusCode ?? 0
-      finish(code >= 200 && code < 300 ? null : `HTTP ${code}`)
-    })
+    const req = request(
+      {
+        host: address,
+        port,
+        path: '/healthz',
+        method: 'GET',
+        agent: false,
+        signal,
+        headers: { 'user-agent': 'meshlet-membership' },
+      },
+      (res) => {
+        res.resume()
+        const code = res.statusCode ?? 0
+        finish(code >= 200 && code < 300 ? null : `HTTP ${code}`)
+      },
+    )
     const timer = setTimeout(() => {
       finish(`no answer in ${timeoutMs} ms`)
       req.destroy()

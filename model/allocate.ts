@@ -154,7 +154,12 @@ export function allocateAddresses(
     const nodePorts = [...(explicitPorts.get(key) ?? [])]
     let hc = explicitHc.get(key) ?? null
     if (prev) {
-      if (clusterIPs.length === 0 && s.spec.clusterIPs.length === 0 && !s.spec.headless && s.spec.type !== 'ExternalName') {
+      if (
+        clusterIPs.length === 0 &&
+        s.spec.clusterIPs.length === 0 &&
+        !s.spec.headless &&
+        s.spec.type !== 'ExternalName'
+      ) {
         const fams = wantedFamilies(s, cidrs)
         for (const ip of prev.clusterIPs) {
           if (!ips.has(ip) && fams.includes(ipFamily(ip) as 4 | 6) && cidrs.some((c) => cidrContains(c, ip))) {
@@ -170,7 +175,12 @@ export function allocateAddresses(
           nodePorts[i] = old
         }
       }
-      if (hc === null && needsHealthCheckNodePort(s) && prev.healthCheckNodePort !== null && !ports.has(prev.healthCheckNodePort)) {
+      if (
+        hc === null &&
+        needsHealthCheckNodePort(s) &&
+        prev.healthCheckNodePort !== null &&
+        !ports.has(prev.healthCheckNodePort)
+      ) {
         ports.add(prev.healthCheckNodePort)
         hc = prev.healthCheckNodePort
       }
@@ -184,7 +194,12 @@ export function allocateAddresses(
     const key = objectKey(s.meta)
     const a = result.get(key)!
     const clusterIPs = [...a.clusterIPs]
-    if (clusterIPs.length === 0 && s.spec.clusterIPs.length === 0 && !s.spec.headless && s.spec.type !== 'ExternalName') {
+    if (
+      clusterIPs.length === 0 &&
+      s.spec.clusterIPs.length === 0 &&
+      !s.spec.headless &&
+      s.spec.type !== 'ExternalName'
+    ) {
       for (const fam of wantedFamilies(s, cidrs)) {
         const cidr = cidrs.find((c) => c.family === fam)
         if (!cidr) {

@@ -83,18 +83,39 @@ function groupByKind(objects: readonly KubeObject[]): ByKind {
   }
   for (const o of objects) {
     switch (o.kind) {
-      case 'Service': g.services.push(o); break
-      case 'Pod': g.pods.push(o); break
-      case 'Endpoints': g.endpoints.push(o); break
-      case 'EndpointSlice': g.slices.push(o); break
-      case 'Ingress': g.ingresses.push(o); break
-      case 'IngressClass': g.ingressClasses.push(o); break
-      case 'Secret': g.secrets.push(o); break
-      case 'Node': g.nodes.push(o); break
-      case 'IPAddressPool': g.pools.push(o); break
-      case 'L2Advertisement': g.l2.push(o); break
+      case 'Service':
+        g.services.push(o)
+        break
+      case 'Pod':
+        g.pods.push(o)
+        break
+      case 'Endpoints':
+        g.endpoints.push(o)
+        break
+      case 'EndpointSlice':
+        g.slices.push(o)
+        break
+      case 'Ingress':
+        g.ingresses.push(o)
+        break
+      case 'IngressClass':
+        g.ingressClasses.push(o)
+        break
+      case 'Secret':
+        g.secrets.push(o)
+        break
+      case 'Node':
+        g.nodes.push(o)
+        break
+      case 'IPAddressPool':
+        g.pools.push(o)
+        break
+      case 'L2Advertisement':
+        g.l2.push(o)
+        break
       // Its replicas arrive as Pods made by config/dns-discovery.ts; the Deployment itself derives nothing here.
-      case 'Deployment': break
+      case 'Deployment':
+        break
       default: {
         const never: never = o
         throw new Error(`unhandled kind ${(never as KubeObject).kind}`)
@@ -183,10 +204,24 @@ function endpointsFromPods(
       for (const [i, sp] of s.spec.ports.entries()) {
         const port = resolveTargetPort(sp, pod)
         if (port === null) {
-          warnings.push(`Pod ${ps.key} has no container port named "${sp.targetPort}" (${sp.protocol}); left out of port ${sp.name || sp.port}`)
+          warnings.push(
+            `Pod ${ps.key} has no container port named "${sp.targetPort}" (${sp.protocol}); left out of port ${sp.name || sp.port}`,
+          )
           continue
         }
-        perPort[i]!.push({ ip, port, ready, serving, terminating, nodeName, zone, hostname, pod: ps.key, forNodes, forZones })
+        perPort[i]!.push({
+          ip,
+          port,
+          ready,
+          serving,
+          terminating,
+          nodeName,
+          zone,
+          hostname,
+          pod: ps.key,
+          forNodes,
+          forZones,
+        })
       }
     }
   }
@@ -253,7 +288,15 @@ function endpointsFromEndpoints(s: Service, eps: Endpoints): { perPort: Endpoint
     for (const { list, ready } of groups) {
       for (const a of list) {
         const pod = podRef(a.targetRef)
-        addresses.push({ ip: a.ip, ready, serving: ready, terminating: false, hostname: a.hostname, nodeName: a.nodeName, pod })
+        addresses.push({
+          ip: a.ip,
+          ready,
+          serving: ready,
+          terminating: false,
+          hostname: a.hostname,
+          nodeName: a.nodeName,
+          pod,
+        })
         for (const p of subset.ports) {
           const i = portIndex(s, p.name)
           if (i < 0 || s.spec.ports[i]!.protocol !== p.protocol) continue
@@ -306,7 +349,11 @@ function dedupeAddresses(list: AddressState[]): AddressState[] {
   return [...byIp.values()].sort((a, b) => (a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : 0))
 }
 
-function applyEjections(serviceKey: string, list: EndpointState[], ejected: ReadonlyMap<string, string>): EndpointState[] {
+function applyEjections(
+  serviceKey: string,
+  list: EndpointState[],
+  ejected: ReadonlyMap<string, string>,
+): EndpointState[] {
   if (ejected.size === 0) return list
   return list.map((ep) =>
     ejected.has(ejectionKey(serviceKey, ep.ip, ep.port)) ? { ...ep, ready: false, serving: false } : ep,

@@ -57,7 +57,8 @@ export function poolCapacity(pool: IPAddressPool): { v4: bigint; v6: bigint } {
   let v6 = 0n
   for (const r of poolRanges(pool)) {
     let n = r.end - r.start + 1n
-    if (pool.avoidBuggyIPs && r.family === 4) for (let x = r.start; x <= r.end && x - r.start < 65536n; x++) if (buggy(x, 4)) n--
+    if (pool.avoidBuggyIPs && r.family === 4)
+      for (let x = r.start; x <= r.end && x - r.start < 65536n; x++) if (buggy(x, 4)) n--
     if (r.family === 4) v4 += n
     else v6 += n
   }
@@ -95,7 +96,8 @@ function pinnedTo(pool: IPAddressPool, s: Service): boolean {
   if (sa.namespaces.length > 0 && !sa.namespaces.includes(s.meta.namespace)) return false
   // Namespace labels are not known to meshlet (no Namespace objects): a namespaceSelector matches nothing.
   if (sa.namespaceSelectors.length > 0) return false
-  if (sa.serviceSelectors.length > 0 && !sa.serviceSelectors.some((sel) => selectorMatches(sel, s.meta.labels))) return false
+  if (sa.serviceSelectors.length > 0 && !sa.serviceSelectors.some((sel) => selectorMatches(sel, s.meta.labels)))
+    return false
   return true
 }
 
@@ -113,7 +115,10 @@ function holderOf(s: Service): Holder {
     sharingKey: annotation(s, 'allow-shared-ip') ?? '',
     backendKey:
       s.spec.externalTrafficPolicy === 'Local'
-        ? Object.keys(sel).sort().map((k) => `${k}=${sel[k]}`).join(',')
+        ? Object.keys(sel)
+            .sort()
+            .map((k) => `${k}=${sel[k]}`)
+            .join(',')
         : '',
     ports: new Set(s.spec.ports.map((p) => `${p.protocol}/${p.port}`)),
   }
@@ -123,7 +128,8 @@ function holderOf(s: Service): Holder {
 function sharingError(h: Holder, ip: string, holders: readonly Holder[]): string | null {
   for (const o of holders) {
     if (o.key === h.key) continue
-    if (h.sharingKey === '' || o.sharingKey !== h.sharingKey) return `can't change sharing key for "${h.key}", address also in use by ${o.key}`
+    if (h.sharingKey === '' || o.sharingKey !== h.sharingKey)
+      return `can't change sharing key for "${h.key}", address also in use by ${o.key}`
     if (o.backendKey !== h.backendKey) return `can't change sharing key for "${h.key}", address also in use by ${o.key}`
     for (const p of h.ports) if (o.ports.has(p)) return `port ${p} is already in use on "${ip}"`
   }
@@ -192,7 +198,8 @@ function priorityOrder(a: IPAddressPool, b: IPAddressPool): number {
 function requestedIps(s: Service): { ips: string[] | null; error: string | null } {
   const ann = annotation(s, 'loadBalancerIPs')
   const spec = s.spec.loadBalancerIP
-  if (ann !== null && spec !== null) return { ips: null, error: 'service can not have both metallb.io/loadBalancerIPs and svc.Spec.LoadBalancerIP' }
+  if (ann !== null && spec !== null)
+    return { ips: null, error: 'service can not have both metallb.io/loadBalancerIPs and svc.Spec.LoadBalancerIP' }
   if (ann !== null) return { ips: ann.split(',').map((x) => canonicalIp(x.trim()) ?? x.trim()), error: null }
   if (spec !== null) return { ips: [canonicalIp(spec) ?? spec], error: null }
   return { ips: null, error: null }
@@ -212,7 +219,8 @@ function allocateOne(
   if (requested) {
     const pool = pools.find((p) => requested.every((ip) => inPool(p, ip)))
     if (!pool) return `${JSON.stringify(requested)} is not allowed in config`
-    if (named && pool !== named) return `requested loadBalancer IP(s) ${JSON.stringify(requested)} is not compatible with requested address pool ${poolName}`
+    if (named && pool !== named)
+      return `requested loadBalancer IP(s) ${JSON.stringify(requested)} is not compatible with requested address pool ${poolName}`
     for (const ip of requested) {
       const err = sharingError(h, ip, taken.holders(ip))
       if (err) return err
@@ -224,7 +232,9 @@ function allocateOne(
     return ips ? { ips, pool: named.meta.name } : `no available IPs in pool ${poolName}`
   }
   const pinned = pools.filter((p) => p.autoAssign && pinnedTo(p, s)).sort(priorityOrder)
-  const others = pools.filter((p) => p.autoAssign && !p.serviceAllocation).sort((a, b) => (a.meta.name < b.meta.name ? -1 : 1))
+  const others = pools
+    .filter((p) => p.autoAssign && !p.serviceAllocation)
+    .sort((a, b) => (a.meta.name < b.meta.name ? -1 : 1))
   for (const pool of [...pinned, ...others]) {
     const ips = fromPool(s, h, pool, taken)
     if (ips) return { ips, pool: pool.meta.name }
@@ -248,7 +258,11 @@ export function allocateLoadBalancers(
   const out = new Map<string, LoadBalancerAllocation>()
   const taken = new Assignments()
   const lbs = services
-    .filter((s) => s.spec.type === 'LoadBalancer' && (s.spec.loadBalancerClass === null || s.spec.loadBalancerClass === loadBalancerClass))
+    .filter(
+      (s) =>
+        s.spec.type === 'LoadBalancer' &&
+        (s.spec.loadBalancerClass === null || s.spec.loadBalancerClass === loadBalancerClass),
+    )
     .sort((a, b) => (objectKey(a.meta) < objectKey(b.meta) ? -1 : 1))
 
   // 1. Sticky: keep what a Service had while its pool, request and sharing rules still allow it. Existing allocations

@@ -192,7 +192,10 @@ export interface EndpointSlice {
 // ---------------------------------------------------------------- Ingress
 
 export interface IngressServiceBackend {
-  readonly service: { readonly name: string; readonly port: { readonly number: number | null; readonly name: string | null } }
+  readonly service: {
+    readonly name: string
+    readonly port: { readonly number: number | null; readonly name: string | null }
+  }
 }
 
 export type PathType = 'Exact' | 'Prefix' | 'ImplementationSpecific'

@@ -27,7 +27,12 @@ export class Store {
 
   constructor(options: BuildOptions & { onSubscriberError?: (err: unknown) => void }) {
     this.#options = options
-    this.#onSubscriberError = options.onSubscriberError ?? ((err) => queueMicrotask(() => { throw err }))
+    this.#onSubscriberError =
+      options.onSubscriberError ??
+      ((err) =>
+        queueMicrotask(() => {
+          throw err
+        }))
   }
 
   /** The last published Snapshot; null until the first configuration has been loaded. */
@@ -56,7 +61,12 @@ export class Store {
       if (!this.#health.delete(podKey)) return
     } else {
       const old = this.#health.get(podKey)
-      if (old && old.ready === health.ready && old.started === health.started && old.restartCount === health.restartCount) {
+      if (
+        old &&
+        old.ready === health.ready &&
+        old.started === health.started &&
+        old.restartCount === health.restartCount
+      ) {
         return
       }
       this.#health.set(podKey, health)

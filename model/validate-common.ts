@@ -150,7 +150,11 @@ export class Ctx {
   range(path: string, v: number | null, min: number, max: number): number | null {
     if (v === null) return null
     if (v < min || v > max) {
-      this.add(path, 'MLT_CONFIG_RANGE', max === Infinity ? `must be >= ${min}, got ${v}` : `must be ${min}-${max}, got ${v}`)
+      this.add(
+        path,
+        'MLT_CONFIG_RANGE',
+        max === Infinity ? `must be >= ${min}, got ${v}` : `must be ${min}-${max}, got ${v}`,
+      )
       return null
     }
     return v
@@ -325,7 +329,13 @@ export function labelValue(v: string): string | null {
 
 /** Port names (RFC 6335): at most 15 lowercase letters, digits and '-', at least one letter, no '--'. */
 export function ianaSvcName(v: string): string | null {
-  if (v.length === 0 || v.length > 15 || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(v) || v.includes('--') || !/[a-z]/.test(v)) {
+  if (
+    v.length === 0 ||
+    v.length > 15 ||
+    !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(v) ||
+    v.includes('--') ||
+    !/[a-z]/.test(v)
+  ) {
     return "a port name (IANA_SVC_NAME: at most 15 lowercase letters, digits and '-', with at least one letter, no '--')"
   }
   return null

@@ -67,41 +67,51 @@ export function validateDeployment(ctx: Ctx, doc: Obj, meta: ObjectMeta): Deploy
 
   // apps/v1: the selector is required and may not be empty.
   const selRaw = ctx.obj(spec, 'selector', 'spec.selector')
-  const selector: LabelSelector = selRaw === null ? { matchLabels: {}, matchExpressions: [] } : ctx.labelSelector(selRaw, 'spec.selector')
+  const selector: LabelSelector =
+    selRaw === null ? { matchLabels: {}, matchExpressions: [] } : ctx.labelSelector(selRaw, 'spec.selector')
   const emptySelector = Object.keys(selector.matchLabels).length === 0 && selector.matchExpressions.length === 0
   if (selRaw === null) ctx.add('spec.selector', 'MLT_CONFIG_REQUIRED', 'required')
-  else if (emptySelector) ctx.add('spec.selector', 'MLT_CONFIG_REQUIRED', 'may not be empty: it must select the template labels')
+  else if (emptySelector)
+    ctx.add('spec.selector', 'MLT_CONFIG_REQUIRED', 'may not be empty: it must select the template labels')
 
   // The template is a Pod without status: validated with the Pod rules, its errors under spec.template.
   const template = ctx.obj(spec, 'template', 'spec.template')
-  if (template === null) ctx.add('spec.template', 'MLT_CONFIG_REQUIRED', 'required: the Pod template (labels, containers, ports, probes)')
+  if (template === null)
+    ctx.add('spec.template', 'MLT_CONFIG_REQUIRED', 'required: the Pod template (labels, containers, ports, probes)')
   const t = template ?? {}
   const sub = new Ctx(ctx.source, ctx.prefix === '' ? 'spec.template' : `${ctx.prefix}.spec.template`)
   sub.object = ctx.object
   const tmeta = sub.obj(t, 'metadata', 'metadata') ?? {}
   const labels = sub.labels(tmeta, 'labels', 'metadata.labels', 'label')
   const annotations = sub.labels(tmeta, 'annotations', 'metadata.annotations', 'any')
-  if (t.status !== undefined) sub.add('status', 'MLT_CONFIG_FORBIDDEN', 'a Pod template has no status: the replicas\' addresses come from DNS')
-  const pod =
-    template === null
-      ? null
-      : validatePod(sub, { spec: t.spec ?? {} }, { ...meta, labels, annotations })
+  if (t.status !== undefined)
+    sub.add('status', 'MLT_CONFIG_FORBIDDEN', "a Pod template has no status: the replicas' addresses come from DNS")
+  const pod = template === null ? null : validatePod(sub, { spec: t.spec ?? {} }, { ...meta, labels, annotations })
   for (const e of sub.errors) ctx.errors.push(e)
 
   if (template !== null && selRaw !== null && !emptySelector && !selectorMatches(selector, labels)) {
-    ctx.add('spec.template.metadata.labels', 'MLT_CONFIG_MISMATCH', `\`selector\` does not match template \`labels\` (selector ${show(selRaw)}, labels ${show(labels)})`)
+    ctx.add(
+      'spec.template.metadata.labels',
+      'MLT_CONFIG_MISMATCH',
+      `\`selector\` does not match template \`labels\` (selector ${show(selRaw)}, labels ${show(labels)})`,
+    )
   }
 
   // ---- discovery annotations
   const dnsName = meta.annotations[REPLICAS_FROM_DNS] ?? ''
   const why = dnsNameProblem(dnsName)
-  if (why !== null) ctx.add(`metadata.annotations[${REPLICAS_FROM_DNS}]`, 'MLT_CONFIG_INVALID_NAME', `${why}, got ${show(dnsName)}`)
+  if (why !== null)
+    ctx.add(`metadata.annotations[${REPLICAS_FROM_DNS}]`, 'MLT_CONFIG_INVALID_NAME', `${why}, got ${show(dnsName)}`)
   let intervalSeconds = DEFAULT_RESOLVE_INTERVAL_SECONDS
   const rawInterval = meta.annotations[RESOLVE_INTERVAL]
   if (rawInterval !== undefined) {
     const n = /^\d+$/.test(rawInterval.trim()) ? Number(rawInterval.trim()) : NaN
     if (!Number.isInteger(n) || n < 1 || n > 3600) {
-      ctx.add(`metadata.annotations[${RESOLVE_INTERVAL}]`, 'MLT_CONFIG_RANGE', `must be a whole number of seconds 1-3600, got ${show(rawInterval)}`)
+      ctx.add(
+        `metadata.annotations[${RESOLVE_INTERVAL}]`,
+        'MLT_CONFIG_RANGE',
+        `must be a whole number of seconds 1-3600, got ${show(rawInterval)}`,
+      )
     } else intervalSeconds = n
   }
 

@@ -1,7 +1,15 @@
 // v1 Endpoints and discovery.k8s.io/v1 EndpointSlice: hand-written endpoints of Services without a selector.
 // Loopback addresses are accepted (DESIGN.md exception); the API server's other endpoint-IP rules apply.
 
-import type { EndpointPort, Endpoints, EndpointsAddress, EndpointSlice, ObjectMeta, SliceEndpoint, TargetRef } from './objects.ts'
+import type {
+  EndpointPort,
+  Endpoints,
+  EndpointsAddress,
+  EndpointSlice,
+  ObjectMeta,
+  SliceEndpoint,
+  TargetRef,
+} from './objects.ts'
 import { type Ctx, type Obj, dns1123Subdomain, show } from './validate-common.ts'
 
 export function validateEndpoints(ctx: Ctx, doc: Obj, meta: ObjectMeta): Endpoints {
@@ -36,8 +44,10 @@ export function validateEndpointSlice(ctx: Ctx, doc: Obj, meta: ObjectMeta): End
   const endpoints: SliceEndpoint[] = []
   for (const { item, path } of ctx.objs(doc, 'endpoints', 'endpoints')) {
     const raw = ctx.strList(item, 'addresses', `${path}.addresses`)
-    if (raw.length === 0 && Array.isArray(item.addresses ?? [])) ctx.add(`${path}.addresses`, 'MLT_CONFIG_REQUIRED', 'required: at least one address')
-    if (raw.length > 100) ctx.add(`${path}.addresses`, 'MLT_CONFIG_RANGE', `may hold at most 100 addresses, got ${raw.length}`)
+    if (raw.length === 0 && Array.isArray(item.addresses ?? []))
+      ctx.add(`${path}.addresses`, 'MLT_CONFIG_REQUIRED', 'required: at least one address')
+    if (raw.length > 100)
+      ctx.add(`${path}.addresses`, 'MLT_CONFIG_RANGE', `may hold at most 100 addresses, got ${raw.length}`)
     const addresses: string[] = []
     for (const [i, a] of raw.entries()) {
       const ap = `${path}.addresses[${i}]`
@@ -87,19 +97,27 @@ function endpointPorts(ctx: Ctx, o: Obj, path: string, isEndpoints: boolean): En
   const names = new Map<string, number>()
   for (const { item, i, path: pp } of items) {
     const name = ctx.str(item, 'name', `${pp}.name`) ?? ''
-    if (name === '' && isEndpoints && items.length > 1) ctx.add(`${pp}.name`, 'MLT_CONFIG_REQUIRED', 'required when a subset has more than one port')
+    if (name === '' && isEndpoints && items.length > 1)
+      ctx.add(`${pp}.name`, 'MLT_CONFIG_REQUIRED', 'required when a subset has more than one port')
     if (name !== '' && ctx.name(`${pp}.name`, name, 'label')) {
       const prev = names.get(name)
-      if (prev !== undefined) ctx.add(`${pp}.name`, 'MLT_CONFIG_DUPLICATE', `duplicate port name ${show(name)} (also ${path}[${prev}])`)
+      if (prev !== undefined)
+        ctx.add(`${pp}.name`, 'MLT_CONFIG_DUPLICATE', `duplicate port name ${show(name)} (also ${path}[${prev}])`)
       else names.set(name, i)
     } else if (name === '' && !isEndpoints) {
       const prev = names.get('')
-      if (prev !== undefined) ctx.add(`${pp}.name`, 'MLT_CONFIG_DUPLICATE', `duplicate port name "" (also ${path}[${prev}])`)
+      if (prev !== undefined)
+        ctx.add(`${pp}.name`, 'MLT_CONFIG_DUPLICATE', `duplicate port name "" (also ${path}[${prev}])`)
       else names.set('', i)
     }
     if (item.port === undefined || item.port === null) {
       if (isEndpoints) ctx.add(`${pp}.port`, 'MLT_CONFIG_REQUIRED', 'required')
-      else ctx.add(`${pp}.port`, 'MLT_CONFIG_UNSUPPORTED', 'a port without a number ("all ports") is not supported by meshlet')
+      else
+        ctx.add(
+          `${pp}.port`,
+          'MLT_CONFIG_UNSUPPORTED',
+          'a port without a number ("all ports") is not supported by meshlet',
+        )
     }
     const port = ctx.range(`${pp}.port`, ctx.int(item, 'port', `${pp}.port`), 1, 65535)
     const protocol = ctx.protocol(item, 'protocol', `${pp}.protocol`)

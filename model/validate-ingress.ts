@@ -1,6 +1,14 @@
 // networking.k8s.io/v1 Ingress and IngressClass, with the API server's checks (specs/ingress.md §1.2).
 
-import type { Ingress, IngressClass, IngressPath, IngressRule, IngressServiceBackend, ObjectMeta, PathType } from './objects.ts'
+import type {
+  Ingress,
+  IngressClass,
+  IngressPath,
+  IngressRule,
+  IngressServiceBackend,
+  ObjectMeta,
+  PathType,
+} from './objects.ts'
 import { type Ctx, type Obj, dns1123Subdomain, show } from './validate-common.ts'
 import { ipFamily } from './ip.ts'
 
@@ -39,10 +47,16 @@ export function validateIngress(ctx: Ctx, doc: Obj, meta: ObjectMeta): Ingress {
     const http = ctx.obj(item, 'http', `${path}.http`)
     if (http !== null) {
       const pathsRaw = ctx.objs(http, 'paths', `${path}.http.paths`)
-      if (pathsRaw.length === 0 && Array.isArray(http.paths ?? [])) ctx.add(`${path}.http.paths`, 'MLT_CONFIG_REQUIRED', 'required: at least one path')
+      if (pathsRaw.length === 0 && Array.isArray(http.paths ?? []))
+        ctx.add(`${path}.http.paths`, 'MLT_CONFIG_REQUIRED', 'required: at least one path')
       for (const { item: p, path: pp } of pathsRaw) {
         const ptRaw = ctx.reqStr(p, 'pathType', `${pp}.pathType`)
-        const pathType = ctx.enumOf<PathType>(`${pp}.pathType`, ptRaw, ['Exact', 'Prefix', 'ImplementationSpecific'], 'Prefix')
+        const pathType = ctx.enumOf<PathType>(
+          `${pp}.pathType`,
+          ptRaw,
+          ['Exact', 'Prefix', 'ImplementationSpecific'],
+          'Prefix',
+        )
         let value = ctx.str(p, 'path', `${pp}.path`) ?? ''
         if (ptRaw === pathType) checkPath(ctx, `${pp}.path`, value, pathType)
         // An empty ImplementationSpecific path is allowed by the API server; controllers read it as "/".
@@ -69,7 +83,11 @@ function backend(ctx: Ctx, b: Obj, path: string): IngressServiceBackend | null {
     return null
   }
   if (hasResource) {
-    ctx.add(`${path}.resource`, 'MLT_CONFIG_UNSUPPORTED', 'resource backends are not supported by meshlet; use a service backend')
+    ctx.add(
+      `${path}.resource`,
+      'MLT_CONFIG_UNSUPPORTED',
+      'resource backends are not supported by meshlet; use a service backend',
+    )
     return null
   }
   const s = ctx.obj(b, 'service', `${path}.service`)
@@ -83,7 +101,8 @@ function backend(ctx: Ctx, b: Obj, path: string): IngressServiceBackend | null {
   let number: number | null = null
   let portName: string | null = null
   if (port === null) {
-    if (s.port === undefined || s.port === null) ctx.add(`${path}.service.port`, 'MLT_CONFIG_REQUIRED', 'required: number or name')
+    if (s.port === undefined || s.port === null)
+      ctx.add(`${path}.service.port`, 'MLT_CONFIG_REQUIRED', 'required: number or name')
   } else {
     const hasNumber = port.number !== undefined && port.number !== null
     let pn = ctx.str(port, 'name', `${path}.service.port.name`)
@@ -91,7 +110,12 @@ function backend(ctx: Ctx, b: Obj, path: string): IngressServiceBackend | null {
     if (hasNumber && pn !== null) {
       ctx.add(`${path}.service.port`, 'MLT_CONFIG_ONE_OF', 'cannot set both port name and port number')
     } else if (hasNumber) {
-      number = ctx.range(`${path}.service.port.number`, ctx.int(port, 'number', `${path}.service.port.number`), 1, 65535)
+      number = ctx.range(
+        `${path}.service.port.number`,
+        ctx.int(port, 'number', `${path}.service.port.number`),
+        1,
+        65535,
+      )
     } else if (pn !== null) {
       if (ctx.name(`${path}.service.port.name`, pn, 'port')) portName = pn
     } else {
@@ -111,7 +135,11 @@ function checkHost(ctx: Ctx, path: string, host: string): boolean {
   if (host.includes('*')) {
     const rest = host.startsWith('*.') ? host.slice(2) : null
     if (rest === null || rest.includes('*') || dns1123Subdomain(rest) !== null) {
-      ctx.add(path, 'MLT_CONFIG_INVALID_NAME', `a wildcard must be "*." followed by a DNS-1123 subdomain (the whole first label only), got ${show(host)}`)
+      ctx.add(
+        path,
+        'MLT_CONFIG_INVALID_NAME',
+        `a wildcard must be "*." followed by a DNS-1123 subdomain (the whole first label only), got ${show(host)}`,
+      )
       return false
     }
     return true
@@ -150,5 +178,10 @@ export function validateIngressClass(ctx: Ctx, doc: Obj, meta: ObjectMeta): Ingr
   if (controller !== null && controller.length > 250) {
     ctx.add('spec.controller', 'MLT_CONFIG_INVALID_VALUE', `must be at most 250 characters, got ${controller.length}`)
   }
-  return { kind: 'IngressClass', meta, controller: controller ?? '', isDefault: meta.annotations[DEFAULT_CLASS_ANNOTATION] === 'true' }
+  return {
+    kind: 'IngressClass',
+    meta,
+    controller: controller ?? '',
+    isDefault: meta.annotations[DEFAULT_CLASS_ANNOTATION] === 'true',
+  }
 }

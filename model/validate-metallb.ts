@@ -8,7 +8,8 @@ import { ipFamily, ipToBigInt, parseCidr } from './ip.ts'
 export function validateIPAddressPool(ctx: Ctx, doc: Obj, meta: ObjectMeta): IPAddressPool {
   const spec = ctx.obj(doc, 'spec', 'spec') ?? {}
   const raw = ctx.strList(spec, 'addresses', 'spec.addresses')
-  if (raw.length === 0 && Array.isArray(spec.addresses ?? [])) ctx.add('spec.addresses', 'MLT_CONFIG_REQUIRED', 'required: at least one CIDR or range')
+  if (raw.length === 0 && Array.isArray(spec.addresses ?? []))
+    ctx.add('spec.addresses', 'MLT_CONFIG_REQUIRED', 'required: at least one CIDR or range')
   const addresses: string[] = []
   for (const [i, a] of raw.entries()) {
     if (checkPoolEntry(ctx, `spec.addresses[${i}]`, a)) addresses.push(a.trim())
@@ -18,7 +19,12 @@ export function validateIPAddressPool(ctx: Ctx, doc: Obj, meta: ObjectMeta): IPA
   const sa = ctx.obj(spec, 'serviceAllocation', 'spec.serviceAllocation')
   let serviceAllocation: IPAddressPool['serviceAllocation'] = null
   if (sa !== null) {
-    const priority = ctx.range('spec.serviceAllocation.priority', ctx.int(sa, 'priority', 'spec.serviceAllocation.priority'), 0, Infinity)
+    const priority = ctx.range(
+      'spec.serviceAllocation.priority',
+      ctx.int(sa, 'priority', 'spec.serviceAllocation.priority'),
+      0,
+      Infinity,
+    )
     const namespaces = ctx.strList(sa, 'namespaces', 'spec.serviceAllocation.namespaces')
     for (const [i, ns] of namespaces.entries()) ctx.name(`spec.serviceAllocation.namespaces[${i}]`, ns, 'label')
     serviceAllocation = {
@@ -37,7 +43,11 @@ function checkPoolEntry(ctx: Ctx, path: string, entry: string): boolean {
   const dash = a.indexOf('-')
   if (dash === -1) {
     if (parseCidr(a) === null) {
-      ctx.add(path, 'MLT_CONFIG_INVALID_CIDR', `must be a CIDR ("198.18.10.0/24") or a range ("198.18.10.5-198.18.10.9"), got ${show(entry)}`)
+      ctx.add(
+        path,
+        'MLT_CONFIG_INVALID_CIDR',
+        `must be a CIDR ("198.18.10.0/24") or a range ("198.18.10.5-198.18.10.9"), got ${show(entry)}`,
+      )
       return false
     }
     return true
@@ -47,7 +57,11 @@ function checkPoolEntry(ctx: Ctx, path: string, entry: string): boolean {
   const fs = ipFamily(start)
   const fe = ipFamily(end)
   if (fs === 0 || fe === 0) {
-    ctx.add(path, 'MLT_CONFIG_INVALID_CIDR', `invalid range: ${show(fs === 0 ? start : end)} is not an IP address, got ${show(entry)}`)
+    ctx.add(
+      path,
+      'MLT_CONFIG_INVALID_CIDR',
+      `invalid range: ${show(fs === 0 ? start : end)} is not an IP address, got ${show(entry)}`,
+    )
     return false
   }
   if (fs !== fe) {
@@ -70,7 +84,11 @@ export function validateL2Advertisement(ctx: Ctx, doc: Obj, meta: ObjectMeta): L
   const interfaces = ctx.strList(spec, 'interfaces', 'spec.interfaces')
   for (const [i, ifc] of interfaces.entries()) {
     if (ifc === '' || ifc.length > 15 || /[\s/]/.test(ifc)) {
-      ctx.add(`spec.interfaces[${i}]`, 'MLT_CONFIG_INVALID_NAME', `must be a network interface name (1-15 characters, no '/' or spaces), got ${show(ifc)}`)
+      ctx.add(
+        `spec.interfaces[${i}]`,
+        'MLT_CONFIG_INVALID_NAME',
+        `must be a network interface name (1-15 characters, no '/' or spaces), got ${show(ifc)}`,
+      )
     }
   }
   return { kind: 'L2Advertisement', meta, ipAddressPools, ipAddressPoolSelectors, nodeSelectors, interfaces }

@@ -12,10 +12,12 @@ export function validateNode(ctx: Ctx, doc: Obj, meta: ObjectMeta): Node {
     const typeRaw = ctx.reqStr(item, 'type', `${path}.type`)
     const type = ctx.enumOf(`${path}.type`, typeRaw, ADDRESS_TYPES, 'InternalIP')
     let address = ctx.reqStr(item, 'address', `${path}.address`)
-    if (address !== null && (type === 'InternalIP' || type === 'ExternalIP')) address = ctx.ip(`${path}.address`, address)
+    if (address !== null && (type === 'InternalIP' || type === 'ExternalIP'))
+      address = ctx.ip(`${path}.address`, address)
     if (address !== null && typeRaw === type) addresses.push({ type, address })
   }
-  const zone = meta.labels['topology.kubernetes.io/zone'] || meta.labels['failure-domain.beta.kubernetes.io/zone'] || null
+  const zone =
+    meta.labels['topology.kubernetes.io/zone'] || meta.labels['failure-domain.beta.kubernetes.io/zone'] || null
   // status.conditions: only Ready is read (specs/l4-health.md §5.6: a node whose Ready is False announces nothing).
   let ready: boolean | null = null
   for (const { item, path } of ctx.objs(status, 'conditions', 'status.conditions')) {

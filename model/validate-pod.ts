@@ -19,7 +19,8 @@ export function validatePod(ctx: Ctx, doc: Obj, meta: ObjectMeta): Pod {
   if (subdomain !== null) ctx.name('spec.subdomain', subdomain, 'label')
 
   const containersRaw = ctx.objs(spec, 'containers', 'spec.containers')
-  if (containersRaw.length === 0 && Array.isArray(spec.containers ?? [])) ctx.add('spec.containers', 'MLT_CONFIG_REQUIRED', 'required: at least one container')
+  if (containersRaw.length === 0 && Array.isArray(spec.containers ?? []))
+    ctx.add('spec.containers', 'MLT_CONFIG_REQUIRED', 'required: at least one container')
   const containerNames = new Map<string, number>()
   // Port names are unique across all containers of a Pod (the API server's rule).
   const portNames = new Map<string, string>()
@@ -28,7 +29,12 @@ export function validatePod(ctx: Ctx, doc: Obj, meta: ObjectMeta): Pod {
     const name = ctx.reqStr(item, 'name', `${path}.name`)
     if (name !== null && ctx.name(`${path}.name`, name, 'label')) {
       const prev = containerNames.get(name)
-      if (prev !== undefined) ctx.add(`${path}.name`, 'MLT_CONFIG_DUPLICATE', `duplicate container name ${show(name)} (also spec.containers[${prev}])`)
+      if (prev !== undefined)
+        ctx.add(
+          `${path}.name`,
+          'MLT_CONFIG_DUPLICATE',
+          `duplicate container name ${show(name)} (also spec.containers[${prev}])`,
+        )
       else containerNames.set(name, i)
     }
     const ports: ContainerPort[] = []
@@ -36,13 +42,21 @@ export function validatePod(ctx: Ctx, doc: Obj, meta: ObjectMeta): Pod {
       const pname = nonEmpty(ctx.str(p, 'name', `${pp}.name`))
       if (pname !== null && ctx.name(`${pp}.name`, pname, 'port')) {
         const prev = portNames.get(pname)
-        if (prev !== undefined) ctx.add(`${pp}.name`, 'MLT_CONFIG_DUPLICATE', `duplicate port name ${show(pname)} (also ${prev})`)
+        if (prev !== undefined)
+          ctx.add(`${pp}.name`, 'MLT_CONFIG_DUPLICATE', `duplicate port name ${show(pname)} (also ${prev})`)
         else portNames.set(pname, `${pp}.name`)
       }
-      if (p.containerPort === undefined || p.containerPort === null) ctx.add(`${pp}.containerPort`, 'MLT_CONFIG_REQUIRED', 'required')
-      const containerPort = ctx.range(`${pp}.containerPort`, ctx.int(p, 'containerPort', `${pp}.containerPort`), 1, 65535)
+      if (p.containerPort === undefined || p.containerPort === null)
+        ctx.add(`${pp}.containerPort`, 'MLT_CONFIG_REQUIRED', 'required')
+      const containerPort = ctx.range(
+        `${pp}.containerPort`,
+        ctx.int(p, 'containerPort', `${pp}.containerPort`),
+        1,
+        65535,
+      )
       const protocol = ctx.protocol(p, 'protocol', `${pp}.protocol`)
-      if (p.hostPort !== undefined && p.hostPort !== null) ctx.range(`${pp}.hostPort`, ctx.int(p, 'hostPort', `${pp}.hostPort`), 0, 65535)
+      if (p.hostPort !== undefined && p.hostPort !== null)
+        ctx.range(`${pp}.hostPort`, ctx.int(p, 'hostPort', `${pp}.hostPort`), 0, 65535)
       ports.push({ name: pname, containerPort: containerPort ?? 0, protocol })
     }
     containers.push({
@@ -63,12 +77,18 @@ export function validatePod(ctx: Ctx, doc: Obj, meta: ObjectMeta): Pod {
     if (raw === null) continue
     const ip = ctx.ip(`${path}.ip`, raw, { endpoint: true })
     if (ip === null) continue
-    if (i === 0 && podIP !== null && ip !== podIP) ctx.add(`${path}.ip`, 'MLT_CONFIG_MISMATCH', `must match status.podIP ${show(podIP)}, got ${show(raw)}`)
+    if (i === 0 && podIP !== null && ip !== podIP)
+      ctx.add(`${path}.ip`, 'MLT_CONFIG_MISMATCH', `must match status.podIP ${show(podIP)}, got ${show(raw)}`)
     else if (podIPs.some((o) => ipFamily(o) === ipFamily(ip))) {
-      ctx.add(`${path}.ip`, 'MLT_CONFIG_FAMILY', `may hold only one address per IP family, got a second IPv${ipFamily(ip)} address ${show(raw)}`)
+      ctx.add(
+        `${path}.ip`,
+        'MLT_CONFIG_FAMILY',
+        `may hold only one address per IP family, got a second IPv${ipFamily(ip)} address ${show(raw)}`,
+      )
     } else podIPs.push(ip)
   }
-  if (podIPs.length > 2) ctx.add('status.podIPs', 'MLT_CONFIG_RANGE', `may hold at most 2 addresses, got ${podIPs.length}`)
+  if (podIPs.length > 2)
+    ctx.add('status.podIPs', 'MLT_CONFIG_RANGE', `may hold at most 2 addresses, got ${podIPs.length}`)
   if (podIP !== null && !podIPs.includes(podIP)) podIPs.unshift(podIP)
 
   return {
@@ -83,7 +103,13 @@ function nonEmpty(v: string | null): string | null {
   return v === '' ? null : v
 }
 
-function probe(ctx: Ctx, container: Obj, which: ProbeKind, cpath: string, ports: readonly ContainerPort[]): Probe | null {
+function probe(
+  ctx: Ctx,
+  container: Obj,
+  which: ProbeKind,
+  cpath: string,
+  ports: readonly ContainerPort[],
+): Probe | null {
   const path = `${cpath}.${which}`
   const p = ctx.obj(container, which, path)
   if (p === null) return null
@@ -104,7 +130,8 @@ function probe(ctx: Ctx, container: Obj, which: ProbeKind, cpath: string, ports:
   }
   const tgp = ctx.int(p, 'terminationGracePeriodSeconds', `${path}.terminationGracePeriodSeconds`)
   if (tgp !== null) {
-    if (which === 'readinessProbe') ctx.add(`${path}.terminationGracePeriodSeconds`, 'MLT_CONFIG_FORBIDDEN', 'may not be set for readinessProbe')
+    if (which === 'readinessProbe')
+      ctx.add(`${path}.terminationGracePeriodSeconds`, 'MLT_CONFIG_FORBIDDEN', 'may not be set for readinessProbe')
     else ctx.range(`${path}.terminationGracePeriodSeconds`, tgp, 1, Infinity)
   }
 
@@ -113,7 +140,11 @@ function probe(ctx: Ctx, container: Obj, which: ProbeKind, cpath: string, ports:
   if (present.length === 0) {
     ctx.add(path, 'MLT_CONFIG_REQUIRED', `must specify a handler: one of ${HANDLERS.join(', ')}`)
   } else if (present.length > 1) {
-    ctx.add(`${path}.${present[1]}`, 'MLT_CONFIG_ONE_OF', `may not specify more than one handler, got ${present.join(' and ')}`)
+    ctx.add(
+      `${path}.${present[1]}`,
+      'MLT_CONFIG_ONE_OF',
+      `may not specify more than one handler, got ${present.join(' and ')}`,
+    )
   } else {
     handler = probeHandler(ctx, p, present[0]!, path, ports)
   }
@@ -122,26 +153,39 @@ function probe(ctx: Ctx, container: Obj, which: ProbeKind, cpath: string, ports:
     : { handler, initialDelaySeconds, periodSeconds, timeoutSeconds, successThreshold, failureThreshold }
 }
 
-function probeHandler(ctx: Ctx, p: Obj, type: (typeof HANDLERS)[number], ppath: string, ports: readonly ContainerPort[]): ProbeHandler | null {
+function probeHandler(
+  ctx: Ctx,
+  p: Obj,
+  type: (typeof HANDLERS)[number],
+  ppath: string,
+  ports: readonly ContainerPort[],
+): ProbeHandler | null {
   const path = `${ppath}.${type}`
   const h = ctx.obj(p, type, path)
   if (h === null) return null
   switch (type) {
     case 'exec': {
       const command = ctx.strList(h, 'command', `${path}.command`)
-      if (command.length === 0 && Array.isArray(h.command ?? [])) ctx.add(`${path}.command`, 'MLT_CONFIG_REQUIRED', 'required: the command to run')
+      if (command.length === 0 && Array.isArray(h.command ?? []))
+        ctx.add(`${path}.command`, 'MLT_CONFIG_REQUIRED', 'required: the command to run')
       return { type: 'exec', command }
     }
     case 'httpGet': {
       const port = probePort(ctx, h, `${path}.port`, ports)
-      const scheme = ctx.enumOf(`${path}.scheme`, ctx.str(h, 'scheme', `${path}.scheme`), ['HTTP', 'HTTPS'] as const, 'HTTP')
+      const scheme = ctx.enumOf(
+        `${path}.scheme`,
+        ctx.str(h, 'scheme', `${path}.scheme`),
+        ['HTTP', 'HTTPS'] as const,
+        'HTTP',
+      )
       const host = nonEmpty(ctx.str(h, 'host', `${path}.host`))
       let reqPath = ctx.str(h, 'path', `${path}.path`) ?? ''
       if (reqPath === '') reqPath = '/'
       const httpHeaders: HttpHeader[] = []
       for (const { item, path: hp } of ctx.objs(h, 'httpHeaders', `${path}.httpHeaders`)) {
         const name = ctx.reqStr(item, 'name', `${hp}.name`)
-        if (name !== null && !HTTP_HEADER_NAME.test(name)) ctx.add(`${hp}.name`, 'MLT_CONFIG_INVALID_VALUE', `must be a valid HTTP header name, got ${show(name)}`)
+        if (name !== null && !HTTP_HEADER_NAME.test(name))
+          ctx.add(`${hp}.name`, 'MLT_CONFIG_INVALID_VALUE', `must be a valid HTTP header name, got ${show(name)}`)
         const value = ctx.str(item, 'value', `${hp}.value`) ?? ''
         if (name !== null) httpHeaders.push({ name, value })
       }
@@ -172,7 +216,11 @@ function probePort(ctx: Ctx, h: Obj, path: string, ports: readonly ContainerPort
   const found = ports.find((cp) => cp.name === port)
   if (found === undefined) {
     const known = ports.filter((cp) => cp.name !== null).map((cp) => cp.name)
-    ctx.add(path, 'MLT_CONFIG_UNKNOWN_PORT', `names no port of this container, got ${show(port)}${known.length ? ` (known: ${known.join(', ')})` : ''}`)
+    ctx.add(
+      path,
+      'MLT_CONFIG_UNKNOWN_PORT',
+      `names no port of this container, got ${show(port)}${known.length ? ` (known: ${known.join(', ')})` : ''}`,
+    )
     return null
   }
   return found.containerPort

@@ -50,7 +50,11 @@ export function validateSecret(ctx: Ctx, doc: Obj, meta: ObjectMeta): Secret {
       }
       const m = PEM_BLOCK.exec(entry.text)
       if (m === null || !what.test(m[1] ?? '')) {
-        ctx.add(entry.path, 'MLT_CONFIG_INVALID_PEM', `must hold a PEM ${key === 'tls.crt' ? 'CERTIFICATE' : 'PRIVATE KEY'} block`)
+        ctx.add(
+          entry.path,
+          'MLT_CONFIG_INVALID_PEM',
+          `must hold a PEM ${key === 'tls.crt' ? 'CERTIFICATE' : 'PRIVATE KEY'} block`,
+        )
         return null
       }
       return entry.text

@@ -10,24 +10,39 @@ const NODE_PORT_MAX = 32767
 
 export function validateService(ctx: Ctx, doc: Obj, meta: ObjectMeta): Service {
   const spec = ctx.obj(doc, 'spec', 'spec') ?? {}
-  const type = ctx.enumOf<ServiceType>('spec.type', ctx.str(spec, 'type', 'spec.type'), ['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName'], 'ClusterIP')
+  const type = ctx.enumOf<ServiceType>(
+    'spec.type',
+    ctx.str(spec, 'type', 'spec.type'),
+    ['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName'],
+    'ClusterIP',
+  )
   const external = type === 'NodePort' || type === 'LoadBalancer'
 
   // ---- cluster IPs
   const clusterIP = ctx.str(spec, 'clusterIP', 'spec.clusterIP')
   const clusterIPsRaw = ctx.strList(spec, 'clusterIPs', 'spec.clusterIPs')
   if (clusterIP !== null && clusterIP !== '' && clusterIPsRaw.length > 0 && clusterIPsRaw[0] !== clusterIP) {
-    ctx.add('spec.clusterIPs[0]', 'MLT_CONFIG_MISMATCH', `must match spec.clusterIP ${show(clusterIP)}, got ${show(clusterIPsRaw[0])}`)
+    ctx.add(
+      'spec.clusterIPs[0]',
+      'MLT_CONFIG_MISMATCH',
+      `must match spec.clusterIP ${show(clusterIP)}, got ${show(clusterIPsRaw[0])}`,
+    )
   }
   const written = clusterIPsRaw.length > 0 ? clusterIPsRaw : clusterIP !== null && clusterIP !== '' ? [clusterIP] : []
   const writtenPath = clusterIPsRaw.length > 0 ? (i: number) => `spec.clusterIPs[${i}]` : () => 'spec.clusterIP'
   const headless = written[0] === 'None'
   const clusterIPs: string[] = []
   if (headless) {
-    if (written.length > 1) ctx.add('spec.clusterIPs', 'MLT_CONFIG_FORBIDDEN', 'must hold a single "None" for a headless Service')
+    if (written.length > 1)
+      ctx.add('spec.clusterIPs', 'MLT_CONFIG_FORBIDDEN', 'must hold a single "None" for a headless Service')
     if (external) ctx.add(writtenPath(0), 'MLT_CONFIG_FORBIDDEN', `may not be "None" for type ${type}`)
   } else {
-    if (written.length > 2) ctx.add('spec.clusterIPs', 'MLT_CONFIG_RANGE', `may hold at most 2 addresses (one per family), got ${written.length}`)
+    if (written.length > 2)
+      ctx.add(
+        'spec.clusterIPs',
+        'MLT_CONFIG_RANGE',
+        `may hold at most 2 addresses (one per family), got ${written.length}`,
+      )
     for (const [i, ip] of written.entries()) {
       if (ip === 'None') {
         ctx.add(writtenPath(i), 'MLT_CONFIG_INVALID_IP', '"None" is only allowed as the first and only entry')
@@ -37,7 +52,11 @@ export function validateService(ctx: Ctx, doc: Obj, meta: ObjectMeta): Service {
       if (c !== null) clusterIPs.push(c)
     }
     if (clusterIPs.length === 2 && ipFamily(clusterIPs[0] ?? '') === ipFamily(clusterIPs[1] ?? '')) {
-      ctx.add('spec.clusterIPs[1]', 'MLT_CONFIG_FAMILY', `must be of the other IP family than ${show(clusterIPs[0])}, got ${show(clusterIPs[1])}`)
+      ctx.add(
+        'spec.clusterIPs[1]',
+        'MLT_CONFIG_FAMILY',
+        `must be of the other IP family than ${show(clusterIPs[0])}, got ${show(clusterIPs[1])}`,
+      )
     }
   }
   if (type === 'ExternalName' && written.length > 0) {
@@ -55,20 +74,37 @@ export function validateService(ctx: Ctx, doc: Obj, meta: ObjectMeta): Service {
   for (const [i, ip] of clusterIPs.entries()) {
     const want = ipFamilies[i]
     if (want !== undefined && `IPv${ipFamily(ip)}` !== want) {
-      ctx.add(writtenPath(i), 'MLT_CONFIG_MISMATCH', `must be an ${want} address to match spec.ipFamilies[${i}], got ${show(ip)}`)
+      ctx.add(
+        writtenPath(i),
+        'MLT_CONFIG_MISMATCH',
+        `must be an ${want} address to match spec.ipFamilies[${i}], got ${show(ip)}`,
+      )
     }
   }
   const policyRaw = ctx.str(spec, 'ipFamilyPolicy', 'spec.ipFamilyPolicy')
   const multi = clusterIPs.length > 1 || ipFamilies.length > 1
-  const ipFamilyPolicy = ctx.enumOf('spec.ipFamilyPolicy', policyRaw, ['SingleStack', 'PreferDualStack', 'RequireDualStack'] as const, multi ? 'RequireDualStack' : 'SingleStack')
+  const ipFamilyPolicy = ctx.enumOf(
+    'spec.ipFamilyPolicy',
+    policyRaw,
+    ['SingleStack', 'PreferDualStack', 'RequireDualStack'] as const,
+    multi ? 'RequireDualStack' : 'SingleStack',
+  )
   if (policyRaw === 'SingleStack' && multi) {
-    ctx.add('spec.ipFamilyPolicy', 'MLT_CONFIG_MISMATCH', 'must be PreferDualStack or RequireDualStack when two IP families or addresses are given')
+    ctx.add(
+      'spec.ipFamilyPolicy',
+      'MLT_CONFIG_MISMATCH',
+      'must be PreferDualStack or RequireDualStack when two IP families or addresses are given',
+    )
   }
 
   // ---- ports
   const portsRaw = ctx.objs(spec, 'ports', 'spec.ports')
   if (portsRaw.length === 0 && type !== 'ExternalName' && !headless && Array.isArray(spec.ports ?? [])) {
-    ctx.add('spec.ports', 'MLT_CONFIG_REQUIRED', 'required: at least one port (except for ExternalName and headless Services)')
+    ctx.add(
+      'spec.ports',
+      'MLT_CONFIG_REQUIRED',
+      'required: at least one port (except for ExternalName and headless Services)',
+    )
   }
   const ports: ServicePort[] = []
   const names = new Map<string, number>()
@@ -76,10 +112,12 @@ export function validateService(ctx: Ctx, doc: Obj, meta: ObjectMeta): Service {
   const nodePortKeys = new Map<string, number>()
   for (const { item, i, path } of portsRaw) {
     const name = ctx.str(item, 'name', `${path}.name`) ?? ''
-    if (name === '' && portsRaw.length > 1) ctx.add(`${path}.name`, 'MLT_CONFIG_REQUIRED', 'required when a Service has more than one port')
+    if (name === '' && portsRaw.length > 1)
+      ctx.add(`${path}.name`, 'MLT_CONFIG_REQUIRED', 'required when a Service has more than one port')
     if (name !== '' && ctx.name(`${path}.name`, name, 'label')) {
       const prev = names.get(name)
-      if (prev !== undefined) ctx.add(`${path}.name`, 'MLT_CONFIG_DUPLICATE', `duplicate port name ${show(name)} (also spec.ports[${prev}])`)
+      if (prev !== undefined)
+        ctx.add(`${path}.name`, 'MLT_CONFIG_DUPLICATE', `duplicate port name ${show(name)} (also spec.ports[${prev}])`)
       else names.set(name, i)
     }
     const protocol = ctx.protocol(item, 'protocol', `${path}.protocol`)
@@ -89,7 +127,8 @@ export function validateService(ctx: Ctx, doc: Obj, meta: ObjectMeta): Service {
     if (port !== null) {
       const k = `${port}/${protocol}`
       const prev = portKeys.get(k)
-      if (prev !== undefined) ctx.add(path, 'MLT_CONFIG_DUPLICATE', `duplicate port ${port}/${protocol} (also spec.ports[${prev}])`)
+      if (prev !== undefined)
+        ctx.add(path, 'MLT_CONFIG_DUPLICATE', `duplicate port ${port}/${protocol} (also spec.ports[${prev}])`)
       else portKeys.set(k, i)
     }
     // targetPort 0 (or absent) defaults to port, as the API server's defaulting does.
@@ -105,7 +144,8 @@ export function validateService(ctx: Ctx, doc: Obj, meta: ObjectMeta): Service {
         if (nodePort !== null) {
           const k = `${nodePort}/${protocol}`
           const prev = nodePortKeys.get(k)
-          if (prev !== undefined) ctx.add(`${path}.nodePort`, 'MLT_CONFIG_DUPLICATE', `duplicate nodePort ${k} (also spec.ports[${prev}])`)
+          if (prev !== undefined)
+            ctx.add(`${path}.nodePort`, 'MLT_CONFIG_DUPLICATE', `duplicate nodePort ${k} (also spec.ports[${prev}])`)
           else nodePortKeys.set(k, i)
         }
       }
@@ -145,13 +185,22 @@ export function validateService(ctx: Ctx, doc: Obj, meta: ObjectMeta): Service {
   }
 
   // ---- session affinity
-  const sessionAffinity = ctx.enumOf('spec.sessionAffinity', ctx.str(spec, 'sessionAffinity', 'spec.sessionAffinity'), ['None', 'ClientIP'] as const, 'None')
+  const sessionAffinity = ctx.enumOf(
+    'spec.sessionAffinity',
+    ctx.str(spec, 'sessionAffinity', 'spec.sessionAffinity'),
+    ['None', 'ClientIP'] as const,
+    'None',
+  )
   let affinityTimeoutSeconds = 10800
   const sac = ctx.obj(spec, 'sessionAffinityConfig', 'spec.sessionAffinityConfig')
   if (sac !== null) {
     const clientIP = ctx.obj(sac, 'clientIP', 'spec.sessionAffinityConfig.clientIP')
     if (sessionAffinity !== 'ClientIP') {
-      ctx.add('spec.sessionAffinityConfig', 'MLT_CONFIG_FORBIDDEN', `must not be set when sessionAffinity is ${sessionAffinity}`)
+      ctx.add(
+        'spec.sessionAffinityConfig',
+        'MLT_CONFIG_FORBIDDEN',
+        `must not be set when sessionAffinity is ${sessionAffinity}`,
+      )
     } else if (clientIP !== null) {
       const p = 'spec.sessionAffinityConfig.clientIP.timeoutSeconds'
       const t = ctx.range(p, ctx.int(clientIP, 'timeoutSeconds', p), 1, 86400)
@@ -161,9 +210,18 @@ export function validateService(ctx: Ctx, doc: Obj, meta: ObjectMeta): Service {
 
   // ---- traffic policies
   const etpRaw = ctx.str(spec, 'externalTrafficPolicy', 'spec.externalTrafficPolicy')
-  const externalTrafficPolicy = ctx.enumOf('spec.externalTrafficPolicy', etpRaw, ['Cluster', 'Local'] as const, 'Cluster')
+  const externalTrafficPolicy = ctx.enumOf(
+    'spec.externalTrafficPolicy',
+    etpRaw,
+    ['Cluster', 'Local'] as const,
+    'Cluster',
+  )
   if (externalTrafficPolicy === 'Local' && !external && externalIPs.length === 0) {
-    ctx.add('spec.externalTrafficPolicy', 'MLT_CONFIG_FORBIDDEN', `may only be Local for externally-accessible Services (NodePort, LoadBalancer or externalIPs), not type ${type}`)
+    ctx.add(
+      'spec.externalTrafficPolicy',
+      'MLT_CONFIG_FORBIDDEN',
+      `may only be Local for externally-accessible Services (NodePort, LoadBalancer or externalIPs), not type ${type}`,
+    )
   }
   const internalTrafficPolicy = ctx.enumOf(
     'spec.internalTrafficPolicy',
@@ -172,16 +230,29 @@ export function validateService(ctx: Ctx, doc: Obj, meta: ObjectMeta): Service {
     'Cluster',
   )
   const tdRaw = ctx.str(spec, 'trafficDistribution', 'spec.trafficDistribution')
-  const trafficDistribution = tdRaw === null ? null : ctx.enumOf('spec.trafficDistribution', tdRaw, ['PreferClose', 'PreferSameZone', 'PreferSameNode'] as const, 'PreferClose')
+  const trafficDistribution =
+    tdRaw === null
+      ? null
+      : ctx.enumOf(
+          'spec.trafficDistribution',
+          tdRaw,
+          ['PreferClose', 'PreferSameZone', 'PreferSameNode'] as const,
+          'PreferClose',
+        )
   const publishNotReadyAddresses = ctx.bool(spec, 'publishNotReadyAddresses', 'spec.publishNotReadyAddresses') ?? false
 
   let healthCheckNodePort = ctx.int(spec, 'healthCheckNodePort', 'spec.healthCheckNodePort')
   if (healthCheckNodePort === 0) healthCheckNodePort = null
   if (healthCheckNodePort !== null) {
     if (type !== 'LoadBalancer' || externalTrafficPolicy !== 'Local') {
-      ctx.add('spec.healthCheckNodePort', 'MLT_CONFIG_FORBIDDEN', 'may only be set when type is LoadBalancer and externalTrafficPolicy is Local')
+      ctx.add(
+        'spec.healthCheckNodePort',
+        'MLT_CONFIG_FORBIDDEN',
+        'may only be set when type is LoadBalancer and externalTrafficPolicy is Local',
+      )
       healthCheckNodePort = null
-    } else healthCheckNodePort = ctx.range('spec.healthCheckNodePort', healthCheckNodePort, NODE_PORT_MIN, NODE_PORT_MAX)
+    } else
+      healthCheckNodePort = ctx.range('spec.healthCheckNodePort', healthCheckNodePort, NODE_PORT_MIN, NODE_PORT_MAX)
   }
 
   // ---- LoadBalancer
@@ -191,11 +262,16 @@ export function validateService(ctx: Ctx, doc: Obj, meta: ObjectMeta): Service {
   let loadBalancerClass = ctx.str(spec, 'loadBalancerClass', 'spec.loadBalancerClass')
   if (loadBalancerClass !== null) {
     if (type !== 'LoadBalancer') {
-      ctx.add('spec.loadBalancerClass', 'MLT_CONFIG_FORBIDDEN', `may only be used when type is LoadBalancer, not ${type}`)
+      ctx.add(
+        'spec.loadBalancerClass',
+        'MLT_CONFIG_FORBIDDEN',
+        `may only be used when type is LoadBalancer, not ${type}`,
+      )
       loadBalancerClass = null
     } else {
       const why = qualifiedName(loadBalancerClass)
-      if (why !== null) ctx.add('spec.loadBalancerClass', 'MLT_CONFIG_INVALID_NAME', `${why}, got ${show(loadBalancerClass)}`)
+      if (why !== null)
+        ctx.add('spec.loadBalancerClass', 'MLT_CONFIG_INVALID_NAME', `${why}, got ${show(loadBalancerClass)}`)
     }
   }
 

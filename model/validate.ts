@@ -32,14 +32,40 @@ const KIND_INFO: Readonly<Record<Kind, KindInfo>> = {
   Service: { apiVersions: ['v1'], namespaced: true, name: 'label1035', build: validateService },
   Pod: { apiVersions: ['v1'], namespaced: true, name: 'subdomain', build: validatePod },
   Endpoints: { apiVersions: ['v1'], namespaced: true, name: 'subdomain', build: validateEndpoints },
-  EndpointSlice: { apiVersions: ['discovery.k8s.io/v1'], namespaced: true, name: 'subdomain', build: validateEndpointSlice },
+  EndpointSlice: {
+    apiVersions: ['discovery.k8s.io/v1'],
+    namespaced: true,
+    name: 'subdomain',
+    build: validateEndpointSlice,
+  },
   Ingress: { apiVersions: ['networking.k8s.io/v1'], namespaced: true, name: 'subdomain', build: validateIngress },
-  IngressClass: { apiVersions: ['networking.k8s.io/v1'], namespaced: false, name: 'subdomain', build: validateIngressClass },
+  IngressClass: {
+    apiVersions: ['networking.k8s.io/v1'],
+    namespaced: false,
+    name: 'subdomain',
+    build: validateIngressClass,
+  },
   Secret: { apiVersions: ['v1'], namespaced: true, name: 'subdomain', build: validateSecret },
   Node: { apiVersions: ['v1'], namespaced: false, name: 'subdomain', build: validateNode },
-  IPAddressPool: { apiVersions: ['metallb.io/v1beta1'], namespaced: true, name: 'subdomain', build: validateIPAddressPool },
-  L2Advertisement: { apiVersions: ['metallb.io/v1beta1'], namespaced: true, name: 'subdomain', build: validateL2Advertisement },
-  Deployment: { apiVersions: ['apps/v1'], namespaced: true, name: 'subdomain', build: validateDeployment, managed: isManagedDeployment },
+  IPAddressPool: {
+    apiVersions: ['metallb.io/v1beta1'],
+    namespaced: true,
+    name: 'subdomain',
+    build: validateIPAddressPool,
+  },
+  L2Advertisement: {
+    apiVersions: ['metallb.io/v1beta1'],
+    namespaced: true,
+    name: 'subdomain',
+    build: validateL2Advertisement,
+  },
+  Deployment: {
+    apiVersions: ['apps/v1'],
+    namespaced: true,
+    name: 'subdomain',
+    build: validateDeployment,
+    managed: isManagedDeployment,
+  },
 }
 
 function kindInfo(kind: string): KindInfo | null {
@@ -78,34 +104,50 @@ export function validateDocument(doc: unknown, source: SourceRef, pathPrefix = '
   if (kind !== null && kind !== '' && (info === null || (info.managed !== undefined && !info.managed(doc)))) {
     return { object: null, errors: [], ignoredKind: apiVersion ? `${apiVersion} ${kind}` : kind, id: null }
   }
-  const rawNs = metadata && typeof metadata.namespace === 'string' && metadata.namespace !== '' ? metadata.namespace : null
+  const rawNs =
+    metadata && typeof metadata.namespace === 'string' && metadata.namespace !== '' ? metadata.namespace : null
   const namespace = info && !info.namespaced ? '' : (rawNs ?? 'default')
   const key = name === null ? null : namespace === '' ? name : `${namespace}/${name}`
   ctx.object = kind === null || kind === '' ? (key ?? null) : key === null ? kind : `${kind} ${key}`
   const id = info !== null && key !== null ? `${kind} ${key}` : null
 
   if (apiVersion === null) {
-    if (doc.apiVersion === undefined || doc.apiVersion === null || doc.apiVersion === '') ctx.add('apiVersion', 'MLT_CONFIG_REQUIRED', 'required')
+    if (doc.apiVersion === undefined || doc.apiVersion === null || doc.apiVersion === '')
+      ctx.add('apiVersion', 'MLT_CONFIG_REQUIRED', 'required')
     else ctx.typeError('apiVersion', 'a string', doc.apiVersion)
   } else if (info && !info.apiVersions.includes(apiVersion)) {
-    ctx.add('apiVersion', 'MLT_CONFIG_API_VERSION', `${kind} must be ${info.apiVersions.join(' or ')}, got ${show(apiVersion)}`)
+    ctx.add(
+      'apiVersion',
+      'MLT_CONFIG_API_VERSION',
+      `${kind} must be ${info.apiVersions.join(' or ')}, got ${show(apiVersion)}`,
+    )
   }
   if (kind === null || kind === '') {
-    if (doc.kind === undefined || doc.kind === null || doc.kind === '') ctx.add('kind', 'MLT_CONFIG_REQUIRED', 'required')
+    if (doc.kind === undefined || doc.kind === null || doc.kind === '')
+      ctx.add('kind', 'MLT_CONFIG_REQUIRED', 'required')
     else ctx.typeError('kind', 'a string', doc.kind)
   }
   const meta = readMeta(ctx, doc, info)
   if (info === null) return { object: null, errors: ctx.errors, ignoredKind: null, id }
 
   const object = info.build(ctx, doc, meta)
-  return ctx.errors.length > 0 ? { object: null, errors: ctx.errors, ignoredKind: null, id } : { object, errors: [], ignoredKind: null, id }
+  return ctx.errors.length > 0
+    ? { object: null, errors: ctx.errors, ignoredKind: null, id }
+    : { object, errors: [], ignoredKind: null, id }
 }
 
 function readMeta(ctx: Ctx, doc: Obj, info: KindInfo | null): ObjectMeta {
   const m = ctx.obj(doc, 'metadata', 'metadata')
   if (m === null) {
     if (doc.metadata === undefined || doc.metadata === null) ctx.add('metadata.name', 'MLT_CONFIG_REQUIRED', 'required')
-    return { name: '', namespace: info && !info.namespaced ? '' : 'default', labels: {}, annotations: {}, deletionTimestamp: null, source: ctx.source }
+    return {
+      name: '',
+      namespace: info && !info.namespaced ? '' : 'default',
+      labels: {},
+      annotations: {},
+      deletionTimestamp: null,
+      source: ctx.source,
+    }
   }
   const name = ctx.reqStr(m, 'name', 'metadata.name')
   if (name !== null && info !== null) ctx.name('metadata.name', name, info.name)
@@ -115,7 +157,11 @@ function readMeta(ctx: Ctx, doc: Obj, info: KindInfo | null): ObjectMeta {
   const annotations = ctx.labels(m, 'annotations', 'metadata.annotations', 'any')
   const deletionTimestamp = ctx.str(m, 'deletionTimestamp', 'metadata.deletionTimestamp')
   if (deletionTimestamp !== null && Number.isNaN(Date.parse(deletionTimestamp))) {
-    ctx.add('metadata.deletionTimestamp', 'MLT_CONFIG_INVALID_VALUE', `must be an RFC 3339 time, got ${show(deletionTimestamp)}`)
+    ctx.add(
+      'metadata.deletionTimestamp',
+      'MLT_CONFIG_INVALID_VALUE',
+      `must be an RFC 3339 time, got ${show(deletionTimestamp)}`,
+    )
   }
   return {
     name: name ?? '',

@@ -238,7 +238,9 @@ export function parseAnnotations(annotations: Readonly<Record<string, string>>):
     if (tokens.includes('off')) tries = 1
     for (const t of tokens) {
       if (t !== 'off' && t !== 'error' && t !== 'timeout' && t !== 'non_idempotent') {
-        warnings.push(`${NGINX_PREFIX}proxy-next-upstream: "${t}" is not supported (meshlet retries on error and timeout)`)
+        warnings.push(
+          `${NGINX_PREFIX}proxy-next-upstream: "${t}" is not supported (meshlet retries on error and timeout)`,
+        )
       }
     }
   }

@@ -83,21 +83,30 @@ function classify(name: string): number {
   // HTTP/2 pseudo-headers: :authority is the host (spec H1); :method, :path, :scheme are already in the head.
   if (name.charCodeAt(0) === 58) return name === ':authority' ? H_AUTHORITY : H_DROP
   switch (name.length) {
-    case 2: return eqLower(name, 'te') ? H_DROP : H_KEEP
-    case 4: return eqLower(name, 'host') ? H_HOST : H_KEEP
-    case 5: return eqLower(name, 'proxy') ? H_DROP : H_KEEP
+    case 2:
+      return eqLower(name, 'te') ? H_DROP : H_KEEP
+    case 4:
+      return eqLower(name, 'host') ? H_HOST : H_KEEP
+    case 5:
+      return eqLower(name, 'proxy') ? H_DROP : H_KEEP
     case 6:
       if (eqLower(name, 'expect')) return H_EXPECT
       return eqLower(name, 'cookie') ? H_COOKIE : H_KEEP
-    case 7: return eqLower(name, 'upgrade') ? H_UPGRADE : H_KEEP
-    case 8: return eqLower(name, 'x-scheme') ? H_DROP : H_KEEP
-    case 9: return eqLower(name, 'x-real-ip') ? H_DROP : H_KEEP
+    case 7:
+      return eqLower(name, 'upgrade') ? H_UPGRADE : H_KEEP
+    case 8:
+      return eqLower(name, 'x-scheme') ? H_DROP : H_KEEP
+    case 9:
+      return eqLower(name, 'x-real-ip') ? H_DROP : H_KEEP
     case 10:
       if (eqLower(name, 'connection')) return H_CONNECTION
       return eqLower(name, 'keep-alive') ? H_DROP : H_KEEP
-    case 12: return eqLower(name, 'x-request-id') ? H_REQUEST_ID : H_KEEP
-    case 14: return eqLower(name, 'content-length') ? H_CONTENT_LENGTH : H_KEEP
-    case 15: return eqLower(name, 'x-forwarded-for') ? H_XFF : H_KEEP
+    case 12:
+      return eqLower(name, 'x-request-id') ? H_REQUEST_ID : H_KEEP
+    case 14:
+      return eqLower(name, 'content-length') ? H_CONTENT_LENGTH : H_KEEP
+    case 15:
+      return eqLower(name, 'x-forwarded-for') ? H_XFF : H_KEEP
     case 16:
       if (eqLower(name, 'x-forwarded-host')) return H_XF_HOST
       if (eqLower(name, 'x-forwarded-port')) return H_XF_PORT
@@ -105,9 +114,12 @@ function classify(name: string): number {
     case 17:
       if (eqLower(name, 'x-forwarded-proto')) return H_XF_PROTO
       return eqLower(name, 'transfer-encoding') ? H_TRANSFER_ENCODING : H_KEEP
-    case 18: return eqLower(name, 'x-forwarded-scheme') ? H_DROP : H_KEEP
-    case 24: return eqLower(name, 'x-original-forwarded-for') ? H_DROP : H_KEEP
-    default: return H_KEEP
+    case 18:
+      return eqLower(name, 'x-forwarded-scheme') ? H_DROP : H_KEEP
+    case 24:
+      return eqLower(name, 'x-original-forwarded-for') ? H_DROP : H_KEEP
+    default:
+      return H_KEEP
   }
 }
 
@@ -117,11 +129,16 @@ export function dropResponseHeader(b: Buffer): boolean {
   if (n !== 10 && n !== 17 && n !== 16 && n !== 7 && n !== 2) return false
   const s = b.toString('latin1')
   switch (n) {
-    case 10: return eqLower(s, 'connection') || eqLower(s, 'keep-alive')
-    case 17: return eqLower(s, 'transfer-encoding')
-    case 16: return eqLower(s, 'proxy-connection')
-    case 7: return eqLower(s, 'upgrade') || eqLower(s, 'trailer')
-    default: return eqLower(s, 'te')
+    case 10:
+      return eqLower(s, 'connection') || eqLower(s, 'keep-alive')
+    case 17:
+      return eqLower(s, 'transfer-encoding')
+    case 16:
+      return eqLower(s, 'proxy-connection')
+    case 7:
+      return eqLower(s, 'upgrade') || eqLower(s, 'trailer')
+    default:
+      return eqLower(s, 'te')
   }
 }
 
@@ -323,12 +340,17 @@ export class Forwarder {
   }
 
   /** Request entry point of the node:http / node:http2 listener (bound once per listener). */
-  handle(req: DownstreamRequest | Http2ServerRequest, res: DownstreamResponse | Http2ServerResponse, li: ListenerInfo): void {
+  handle(
+    req: DownstreamRequest | Http2ServerRequest,
+    res: DownstreamResponse | Http2ServerResponse,
+    li: ListenerInfo,
+  ): void {
     const st = this.prepare(req as RequestHead, req.socket?.remoteAddress ?? '', li, false)
     if (st !== 0) {
       const id = st === 400 ? null : this.newRequestId()
       this.reply(res as DownstreamResponse, st, id, null, st === 400)
-      if (this.access !== null) this.access.info({ method: req.method, url: req.url, status: st, requestId: id }, 'request')
+      if (this.access !== null)
+        this.access.info({ method: req.method, url: req.url, status: st, requestId: id }, 'request')
       return
     }
     const ex = new Exchange(this, li, req as DownstreamRequest, res as DownstreamResponse, this.p)
@@ -441,8 +463,14 @@ export class Forwarder {
 
     // Headers named by Connection are hop-by-hop too (rare: only when it lists more than keep-alive/close).
     if (connection !== null && !/^\s*(keep-alive|close|upgrade)\s*$/i.test(connection)) {
-      const named = new Set(connection.toLowerCase().split(',').map((s) => s.trim()))
-      for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i]!.toLowerCase()) && !eqLower(out[i]!, 'host')) out.splice(i, 2)
+      const named = new Set(
+        connection
+          .toLowerCase()
+          .split(',')
+          .map((s) => s.trim()),
+      )
+      for (let i = out.length - 2; i >= 0; i -= 2)
+        if (named.has(out[i]!.toLowerCase()) && !eqLower(out[i]!, 'host')) out.splice(i, 2)
     }
 
     const trusted = this.trusted(remote)
@@ -455,14 +483,22 @@ export class Forwarder {
     }
     const proto = trusted && xfProto !== null ? xfProto : li.scheme
     out.push(
-      'x-request-id', requestId,
-      'x-real-ip', realIp,
-      'x-forwarded-for', forwardedFor,
-      'x-forwarded-host', trusted && xfHost !== null ? xfHost : authority,
-      'x-forwarded-port', trusted && xfPort !== null ? xfPort : li.port,
-      'x-forwarded-proto', proto,
-      'x-forwarded-scheme', proto,
-      'x-scheme', proto,
+      'x-request-id',
+      requestId,
+      'x-real-ip',
+      realIp,
+      'x-forwarded-for',
+      forwardedFor,
+      'x-forwarded-host',
+      trusted && xfHost !== null ? xfHost : authority,
+      'x-forwarded-port',
+      trusted && xfPort !== null ? xfPort : li.port,
+      'x-forwarded-proto',
+      proto,
+      'x-forwarded-scheme',
+      proto,
+      'x-scheme',
+      proto,
     )
     if (xff !== null) out.push('x-original-forwarded-for', xff)
     if (upgrade && upgradeValue !== null) out.push('upgrade', upgradeValue, 'connection', 'upgrade')
@@ -482,7 +518,8 @@ export class Forwarder {
     p.cookie = cookie
     p.contentLength = contentLength
     p.chunked = te
-    p.tlsVhost = vhost !== null && route.kind !== 'Default' && (vhost.tls || (vhost === table.catchAll && this.#hostHasTls(host)))
+    p.tlsVhost =
+      vhost !== null && route.kind !== 'Default' && (vhost.tls || (vhost === table.catchAll && this.#hostHasTls(host)))
     p.expect = expect
     return 0
   }
@@ -605,7 +642,8 @@ export class ExchangeBase {
     if (a.maxAge !== null) c += `; Max-Age=${a.maxAge}`
     if (a.expires !== null) c += `; Expires=${new Date(Date.now() + a.expires * 1000).toUTCString()}`
     if (a.sameSite !== null) c += `; SameSite=${a.sameSite}`
-    if (a.secure || (a.sameSite !== null && a.sameSite.toLowerCase() === 'none' && this.li.scheme === 'https')) c += '; Secure'
+    if (a.secure || (a.sameSite !== null && a.sameSite.toLowerCase() === 'none' && this.li.scheme === 'https'))
+      c += '; Secure'
     return c
   }
 
@@ -628,7 +666,8 @@ export class ExchangeBase {
 
   logUpstreamError(err: Error): void {
     const log = this.fwd.log
-    if (log.isLevelEnabled('debug')) log.debug({ err, upstream: this.upstream?.key, service: this.route.backend.label }, 'upstream request failed')
+    if (log.isLevelEnabled('debug'))
+      log.debug({ err, upstream: this.upstream?.key, service: this.route.backend.label }, 'upstream request failed')
   }
 
   finish(status: number): void {
@@ -642,21 +681,24 @@ export class ExchangeBase {
     this.route.stats.observe(status, seconds)
     const access = this.fwd.access
     if (access !== null) {
-      access.info({
-        method: this.method,
-        host: this.host,
-        path: this.path,
-        status,
-        ingress: this.route.ingress,
-        service: this.route.backend.label,
-        upstream: ep === null ? null : `${ep.host}:${ep.port}`,
-        duration: seconds,
-        upstreamDuration: this.upstreamHeaders > 0 ? (this.upstreamHeaders - this.upstreamStart) / 1000 : null,
-        bytesIn: this.contentLength === null ? 0 : Number(this.contentLength),
-        bytesOut: this.bytes,
-        requestId: this.requestId,
-        tries: this.tries,
-      }, 'request')
+      access.info(
+        {
+          method: this.method,
+          host: this.host,
+          path: this.path,
+          status,
+          ingress: this.route.ingress,
+          service: this.route.backend.label,
+          upstream: ep === null ? null : `${ep.host}:${ep.port}`,
+          duration: seconds,
+          upstreamDuration: this.upstreamHeaders > 0 ? (this.upstreamHeaders - this.upstreamStart) / 1000 : null,
+          bytesIn: this.contentLength === null ? 0 : Number(this.contentLength),
+          bytesOut: this.bytes,
+          requestId: this.requestId,
+          tries: this.tries,
+        },
+        'request',
+      )
     }
   }
 }
@@ -684,7 +726,10 @@ function onReqResume(this: DownstreamRequest): void {
 function onSendTimeout(ex: Exchange): void {
   ex.sendTimer = null
   if (ex.done) return
-  const err = new ProxyError('MLT_PROXY_UPSTREAM_TIMEOUT', 'proxy-send-timeout: the endpoint stopped reading the request')
+  const err = new ProxyError(
+    'MLT_PROXY_UPSTREAM_TIMEOUT',
+    'proxy-send-timeout: the endpoint stopped reading the request',
+  )
   ex.abortUpstream?.(err)
 }
 
@@ -747,7 +792,10 @@ export class Exchange extends ExchangeBase {
     const req = this.req
     ;(res as unknown as Record<symbol, Exchange>)[kExchange] = this
     if (this.contentLength !== null && this.contentLength !== '0') this.opts.body = req
-    else if (this.chunked || (req.httpVersionMajor === 2 && !(req as unknown as Http2ServerRequest).stream.endAfterHeaders)) {
+    else if (
+      this.chunked ||
+      (req.httpVersionMajor === 2 && !(req as unknown as Http2ServerRequest).stream.endAfterHeaders)
+    ) {
       this.opts.body = limitBody(this, req, cfg.bodySizeLimit)
     }
     if (this.opts.body === req) {
@@ -768,7 +816,8 @@ export class Exchange extends ExchangeBase {
   }
 
   armSendTimer(): void {
-    if (this.sendTimer === null && !this.done) this.sendTimer = setTimeout(onSendTimeout, this.route.config.sendTimeoutMs, this)
+    if (this.sendTimer === null && !this.done)
+      this.sendTimer = setTimeout(onSendTimeout, this.route.config.sendTimeoutMs, this)
   }
 
   clearSendTimer(): void {
@@ -857,7 +906,9 @@ export class Exchange extends ExchangeBase {
       this.tries < this.route.config.tries &&
       (connectFail
         ? bodyUntouched
-        : (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE') && body === null && IDEMPOTENT.has(this.method))
+        : (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE') &&
+          body === null &&
+          IDEMPOTENT.has(this.method))
     if (retry) {
       const next = this.nextEndpoint(ep)
       if (next !== null) {
@@ -866,7 +917,8 @@ export class Exchange extends ExchangeBase {
       }
     }
     this.logUpstreamError(err)
-    const timeout = code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'MLT_PROXY_UPSTREAM_TIMEOUT'
+    const timeout =
+      code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'MLT_PROXY_UPSTREAM_TIMEOUT'
     this.#fail(timeout ? 504 : 502)
   }
 

@@ -161,12 +161,18 @@ const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n'
 /** Hop-by-hop response headers (spec §1.8.4), on the parser's string names. */
 function dropResponseHeader(s: string): boolean {
   switch (s.length) {
-    case 10: return eqLower(s, 'connection') || eqLower(s, 'keep-alive')
-    case 17: return eqLower(s, 'transfer-encoding')
-    case 16: return eqLower(s, 'proxy-connection')
-    case 7: return eqLower(s, 'upgrade') || eqLower(s, 'trailer')
-    case 2: return eqLower(s, 'te')
-    default: return false
+    case 10:
+      return eqLower(s, 'connection') || eqLower(s, 'keep-alive')
+    case 17:
+      return eqLower(s, 'transfer-encoding')
+    case 16:
+      return eqLower(s, 'proxy-connection')
+    case 7:
+      return eqLower(s, 'upgrade') || eqLower(s, 'trailer')
+    case 2:
+      return eqLower(s, 'te')
+    default:
+      return false
   }
 }
 
@@ -320,7 +326,8 @@ class Downstream {
       if (pending === null || this.sink === pending) this.sink = null
       const id = st === 400 ? null : fwd.newRequestId()
       fwd.metrics.countUnrouted(st)
-      if (fwd.access !== null) fwd.access.info({ method: head.method, url: head.url, status: st, requestId: id }, 'request')
+      if (fwd.access !== null)
+        fwd.access.info({ method: head.method, url: head.url, status: st, requestId: id }, 'request')
       if (st === 400) this.closeAfter = true
       this.writeReply(st, id, this.closeAfter, head.httpVersionMinor === 0)
       if (!this.closeAfter) this.next()
@@ -550,7 +557,11 @@ function reqOnHeadersComplete(
     d.writeReply(400, null, true, false)
     return 0
   }
-  d.onHead({ method: name, url, rawHeaders: headers, httpVersionMajor: major, httpVersionMinor: minor }, keepAlive, upgrade)
+  d.onHead(
+    { method: name, url, rawHeaders: headers, httpVersionMajor: major, httpVersionMinor: minor },
+    keepAlive,
+    upgrade,
+  )
   return 0
 }
 
@@ -793,7 +804,6 @@ function resOnHeadersComplete(c: UpstreamConn, headers: string[], status: number
   return ex.headOnly ? 1 : 0
 }
 
-
 // ---------------------------------------------------------------- the exchange
 
 /** One request on the raw engine: writes the request to an upstream connection and relays the response. */
@@ -858,7 +868,8 @@ export class H1Exchange extends ExchangeBase {
       this.reply(503, false)
       return
     }
-    if (this.expect !== null && this.hasBody && !this.http10 && !this.bodyComplete) down.socket.write(CONTINUE, 'latin1')
+    if (this.expect !== null && this.hasBody && !this.http10 && !this.bodyComplete)
+      down.socket.write(CONTINUE, 'latin1')
     this.fwd.inflight++
     this.counted = true
     this.send(ep)
@@ -980,7 +991,8 @@ export class H1Exchange extends ExchangeBase {
     if (this.setCookie !== null) h += `set-cookie: ${this.setCookie}\r\n`
     const noBody = this.headOnly || status === 204 || status === 304
     if (!noBody && !length) {
-      if (this.http10) down.closeAfter = true // close-delimited: the only framing an HTTP/1.0 client knows
+      if (this.http10)
+        down.closeAfter = true // close-delimited: the only framing an HTTP/1.0 client knows
       else {
         h += 'transfer-encoding: chunked\r\n'
         this.chunkOut = true
@@ -1075,7 +1087,9 @@ export class H1Exchange extends ExchangeBase {
       this.tries < this.route.config.tries &&
       (connectFail
         ? !this.bodyWritten
-        : (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE') && !this.hasBody && IDEMPOTENT.has(this.method))
+        : (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE') &&
+          !this.hasBody &&
+          IDEMPOTENT.has(this.method))
     if (retry) {
       const next = this.nextEndpoint(ep)
       if (next !== null) {
@@ -1084,7 +1098,8 @@ export class H1Exchange extends ExchangeBase {
       }
     }
     if (err !== null) this.logUpstreamError(err)
-    const timeout = code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'MLT_PROXY_UPSTREAM_TIMEOUT'
+    const timeout =
+      code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'MLT_PROXY_UPSTREAM_TIMEOUT'
     this.reply(timeout ? 504 : 502, false)
   }
 

@@ -6,8 +6,19 @@
 // HTTP/2 or HTTP/1.1 by ALPN and forwards through undici. Where the raw engine cannot load (a Node without the
 // `_http_common` module), the http listener uses node:http and undici too.
 
-import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
-import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2'
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server as HttpServer,
+  type ServerResponse,
+} from 'node:http'
+import {
+  createSecureServer,
+  type Http2SecureServer,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type ServerHttp2Session,
+} from 'node:http2'
 import type { Server, Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import { createSecureContext, type SecureContext } from 'node:tls'
@@ -131,7 +142,11 @@ export class ProxyPlane implements Plane {
     } catch (err) {
       st.state = 'failed'
       st.error = (err as Error).message
-      throw new ProxyError('MLT_PROXY_LISTEN', `${name} listener on ${addr.host}:${addr.port}: ${(err as Error).message}`, { cause: err })
+      throw new ProxyError(
+        'MLT_PROXY_LISTEN',
+        `${name} listener on ${addr.host}:${addr.port}: ${(err as Error).message}`,
+        { cause: err },
+      )
     }
     server.on('error', (err) => this.#ctx.log.error({ err, listener: name }, 'listener error'))
     const a = server.address()
@@ -200,7 +215,8 @@ export class ProxyPlane implements Plane {
         allowHTTP1: true,
         SNICallback: (servername, cb) => cb(null, pickContext(fwd.table.tls, servername) ?? this.#defaultContext!),
       },
-      (req: Http2ServerRequest | IncomingMessage, res: Http2ServerResponse | ServerResponse) => fwd.handle(req, res, li),
+      (req: Http2ServerRequest | IncomingMessage, res: Http2ServerResponse | ServerResponse) =>
+        fwd.handle(req, res, li),
     )
     // The HTTP/1.1 side honours node:http's server timeouts.
     const h1 = server as unknown as HttpServer
@@ -251,8 +267,16 @@ export class ProxyPlane implements Plane {
     const before = new Map<string, IngressState>((this.#result?.ingresses ?? []).map((i) => [i.ingress, i.state]))
     for (const i of result.ingresses) {
       if (before.get(i.ingress) === i.state) continue
-      if (i.state === 'accepted') this.#ctx.log.info({ ingress: i.ingress, warnings: i.warnings.length ? i.warnings : undefined }, 'ingress accepted')
-      else this.#ctx.log.warn({ ingress: i.ingress, state: i.state, reasons: i.reasons, servingLastGood: i.servingLastGood }, `ingress ${i.state}`)
+      if (i.state === 'accepted')
+        this.#ctx.log.info(
+          { ingress: i.ingress, warnings: i.warnings.length ? i.warnings : undefined },
+          'ingress accepted',
+        )
+      else
+        this.#ctx.log.warn(
+          { ingress: i.ingress, state: i.state, reasons: i.reasons, servingLastGood: i.servingLastGood },
+          `ingress ${i.state}`,
+        )
     }
     if (this.#result === null) for (const n of result.notes) this.#ctx.log.info(n)
     this.#result = result
@@ -272,9 +296,16 @@ export class ProxyPlane implements Plane {
       ),
       ingresses: r?.ingresses ?? [],
       routes: r?.routes ?? [],
-      defaultBackend: r?.table.defaultRoute ? { ingress: r.table.defaultRoute.ingress, service: r.table.defaultRoute.backend.label } : null,
+      defaultBackend: r?.table.defaultRoute
+        ? { ingress: r.table.defaultRoute.ingress, service: r.table.defaultRoute.backend.label }
+        : null,
       conflicts: r?.conflicts ?? [],
-      tls: { hosts: r?.table.tls.hosts ?? {}, defaultCertificate: r?.table.tls.fallback ? 'from an Ingress tls entry without hosts' : 'self-signed (generated at start)' },
+      tls: {
+        hosts: r?.table.tls.hosts ?? {},
+        defaultCertificate: r?.table.tls.fallback
+          ? 'from an Ingress tls entry without hosts'
+          : 'self-signed (generated at start)',
+      },
       notes: r?.notes ?? [],
       endpoints: this.#endpoints.size,
       inflight: this.#fwd.inflight,

@@ -64,42 +64,69 @@ export class ProxyMetrics {
     const classes = ['', '1xx', '2xx', '3xx', '4xx', '5xx']
     const reg = (m: StatsMetric) => registry.registerMetric(m as never)
     reg(
-      new StatsMetric('meshlet_proxy_requests_total', 'Requests by Ingress path, Service and status class', 'counter', () => {
-        const out: Value[] = []
-        for (const s of this.#stats.values()) {
-          for (let c = 1; c <= 5; c++) {
-            if (s.byClass[c]! > 0) out.push({ labels: { ...s.labels, code: classes[c]! }, value: s.byClass[c]! })
+      new StatsMetric(
+        'meshlet_proxy_requests_total',
+        'Requests by Ingress path, Service and status class',
+        'counter',
+        () => {
+          const out: Value[] = []
+          for (const s of this.#stats.values()) {
+            for (let c = 1; c <= 5; c++) {
+              if (s.byClass[c]! > 0) out.push({ labels: { ...s.labels, code: classes[c]! }, value: s.byClass[c]! })
+            }
           }
-        }
-        for (const [status, n] of this.unrouted) {
-          out.push({ labels: { ingress: '', path: '', service: '', code: classes[(status / 100) | 0] ?? 'other' }, value: n })
-        }
-        return out
-      }),
+          for (const [status, n] of this.unrouted) {
+            out.push({
+              labels: { ingress: '', path: '', service: '', code: classes[(status / 100) | 0] ?? 'other' },
+              value: n,
+            })
+          }
+          return out
+        },
+      ),
     )
     reg(
-      new StatsMetric('meshlet_proxy_request_duration_seconds', 'Time from request to end of response, by Ingress path and Service', 'histogram', () => {
-        const out: Value[] = []
-        for (const s of this.#stats.values()) {
-          if (s.count === 0) continue
-          let acc = 0
-          for (let i = 0; i < BUCKETS.length; i++) {
-            acc += s.buckets[i]!
-            out.push({ labels: { ...s.labels, le: BUCKETS[i]! }, value: acc, metricName: 'meshlet_proxy_request_duration_seconds_bucket' })
+      new StatsMetric(
+        'meshlet_proxy_request_duration_seconds',
+        'Time from request to end of response, by Ingress path and Service',
+        'histogram',
+        () => {
+          const out: Value[] = []
+          for (const s of this.#stats.values()) {
+            if (s.count === 0) continue
+            let acc = 0
+            for (let i = 0; i < BUCKETS.length; i++) {
+              acc += s.buckets[i]!
+              out.push({
+                labels: { ...s.labels, le: BUCKETS[i]! },
+                value: acc,
+                metricName: 'meshlet_proxy_request_duration_seconds_bucket',
+              })
+            }
+            out.push({
+              labels: { ...s.labels, le: '+Inf' },
+              value: s.count,
+              metricName: 'meshlet_proxy_request_duration_seconds_bucket',
+            })
+            out.push({ labels: s.labels, value: s.sum, metricName: 'meshlet_proxy_request_duration_seconds_sum' })
+            out.push({ labels: s.labels, value: s.count, metricName: 'meshlet_proxy_request_duration_seconds_count' })
           }
-          out.push({ labels: { ...s.labels, le: '+Inf' }, value: s.count, metricName: 'meshlet_proxy_request_duration_seconds_bucket' })
-          out.push({ labels: s.labels, value: s.sum, metricName: 'meshlet_proxy_request_duration_seconds_sum' })
-          out.push({ labels: s.labels, value: s.count, metricName: 'meshlet_proxy_request_duration_seconds_count' })
-        }
-        return out
-      }),
+          return out
+        },
+      ),
     )
     reg(
-      new StatsMetric('meshlet_proxy_upstream_connect_errors_total', 'Failed connections to endpoints, by Ingress path and Service', 'counter', () => {
-        const out: Value[] = []
-        for (const s of this.#stats.values()) if (s.connectErrors > 0) out.push({ labels: s.labels, value: s.connectErrors })
-        return out
-      }),
+      new StatsMetric(
+        'meshlet_proxy_upstream_connect_errors_total',
+        'Failed connections to endpoints, by Ingress path and Service',
+        'counter',
+        () => {
+          const out: Value[] = []
+          for (const s of this.#stats.values())
+            if (s.connectErrors > 0) out.push({ labels: s.labels, value: s.connectErrors })
+          return out
+        },
+      ),
     )
   }
 

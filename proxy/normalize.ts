@@ -29,7 +29,13 @@ function hexValue(c: number): number {
 /** RFC 3986 unreserved: ALPHA / DIGIT / "-" / "." / "_" / "~" */
 function isUnreserved(c: number): boolean {
   return (
-    (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 45 || c === 46 || c === 95 || c === 126
+    (c >= 97 && c <= 122) ||
+    (c >= 65 && c <= 90) ||
+    (c >= 48 && c <= 57) ||
+    c === 45 ||
+    c === 46 ||
+    c === 95 ||
+    c === 126
   )
 }
 
@@ -207,7 +213,10 @@ export function normalizeHost(raw: string): string | null {
     const c = raw.charCodeAt(i)
     if (c >= 128 || REG_NAME[c] !== 1) return null
     if (c >= 65 && c <= 90) lower = true
-    if (c === 37 /* % */ && (hexValue(raw.charCodeAt(i + 1)) < 0 || hexValue(raw.charCodeAt(i + 2)) < 0 || i + 2 >= nameEnd)) {
+    if (
+      c === 37 /* % */ &&
+      (hexValue(raw.charCodeAt(i + 1)) < 0 || hexValue(raw.charCodeAt(i + 2)) < 0 || i + 2 >= nameEnd)
+    ) {
       return null
     }
   }

@@ -284,12 +284,16 @@ export function compile(input: CompileInput): CompileResult {
     if (!svc) {
       backend = { service: svcKey, label, group: null, error: `Service ${svcKey} not found` }
     } else {
-      let port = b.service.port.name !== null
-        ? svc.ports.find((p) => p.name === b.service.port.name)
-        : svc.ports.find((p) => p.port === b.service.port.number)
+      let port =
+        b.service.port.name !== null
+          ? svc.ports.find((p) => p.name === b.service.port.name)
+          : svc.ports.find((p) => p.port === b.service.port.number)
       if (!port && b.service.port.number !== null) {
         port = svc.ports.find((p) => p.targetPort === b.service.port.number)
-        if (port) warnings.push(`backend ${label}: no Service port ${portText}; using the port whose targetPort is ${portText} (ingress-nginx compatibility)`)
+        if (port)
+          warnings.push(
+            `backend ${label}: no Service port ${portText}; using the port whose targetPort is ${portText} (ingress-nginx compatibility)`,
+          )
       }
       if (svc.service.spec.type === 'ExternalName' && svc.service.spec.externalName) {
         const num = port?.port ?? b.service.port.number
@@ -319,7 +323,8 @@ export function compile(input: CompileInput): CompileResult {
   const validate = (ing: Ingress, config: IngressConfig, annotationErrors: string[]): string[] => {
     const reasons = [...annotationErrors]
     const ns = ing.meta.namespace
-    if (ing.spec.rules.length === 0 && ing.spec.defaultBackend === null) reasons.push('spec: either rules or defaultBackend is required')
+    if (ing.spec.rules.length === 0 && ing.spec.defaultBackend === null)
+      reasons.push('spec: either rules or defaultBackend is required')
     ing.spec.rules.forEach((rule, ri) => {
       if (rule.host !== null) {
         const why = validHost(rule.host)
@@ -332,14 +337,19 @@ export function compile(input: CompileInput): CompileResult {
           const why = unsafeRegexReason(p.path)
           if (why) reasons.push(`${at}.path: regex "${p.path}": ${why}`)
         } else if (p.pathType === 'ImplementationSpecific') {
-          if (!p.path.startsWith('/')) reasons.push(`${at}.path: "${p.path}" must start with "/" (or use the use-regex annotation)`)
-          else if (normalizePath(p.path, input.pathOptions) === null) reasons.push(`${at}.path: "${p.path}" is not a valid path`)
+          if (!p.path.startsWith('/'))
+            reasons.push(`${at}.path: "${p.path}" must start with "/" (or use the use-regex annotation)`)
+          else if (normalizePath(p.path, input.pathOptions) === null)
+            reasons.push(`${at}.path: "${p.path}" is not a valid path`)
         } else {
-          const why = validPath(p.path) ?? (normalizePath(p.path, input.pathOptions) === null ? 'has an invalid escape or "\\"' : null)
+          const why =
+            validPath(p.path) ??
+            (normalizePath(p.path, input.pathOptions) === null ? 'has an invalid escape or "\\"' : null)
           if (why) reasons.push(`${at}.path: "${p.path}" ${why}`)
         }
         const port = p.backend.service.port
-        if ((port.name === null) === (port.number === null)) reasons.push(`${at}.backend.service.port: exactly one of name and number is required`)
+        if ((port.name === null) === (port.number === null))
+          reasons.push(`${at}.backend.service.port: exactly one of name and number is required`)
       })
     })
     ing.spec.tls.forEach((t, ti) => {
@@ -351,7 +361,9 @@ export function compile(input: CompileInput): CompileResult {
       const secret = secrets.get(`${ns}/${t.secretName}`)
       if (!secret) reasons.push(`spec.tls[${ti}].secretName: Secret ${ns}/${t.secretName} not found`)
       else if (secret.type !== 'kubernetes.io/tls' || secret.tls === null) {
-        reasons.push(`spec.tls[${ti}].secretName: Secret ${ns}/${t.secretName} is not of type kubernetes.io/tls with tls.crt and tls.key`)
+        reasons.push(
+          `spec.tls[${ti}].secretName: Secret ${ns}/${t.secretName} is not of type kubernetes.io/tls with tls.crt and tls.key`,
+        )
       } else {
         try {
           input.contexts.get(`${ns}/${t.secretName}`, secret.tls)
@@ -446,7 +458,18 @@ export function compile(input: CompileInput): CompileResult {
       const backend = resolveBackend(ns, ing.spec.defaultBackend, config, status.warnings)
       if (isCanary) status.warnings.push('spec.defaultBackend of a canary Ingress is ignored')
       else if (defaultRoute === null) {
-        defaultRoute = { ingress: key, host: '', path: '', kind: 'Default', key: '', regex: null, backend, config, stats: input.metrics.stats(key, '', backend.label), canary: null }
+        defaultRoute = {
+          ingress: key,
+          host: '',
+          path: '',
+          kind: 'Default',
+          key: '',
+          regex: null,
+          backend,
+          config,
+          stats: input.metrics.stats(key, '', backend.label),
+          canary: null,
+        }
       } else {
         const msg = `spec.defaultBackend of ${key} loses to ${defaultRoute.ingress} (older or first by namespace/name)`
         conflicts.push(msg)
@@ -510,15 +533,22 @@ export function compile(input: CompileInput): CompileResult {
     v.regex.sort((a, b) => b.key.length - a.key.length)
   }
   for (const { route } of canaries) {
-    const v = route.host === '' ? catchAll : route.host.startsWith('*.') ? wild.get(route.host.slice(2)) : exact.get(route.host)
+    const v =
+      route.host === '' ? catchAll : route.host.startsWith('*.') ? wild.get(route.host.slice(2)) : exact.get(route.host)
     const primary = v
       ? route.kind === 'Regex'
         ? v.regex.find((r) => r.key === route.key)
         : (route.kind === 'Exact' ? v.exact : v.prefix).get(route.key)
       : undefined
     const st = byIngress.get(route.ingress)
-    if (!primary) st?.warnings.push(`canary path ${route.host || '*'}${route.path} has no primary Ingress path to attach to; not served`)
-    else if (primary.canary) st?.warnings.push(`canary path ${route.host || '*'}${route.path}: ${primary.canary.ingress} is already its canary`)
+    if (!primary)
+      st?.warnings.push(
+        `canary path ${route.host || '*'}${route.path} has no primary Ingress path to attach to; not served`,
+      )
+    else if (primary.canary)
+      st?.warnings.push(
+        `canary path ${route.host || '*'}${route.path}: ${primary.canary.ingress} is already its canary`,
+      )
     else primary.canary = route
   }
 
@@ -549,7 +579,12 @@ export function compile(input: CompileInput): CompileResult {
   }
   if (defaultRoute) routes.push(describe(defaultRoute))
 
-  const tls: TlsIndex = { exact: tlsExact, wild: tlsWildCtx, fallback, hosts: { ...tlsHostNames, ...(fallbackName ? { '(default)': fallbackName } : {}) } }
+  const tls: TlsIndex = {
+    exact: tlsExact,
+    wild: tlsWildCtx,
+    fallback,
+    hosts: { ...tlsHostNames, ...(fallbackName ? { '(default)': fallbackName } : {}) },
+  }
   return {
     table: { exact, wild, catchAll, defaultRoute, tls, tlsHosts, tlsWild },
     live,

@@ -25,12 +25,27 @@ export async function generateSelfSigned(): Promise<PemPair> {
       execFile(
         'openssl',
         [
-          'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-          '-keyout', keyFile, '-out', certFile, '-days', '3650',
-          '-subj', '/O=meshlet/CN=meshlet default certificate',
+          'req',
+          '-x509',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:prime256v1',
+          '-nodes',
+          '-keyout',
+          keyFile,
+          '-out',
+          certFile,
+          '-days',
+          '3650',
+          '-subj',
+          '/O=meshlet/CN=meshlet default certificate',
         ],
         { timeout: 20000 },
-        (err, _stdout, stderr) => (err ? reject(new ProxyError('MLT_PROXY_CERT', `openssl: ${stderr || err.message}`, { cause: err })) : resolve()),
+        (err, _stdout, stderr) =>
+          err
+            ? reject(new ProxyError('MLT_PROXY_CERT', `openssl: ${stderr || err.message}`, { cause: err }))
+            : resolve(),
       )
     })
     return { cert: await readFile(certFile, 'utf8'), key: await readFile(keyFile, 'utf8') }

@@ -27,7 +27,14 @@ export function writeRawStatus(socket: Socket, status: number, extra = ''): void
 }
 
 /** An upgrade request (either engine): route it, then tunnel. `socket` is the downstream, `head` bytes read past the request head. */
-export function handleUpgrade(fwd: Forwarder, req: RequestHead, remote: string, socket: Socket, head: Buffer, li: ListenerInfo): void {
+export function handleUpgrade(
+  fwd: Forwarder,
+  req: RequestHead,
+  remote: string,
+  socket: Socket,
+  head: Buffer,
+  li: ListenerInfo,
+): void {
   socket.on('error', () => socket.destroy())
   const st = fwd.prepare(req, remote, li, true)
   if (st !== 0) {

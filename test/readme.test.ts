@@ -6,7 +6,17 @@ import { existsSync, readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { loadManifestText } from '../config/load.ts'
 
-const SECTIONS = ['## Name', '## Description', '## Manifests', '## Behaviour', '## Metrics', '## Logs', '## Examples', '## Limits', '## See also']
+const SECTIONS = [
+  '## Name',
+  '## Description',
+  '## Manifests',
+  '## Behaviour',
+  '## Metrics',
+  '## Logs',
+  '## Examples',
+  '## Limits',
+  '## See also',
+]
 const COMPONENTS = ['dns', 'lb', 'proxy', 'health']
 
 for (const name of COMPONENTS) {
@@ -17,7 +27,11 @@ for (const name of COMPONENTS) {
     const text = readFileSync(path, 'utf8')
     t.ok(text.startsWith(`# ${name}\n`), 'starts with "# name"')
     const headings = text.split('\n').filter((l) => l.startsWith('## '))
-    t.same(headings.filter((h) => SECTIONS.includes(h)), SECTIONS, 'sections present, in order')
+    t.same(
+      headings.filter((h) => SECTIONS.includes(h)),
+      SECTIONS,
+      'sections present, in order',
+    )
     const examples = text.slice(text.indexOf('## Examples'), text.indexOf('## Limits'))
     const blocks = [...examples.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]!)
     t.ok(blocks.length > 0, 'at least one yaml example')

@@ -12,7 +12,14 @@ function backend(name: string, host: string): Promise<Server> {
   const server = createServer((req, res) => {
     if (req.url === '/healthz') return void res.end('ok\n')
     res.setHeader('content-type', 'application/json')
-    res.end(JSON.stringify({ pod: name, path: req.url, host: req.headers.host, forwardedFor: req.headers['x-forwarded-for'] ?? null }) + '\n')
+    res.end(
+      JSON.stringify({
+        pod: name,
+        path: req.url,
+        host: req.headers.host,
+        forwardedFor: req.headers['x-forwarded-for'] ?? null,
+      }) + '\n',
+    )
   })
   return new Promise((resolve, reject) => {
     server.once('error', reject)
@@ -20,13 +27,29 @@ function backend(name: string, host: string): Promise<Server> {
   })
 }
 
-const servers = await Promise.all([backend('web-1', '127.0.0.11'), backend('web-2', '127.0.0.12'), backend('api-1', '127.0.0.21')])
+const servers = await Promise.all([
+  backend('web-1', '127.0.0.11'),
+  backend('web-2', '127.0.0.12'),
+  backend('api-1', '127.0.0.21'),
+])
 
 const meshlet = spawn(
   process.execPath,
   [
-    here('../../bin/meshlet.ts'), 'up', '-f', here('manifests.yaml'),
-    '--node', 'local', '--dns', PORTS.dns, '--http', PORTS.http, '--https', PORTS.https, '--admin', PORTS.admin,
+    here('../../bin/meshlet.ts'),
+    'up',
+    '-f',
+    here('manifests.yaml'),
+    '--node',
+    'local',
+    '--dns',
+    PORTS.dns,
+    '--http',
+    PORTS.http,
+    '--https',
+    PORTS.https,
+    '--admin',
+    PORTS.admin,
     ...process.argv.slice(2),
   ],
   { stdio: ['ignore', 'inherit', 'inherit'] },

@@ -104,7 +104,5 @@ export function expandCommand(template: string, values: Placeholders): string[] 
     }
   }
   if (inWord) words.push(cur)
-  return words.map((w) =>
-    w.replace(/\{(pod|namespace|ip|container)\}/g, (_, k: keyof Placeholders) => values[k]),
-  )
+  return words.map((w) => w.replace(/\{(pod|namespace|ip|container)\}/g, (_, k: keyof Placeholders) => values[k]))
 }

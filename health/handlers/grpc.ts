@@ -87,7 +87,9 @@ export function probeGrpc(host: string, port: number, request: Buffer, timeoutMs
       timeoutMs,
     )
     session = connect(`http://${authority}`)
-    session.on('error', (err) => done(failure(`error: failed to connect service "${authority}": ${describeError(err)}`, 'MLT_HEALTH_CONNECT')))
+    session.on('error', (err) =>
+      done(failure(`error: failed to connect service "${authority}": ${describeError(err)}`, 'MLT_HEALTH_CONNECT')),
+    )
     const stream = session.request({
       [constants.HTTP2_HEADER_METHOD]: 'POST',
       [constants.HTTP2_HEADER_PATH]: '/grpc.health.v1.Health/Check',
@@ -116,7 +118,9 @@ export function probeGrpc(host: string, port: number, request: Buffer, timeoutMs
       if (grpcStatus === null) return done(failure('health rpc ended without grpc-status', 'MLT_HEALTH_PROTOCOL'))
       if (grpcStatus !== '0') {
         if (Number(grpcStatus) === GRPC_UNIMPLEMENTED) {
-          return done(failure(`this server does not implement the grpc health protocol (grpc.health.v1.Health): ${grpcMessage}`))
+          return done(
+            failure(`this server does not implement the grpc health protocol (grpc.health.v1.Health): ${grpcMessage}`),
+          )
         }
         return done(failure(`health rpc failed with grpc-status ${grpcStatus}${grpcMessage ? `: ${grpcMessage}` : ''}`))
       }

@@ -10,7 +10,16 @@
 import { connect as netConnect, isIP, type Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 import type { HttpHeader } from '../../model/objects.ts'
-import { describeError, failure, KUBE_PROBE_USER_AGENT, MAX_BODY_BYTES, success, SUCCESS, warning, type ProbeOutcome } from './outcome.ts'
+import {
+  describeError,
+  failure,
+  KUBE_PROBE_USER_AGENT,
+  MAX_BODY_BYTES,
+  success,
+  SUCCESS,
+  warning,
+  type ProbeOutcome,
+} from './outcome.ts'
 
 const MAX_REDIRECTS = 10
 /** A response head larger than this is a protocol error (Go's default MaxResponseHeaderBytes is 1 MiB; probes answer small heads). */
@@ -57,9 +66,18 @@ export class HttpProbe {
     for (const h of spec.httpHeaders) {
       const lower = h.name.toLowerCase()
       // A header given with an empty value removes kubelet's default and is not sent (Go drops an empty User-Agent).
-      if (lower === 'user-agent') { ua = false; if (h.value === '') continue }
-      if (lower === 'accept') { accept = false; if (h.value === '') continue }
-      if (lower === 'host') { host = h.value; continue }
+      if (lower === 'user-agent') {
+        ua = false
+        if (h.value === '') continue
+      }
+      if (lower === 'accept') {
+        accept = false
+        if (h.value === '') continue
+      }
+      if (lower === 'host') {
+        host = h.value
+        continue
+      }
       if (lower === 'connection') continue
       block += `${h.name}: ${h.value}\r\n`
     }
@@ -76,7 +94,8 @@ export class HttpProbe {
     for (let redirects = 0; ; redirects++) {
       const remaining = deadline - Date.now()
       if (remaining <= 0) return failure(`Get "${urlOf(target)}": context deadline exceeded`, 'MLT_HEALTH_TIMEOUT')
-      const host = this.#hostOverride !== null && target.hostname === this.#first.hostname ? this.#hostOverride : authority(target)
+      const host =
+        this.#hostOverride !== null && target.hostname === this.#first.hostname ? this.#hostOverride : authority(target)
       const head = `GET ${target.target} HTTP/1.1\r\nHost: ${host}\r\n${this.#headerBlock}`
       let answer: Answer
       try {
@@ -99,13 +118,22 @@ export class HttpProbe {
           return warning(`Probe terminated redirects, Location: ${location.slice(0, 200)}`)
         }
         if (redirects + 1 > MAX_REDIRECTS) {
-          return failure(`Get "${location.slice(0, 200)}": stopped after ${MAX_REDIRECTS} redirects`, 'MLT_HEALTH_REDIRECTS')
+          return failure(
+            `Get "${location.slice(0, 200)}": stopped after ${MAX_REDIRECTS} redirects`,
+            'MLT_HEALTH_REDIRECTS',
+          )
         }
         const tls = next.protocol === 'https:'
-        target = { tls, hostname: nextHost, port: next.port ? Number(next.port) : tls ? 443 : 80, target: `${next.pathname}${next.search}` }
+        target = {
+          tls,
+          hostname: nextHost,
+          port: next.port ? Number(next.port) : tls ? 443 : 80,
+          target: `${next.pathname}${next.search}`,
+        }
         continue
       }
-      if (status >= 200 && status < 400) return status === 200 ? SUCCESS : success(`HTTP probe succeeded with statuscode: ${status}`)
+      if (status >= 200 && status < 400)
+        return status === 200 ? SUCCESS : success(`HTTP probe succeeded with statuscode: ${status}`)
       return failure(`HTTP probe failed with statuscode: ${status}`)
     }
   }
@@ -146,7 +174,12 @@ function probeFailure(message: string, code: NonNullable<ProbeFailure['code']>):
 function exchange(t: Target, head: string, timeoutMs: number): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const socket: Socket = t.tls
-      ? tlsConnect({ host: t.hostname, port: t.port, rejectUnauthorized: false, servername: isIP(t.hostname) ? undefined : t.hostname })
+      ? tlsConnect({
+          host: t.hostname,
+          port: t.port,
+          rejectUnauthorized: false,
+          servername: isIP(t.hostname) ? undefined : t.hostname,
+        })
       : netConnect({ host: t.hostname, port: t.port })
     let settled = false
     let buf: Buffer | null = null
@@ -162,7 +195,13 @@ function exchange(t: Target, head: string, timeoutMs: number): Promise<Answer> {
       else resolve(answer!)
     }
     const timer = setTimeout(
-      () => finish(probeFailure('context deadline exceeded (Client.Timeout exceeded while awaiting headers)', 'MLT_HEALTH_TIMEOUT')),
+      () =>
+        finish(
+          probeFailure(
+            'context deadline exceeded (Client.Timeout exceeded while awaiting headers)',
+            'MLT_HEALTH_TIMEOUT',
+          ),
+        ),
       timeoutMs,
     )
     socket.once(t.tls ? 'secureConnect' : 'connect', () => socket.write(head))
@@ -190,7 +229,7 @@ function exchange(t: Target, head: string, timeoutMs: number): Promise<Answer> {
         }
         answer = { status: parsed.status, location: parsed.location }
         if (parsed.status === 204 || parsed.status === 304) return finish(null)
-        bodyWanted = parsed.chunked ? -2 : parsed.contentLength ?? -1
+        bodyWanted = parsed.chunked ? -2 : (parsed.contentLength ?? -1)
         if (bodyWanted === 0) return finish(null)
         if (rest.length > 0) onBody(rest)
         return

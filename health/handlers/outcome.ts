@@ -36,11 +36,17 @@ export const MAX_BODY_BYTES = 10 * 1024
 export function describeError(err: unknown): string {
   const e = err as NodeJS.ErrnoException
   switch (e.code) {
-    case 'ECONNREFUSED': return 'connect: connection refused'
-    case 'ECONNRESET': return 'connection reset by peer'
-    case 'EHOSTUNREACH': return 'connect: no route to host'
-    case 'ENETUNREACH': return 'connect: network is unreachable'
-    case 'EPIPE': return 'broken pipe'
-    default: return e.message ?? String(err)
+    case 'ECONNREFUSED':
+      return 'connect: connection refused'
+    case 'ECONNRESET':
+      return 'connection reset by peer'
+    case 'EHOSTUNREACH':
+      return 'connect: no route to host'
+    case 'ENETUNREACH':
+      return 'connect: network is unreachable'
+    case 'EPIPE':
+      return 'broken pipe'
+    default:
+      return e.message ?? String(err)
   }
 }

@@ -21,7 +21,9 @@ subsets: [{ addresses: [{ ip: 127.0.0.51 }], ports: [{ name: http, port: 8080 }]
 `
 
 function dig(server: { host: string; port: number }, name: string): string {
-  return execFileSync('dig', [`@${server.host}`, '-p', String(server.port), '+short', '+time=2', '+tries=1', name], { encoding: 'utf8' }).trim()
+  return execFileSync('dig', [`@${server.host}`, '-p', String(server.port), '+short', '+time=2', '+tries=1', name], {
+    encoding: 'utf8',
+  }).trim()
 }
 
 t.test('admin API over real HTTP', async (t) => {
@@ -35,7 +37,10 @@ t.test('admin API over real HTTP', async (t) => {
   t.equal(status.meshlet.node, 'test-node')
   t.equal(status.meshlet.ready, true)
   const svc = status.snapshot.services.find((s: any) => s.key === 'default/web')
-  t.same(svc.ports[0].endpoints.map((e: any) => [e.ip, e.port, e.ready]), [['127.0.0.51', 8080, true]])
+  t.same(
+    svc.ports[0].endpoints.map((e: any) => [e.ip, e.port, e.ready]),
+    [['127.0.0.51', 8080, true]],
+  )
   t.ok(status.planes.dns && status.planes.lb && status.planes.health, 'every plane reports its status')
   const metrics = await m.metrics()
   t.match(metrics, /meshlet_objects\{kind="Service"\} 1/)
@@ -53,19 +58,28 @@ t.test('reload: valid → broken → fixed, the last good state keeps serving', 
   m.writeManifest('web.yaml', web(80) + '\n---\nkind: [unclosed\n')
   const broken = await m.waitForStatus((s) => s.snapshot.errors.length > 0, 5000)
   t.match(JSON.stringify(broken.snapshot.errors), /web\.yaml/)
-  t.ok(broken.snapshot.services.find((s: any) => s.key === 'default/web'), 'the Service is still there')
+  t.ok(
+    broken.snapshot.services.find((s: any) => s.key === 'default/web'),
+    'the Service is still there',
+  )
   if (m.dns) t.equal(dig(m.dns, 'web.default.svc.cluster.local'), '127.0.0.51', 'DNS still answers it')
 
   // An invalid object keeps its last good version.
   m.writeManifest('web.yaml', web(0))
   const invalid = await m.waitForStatus((s) => JSON.stringify(s.snapshot.errors).includes('spec.ports[0].port'), 5000)
-  t.equal(invalid.snapshot.services.find((s: any) => s.key === 'default/web').ports[0].port, 80, 'last good version serves')
+  t.equal(
+    invalid.snapshot.services.find((s: any) => s.key === 'default/web').ports[0].port,
+    80,
+    'last good version serves',
+  )
 
   // Fixed: the error clears and the new version applies within 1 s.
   const fixedAt = Date.now()
   m.writeManifest('web.yaml', web(81))
   const fixed = await m.waitForStatus(
-    (s) => s.snapshot.errors.length === 0 && s.snapshot.services.find((x: any) => x.key === 'default/web')?.ports[0].port === 81,
+    (s) =>
+      s.snapshot.errors.length === 0 &&
+      s.snapshot.services.find((x: any) => x.key === 'default/web')?.ports[0].port === 81,
     5000,
   )
   t.ok(Date.now() - fixedAt < 1500, `applied in ${Date.now() - fixedAt} ms`)
@@ -80,7 +94,11 @@ t.test('SIGTERM stops cleanly with exit code 0', async (t) => {
 })
 
 t.test('flags from MESHLET_* environment variables', async (t) => {
-  const m = await startMeshlet(t, { manifests: { 'web.yaml': web(80) }, env: { MESHLET_NODE: 'from-env' }, args: ['--node', 'from-env'] })
+  const m = await startMeshlet(t, {
+    manifests: { 'web.yaml': web(80) },
+    env: { MESHLET_NODE: 'from-env' },
+    args: ['--node', 'from-env'],
+  })
   t.equal((await m.status()).meshlet.node, 'from-env')
   const r = spawnSync(process.execPath, [MESHLET_BIN, 'up', '--help'], { encoding: 'utf8' })
   t.equal(r.status, 0)
@@ -89,13 +107,33 @@ t.test('flags from MESHLET_* environment variables', async (t) => {
 
 t.test('exit codes', async (t) => {
   const run = (args: string[], env: NodeJS.ProcessEnv = {}) =>
-    spawnSync(process.execPath, [MESHLET_BIN, ...args], { encoding: 'utf8', timeout: 20000, env: { ...process.env, ...env } })
+    spawnSync(process.execPath, [MESHLET_BIN, ...args], {
+      encoding: 'utf8',
+      timeout: 20000,
+      env: { ...process.env, ...env },
+    })
   t.equal(run([]).status, 2, 'no command: usage')
   t.equal(run(['frobnicate']).status, 2, 'unknown command')
   t.equal(run(['up']).status, 2, 'up without -f')
   t.equal(run(['up', '-f', 'x.yaml', '--vip-mode', 'magic']).status, 2, 'bad flag value')
   t.equal(run(['up', '-f', 'x.yaml', '--dns', 'nowhere']).status, 2, 'bad listen address')
-  t.equal(run(['up', '--admin', '127.0.0.1:0', '--dns', 'off', '--http', 'off', '--https', 'off', '-f', '/nonexistent/meshlet.yaml']).status, 1, 'unreadable path')
+  t.equal(
+    run([
+      'up',
+      '--admin',
+      '127.0.0.1:0',
+      '--dns',
+      'off',
+      '--http',
+      'off',
+      '--https',
+      'off',
+      '-f',
+      '/nonexistent/meshlet.yaml',
+    ]).status,
+    1,
+    'unreadable path',
+  )
   t.match(run(['version']).stdout, /^meshlet \d+\.\d+\.\d+/)
 
   // A listener that cannot open at start: the admin port is taken.
@@ -103,12 +141,30 @@ t.test('exit codes', async (t) => {
   await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r))
   t.teardown(() => blocker.close())
   const port = (blocker.address() as { port: number }).port
-  const r = run(['up', '-f', '-', '--admin', `127.0.0.1:${port}`, '--dns', 'off', '--http', 'off', '--https', 'off', '--vip-mode', 'none'])
+  const r = run([
+    'up',
+    '-f',
+    '-',
+    '--admin',
+    `127.0.0.1:${port}`,
+    '--dns',
+    'off',
+    '--http',
+    'off',
+    '--https',
+    'off',
+    '--vip-mode',
+    'none',
+  ])
   t.equal(r.status, 1, 'admin port in use')
 })
 
 t.test('resolv-conf prints what a client container needs', async (t) => {
-  const r = spawnSync(process.execPath, [MESHLET_BIN, 'resolv-conf', '--namespace', 'shop', '--nameserver', '198.18.0.2'], { encoding: 'utf8' })
+  const r = spawnSync(
+    process.execPath,
+    [MESHLET_BIN, 'resolv-conf', '--namespace', 'shop', '--nameserver', '198.18.0.2'],
+    { encoding: 'utf8' },
+  )
   t.equal(r.status, 0)
   t.match(r.stdout, /nameserver 198\.18\.0\.2/)
   t.match(r.stdout, /search shop\.svc\.cluster\.local svc\.cluster\.local cluster\.local/)

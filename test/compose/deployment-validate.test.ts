@@ -22,7 +22,10 @@ const CASES: Record<string, [path: string, code: string]> = {
   'deployment-interval-not-number': ['metadata.annotations[meshlet.io/resolve-interval-seconds]', 'MLT_CONFIG_RANGE'],
   'deployment-template-missing': ['spec.template', 'MLT_CONFIG_REQUIRED'],
   'deployment-containers-missing': ['spec.template.spec.containers', 'MLT_CONFIG_REQUIRED'],
-  'deployment-probe-unknown-port': ['spec.template.spec.containers[0].readinessProbe.httpGet.port', 'MLT_CONFIG_UNKNOWN_PORT'],
+  'deployment-probe-unknown-port': [
+    'spec.template.spec.containers[0].readinessProbe.httpGet.port',
+    'MLT_CONFIG_UNKNOWN_PORT',
+  ],
   'deployment-replicas-negative': ['spec.replicas', 'MLT_CONFIG_RANGE'],
   'deployment-template-status': ['spec.template.status', 'MLT_CONFIG_FORBIDDEN'],
   'deployment-template-label-invalid': ['spec.template.metadata.labels[bad key]', 'MLT_CONFIG_INVALID_NAME'],
@@ -34,7 +37,10 @@ for (const [name, [path, code]] of Object.entries(CASES)) {
     const file = `${INVALID}${name}.yaml`
     const r = loadManifestText(readFileSync(file, 'utf8'), file)
     t.same(r.objects, [], 'the invalid Deployment is not loaded')
-    t.same(r.errors.map((e) => [e.path, e.code]), [[path, code]])
+    t.same(
+      r.errors.map((e) => [e.path, e.code]),
+      [[path, code]],
+    )
     t.equal(r.errors[0]?.object, 'Deployment default/web')
   })
 }
@@ -70,11 +76,18 @@ t.test('a valid Deployment: template, selector expressions, Compose-style name, 
   const d = r.objects[0] as Deployment
   t.equal(d.kind, 'Deployment')
   t.equal(d.meta.namespace, 'data')
-  t.same(d.discovery, { dnsName: 'my_project-cache', intervalSeconds: 30 }, "'_' accepted (Compose names), trailing dot dropped")
+  t.same(
+    d.discovery,
+    { dnsName: 'my_project-cache', intervalSeconds: 30 },
+    "'_' accepted (Compose names), trailing dot dropped",
+  )
   t.equal(d.spec.replicas, null)
   t.same(d.spec.template.labels, { app: 'cache', tier: 'back' })
   t.equal(d.spec.template.spec.nodeName, 'node-b')
-  t.match(d.spec.template.spec.containers[0], { name: 'redis', livenessProbe: { handler: { type: 'tcpSocket', port: 6379 } } })
+  t.match(d.spec.template.spec.containers[0], {
+    name: 'redis',
+    livenessProbe: { handler: { type: 'tcpSocket', port: 6379 } },
+  })
 })
 
 t.test('interval defaults to 5 s', async (t) => {
@@ -84,7 +97,10 @@ t.test('interval defaults to 5 s', async (t) => {
 })
 
 t.test('a Deployment without the annotation is an ignored kind, not validated', async (t) => {
-  const r = loadManifestText('apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x, annotations: {other: y}}\nspec: {}\n', 'x.yaml')
+  const r = loadManifestText(
+    'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x, annotations: {other: y}}\nspec: {}\n',
+    'x.yaml',
+  )
   t.same(r.errors, [])
   t.same(r.objects, [])
   t.same(r.ignoredKinds, ['apps/v1 Deployment'])
@@ -92,7 +108,14 @@ t.test('a Deployment without the annotation is an ignored kind, not validated', 
 
 t.test('inside a List: paths carry items[i]', async (t) => {
   const text = readFileSync(`${INVALID}deployment-probe-unknown-port.yaml`, 'utf8')
-  const item = text.split('\n').map((l) => `  ${l}`).join('\n').replace(/^ {2}/, '- ')
+  const item = text
+    .split('\n')
+    .map((l) => `  ${l}`)
+    .join('\n')
+    .replace(/^ {2}/, '- ')
   const r = loadManifestText(`apiVersion: v1\nkind: List\nitems:\n${item}`, 'list.yaml')
-  t.same(r.errors.map((e) => e.path), ['items[0].spec.template.spec.containers[0].readinessProbe.httpGet.port'])
+  t.same(
+    r.errors.map((e) => e.path),
+    ['items[0].spec.template.spec.containers[0].readinessProbe.httpGet.port'],
+  )
 })

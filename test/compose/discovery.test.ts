@@ -70,14 +70,18 @@ async function setup(t: { teardown(fn: () => unknown): void }, opts: { minRefres
     for (;;) {
       const s = store.current
       if (s && pred(s)) return s
-      if (Date.now() > end) throw new Error(`not seen in ${timeoutMs} ms: ${what}; last: ${JSON.stringify(s?.services.map((x) => x.ports.map((p) => p.endpoints.map((e) => e.ip))))}`)
+      if (Date.now() > end)
+        throw new Error(
+          `not seen in ${timeoutMs} ms: ${what}; last: ${JSON.stringify(s?.services.map((x) => x.ports.map((p) => p.endpoints.map((e) => e.ip))))}`,
+        )
       await sleep(10)
     }
   }
   return { dns, store, feed, metrics, snapshots, until, opts }
 }
 
-const webIps = (s: Snapshot) => s.services.find((x) => x.key === 'default/web')?.ports[0]?.endpoints.map((e) => e.ip) ?? []
+const webIps = (s: Snapshot) =>
+  s.services.find((x) => x.key === 'default/web')?.ports[0]?.endpoints.map((e) => e.ip) ?? []
 
 t.test('replicas appear as Pods, Services select them; scaling 3 → 2 → 0 → 1', async (t) => {
   const { dns, feed, until } = await setup(t)
@@ -89,15 +93,24 @@ t.test('replicas appear as Pods, Services select them; scaling 3 → 2 → 0 →
   t.ok(Date.now() - start < 3000, `resolved in ${Date.now() - start} ms`)
   t.same(webIps(s), ['127.0.0.10', '127.0.0.11', '127.0.0.12'])
   const pods = s.pods.filter((p) => p.pod.meta.annotations['meshlet.io/deployment'] === 'web')
-  t.same(pods.map((p) => p.key), ['default/web-127-0-0-10', 'default/web-127-0-0-11', 'default/web-127-0-0-12'])
+  t.same(
+    pods.map((p) => p.key),
+    ['default/web-127-0-0-10', 'default/web-127-0-0-11', 'default/web-127-0-0-12'],
+  )
   const p0 = pods[0]!.pod
   t.same(p0.meta.labels, { app: 'web', tier: 'front' })
   t.equal(p0.spec.nodeName, 'node-a', 'nodeName from --node when the template names none')
   t.same(p0.status, { podIP: '127.0.0.10', podIPs: ['127.0.0.10'] })
   t.equal(p0.spec.containers[0]?.ports[0]?.containerPort, 8080)
   t.equal(s.services.find((x) => x.key === 'default/web')!.ports[0]!.endpoints[0]!.port, 8080, 'targetPort by name')
-  t.ok(s.services.find((x) => x.key === 'default/web')!.ports[0]!.endpoints.every((e) => e.ready), 'no probe: ready')
-  t.ok(s.objects.some((o) => o.kind === 'Deployment'), 'the Deployment itself is in the Snapshot')
+  t.ok(
+    s.services.find((x) => x.key === 'default/web')!.ports[0]!.endpoints.every((e) => e.ready),
+    'no probe: ready',
+  )
+  t.ok(
+    s.objects.some((o) => o.kind === 'Deployment'),
+    'the Deployment itself is in the Snapshot',
+  )
 
   dns.set('web', ['127.0.0.10', '127.0.0.12'])
   await feed.discovery.refresh()
@@ -116,7 +129,13 @@ t.test('replicas appear as Pods, Services select them; scaling 3 → 2 → 0 →
   await until((s) => webIps(s).join() === '127.0.0.13', 'scaled back to 1')
   const st = feed.status()
   t.same(st.resolvers, [dns.address])
-  t.match(st.deployments[0], { deployment: 'default/web', dnsName: 'web', intervalSeconds: 5, addresses: ['127.0.0.13'], pods: ['web-127-0-0-13'] })
+  t.match(st.deployments[0], {
+    deployment: 'default/web',
+    dnsName: 'web',
+    intervalSeconds: 5,
+    addresses: ['127.0.0.13'],
+    pods: ['web-127-0-0-13'],
+  })
   t.ok(dns.queries.includes('A web') && dns.queries.includes('AAAA web'), 'asks A and AAAA')
 })
 
@@ -136,16 +155,29 @@ t.test('a resolver that fails keeps the last known replicas; recovery clears the
   const dns = await startFakeDockerDns()
   t.teardown(() => dns.close())
   let changes = 0
-  const d = new DnsDiscovery({ resolvers: [dns.address], nodeName: 'n', log, onChange: () => changes++, timeoutMs: 200 })
+  const d = new DnsDiscovery({
+    resolvers: [dns.address],
+    nodeName: 'n',
+    log,
+    onChange: () => changes++,
+    timeoutMs: 200,
+  })
   t.teardown(() => d.close())
   dns.set('web', ['127.0.0.30', '127.0.0.31'])
   await d.update(load(manifests()).objects)
-  t.same(d.pods().map((p) => p.status.podIP), ['127.0.0.30', '127.0.0.31'])
+  t.same(
+    d.pods().map((p) => p.status.podIP),
+    ['127.0.0.30', '127.0.0.31'],
+  )
   t.equal(changes, 1)
 
   dns.mode = 'silent'
   await d.refresh()
-  t.same(d.pods().map((p) => p.status.podIP), ['127.0.0.30', '127.0.0.31'], 'timeouts keep the replicas')
+  t.same(
+    d.pods().map((p) => p.status.podIP),
+    ['127.0.0.30', '127.0.0.31'],
+    'timeouts keep the replicas',
+  )
   t.match(d.status().deployments[0]!.lastError, /ETIMEOUT/)
   dns.mode = 'servfail'
   await sleep(1100) // the on-demand gap
@@ -158,7 +190,10 @@ t.test('a resolver that fails keeps the last known replicas; recovery clears the
   dns.set('web', ['127.0.0.31'])
   await sleep(1100)
   await d.refresh()
-  t.same(d.pods().map((p) => p.status.podIP), ['127.0.0.31'])
+  t.same(
+    d.pods().map((p) => p.status.podIP),
+    ['127.0.0.31'],
+  )
   t.equal(d.status().deployments[0]!.lastError, null)
   t.ok(d.status().deployments[0]!.failures >= 2)
 })
@@ -175,39 +210,49 @@ t.test('on-demand refreshes are coalesced and spaced', async (t) => {
   t.equal(dns.queries.length - before, 2, '20 calls inside the gap: one resolution (A + AAAA)')
 })
 
-t.test('reloads: same Deployment keeps Pods; new template makes new Pods; new name re-resolves; removal drops', async (t) => {
-  const dns = await startFakeDockerDns()
-  t.teardown(() => dns.close())
-  let changes = 0
-  const d = new DnsDiscovery({ resolvers: [dns.address], nodeName: 'n', log, onChange: () => changes++ })
-  t.teardown(() => d.close())
-  dns.set('web', ['127.0.0.50'])
-  dns.set('web2', ['127.0.0.51', '127.0.0.52'])
-  await d.update(load(manifests()).objects)
-  const p = d.pods()[0]!
-  await d.update(load('# moved\n' + manifests()).objects)
-  t.equal(d.pods()[0], p, 'a re-parsed identical Deployment keeps the Pod objects')
-  t.equal(changes, 1)
+t.test(
+  'reloads: same Deployment keeps Pods; new template makes new Pods; new name re-resolves; removal drops',
+  async (t) => {
+    const dns = await startFakeDockerDns()
+    t.teardown(() => dns.close())
+    let changes = 0
+    const d = new DnsDiscovery({ resolvers: [dns.address], nodeName: 'n', log, onChange: () => changes++ })
+    t.teardown(() => d.close())
+    dns.set('web', ['127.0.0.50'])
+    dns.set('web2', ['127.0.0.51', '127.0.0.52'])
+    await d.update(load(manifests()).objects)
+    const p = d.pods()[0]!
+    await d.update(load('# moved\n' + manifests()).objects)
+    t.equal(d.pods()[0], p, 'a re-parsed identical Deployment keeps the Pod objects')
+    t.equal(changes, 1)
 
-  await d.update(load(manifests({ label: 'back' })).objects)
-  t.equal(changes, 2)
-  t.not(d.pods()[0], p)
-  t.same(d.pods()[0]!.meta.labels, { app: 'web', tier: 'back' }, 'template change applies to the same addresses')
+    await d.update(load(manifests({ label: 'back' })).objects)
+    t.equal(changes, 2)
+    t.not(d.pods()[0], p)
+    t.same(d.pods()[0]!.meta.labels, { app: 'web', tier: 'back' }, 'template change applies to the same addresses')
 
-  await d.update(load(manifests({ dnsName: 'web2' })).objects)
-  t.same(d.pods().map((x) => x.status.podIP), ['127.0.0.51', '127.0.0.52'], 'new name resolved at once')
+    await d.update(load(manifests({ dnsName: 'web2' })).objects)
+    t.same(
+      d.pods().map((x) => x.status.podIP),
+      ['127.0.0.51', '127.0.0.52'],
+      'new name resolved at once',
+    )
 
-  await d.update([])
-  t.same(d.pods(), [])
-  t.same(d.status().deployments, [])
-})
+    await d.update([])
+    t.same(d.pods(), [])
+    t.same(d.status().deployments, [])
+  },
+)
 
 t.test('a replica Pod turning unready triggers a resolution of its Deployment', async (t) => {
   const { dns, feed, store, until } = await setup(t)
   dns.set('web', ['127.0.0.60', '127.0.0.61'])
   const r = load(manifests())
   feed.setObjects(r.objects, r.errors)
-  await until((s) => webIps(s).length === 2 && s.services[0]!.ports[0]!.endpoints.every((e) => e.ready), 'ready replicas')
+  await until(
+    (s) => webIps(s).length === 2 && s.services[0]!.ports[0]!.endpoints.every((e) => e.ready),
+    'ready replicas',
+  )
   await sleep(1100) // past the on-demand gap since the first resolution
   dns.set('web', ['127.0.0.60'])
   const before = dns.queries.length
@@ -224,7 +269,10 @@ t.test('template probes are carried (named ports resolved); probed replicas star
   feed.setObjects(r.objects, r.errors)
   const s = await until((s) => webIps(s).length === 1, 'one replica')
   const pod = s.pods[0]!.pod
-  t.match(pod.spec.containers[0]!.readinessProbe, { handler: { type: 'httpGet', port: 8080, path: '/healthz' }, periodSeconds: 1 })
+  t.match(pod.spec.containers[0]!.readinessProbe, {
+    handler: { type: 'httpGet', port: 8080, path: '/healthz' },
+    periodSeconds: 1,
+  })
   t.equal(s.services[0]!.ports[0]!.endpoints[0]!.ready, false, 'gated by readiness until health/ says ready')
 })
 

@@ -77,7 +77,10 @@ async function run(t: Test) {
   // The clients' resolv.conf: what `dns:`, `dns_search:` and `dns_opt:` give the Compose client.
   for (const ns of [NS.cli1, NS.cli2]) {
     mkdirSync(`/etc/netns/${ns}`, { recursive: true })
-    writeFileSync(`/etc/netns/${ns}/resolv.conf`, `nameserver ${MESHLET}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:2 attempts:2\n`)
+    writeFileSync(
+      `/etc/netns/${ns}/resolv.conf`,
+      `nameserver ${MESHLET}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:2 attempts:2\n`,
+    )
     cleanup.push(() => rmSync(`/etc/netns/${ns}`, { recursive: true, force: true }))
   }
   // meshlet's own namespace sees the fake Docker DNS, as a container sees 127.0.0.11.
@@ -91,7 +94,9 @@ async function run(t: Test) {
     for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL')
   })
   const startProc = async (ns: string, args: string[], ready: RegExp): Promise<ChildProcess & { lines: string[] }> => {
-    const p = spawn('ip', ['netns', 'exec', ns, NODE, ...args], { stdio: ['pipe', 'pipe', 'pipe'] }) as ChildProcess & { lines: string[] }
+    const p = spawn('ip', ['netns', 'exec', ns, NODE, ...args], { stdio: ['pipe', 'pipe', 'pipe'] }) as ChildProcess & {
+      lines: string[]
+    }
     procs.push(p)
     p.lines = []
     let buf = ''
@@ -105,11 +110,16 @@ async function run(t: Test) {
         buf = buf.slice(k + 1)
       }
     })
-    await until(`${args[0]} in ${ns} ready (${err})`, async () => p.lines.some((l) => ready.test(l)) || (p.exitCode !== null ? Promise.reject(new Error(err)) : false), 15000)
+    await until(
+      `${args[0]} in ${ns} ready (${err})`,
+      async () => p.lines.some((l) => ready.test(l)) || (p.exitCode !== null ? Promise.reject(new Error(err)) : false),
+      15000,
+    )
     return p
   }
   const backends: Record<string, ChildProcess> = {}
-  for (const name of ['web1', 'web2', 'web3', 'api1'] as const) backends[name] = await startProc(NS[name], [BACKEND, name, '80'], /^listening/)
+  for (const name of ['web1', 'web2', 'web3', 'api1'] as const)
+    backends[name] = await startProc(NS[name], [BACKEND, name, '80'], /^listening/)
 
   const dockerDns = await startProc(NS.mesh, [FAKE_DNS, '127.0.0.11', '53'], /^listening/)
   const dnsCommand = async (line: string) => {
@@ -126,17 +136,28 @@ async function run(t: Test) {
     files: [MANIFESTS],
     waitReady: false,
     args: [
-      '--node', 'compose',
-      '--vip-mode', 'interface',
-      '--vip-interface', 'eth0',
-      '--service-cidr', '198.18.0.128/26',
-      '--dns', `${MESHLET}:53`,
-      '--http', `${MESHLET}:80`,
-      '--https', 'off',
-      '--admin', '127.0.0.1:9901',
-      '--upstream', '127.0.0.11:53',
-      '--discovery-resolver', '127.0.0.11:53',
-      '--access-log', 'off',
+      '--node',
+      'compose',
+      '--vip-mode',
+      'interface',
+      '--vip-interface',
+      'eth0',
+      '--service-cidr',
+      '198.18.0.128/26',
+      '--dns',
+      `${MESHLET}:53`,
+      '--http',
+      `${MESHLET}:80`,
+      '--https',
+      'off',
+      '--admin',
+      '127.0.0.1:9901',
+      '--upstream',
+      '127.0.0.11:53',
+      '--discovery-resolver',
+      '127.0.0.11:53',
+      '--access-log',
+      'off',
     ],
   })
   // The admin API listens inside meshlet's namespace: ask it from there.
@@ -153,16 +174,29 @@ async function run(t: Test) {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   const readyIps = (s: any, name: string): string[] =>
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
-    [...new Set<string>((service(s, name)?.ports?.[0]?.endpoints ?? []).filter((e: any) => e.ready).map((e: any) => e.ip as string))].sort()
+    [
+      ...new Set<string>(
+        (service(s, name)?.ports?.[0]?.endpoints ?? []).filter((e: any) => e.ready).map((e: any) => e.ip as string),
+      ),
+    ].sort()
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   let last: any = null
-  await until('3 ready web replicas, 1 api', async () => {
-    const s = (last = await status())
-    return readyIps(s, 'web').length === 3 && readyIps(s, 'api').length === 1
-  }, 20000).catch((err: Error) => {
+  await until(
+    '3 ready web replicas, 1 api',
+    async () => {
+      const s = (last = await status())
+      return readyIps(s, 'web').length === 3 && readyIps(s, 'api').length === 1
+    },
+    20000,
+  ).catch((err: Error) => {
     const web = service(last, 'web')
-    if (last?.config?.discovery === undefined) throw new Error(`${err.message}: no "discovery" in /status config: is config/dns-discovery.ts wired into bin/meshlet.ts?`)
-    throw new Error(`${err.message}; web: ${JSON.stringify(web?.ports ?? null)}; discovery: ${JSON.stringify(last?.config?.discovery ?? null)}; errors: ${JSON.stringify(last?.snapshot?.errors ?? null)}`)
+    if (last?.config?.discovery === undefined)
+      throw new Error(
+        `${err.message}: no "discovery" in /status config: is config/dns-discovery.ts wired into bin/meshlet.ts?`,
+      )
+    throw new Error(
+      `${err.message}; web: ${JSON.stringify(web?.ports ?? null)}; discovery: ${JSON.stringify(last?.config?.discovery ?? null)}; errors: ${JSON.stringify(last?.snapshot?.errors ?? null)}`,
+    )
   })
   const timeToReady = Date.now() - started
   t.comment(`timing start → 3 web replicas discovered and ready: ${timeToReady} ms`)
@@ -172,10 +206,14 @@ async function run(t: Test) {
   const apiVip: string = service(st, 'api').clusterIPs[0]
   t.match(webVip, /^198\.18\.0\.(1[2-8]\d|19[01])$/, 'web ClusterIP from the service CIDR')
 
-  const curl = (ns: string, url: string, extra: string[] = []) => inNs(ns, ['curl', '-s', '--max-time', '3', ...extra, url], 8000)
+  const curl = (ns: string, url: string, extra: string[] = []) =>
+    inNs(ns, ['curl', '-s', '--max-time', '3', ...extra, url], 8000)
   const hostOf = (body: string) => /Hostname: (\S+)/.exec(body)?.[1] ?? null
   const dig = async (ns: string, name: string) =>
-    (await inNs(ns, ['dig', '+short', '+time=2', '+tries=1', `@${MESHLET}`, name])).stdout.split('\n').filter(Boolean).sort()
+    (await inNs(ns, ['dig', '+short', '+time=2', '+tries=1', `@${MESHLET}`, name])).stdout
+      .split('\n')
+      .filter(Boolean)
+      .sort()
 
   // ------------------------------------------------------------------ names through the search path
   await t.test('short names and FQDNs resolve through the search path and connect through ClusterIPs', async (t) => {
@@ -211,11 +249,18 @@ async function run(t: Test) {
     }
   })
 
-  await t.test('the Ingress on meshlet\'s address routes by host and path', async (t) => {
+  await t.test("the Ingress on meshlet's address routes by host and path", async (t) => {
     const h = ['-H', 'Host: web.example.test']
     t.match(hostOf((await curl(NS.cli1, `http://${MESHLET}/`, h)).stdout), /^web[123]$/, '/ → web')
     t.equal(hostOf((await curl(NS.cli1, `http://${MESHLET}/api/v1`, h)).stdout), 'api1', '/api → api')
-    const other = await curl(NS.cli1, `http://${MESHLET}/`, ['-H', 'Host: other.test', '-o', '/dev/null', '-w', '%{http_code}'])
+    const other = await curl(NS.cli1, `http://${MESHLET}/`, [
+      '-H',
+      'Host: other.test',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+    ])
     t.equal(other.stdout, '404', 'unknown host → 404')
   })
 
@@ -226,34 +271,54 @@ async function run(t: Test) {
     t.match(hostOf((await curl(NS.cli2, `http://${lbIp}/`)).stdout), /^web[123]$/)
   })
 
-  await t.test('a replica whose readiness fails disappears everywhere within the probe bound, then returns', async (t) => {
-    await curl(NS.cli1, `http://${ADDR.web2}/health`, ['-X', 'POST', '-d', '500'])
-    const t0 = Date.now()
-    await until('web2 out of the headless answer', async () => (await dig(NS.cli1, HEADLESS)).join() === [ADDR.web1, ADDR.web3].join())
-    const gone = Date.now() - t0
-    t.comment(`timing readiness failure → out of DNS: ${gone} ms (periodSeconds 1, failureThreshold 2)`)
-    t.ok(gone < 6000, `within the probe bound (${gone} ms)`)
-    t.notOk(readyIps(await status(), 'web').includes(ADDR.web2), 'not a ready endpoint')
-    for (let k = 0; k < 10; k++) t.not(hostOf((await curl(NS.cli1, 'http://web/')).stdout), 'web2', 'ClusterIP never picks it')
-    const viaIngress = await curl(NS.cli2, `http://${MESHLET}/`, ['-H', 'Host: web.example.test'])
-    t.not(hostOf(viaIngress.stdout), 'web2')
-    await curl(NS.cli1, `http://${ADDR.web2}/health`, ['-X', 'POST', '-d', '200'])
-    const t1 = Date.now()
-    await until('web2 back in the headless answer', async () => (await dig(NS.cli1, HEADLESS)).join() === [ADDR.web1, ADDR.web2, ADDR.web3].join())
-    t.comment(`timing readiness recovery → back in DNS: ${Date.now() - t1} ms`)
-  })
+  await t.test(
+    'a replica whose readiness fails disappears everywhere within the probe bound, then returns',
+    async (t) => {
+      await curl(NS.cli1, `http://${ADDR.web2}/health`, ['-X', 'POST', '-d', '500'])
+      const t0 = Date.now()
+      await until(
+        'web2 out of the headless answer',
+        async () => (await dig(NS.cli1, HEADLESS)).join() === [ADDR.web1, ADDR.web3].join(),
+      )
+      const gone = Date.now() - t0
+      t.comment(`timing readiness failure → out of DNS: ${gone} ms (periodSeconds 1, failureThreshold 2)`)
+      t.ok(gone < 6000, `within the probe bound (${gone} ms)`)
+      t.notOk(readyIps(await status(), 'web').includes(ADDR.web2), 'not a ready endpoint')
+      for (let k = 0; k < 10; k++)
+        t.not(hostOf((await curl(NS.cli1, 'http://web/')).stdout), 'web2', 'ClusterIP never picks it')
+      const viaIngress = await curl(NS.cli2, `http://${MESHLET}/`, ['-H', 'Host: web.example.test'])
+      t.not(hostOf(viaIngress.stdout), 'web2')
+      await curl(NS.cli1, `http://${ADDR.web2}/health`, ['-X', 'POST', '-d', '200'])
+      const t1 = Date.now()
+      await until(
+        'web2 back in the headless answer',
+        async () => (await dig(NS.cli1, HEADLESS)).join() === [ADDR.web1, ADDR.web2, ADDR.web3].join(),
+      )
+      t.comment(`timing readiness recovery → back in DNS: ${Date.now() - t1} ms`)
+    },
+  )
 
   await t.test('scaling the fake Docker DNS from 3 to 2 replicas updates every plane', async (t) => {
     // What `docker compose up --scale web=2` does: one container stops, and Docker's DNS stops answering it.
     backends.web3!.kill('SIGTERM')
     await dnsCommand(`set web ${ADDR.web1},${ADDR.web2}`)
     const t0 = Date.now()
-    await until('2 replicas in /status', async () => readyIps(await status(), 'web').join() === [ADDR.web1, ADDR.web2].join() && service(await status(), 'web').ports[0].endpoints.length === 2)
+    await until(
+      '2 replicas in /status',
+      async () =>
+        readyIps(await status(), 'web').join() === [ADDR.web1, ADDR.web2].join() &&
+        service(await status(), 'web').ports[0].endpoints.length === 2,
+    )
     const inStatus = Date.now() - t0
     t.same(await dig(NS.cli1, HEADLESS), [ADDR.web1, ADDR.web2], 'headless DNS')
-    t.comment(`timing scale 3 → 2 seen in every plane: ${Date.now() - t0} ms (status after ${inStatus} ms; resolve interval 2 s)`)
+    t.comment(
+      `timing scale 3 → 2 seen in every plane: ${Date.now() - t0} ms (status after ${inStatus} ms; resolve interval 2 s)`,
+    )
     const s = await status()
-    t.notOk(s.snapshot.pods.some((p: { key: string }) => p.key.includes('198-18-0-68')), 'the Pod of the gone replica is gone')
+    t.notOk(
+      s.snapshot.pods.some((p: { key: string }) => p.key.includes('198-18-0-68')),
+      'the Pod of the gone replica is gone',
+    )
     for (let k = 0; k < 8; k++) t.match(hostOf((await curl(NS.cli2, 'http://web/')).stdout), /^web[12]$/)
     t.match(hostOf((await curl(NS.cli2, `http://${MESHLET}/`, ['-H', 'Host: web.example.test'])).stdout), /^web[12]$/)
   })
@@ -272,10 +337,17 @@ async function run(t: Test) {
     await sleep(1500)
     const killedAt = Date.now()
     backends.web2!.kill('SIGKILL')
-    const ejectedAt = await until('web2 ejected', async () => (!readyIps(await status(), 'web').includes(ADDR.web2) ? Date.now() : null), 10000)
+    const ejectedAt = await until(
+      'web2 ejected',
+      async () => (!readyIps(await status(), 'web').includes(ADDR.web2) ? Date.now() : null),
+      10000,
+    )
     const [r4, r7] = await Promise.all([l4, l7])
     t.comment(`timing kill → ejected: ${ejectedAt - killedAt} ms`)
-    for (const [name, r] of [['L4 ClusterIP', r4], ['L7 Ingress', r7]] as const) {
+    for (const [name, r] of [
+      ['L4 ClusterIP', r4],
+      ['L7 Ingress', r7],
+    ] as const) {
       const before = r.failures.filter((x) => x < ejectedAt).length
       const after = r.failures.filter((x) => x >= ejectedAt).length
       t.comment(`load ${name}: ${r.ok} ok, ${before} failed before ejection, ${after} after`)

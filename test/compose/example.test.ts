@@ -27,7 +27,8 @@ function cidr(text: string): Cidr {
   if (!c) throw new Error(`not a CIDR: ${text}`)
   return c
 }
-const inside = (inner: Cidr, outer: Cidr) => inner.base >= outer.base && inner.base + inner.size <= outer.base + outer.size
+const inside = (inner: Cidr, outer: Cidr) =>
+  inner.base >= outer.base && inner.base + inner.size <= outer.base + outer.size
 const disjoint = (a: Cidr, b: Cidr) => a.base + a.size <= b.base || b.base + b.size <= a.base
 const has = (c: Cidr, ip: string) => ipToBigInt(ip) >= c.base && ipToBigInt(ip) < c.base + c.size
 
@@ -35,7 +36,7 @@ t.test('meshlet check -f examples/compose/manifests passes', async (t) => {
   const r = spawnSync(process.execPath, [MESHLET_BIN, 'check', '-f', MANIFESTS], { encoding: 'utf8', timeout: 30000 })
   t.equal(r.status, 0, r.stdout + r.stderr)
   t.match(r.stderr, /\d+ valid object\(s\), 0 error\(s\)/)
-  t.notMatch(r.stderr, /ignored/, 'no kind is ignored: the Deployments are meshlet\'s')
+  t.notMatch(r.stderr, /ignored/, "no kind is ignored: the Deployments are meshlet's")
 })
 
 t.test('docker-compose.yml agrees with the manifests and the CLI', async (t) => {
@@ -54,14 +55,25 @@ t.test('docker-compose.yml agrees with the manifests and the CLI', async (t) => 
   t.equal(opts.vipMode, 'interface')
   t.equal(opts.vipInterface, 'eth0')
   t.same(opts.files, ['/manifests'])
-  t.ok(m.volumes.some((v: string) => v.startsWith('./manifests:/manifests')), 'the manifests are mounted where -f points')
-  t.equal(opts.dns?.host, meshletIp, 'DNS on meshlet\'s address')
-  t.equal(opts.http?.host, meshletIp, 'Ingress on meshlet\'s address (a wildcard :80 would block the ClusterIP listeners)')
+  t.ok(
+    m.volumes.some((v: string) => v.startsWith('./manifests:/manifests')),
+    'the manifests are mounted where -f points',
+  )
+  t.equal(opts.dns?.host, meshletIp, "DNS on meshlet's address")
+  t.equal(
+    opts.http?.host,
+    meshletIp,
+    "Ingress on meshlet's address (a wildcard :80 would block the ClusterIP listeners)",
+  )
   const serviceCidr = opts.serviceCidrs[0]!
   t.ok(inside(serviceCidr, subnet), 'service CIDR inside the Compose network')
   t.ok(disjoint(serviceCidr, ipRange), 'service CIDR outside ip_range')
   t.notOk(has(serviceCidr, meshletIp) || has(serviceCidr, net.gateway), 'service CIDR misses meshlet and the gateway')
-  t.same(m.cap_add.sort(), ['NET_ADMIN', 'NET_BIND_SERVICE'], 'NET_ADMIN for interface mode, NET_BIND_SERVICE for 53/80')
+  t.same(
+    m.cap_add.sort(),
+    ['NET_ADMIN', 'NET_BIND_SERVICE'],
+    'NET_ADMIN for interface mode, NET_BIND_SERVICE for 53/80',
+  )
   t.same(m.cap_drop, ['ALL'])
 
   const loaded = await loadPaths([MANIFESTS])
@@ -69,7 +81,10 @@ t.test('docker-compose.yml agrees with the manifests and the CLI', async (t) => 
   t.equal(pools.length, 1)
   for (const a of pools[0]!.addresses) {
     const c = cidr(a)
-    t.ok(inside(c, subnet) && disjoint(c, ipRange) && disjoint(c, serviceCidr), `pool ${a}: in the network, outside ip_range and the service CIDR`)
+    t.ok(
+      inside(c, subnet) && disjoint(c, ipRange) && disjoint(c, serviceCidr),
+      `pool ${a}: in the network, outside ip_range and the service CIDR`,
+    )
   }
 
   const deployments = loaded.objects.filter((o): o is Deployment => o.kind === 'Deployment')
@@ -83,7 +98,7 @@ t.test('docker-compose.yml agrees with the manifests and the CLI', async (t) => 
   t.equal(compose.services.web.deploy.replicas, 3, 'one backend scaled to 3')
 
   const client = compose.services.client
-  t.same(client.dns, [meshletIp], 'the client\'s DNS is meshlet')
+  t.same(client.dns, [meshletIp], "the client's DNS is meshlet")
   t.same(client.dns_search, ['default.svc.cluster.local', 'svc.cluster.local', 'cluster.local'])
   t.same(client.dns_opt, ['ndots:5'])
   t.equal(client.depends_on.meshlet.condition, 'service_healthy')
@@ -116,7 +131,9 @@ t.test('the image needs production dependencies only', async (t) => {
     for (const file of walk(join(ROOT, d))) {
       const text = readFileSync(file, 'utf8')
       // `import type` is erased at run time, so a devDependency may appear there.
-      for (const m of text.matchAll(/^\s*import\s(?!type\s)[^'"]*['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/gm)) {
+      for (const m of text.matchAll(
+        /^\s*import\s(?!type\s)[^'"]*['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/gm,
+      )) {
         const spec = m[1] ?? m[2]!
         if (spec.startsWith('.') || spec.startsWith('node:') || spec.startsWith('#')) continue
         const name = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]!
@@ -138,7 +155,10 @@ t.test('the README section "## Docker Compose": its manifest is valid and its co
   for (const b of blocks) {
     const r = loadManifestText(b, 'README.md')
     t.same(r.errors, [])
-    t.same(r.objects.map((o) => o.kind), ['Deployment'])
+    t.same(
+      r.objects.map((o) => o.kind),
+      ['Deployment'],
+    )
   }
   // Every Service the walk-through curls or looks up exists in the manifests.
   const loaded = await loadPaths([MANIFESTS])

@@ -50,7 +50,8 @@ export async function startFakeDockerDns(host = '127.0.0.1', port = 0): Promise<
       const want = question.type === 'A' ? 4 : question.type === 'AAAA' ? 6 : 0
       for (const ip of ips) {
         const fam = ip.includes(':') ? 6 : 4
-        if (fam === want) answers.push({ type: fam === 4 ? 'A' : 'AAAA', name: question.name, ttl: 600, class: 'IN', data: ip })
+        if (fam === want)
+          answers.push({ type: fam === 4 ? 'A' : 'AAAA', name: question.name, ttl: 600, class: 'IN', data: ip })
       }
     }
     const out = dnsPacket.encode({

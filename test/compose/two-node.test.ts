@@ -131,7 +131,11 @@ async function run(t: Test) {
     let err = ''
     p.stdout!.setEncoding('utf8').on('data', (c: string) => (out += c))
     p.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c))
-    await until(`backends of ${node} listening`, async () => out.includes('listening') || (p.exitCode !== null ? Promise.reject(new Error(err)) : false), 15000)
+    await until(
+      `backends of ${node} listening`,
+      async () => out.includes('listening') || (p.exitCode !== null ? Promise.reject(new Error(err)) : false),
+      15000,
+    )
   }
 
   // ------------------------------------------------------------------ two meshlet nodes
@@ -142,17 +146,27 @@ async function run(t: Test) {
       manifests: { 'cluster.yaml': MANIFESTS },
       waitReady: false,
       args: [
-        '--node', node,
-        '--node-address', NODE_IP[node],
-        '--vip-mode', 'interface',
-        '--vip-interface', 'eth0',
-        '--service-cidr', '198.18.5.0/24',
-        '--dns', 'off',
-        '--http', 'off',
-        '--https', 'off',
+        '--node',
+        node,
+        '--node-address',
+        NODE_IP[node],
+        '--vip-mode',
+        'interface',
+        '--vip-interface',
+        'eth0',
+        '--service-cidr',
+        '198.18.5.0/24',
+        '--dns',
+        'off',
+        '--http',
+        'off',
+        '--https',
+        'off',
         // The admin listener on the node address: the other node probes its /healthz there (membership/).
-        '--admin', `${NODE_IP[node]}:9901`,
-        '--access-log', 'off',
+        '--admin',
+        `${NODE_IP[node]}:9901`,
+        '--access-log',
+        'off',
       ],
     })
     meshlets[node] = m
@@ -160,7 +174,17 @@ async function run(t: Test) {
     return m
   }
   const admin = async (node: 'a' | 'b', path: string): Promise<{ status: number; body: string }> => {
-    const r = await inNs(NS[node], ['curl', '-s', '--max-time', '2', '-o', '-', '-w', '\n%{http_code}', `http://${NODE_IP[node]}:9901${path}`])
+    const r = await inNs(NS[node], [
+      'curl',
+      '-s',
+      '--max-time',
+      '2',
+      '-o',
+      '-',
+      '-w',
+      '\n%{http_code}',
+      `http://${NODE_IP[node]}:9901${path}`,
+    ])
     const k = r.stdout.lastIndexOf('\n')
     return { status: Number(r.stdout.slice(k + 1)), body: r.stdout.slice(0, k) }
   }
@@ -168,10 +192,15 @@ async function run(t: Test) {
   const status = async (node: 'a' | 'b'): Promise<any> => JSON.parse((await admin(node, '/status')).body)
   const started = Date.now()
   await Promise.all([startNode('a'), startNode('b')])
-  for (const node of ['a', 'b'] as const) await until(`meshlet ${node} /readyz`, async () => (await admin(node, '/readyz')).status === 200, 20000)
+  for (const node of ['a', 'b'] as const)
+    await until(`meshlet ${node} /readyz`, async () => (await admin(node, '/readyz')).status === 200, 20000)
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   const peerState = (s: any) => s?.planes?.membership?.peers?.[0]?.state
-  await until('each node sees the other alive', async () => peerState(await status('a')) === 'alive' && peerState(await status('b')) === 'alive', 10000)
+  await until(
+    'each node sees the other alive',
+    async () => peerState(await status('a')) === 'alive' && peerState(await status('b')) === 'alive',
+    10000,
+  )
   t.comment(`timing both nodes up and seeing each other: ${Date.now() - started} ms`)
 
   const st = await status('a')
@@ -184,7 +213,8 @@ async function run(t: Test) {
   t.equal(service(await status('b'), 'web-public')?.loadBalancerIPs?.[0], lbIp, 'both nodes allocate the same address')
 
   const hostOf = (body: string) => /Hostname: (\S+)/.exec(body)?.[1] ?? 'error'
-  const curl = (ns: string, url: string, maxTime = 2) => inNs(ns, ['curl', '-s', '--max-time', String(maxTime), url], maxTime * 1000 + 3000)
+  const curl = (ns: string, url: string, maxTime = 2) =>
+    inNs(ns, ['curl', '-s', '--max-time', String(maxTime), url], maxTime * 1000 + 3000)
   const seen = async (ns: string, url: string, n: number) => {
     const got = new Set<string>()
     for (let k = 0; k < n; k++) got.add(hostOf((await curl(ns, url)).stdout))
@@ -192,8 +222,16 @@ async function run(t: Test) {
   }
 
   await t.test('externalTrafficPolicy: Local on a NodePort keeps traffic on the node reached', async (t) => {
-    t.same(await seen(NS.client, `http://${NODE_IP.a}:${NODE_PORT}/`, 8), ['a1', 'a2'], "client → node a's NodePort: only a's Pods, both of them")
-    t.same(await seen(NS.client, `http://${NODE_IP.b}:${NODE_PORT}/`, 8), ['b1', 'b2'], "client → node b's NodePort: only b's Pods")
+    t.same(
+      await seen(NS.client, `http://${NODE_IP.a}:${NODE_PORT}/`, 8),
+      ['a1', 'a2'],
+      "client → node a's NodePort: only a's Pods, both of them",
+    )
+    t.same(
+      await seen(NS.client, `http://${NODE_IP.b}:${NODE_PORT}/`, 8),
+      ['b1', 'b2'],
+      "client → node b's NodePort: only b's Pods",
+    )
   })
 
   await t.test('internalTrafficPolicy: Local keeps ClusterIP traffic on the calling node', async (t) => {
@@ -201,7 +239,8 @@ async function run(t: Test) {
     t.same(await seen(NS.b, `http://${internalVip}/`, 8), ['b1', 'b2'], 'from node b: only b1, b2')
   })
 
-  const holds = async (node: 'a' | 'b') => (await must(['ip', '-n', NS[node], '-4', 'addr', 'show', 'dev', 'eth0'])).includes(` ${lbIp}/32 `)
+  const holds = async (node: 'a' | 'b') =>
+    (await must(['ip', '-n', NS[node], '-4', 'addr', 'show', 'dev', 'eth0'])).includes(` ${lbIp}/32 `)
   const holders = async (): Promise<('a' | 'b')[]> => {
     const out: ('a' | 'b')[] = []
     for (const n of ['a', 'b'] as const) if (await holds(n)) out.push(n)
@@ -211,17 +250,26 @@ async function run(t: Test) {
   await t.test('the LoadBalancer address moves to the other node when its owner stops', async (t) => {
     // A node that came up before its peer may hold the address for a moment (until it sees the peer alive): wait
     // until exactly one holds it.
-    const owner = (await until('exactly one node holds the LoadBalancer address', async () => {
-      const h = await holders()
-      return h.length === 1 ? h[0] : null
-    }, 10000))!
+    const owner = (await until(
+      'exactly one node holds the LoadBalancer address',
+      async () => {
+        const h = await holders()
+        return h.length === 1 ? h[0] : null
+      },
+      10000,
+    ))!
     const other = owner === 'a' ? 'b' : 'a'
     t.pass(`node ${owner} holds ${lbIp}; node ${other} does not`)
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
-    const lbAddrs = async (node: 'a' | 'b'): Promise<string[]> => (await status(node))?.planes?.lb?.interfaceAddresses ?? []
+    const lbAddrs = async (node: 'a' | 'b'): Promise<string[]> =>
+      (await status(node))?.planes?.lb?.interfaceAddresses ?? []
     t.ok((await lbAddrs(owner)).includes(lbIp), `${owner}'s /status lists it`)
     t.notOk((await lbAddrs(other)).includes(lbIp), `${other}'s /status does not`)
-    t.match(hostOf((await curl(NS.client, `http://${lbIp}/`)).stdout), /^[ab][12]$/, 'the client reaches it (ARP answered by the owner)')
+    t.match(
+      hostOf((await curl(NS.client, `http://${lbIp}/`)).stdout),
+      /^[ab][12]$/,
+      'the client reaches it (ARP answered by the owner)',
+    )
     const neigh = await must(['ip', '-n', NS.client, 'neigh', 'show', lbIp])
     t.match(neigh, /lladdr/, `the client learnt it through ARP: ${neigh.trim()}`)
 
@@ -229,31 +277,54 @@ async function run(t: Test) {
     const exited = meshlets[owner]!.stop('SIGTERM')
     const releasedAt = until(`${owner} releases it`, async () => ((await holds(owner)) ? null : Date.now()), 15000, 20)
     const movedAt = await until(`${other} takes it`, async () => ((await holds(other)) ? Date.now() : null), 15000, 20)
-    const reachableAt = await until('the client reaches it again', async () => {
-      const r = await curl(NS.client, `http://${lbIp}/`, 1)
-      return /^[ab][12]$/.test(hostOf(r.stdout)) ? Date.now() : null
-    }, 15000, 20)
+    const reachableAt = await until(
+      'the client reaches it again',
+      async () => {
+        const r = await curl(NS.client, `http://${lbIp}/`, 1)
+        return /^[ab][12]$/.test(hostOf(r.stdout)) ? Date.now() : null
+      },
+      15000,
+      20,
+    )
     const released = await releasedAt
     t.equal(await exited, 0, `${owner}'s meshlet exited cleanly`)
     const moved = movedAt - stoppedAt
     const reachable = reachableAt - stoppedAt
     t.comment(`timing SIGTERM to ${owner} → address removed from ${owner}: ${released - stoppedAt} ms`)
-    t.comment(`timing SIGTERM to ${owner} → address on ${other}'s interface: ${moved} ms (3 failed /healthz probes, 1 s apart)`)
+    t.comment(
+      `timing SIGTERM to ${owner} → address on ${other}'s interface: ${moved} ms (3 failed /healthz probes, 1 s apart)`,
+    )
     t.comment(`timing SIGTERM to ${owner} → client reaches it again through ${other}: ${reachable} ms`)
     t.ok(moved < 8000, `moved within a few seconds (${moved} ms)`)
     t.ok(reachable < 10000, `reachable again within a few seconds (${reachable} ms)`)
     t.same(await holders(), [other], `only ${other} holds it now`)
     t.equal(peerState(await status(other)), 'dead', `${other} sees ${owner} dead`)
-    t.same(await seen(NS.client, `http://${lbIp}/`, 8), ['a1', 'a2', 'b1', 'b2'], 'externalTrafficPolicy Cluster: every Pod still serves through the new owner')
+    t.same(
+      await seen(NS.client, `http://${lbIp}/`, 8),
+      ['a1', 'a2', 'b1', 'b2'],
+      'externalTrafficPolicy Cluster: every Pod still serves through the new owner',
+    )
 
     // The stopped node comes back: it sorts first for this address, so it takes it back (MetalLB: adding a node
     // moves an address only when the new node sorts first), and the other lets go once it sees it alive.
     const restartAt = Date.now()
     await startNode(owner)
-    await until(`${owner} back: exactly ${owner} holds the address`, async () => (await holders()).join() === owner, 15000, 20)
+    await until(
+      `${owner} back: exactly ${owner} holds the address`,
+      async () => (await holders()).join() === owner,
+      15000,
+      20,
+    )
     const backAt = Date.now()
-    await until('the client reaches it through the restarted node', async () => /^[ab][12]$/.test(hostOf((await curl(NS.client, `http://${lbIp}/`, 1)).stdout)), 10000, 20)
-    t.comment(`timing restart of ${owner} → only ${owner} holds the address again: ${backAt - restartAt} ms (process start included)`)
+    await until(
+      'the client reaches it through the restarted node',
+      async () => /^[ab][12]$/.test(hostOf((await curl(NS.client, `http://${lbIp}/`, 1)).stdout)),
+      10000,
+      20,
+    )
+    t.comment(
+      `timing restart of ${owner} → only ${owner} holds the address again: ${backAt - restartAt} ms (process start included)`,
+    )
     t.equal(peerState(await status(other)), 'alive', `${other} sees ${owner} alive again`)
   })
 }
@@ -262,5 +333,9 @@ if (skip) {
   t.comment(`skipped: ${skip}`)
   t.pass(`skipped: ${skip}`)
 } else {
-  t.test('two meshlet nodes: node-local traffic policies, one LoadBalancer owner, failover', { timeout: 60000 }, async (t) => run(t))
+  t.test(
+    'two meshlet nodes: node-local traffic policies, one LoadBalancer owner, failover',
+    { timeout: 60000 },
+    async (t) => run(t),
+  )
 }

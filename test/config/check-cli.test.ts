@@ -89,11 +89,20 @@ if (!existsSync(cli)) {
   })
 
   t.test('stdin with -f -', async (t) => {
-    const ok = await check(['-f', '-'], 'apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n')
+    const ok = await check(
+      ['-f', '-'],
+      'apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n',
+    )
     t.equal(ok.code, 0, ok.stderr)
-    const bad = await check(['-f', '-'], 'apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80, protocol: ICMP}]}\n')
+    const bad = await check(
+      ['-f', '-'],
+      'apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80, protocol: ICMP}]}\n',
+    )
     t.equal(bad.code, 1)
-    t.equal(bad.stdout, '<stdin> doc 1 (Service default/s): spec.ports[0].protocol: must be one of TCP, UDP, SCTP, got "ICMP"\n')
+    t.equal(
+      bad.stdout,
+      '<stdin> doc 1 (Service default/s): spec.ports[0].protocol: must be one of TCP, UDP, SCTP, got "ICMP"\n',
+    )
   })
 
   t.test('unreadable path exits 1; no -f exits 2', async (t) => {

@@ -22,7 +22,10 @@ function harness(t: { teardown(fn: () => void): void }, paths: string[]) {
   const updates: Update[] = []
   const logs: { level: number; msg: string }[] = []
   const log = pino({ level: 'info' }, { write: (s: string) => void logs.push(JSON.parse(s)) })
-  const source = new ManifestSource(paths, { log, onUpdate: (objects, errors) => updates.push({ objects, errors, at: Date.now() }) })
+  const source = new ManifestSource(paths, {
+    log,
+    onUpdate: (objects, errors) => updates.push({ objects, errors, at: Date.now() }),
+  })
   t.teardown(() => source.close())
   const last = () => updates[updates.length - 1]!
   /** Polls until the latest update satisfies `pred` (generous: the machine may be loaded). */
@@ -84,11 +87,20 @@ t.test('directory: valid → broken → fixed, last good objects kept meanwhile'
   writeFileSync(join(dir, 'b.yaml'), svc('b', 82))
   const fixed = await h.until('both fixed', (u) => u.errors.length === 0 && ports(u).join() === 'a:81,b:82')
   t.same(fixed.errors, [])
-  t.ok(h.source.status().files.every((f) => f.lastError === null), 'status clean')
+  t.ok(
+    h.source.status().files.every((f) => f.lastError === null),
+    'status clean',
+  )
   const hist = h.source.status().reloads
   t.ok(hist.length >= 3)
-  t.same({ ok: hist.at(-1)?.ok, objects: hist.at(-1)?.objects, errors: hist.at(-1)?.errors }, { ok: true, objects: 2, errors: 0 })
-  t.ok(hist.some((r) => !r.ok && r.messages.some((m) => m.includes('YAML syntax error'))), 'history keeps the failed reload')
+  t.same(
+    { ok: hist.at(-1)?.ok, objects: hist.at(-1)?.objects, errors: hist.at(-1)?.errors },
+    { ok: true, objects: 2, errors: 0 },
+  )
+  t.ok(
+    hist.some((r) => !r.ok && r.messages.some((m) => m.includes('YAML syntax error'))),
+    'history keeps the failed reload',
+  )
 })
 
 t.test('files created later and removed; nested directories; duplicates across files', async (t) => {
@@ -109,7 +121,10 @@ t.test('files created later and removed; nested directories; duplicates across f
   t.match(dupStatus?.lastError, /defined twice: already defined in .*a\.yaml doc 1/)
   rmSync(join(dir, 'z-dup.yaml'))
   rmSync(join(dir, 'new.yaml'))
-  const gone = await h.until('removed files drop their objects', (u) => u.errors.length === 0 && !ports(u).includes('n:90'))
+  const gone = await h.until(
+    'removed files drop their objects',
+    (u) => u.errors.length === 0 && !ports(u).includes('n:90'),
+  )
   t.same(ports(gone), ['a:80', 'd:91'])
 })
 
@@ -154,5 +169,8 @@ t.test('status() keeps the last 20 reloads', async (t) => {
   t.equal(st.reloads.length, 20)
   t.same(st.reloads.at(-1)?.changed, [join(dir, 'a.yaml')])
   t.same(st.paths, [dir])
-  t.same(st.files.map((f) => [f.file, f.objects, f.errors]), [[join(dir, 'a.yaml'), 1, 0]])
+  t.same(
+    st.files.map((f) => [f.file, f.objects, f.errors]),
+    [[join(dir, 'a.yaml'), 1, 0]],
+  )
 })

@@ -31,8 +31,19 @@ const cases: Case[] = [
   // Endpoint names under a ClusterIP service (dashed IP).
   { name: `10-244-1-5.web.default.svc.${Z}`, type: 'A', status: 'NOERROR', data: ['10.244.1.5'] },
   // SRV: ClusterIP form, named ports only; bare service name gives all named ports.
-  { name: `_http._tcp.web.default.svc.${Z}`, type: 'SRV', status: 'NOERROR', data: [`0 100 80 web.default.svc.${Z}.`], additional: ['10.96.0.10'] },
-  { name: `web.default.svc.${Z}`, type: 'SRV', status: 'NOERROR', data: [`0 50 80 web.default.svc.${Z}.`, `0 50 9090 web.default.svc.${Z}.`] },
+  {
+    name: `_http._tcp.web.default.svc.${Z}`,
+    type: 'SRV',
+    status: 'NOERROR',
+    data: [`0 100 80 web.default.svc.${Z}.`],
+    additional: ['10.96.0.10'],
+  },
+  {
+    name: `web.default.svc.${Z}`,
+    type: 'SRV',
+    status: 'NOERROR',
+    data: [`0 50 80 web.default.svc.${Z}.`, `0 50 9090 web.default.svc.${Z}.`],
+  },
   { name: `_http._tcp.web.default.svc.${Z}`, type: 'A', status: 'NOERROR', data: [] },
   { name: `_tcp.web.default.svc.${Z}`, type: 'SRV', status: 'NOERROR', data: [] },
   { name: `_http._udp.web.default.svc.${Z}`, type: 'SRV', status: 'NXDOMAIN' },
@@ -118,19 +129,31 @@ t.test('zone answers over UDP and TCP, nothing in-zone forwarded', async (t) => 
           if (c.data.length === 0) t.equal(r.answer.length, 0, `${label}: NODATA has an empty answer`)
         }
         if (c.additional) {
-          t.same(r.additional.filter((a) => a.type === 'A' || a.type === 'AAAA').map((a) => a.data).sort(), [...c.additional].sort(), `${label}: additional`)
+          t.same(
+            r.additional
+              .filter((a) => a.type === 'A' || a.type === 'AAAA')
+              .map((a) => a.data)
+              .sort(),
+            [...c.additional].sort(),
+            `${label}: additional`,
+          )
         }
-        const negative = c.status === 'NXDOMAIN' || (c.data?.length === 0)
+        const negative = c.status === 'NXDOMAIN' || c.data?.length === 0
         if (negative && !c.name.endsWith('.arpa') && !c.name.endsWith('localhost')) {
           t.equal(r.authority.length, 1, `${label}: one SOA in authority`)
           t.match(r.authority[0], { name: `${Z}.`, ttl: 5, type: 'SOA' }, `${label}: zone SOA`)
-          t.match(r.authority[0]?.data ?? '', new RegExp(`^ns\\.dns\\.${Z}\\. hostmaster\\.${Z}\\. \\d+ 7200 1800 86400 5$`))
+          t.match(
+            r.authority[0]?.data ?? '',
+            new RegExp(`^ns\\.dns\\.${Z}\\. hostmaster\\.${Z}\\. \\d+ 7200 1800 86400 5$`),
+          )
         }
         if (!c.name.endsWith('localhost')) t.ok(r.flags.includes('aa'), `${label}: AA=1`)
       }),
     )
   }
-  const leaked = upstream.seen.filter((s) => s.name.toLowerCase().endsWith(Z) || s.name.toLowerCase().endsWith('.arpa') || s.name.includes('localhost'))
+  const leaked = upstream.seen.filter(
+    (s) => s.name.toLowerCase().endsWith(Z) || s.name.toLowerCase().endsWith('.arpa') || s.name.includes('localhost'),
+  )
   t.same(leaked, [], 'no in-zone, owned-reverse or localhost query reached the upstream')
 })
 

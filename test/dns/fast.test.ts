@@ -17,7 +17,10 @@ import { FIXTURE, objectsOf, rcodeOf } from './helpers.ts'
 const Z = 'cluster.local'
 
 function zoneOf(): ReturnType<typeof buildZone> {
-  const store = new Store({ nodeName: 'test-node', serviceCidrs: [parseCidr('10.96.0.0/16')!, parseCidr('fd00:96::/112')!] })
+  const store = new Store({
+    nodeName: 'test-node',
+    serviceCidrs: [parseCidr('10.96.0.0/16')!, parseCidr('fd00:96::/112')!],
+  })
   store.setObjects(objectsOf(FIXTURE), [])
   store.flush()
   let snap: Snapshot | null = null
@@ -37,7 +40,11 @@ function wireToText(key: string): string {
   return labels.join('.')
 }
 
-function encode(name: string, type: string, o: { edns?: number; dnssecOk?: boolean; rd?: boolean; cd?: boolean; id?: number }): Buffer {
+function encode(
+  name: string,
+  type: string,
+  o: { edns?: number; dnssecOk?: boolean; rd?: boolean; cd?: boolean; id?: number },
+): Buffer {
   const packet: dnsPacket.Packet = {
     type: 'query',
     id: o.id ?? 0x1234,
@@ -45,7 +52,14 @@ function encode(name: string, type: string, o: { edns?: number; dnssecOk?: boole
     questions: [{ name, type: type as dnsPacket.RecordType, class: 'IN' }],
   }
   if (o.edns !== undefined) {
-    packet.additionals = [{ type: 'OPT', name: '.', udpPayloadSize: o.edns, flags: o.dnssecOk ? dnsPacket.DNSSEC_OK : 0 } as dnsPacket.Answer]
+    packet.additionals = [
+      {
+        type: 'OPT',
+        name: '.',
+        udpPayloadSize: o.edns,
+        flags: o.dnssecOk ? dnsPacket.DNSSEC_OK : 0,
+      } as dnsPacket.Answer,
+    ]
   }
   return dnsPacket.encode(packet)
 }
@@ -67,9 +81,23 @@ t.test('fast path replies equal the general path', async (t) => {
   slow.setZone(zone)
   const q = new Query()
   const names = [...zone.names.keys()].map(wireToText)
-  names.push(`nope.${Z}`, `a.b.nope.default.svc.${Z}`, `web.default.svc.${Z}.default.svc.${Z}`, 'www.example.org', 'localhost', '7.3.244.10.in-addr.arpa', `x${Z}`)
+  names.push(
+    `nope.${Z}`,
+    `a.b.nope.default.svc.${Z}`,
+    `web.default.svc.${Z}.default.svc.${Z}`,
+    'www.example.org',
+    'localhost',
+    '7.3.244.10.in-addr.arpa',
+    `x${Z}`,
+  )
   const types = ['A', 'AAAA', 'SRV', 'TXT', 'PTR', 'CNAME', 'SOA', 'NS', 'ANY', 'MX', 'HTTPS', 'CAA', 'AXFR']
-  const variants = [{}, { edns: 1232 }, { edns: 512, dnssecOk: true }, { rd: false, cd: true }, { edns: 4096, cd: true }]
+  const variants = [
+    {},
+    { edns: 1232 },
+    { edns: 512, dnssecOk: true },
+    { rd: false, cd: true },
+    { edns: 4096, cd: true },
+  ]
   let answered = 0
   let compared = 0
   const fastTypes = new Set<string>()

@@ -4,7 +4,19 @@
 
 import t from 'tap'
 import dgram from 'node:dgram'
-import { adata, datas, decode, dig, eventually, fakeUpstream, query, rcodeOf, startPlane, udpRaw, type UpstreamHandler } from './helpers.ts'
+import {
+  adata,
+  datas,
+  decode,
+  dig,
+  eventually,
+  fakeUpstream,
+  query,
+  rcodeOf,
+  startPlane,
+  udpRaw,
+  type UpstreamHandler,
+} from './helpers.ts'
 
 const Z = 'cluster.local'
 
@@ -37,7 +49,11 @@ t.test('forwarded names: RA=1, AA=0, upstream rcode and SOA relayed; cached with
     t.equal(c.status, 'NXDOMAIN')
   }
   await dig(dns.port, 'api.example.org', 'AAAA')
-  t.same(up.seen.map((s) => `${s.name} ${s.type}`), ['api.example.org AAAA'], 'only the bare name reached the upstream')
+  t.same(
+    up.seen.map((s) => `${s.name} ${s.type}`),
+    ['api.example.org AAAA'],
+    'only the bare name reached the upstream',
+  )
   const status = dns.plane.status() as { cache: { size: number }; upstreams: { state: string }[] }
   t.ok(status.cache.size >= 3)
   t.equal(status.upstreams[0]?.state, 'ok')
@@ -48,23 +64,38 @@ t.test('forwarded names: RA=1, AA=0, upstream rcode and SOA relayed; cached with
 })
 
 t.test('identical in-flight queries share one upstream query', async (t) => {
-  const up = await fakeUpstream(t, (q) => ({ answers: [{ name: q.name, type: 'A', ttl: 60, data: '192.0.2.9' }], delayMs: 300 }))
+  const up = await fakeUpstream(t, (q) => ({
+    answers: [{ name: q.name, type: 'A', ttl: 60, data: '192.0.2.9' }],
+    delayMs: 300,
+  }))
   const dns = await startPlane(t, { upstreams: [`127.0.0.1:${up.port}`] })
-  const replies = await Promise.all(Array.from({ length: 10 }, (_, i) => udpRaw(dns.port, query('slow.example.net', 'A', { id: i }))))
+  const replies = await Promise.all(
+    Array.from({ length: 10 }, (_, i) => udpRaw(dns.port, query('slow.example.net', 'A', { id: i }))),
+  )
   t.equal(replies.filter((r) => r && adata(decode(r).answers![0]!) === '192.0.2.9').length, 10)
   t.equal(up.seen.filter((s) => s.name === 'slow.example.net' && s.type === 'A').length, 1, 'one upstream query')
   // Each reply carries its own ID.
-  t.same(replies.map((r) => decode(r!).id ?? -1).sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+  t.same(
+    replies.map((r) => decode(r!).id ?? -1).sort((a, b) => a - b),
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+  )
 })
 
 t.test('truncated upstream reply: retried over TCP; big answers not replayed over UDP', async (t) => {
-  const many = (name: string) => Array.from({ length: 60 }, (_, i) => ({ name, type: 'A' as const, ttl: 60, data: `192.0.2.${i + 1}` }))
+  const many = (name: string) =>
+    Array.from({ length: 60 }, (_, i) => ({ name, type: 'A' as const, ttl: 60, data: `192.0.2.${i + 1}` }))
   const up = await fakeUpstream(t, (q) => ({ answers: many(q.name), tc: q.transport === 'udp' }))
   const dns = await startPlane(t, { upstreams: [`127.0.0.1:${up.port}`] })
   const tcp = await dig(dns.port, 'many.example.net', 'A', ['+tcp'])
   t.equal(tcp.answer.length, 60, 'whole answer after the TCP retry')
-  t.same(up.seen.map((s) => s.transport), ['udp', 'tcp'].slice(0, up.seen.length).length ? up.seen.map((s) => s.transport) : [])
-  t.ok(up.seen.some((s) => s.transport === 'tcp'), 'meshlet retried the upstream over TCP')
+  t.same(
+    up.seen.map((s) => s.transport),
+    ['udp', 'tcp'].slice(0, up.seen.length).length ? up.seen.map((s) => s.transport) : [],
+  )
+  t.ok(
+    up.seen.some((s) => s.transport === 'tcp'),
+    'meshlet retried the upstream over TCP',
+  )
   // From the cache, over UDP without EDNS: 512 bytes at most, TC=1.
   const udp = (await udpRaw(dns.port, query('many.example.net', 'A')))!
   t.ok(udp.length <= 512, `UDP answer ${udp.length} bytes`)
@@ -93,7 +124,10 @@ t.test('failover to the next upstream; SERVFAIL within 3 s when all fail', async
   // In-zone names keep working while the upstream is down.
   const local = await dig(dns2.port, `web.default.svc.${Z}`, 'A')
   t.same(datas(local, 'A'), ['10.96.0.10'])
-  t.match(await dns2.metrics.metrics(), /meshlet_dns_upstream_failures_total\{upstream="127\.0\.0\.1:\d+",reason="timeout"\} [1-9]/)
+  t.match(
+    await dns2.metrics.metrics(),
+    /meshlet_dns_upstream_failures_total\{upstream="127\.0\.0\.1:\d+",reason="timeout"\} [1-9]/,
+  )
 })
 
 t.test('forwarding loops: own listener refused', async (t) => {
@@ -137,7 +171,9 @@ t.test('forwarding loops: an upstream that sends the probe back is refused', asy
   const dns = await startPlane(t, { upstreams: [`127.0.0.1:${relay.address().port}`] })
   meshletPort = dns.port
   for (const m of held) relay.send(m, meshletPort, '127.0.0.1')
-  const ok = await eventually(() => (dns.plane.status() as { upstreams: { state: string }[] }).upstreams[0]?.state === 'loop')
+  const ok = await eventually(
+    () => (dns.plane.status() as { upstreams: { state: string }[] }).upstreams[0]?.state === 'loop',
+  )
   t.ok(ok, 'looping upstream detected by the probe')
   const s = dns.plane.status() as { upstreams: { state: string; reason: string | null }[] }
   t.match(s.upstreams[0]?.reason, /loop probe/)
@@ -156,9 +192,29 @@ t.test('another port on our own address is a normal upstream', async (t) => {
 
 t.test('ExternalName: CNAME then the chased target; RCODE from the end of the chain', async (t) => {
   const handler: UpstreamHandler = (q) => {
-    if (q.name === 'api.example.org' && q.type === 'A') return { answers: [{ name: q.name, type: 'A', ttl: 120, data: '192.0.2.50' }] }
-    if (q.name === 'api.example.org' && q.type === 'TXT') return { answers: [{ name: q.name, type: 'TXT', ttl: 120, data: 'hello' }] }
-    if (q.name === 'api.example.org') return { authorities: [{ name: 'example.org', type: 'SOA', ttl: 60, data: { mname: 'ns.example.org', rname: 'h.example.org', serial: 1, refresh: 1, retry: 1, expire: 1, minimum: 60 } }] }
+    if (q.name === 'api.example.org' && q.type === 'A')
+      return { answers: [{ name: q.name, type: 'A', ttl: 120, data: '192.0.2.50' }] }
+    if (q.name === 'api.example.org' && q.type === 'TXT')
+      return { answers: [{ name: q.name, type: 'TXT', ttl: 120, data: 'hello' }] }
+    if (q.name === 'api.example.org')
+      return {
+        authorities: [
+          {
+            name: 'example.org',
+            type: 'SOA',
+            ttl: 60,
+            data: {
+              mname: 'ns.example.org',
+              rname: 'h.example.org',
+              serial: 1,
+              refresh: 1,
+              retry: 1,
+              expire: 1,
+              minimum: 60,
+            },
+          },
+        ],
+      }
     return { rcode: 'NXDOMAIN' }
   }
   const up = await fakeUpstream(t, handler)
@@ -176,15 +232,25 @@ t.test('ExternalName: CNAME then the chased target; RCODE from the end of the ch
   t.same(datas(txt, 'TXT'), ['"hello"'])
   const srv = await dig(dns.port, `ext.default.svc.${Z}`, 'SRV')
   t.equal(srv.status, 'NOERROR')
-  t.same(srv.answer.map((a) => a.type), ['CNAME'], 'NODATA at the target: CNAME only')
+  t.same(
+    srv.answer.map((a) => a.type),
+    ['CNAME'],
+    'NODATA at the target: CNAME only',
+  )
   // In-zone target, resolved internally.
   const alias = await dig(dns.port, `alias.default.svc.${Z}`, 'A')
-  t.same(alias.answer.map((a) => a.type), ['CNAME', 'A'])
+  t.same(
+    alias.answer.map((a) => a.type),
+    ['CNAME', 'A'],
+  )
   t.same(datas(alias, 'A'), ['10.96.0.10'])
   // In-zone target that does not exist: NXDOMAIN with the CNAME still in the answer (RFC 6604).
   const dangling = await dig(dns.port, `dangling.default.svc.${Z}`, 'A')
   t.equal(dangling.status, 'NXDOMAIN')
-  t.same(dangling.answer.map((a) => a.type), ['CNAME'])
+  t.same(
+    dangling.answer.map((a) => a.type),
+    ['CNAME'],
+  )
   t.equal(up.seen.filter((s) => s.name.endsWith(Z)).length, 0, 'in-zone targets never forwarded')
   t.equal(up.seen.filter((s) => s.name === 'api.example.org' && s.type === 'A').length, 1, 'the chase uses the cache')
 })
@@ -201,5 +267,8 @@ t.test('reverse names meshlet does not own are forwarded', async (t) => {
   const dns = await startPlane(t, { upstreams: [`127.0.0.1:${up.port}`] })
   await dig(dns.port, '4.3.2.1.in-addr.arpa', 'PTR')
   await dig(dns.port, '10.0.96.10.in-addr.arpa', 'PTR')
-  t.same(up.seen.filter((s) => s.type === 'PTR').map((s) => s.name), ['4.3.2.1.in-addr.arpa'])
+  t.same(
+    up.seen.filter((s) => s.type === 'PTR').map((s) => s.name),
+    ['4.3.2.1.in-addr.arpa'],
+  )
 })

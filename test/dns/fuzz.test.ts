@@ -50,7 +50,8 @@ function packet(rand: () => number): Buffer {
     const kind = rand()
     if (kind < 0.4) b[at] = b[at]! ^ (1 << Math.floor(rand() * 8))
     else if (kind < 0.7) b[at] = Math.floor(rand() * 256)
-    else if (b.length >= 12) b.writeUInt16BE(Math.floor(rand() * 4) === 0 ? 0xffff : Math.floor(rand() * 4), 4 + 2 * Math.floor(rand() * 4)) // counts
+    else if (b.length >= 12)
+      b.writeUInt16BE(Math.floor(rand() * 4) === 0 ? 0xffff : Math.floor(rand() * 4), 4 + 2 * Math.floor(rand() * 4)) // counts
   }
   if (b.length > 2) b[2] = b[2]! & 0x7f
   if (rand() < 0.05) return Buffer.concat([b, Buffer.alloc(Math.floor(rand() * 64), 0xc0)])
@@ -79,29 +80,31 @@ t.test('fuzz: 100,000+ malformed and mutated packets over UDP and TCP', async (t
   let sentTcp = 0
   const conns = 8
   await Promise.all(
-    Array.from({ length: conns }, (_, c) =>
-      new Promise<void>((resolve) => {
-        const s = net.connect(dns.port, '127.0.0.1')
-        s.on('error', () => resolve())
-        s.on('close', () => resolve())
-        s.on('data', () => {})
-        s.on('connect', async () => {
-          const per = Math.ceil(TCP_FRAMES / conns)
-          for (let i = 0; i < per && Date.now() - started < BUDGET_MS; i += 200) {
-            const frames: Buffer[] = []
-            for (let j = 0; j < 200; j++) {
-              const p = packet(rand)
-              frames.push(Buffer.from([p.length >> 8, p.length & 255]), p)
+    Array.from(
+      { length: conns },
+      (_, c) =>
+        new Promise<void>((resolve) => {
+          const s = net.connect(dns.port, '127.0.0.1')
+          s.on('error', () => resolve())
+          s.on('close', () => resolve())
+          s.on('data', () => {})
+          s.on('connect', async () => {
+            const per = Math.ceil(TCP_FRAMES / conns)
+            for (let i = 0; i < per && Date.now() - started < BUDGET_MS; i += 200) {
+              const frames: Buffer[] = []
+              for (let j = 0; j < 200; j++) {
+                const p = packet(rand)
+                frames.push(Buffer.from([p.length >> 8, p.length & 255]), p)
+              }
+              sentTcp += 200
+              if (s.destroyed) break
+              if (!s.write(Buffer.concat(frames))) await new Promise((r) => s.once('drain', r))
             }
-            sentTcp += 200
-            if (s.destroyed) break
-            if (!s.write(Buffer.concat(frames))) await new Promise((r) => s.once('drain', r))
-          }
-          // The last connection ends with garbage framing: a length larger than what follows, then close.
-          if (c === conns - 1) s.write(Buffer.from([0xff, 0xff, 1, 2, 3]))
-          s.end()
-        })
-      }),
+            // The last connection ends with garbage framing: a length larger than what follows, then close.
+            if (c === conns - 1) s.write(Buffer.from([0xff, 0xff, 1, 2, 3]))
+            s.end()
+          })
+        }),
     ),
   )
   udp.close()

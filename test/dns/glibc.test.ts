@@ -40,7 +40,10 @@ if (process.getuid?.() !== 0) {
     await run('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', nsIf, 'up'])
     await run('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up'])
     mkdirSync(`/etc/netns/${ns}`, { recursive: true })
-    writeFileSync(`/etc/netns/${ns}/resolv.conf`, renderResolvConf({ namespace: 'default', nameserver: hostIp, clusterDomain: 'cluster.local' }))
+    writeFileSync(
+      `/etc/netns/${ns}/resolv.conf`,
+      renderResolvConf({ namespace: 'default', nameserver: hostIp, clusterDomain: 'cluster.local' }),
+    )
     writeFileSync(`/etc/netns/${ns}/hosts`, '127.0.0.1 localhost\n')
 
     // An HTTP server on the host side of the veth, published as the headless Service "api" (its endpoint address).
@@ -64,7 +67,12 @@ ports: [{ name: http, port: ${httpPort}, protocol: TCP }]
 endpoints: [{ addresses: ["${hostIp}"] }]
 `
     const up = await fakeUpstream(t)
-    const dns = await startPlane(t, { host: hostIp, port: 53, yaml: `${FIXTURE}\n---\n${api}`, upstreams: [`127.0.0.1:${up.port}`] })
+    const dns = await startPlane(t, {
+      host: hostIp,
+      port: 53,
+      yaml: `${FIXTURE}\n---\n${api}`,
+      upstreams: [`127.0.0.1:${up.port}`],
+    })
     t.equal(dns.port, 53)
     const inNs = (cmd: string[]) => run('ip', ['netns', 'exec', ns, ...cmd], { timeout: 20000 })
 
@@ -83,7 +91,10 @@ endpoints: [{ addresses: ["${hostIp}"] }]
     up.seen.length = 0
     const ext = await inNs(['getent', 'ahosts', 'www.example.org'])
     t.match(ext.stdout, /192\.0\.2\.1/)
-    t.ok(up.seen.length > 0 && up.seen.every((s) => s.name.toLowerCase() === 'www.example.org'), 'only the bare name was forwarded')
+    t.ok(
+      up.seen.length > 0 && up.seen.every((s) => s.name.toLowerCase() === 'www.example.org'),
+      'only the bare name was forwarded',
+    )
     const missing = await inNs(['getent', 'ahosts', 'nothing-here']).catch((e: { code: number }) => e)
     t.equal((missing as { code?: number }).code, 2, 'unknown short name: getent exit 2 (not found)')
   })

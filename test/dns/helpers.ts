@@ -50,9 +50,20 @@ export const TEST_WORKERS = Number(process.env.DNS_TEST_WORKERS ?? 1)
 
 export async function startPlane(
   t: Teardown,
-  opts: { yaml?: string | null; upstreams?: string[]; ttl?: number; host?: string; port?: number; zone?: string; workers?: number } = {},
+  opts: {
+    yaml?: string | null
+    upstreams?: string[]
+    ttl?: number
+    host?: string
+    port?: number
+    zone?: string
+    workers?: number
+  } = {},
 ): Promise<DnsPlane> {
-  const store = new Store({ nodeName: 'test-node', serviceCidrs: [parseCidr('10.96.0.0/16')!, parseCidr('fd00:96::/112')!] })
+  const store = new Store({
+    nodeName: 'test-node',
+    serviceCidrs: [parseCidr('10.96.0.0/16')!, parseCidr('fd00:96::/112')!],
+  })
   const metrics = new Registry()
   const options: RuntimeOptions = {
     files: [],
@@ -81,17 +92,30 @@ export async function startPlane(
   t.teardown(() => plane.close(Date.now() + 1000))
   const status = plane.status() as { listeners: { address: string; port: number }[]; workers: unknown[] | null }
   const workers = opts.workers ?? TEST_WORKERS
-  if ((status.workers?.length ?? 1) !== workers) throw new Error(`dns plane runs ${status.workers?.length ?? 1} workers, wanted ${workers}`)
+  if ((status.workers?.length ?? 1) !== workers)
+    throw new Error(`dns plane runs ${status.workers?.length ?? 1} workers, wanted ${workers}`)
   const setYaml = async (yaml: string) => {
     store.setObjects(objectsOf(yaml), [])
     store.flush()
     const version = store.current!.version
     // Workers apply Snapshots asynchronously (postMessage); the main thread at once.
-    const applied = await eventually(() => plane.ready() && (plane.status() as { snapshotVersion: number }).snapshotVersion >= version, 10000, 5)
+    const applied = await eventually(
+      () => plane.ready() && (plane.status() as { snapshotVersion: number }).snapshotVersion >= version,
+      10000,
+      5,
+    )
     if (!applied) throw new Error(`dns plane did not apply snapshot ${version}`)
   }
   if (opts.yaml !== null) await setYaml(opts.yaml ?? FIXTURE)
-  return { port: status.listeners[0]!.port, host: status.listeners[0]!.address, plane, store, metrics, setYaml, workers }
+  return {
+    port: status.listeners[0]!.port,
+    host: status.listeners[0]!.address,
+    plane,
+    store,
+    metrics,
+    setYaml,
+    workers,
+  }
 }
 
 // ---------------------------------------------------------------- dig
@@ -117,8 +141,26 @@ function parseRR(line: string): DigRR {
   return { name: name!, ttl: Number(ttl), type: type!, data: rest.join(' ') }
 }
 
-export async function dig(port: number, name: string, type = 'A', extra: string[] = [], host = '127.0.0.1'): Promise<DigResult> {
-  const { stdout } = await run('dig', [`@${host}`, '-p', String(port), name, type, '+time=4', '+tries=1', '+nocookie', '+noidnin', '+noidnout', ...extra])
+export async function dig(
+  port: number,
+  name: string,
+  type = 'A',
+  extra: string[] = [],
+  host = '127.0.0.1',
+): Promise<DigResult> {
+  const { stdout } = await run('dig', [
+    `@${host}`,
+    '-p',
+    String(port),
+    name,
+    type,
+    '+time=4',
+    '+tries=1',
+    '+nocookie',
+    '+noidnin',
+    '+noidnout',
+    ...extra,
+  ])
   const status = /status: (\w+)/.exec(stdout)?.[1] ?? 'NONE'
   const flags = (/;; flags: ([^;]*);/.exec(stdout)?.[1] ?? '').trim().split(/\s+/).filter(Boolean)
   const sections: Record<string, DigRR[]> = { ANSWER: [], AUTHORITY: [], ADDITIONAL: [] }
@@ -135,12 +177,22 @@ export async function dig(port: number, name: string, type = 'A', extra: string[
     }
     if (current) current.push(parseRR(line))
   }
-  return { status, flags, answer: sections.ANSWER!, authority: sections.AUTHORITY!, additional: sections.ADDITIONAL!, raw: stdout }
+  return {
+    status,
+    flags,
+    answer: sections.ANSWER!,
+    authority: sections.AUTHORITY!,
+    additional: sections.ADDITIONAL!,
+    raw: stdout,
+  }
 }
 
 /** Sorted answer data of one type, for order-free comparison. */
 export function datas(r: DigResult, type: string): string[] {
-  return r.answer.filter((a) => a.type === type).map((a) => a.data.toLowerCase()).sort()
+  return r.answer
+    .filter((a) => a.type === type)
+    .map((a) => a.data.toLowerCase())
+    .sort()
 }
 
 // ---------------------------------------------------------------- raw client
@@ -160,7 +212,13 @@ export function udpRaw(port: number, msg: Buffer, timeoutMs = 2000, host = '127.
 }
 
 /** Sends several framed messages on one TCP connection and collects `expect` replies. */
-export function tcpRaw(port: number, msgs: Buffer[], expect = msgs.length, timeoutMs = 3000, host = '127.0.0.1'): Promise<Buffer[]> {
+export function tcpRaw(
+  port: number,
+  msgs: Buffer[],
+  expect = msgs.length,
+  timeoutMs = 3000,
+  host = '127.0.0.1',
+): Promise<Buffer[]> {
   return new Promise((resolve) => {
     const s = net.connect({ host, port })
     const out: Buffer[] = []
@@ -191,7 +249,11 @@ export function tcpRaw(port: number, msgs: Buffer[], expect = msgs.length, timeo
   })
 }
 
-export function query(name: string, type: string, opts: { id?: number; edns?: number; rd?: boolean; dnssecOk?: boolean } = {}): Buffer {
+export function query(
+  name: string,
+  type: string,
+  opts: { id?: number; edns?: number; rd?: boolean; dnssecOk?: boolean } = {},
+): Buffer {
   const packet: dnsPacket.Packet = {
     type: 'query',
     id: opts.id ?? 4242,
@@ -199,7 +261,14 @@ export function query(name: string, type: string, opts: { id?: number; edns?: nu
     questions: [{ name, type: type as dnsPacket.RecordType, class: 'IN' }],
   }
   if (opts.edns !== undefined) {
-    packet.additionals = [{ type: 'OPT', name: '.', udpPayloadSize: opts.edns, flags: opts.dnssecOk ? dnsPacket.DNSSEC_OK : 0 } as dnsPacket.Answer]
+    packet.additionals = [
+      {
+        type: 'OPT',
+        name: '.',
+        udpPayloadSize: opts.edns,
+        flags: opts.dnssecOk ? dnsPacket.DNSSEC_OK : 0,
+      } as dnsPacket.Answer,
+    ]
   }
   return dnsPacket.encode(packet)
 }
@@ -216,9 +285,18 @@ export interface SeenQuery {
   readonly transport: 'udp' | 'tcp'
 }
 
-export type UpstreamHandler = (q: { name: string; type: string; transport: 'udp' | 'tcp' }) =>
-  | { rcode?: string; answers?: dnsPacket.Answer[]; authorities?: dnsPacket.Answer[]; tc?: boolean; drop?: boolean; delayMs?: number }
-  | null
+export type UpstreamHandler = (q: {
+  name: string
+  type: string
+  transport: 'udp' | 'tcp'
+}) => {
+  rcode?: string
+  answers?: dnsPacket.Answer[]
+  authorities?: dnsPacket.Answer[]
+  tc?: boolean
+  drop?: boolean
+  delayMs?: number
+} | null
 
 export interface FakeUpstream {
   readonly port: number
@@ -231,7 +309,15 @@ const SOA = (zone: string): dnsPacket.Answer => ({
   name: zone,
   type: 'SOA',
   ttl: 60,
-  data: { mname: `ns.${zone}`, rname: `hostmaster.${zone}`, serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum: 30 },
+  data: {
+    mname: `ns.${zone}`,
+    rname: `hostmaster.${zone}`,
+    serial: 1,
+    refresh: 3600,
+    retry: 600,
+    expire: 86400,
+    minimum: 30,
+  },
 })
 
 /** Default behaviour: A/AAAA for *.example.org and example.org, NXDOMAIN with the example.org SOA otherwise. */
@@ -317,7 +403,11 @@ export async function fakeUpstream(t: Teardown, handler: UpstreamHandler = defau
 }
 
 /** Polls `fn` until it returns true (generous deadline for a loaded 2-core machine). */
-export async function eventually(fn: () => Promise<boolean> | boolean, timeoutMs = 5000, stepMs = 20): Promise<boolean> {
+export async function eventually(
+  fn: () => Promise<boolean> | boolean,
+  timeoutMs = 5000,
+  stepMs = 20,
+): Promise<boolean> {
   const until = Date.now() + timeoutMs
   while (Date.now() < until) {
     if (await fn()) return true

@@ -8,7 +8,10 @@ import { FIXTURE, adata, datas, decode, dig, objectsOf, query, rcodeOf, startPla
 const Z = 'cluster.local'
 
 function bigService(n: number): string {
-  const endpoints = Array.from({ length: n }, (_, i) => `    - addresses: ["10.250.${Math.floor(i / 200)}.${(i % 200) + 1}"]`).join('\n')
+  const endpoints = Array.from(
+    { length: n },
+    (_, i) => `    - addresses: ["10.250.${Math.floor(i / 200)}.${(i % 200) + 1}"]`,
+  ).join('\n')
   return `
 apiVersion: v1
 kind: Service
@@ -90,7 +93,8 @@ t.test('header: ID, RD and CD copied, RA=1, DO echoed only with OPT', async (t) 
   t.equal(d.flag_aa, true)
   t.equal(d.additionals?.length ?? 0, 0, 'no OPT when the query had none')
   const withDo = decode((await udpRaw(dns.port, query(`web.default.svc.${Z}`, 'A', { edns: 1232, dnssecOk: true })))!)
-  const opt = withDo.additionals?.find((a) => a.type === 'OPT') as { flags?: number; extendedRcode?: number } | undefined
+  const opt = withDo.additionals?.find((a) => a.type === 'OPT') as
+    { flags?: number; extendedRcode?: number } | undefined
   t.ok(opt, 'OPT echoed')
   t.equal((opt!.flags ?? 0) & 0x8000, 0x8000, 'DO copied')
 })
@@ -139,7 +143,10 @@ t.test('malformed and unusual messages (specs/dns.md §4.15)', async (t) => {
   const dns = await startPlane(t)
   const expectRcode = async (label: string, msg: Buffer, rcode: number | null) => {
     for (const transport of ['udp', 'tcp'] as const) {
-      const r = transport === 'udp' ? await udpRaw(dns.port, msg, rcode === null ? 300 : 2000) : (await tcpRaw(dns.port, [msg], 1, rcode === null ? 300 : 2000))[0] ?? null
+      const r =
+        transport === 'udp'
+          ? await udpRaw(dns.port, msg, rcode === null ? 300 : 2000)
+          : ((await tcpRaw(dns.port, [msg], 1, rcode === null ? 300 : 2000))[0] ?? null)
       if (rcode === null) {
         t.equal(r, null, `${transport} ${label}: dropped`)
         continue
@@ -159,10 +166,21 @@ t.test('malformed and unusual messages (specs/dns.md §4.15)', async (t) => {
   await expectRcode('QDCOUNT=2', Buffer.concat([header(5, 0x100, 2), q(1), q(1)]), 1)
   await expectRcode('ANCOUNT=1', Buffer.concat([header(6, 0x100, 1, 1), q(1)]), 1)
   await expectRcode('truncated question', Buffer.concat([header(7, 0x100, 1), QNAME.subarray(0, 10)]), 1)
-  await expectRcode('label > 63', Buffer.concat([header(8, 0x100, 1), Buffer.from([64]), Buffer.alloc(64, 97), Buffer.from([0, 0, 1, 0, 1])]), 1)
-  const long = Buffer.concat([...Array.from({ length: 5 }, () => Buffer.concat([Buffer.from([60]), Buffer.alloc(60, 97)])), Buffer.from([0, 0, 1, 0, 1])])
+  await expectRcode(
+    'label > 63',
+    Buffer.concat([header(8, 0x100, 1), Buffer.from([64]), Buffer.alloc(64, 97), Buffer.from([0, 0, 1, 0, 1])]),
+    1,
+  )
+  const long = Buffer.concat([
+    ...Array.from({ length: 5 }, () => Buffer.concat([Buffer.from([60]), Buffer.alloc(60, 97)])),
+    Buffer.from([0, 0, 1, 0, 1]),
+  ])
   await expectRcode('name > 255 octets', Buffer.concat([header(9, 0x100, 1), long]), 1)
-  await expectRcode('pointer loop in question', Buffer.concat([header(10, 0x100, 1), Buffer.from([0xc0, 12, 0, 1, 0, 1])]), 1)
+  await expectRcode(
+    'pointer loop in question',
+    Buffer.concat([header(10, 0x100, 1), Buffer.from([0xc0, 12, 0, 1, 0, 1])]),
+    1,
+  )
   await expectRcode('two OPT RRs', Buffer.concat([header(11, 0x100, 1, 0, 0, 2), q(1), opt(), opt()]), 1)
   await expectRcode('QTYPE OPT', Buffer.concat([header(12, 0x100, 1), q(41)]), 1)
   await expectRcode('QTYPE TSIG', Buffer.concat([header(13, 0x100, 1), q(250)]), 1)
@@ -232,7 +250,10 @@ t.test('answers follow a new Snapshot within 100 ms', async (t) => {
   const host = await dig(dns.port, `db-0.db.data.svc.${Z}`, 'A')
   t.equal(host.status, 'NXDOMAIN', 'its hostname record went with it')
   // Service removed.
-  const without = FIXTURE.replace(/---\napiVersion: v1\nkind: Service\nmetadata: \{ name: plain, namespace: default \}[\s\S]*?(?=---)/, '')
+  const without = FIXTURE.replace(
+    /---\napiVersion: v1\nkind: Service\nmetadata: \{ name: plain, namespace: default \}[\s\S]*?(?=---)/,
+    '',
+  )
   t.not(without, FIXTURE)
   await dns.setYaml(without)
   t.equal((await dig(dns.port, `plain.default.svc.${Z}`, 'A')).status, 'NXDOMAIN', 'removed Service is NXDOMAIN')

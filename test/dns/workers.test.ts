@@ -23,37 +23,62 @@ interface WorkerStatus {
   readonly queries: number
 }
 
-t.test('two workers: ready after both apply the Snapshot, queries spread, forwarding through the main thread', async (t) => {
-  const up = await fakeUpstream(t)
-  const dns = await startPlane(t, { yaml: null, workers: 2, upstreams: [`127.0.0.1:${up.port}`] })
-  t.equal(dns.plane.ready(), false, 'not ready before the first Snapshot')
-  const early = decode((await udpRaw(dns.port, query(`web.default.svc.${Z}`, 'A')))!)
-  t.equal(rcodeOf(early), 'SERVFAIL', 'in-zone SERVFAIL before the first Snapshot')
-  await dns.setYaml(FIXTURE)
-  t.equal(dns.plane.ready(), true)
-  const st = () => dns.plane.status() as { workers: WorkerStatus[]; snapshotVersion: number; listeners: { port: number }[] }
-  t.equal(st().workers.length, 2)
-  t.ok(st().workers.every((w) => w.listening && w.snapshotVersion === st().snapshotVersion), 'every worker serves the current Snapshot')
-  // Every query from a new socket (a new source port): the kernel spreads them over both workers.
-  const answers = await Promise.all(Array.from({ length: 200 }, () => udpRaw(dns.port, query(`web.default.svc.${Z}`, 'A'), 4000)))
-  t.equal(answers.filter((a) => a && decode(a).answers?.length === 1).length, 200, 'every query answered')
-  const per = st().workers.map((w) => w.queries)
-  t.ok(per.every((n) => n > 10), `both workers answered (${per.join(', ')})`)
-  // Forwarded and cached through the main thread, over UDP and TCP.
-  t.same(datas(await dig(dns.port, 'www.example.org', 'A'), 'A'), ['192.0.2.1'])
-  t.same(datas(await dig(dns.port, 'www.example.org', 'A', ['+tcp']), 'A'), ['192.0.2.1'])
-  t.equal(up.seen.filter((s) => s.name === 'www.example.org').length, 1, 'one upstream query, the second answer from the shared cache')
-  t.same(datas(await dig(dns.port, `ext.default.svc.${Z}`, 'A'), 'A'), ['192.0.2.1'], 'ExternalName chased')
-  // A change reaches every worker: all of 50 queries (spread over both) see it.
-  const version = st().snapshotVersion
-  dns.store.setObjects([...(await import('./helpers.ts')).objectsOf(`${FIXTURE}\n---\napiVersion: v1\nkind: Service\nmetadata: { name: late }\nspec:\n  clusterIP: 10.96.0.77\n  ports: [{ port: 80 }]\n`)], [])
-  t.ok(await eventually(() => st().snapshotVersion > version, 5000), 'every worker applied the change')
-  const late = await Promise.all(Array.from({ length: 50 }, () => udpRaw(dns.port, query(`late.default.svc.${Z}`, 'A'), 4000)))
-  t.equal(late.filter((a) => a && rcodeOf(decode(a)) === 'NOERROR').length, 50, 'the new Service from every worker')
-  const metrics = await dns.metrics.metrics()
-  const m = /meshlet_dns_queries_total\{type="A",rcode="NOERROR"\} (\d+)/.exec(metrics)
-  t.ok(m && Number(m[1]) >= 250, `worker counters reach /metrics (${m?.[1]})`)
-})
+t.test(
+  'two workers: ready after both apply the Snapshot, queries spread, forwarding through the main thread',
+  async (t) => {
+    const up = await fakeUpstream(t)
+    const dns = await startPlane(t, { yaml: null, workers: 2, upstreams: [`127.0.0.1:${up.port}`] })
+    t.equal(dns.plane.ready(), false, 'not ready before the first Snapshot')
+    const early = decode((await udpRaw(dns.port, query(`web.default.svc.${Z}`, 'A')))!)
+    t.equal(rcodeOf(early), 'SERVFAIL', 'in-zone SERVFAIL before the first Snapshot')
+    await dns.setYaml(FIXTURE)
+    t.equal(dns.plane.ready(), true)
+    const st = () =>
+      dns.plane.status() as { workers: WorkerStatus[]; snapshotVersion: number; listeners: { port: number }[] }
+    t.equal(st().workers.length, 2)
+    t.ok(
+      st().workers.every((w) => w.listening && w.snapshotVersion === st().snapshotVersion),
+      'every worker serves the current Snapshot',
+    )
+    // Every query from a new socket (a new source port): the kernel spreads them over both workers.
+    const answers = await Promise.all(
+      Array.from({ length: 200 }, () => udpRaw(dns.port, query(`web.default.svc.${Z}`, 'A'), 4000)),
+    )
+    t.equal(answers.filter((a) => a && decode(a).answers?.length === 1).length, 200, 'every query answered')
+    const per = st().workers.map((w) => w.queries)
+    t.ok(
+      per.every((n) => n > 10),
+      `both workers answered (${per.join(', ')})`,
+    )
+    // Forwarded and cached through the main thread, over UDP and TCP.
+    t.same(datas(await dig(dns.port, 'www.example.org', 'A'), 'A'), ['192.0.2.1'])
+    t.same(datas(await dig(dns.port, 'www.example.org', 'A', ['+tcp']), 'A'), ['192.0.2.1'])
+    t.equal(
+      up.seen.filter((s) => s.name === 'www.example.org').length,
+      1,
+      'one upstream query, the second answer from the shared cache',
+    )
+    t.same(datas(await dig(dns.port, `ext.default.svc.${Z}`, 'A'), 'A'), ['192.0.2.1'], 'ExternalName chased')
+    // A change reaches every worker: all of 50 queries (spread over both) see it.
+    const version = st().snapshotVersion
+    dns.store.setObjects(
+      [
+        ...(await import('./helpers.ts')).objectsOf(
+          `${FIXTURE}\n---\napiVersion: v1\nkind: Service\nmetadata: { name: late }\nspec:\n  clusterIP: 10.96.0.77\n  ports: [{ port: 80 }]\n`,
+        ),
+      ],
+      [],
+    )
+    t.ok(await eventually(() => st().snapshotVersion > version, 5000), 'every worker applied the change')
+    const late = await Promise.all(
+      Array.from({ length: 50 }, () => udpRaw(dns.port, query(`late.default.svc.${Z}`, 'A'), 4000)),
+    )
+    t.equal(late.filter((a) => a && rcodeOf(decode(a)) === 'NOERROR').length, 50, 'the new Service from every worker')
+    const metrics = await dns.metrics.metrics()
+    const m = /meshlet_dns_queries_total\{type="A",rcode="NOERROR"\} (\d+)/.exec(metrics)
+    t.ok(m && Number(m[1]) >= 250, `worker counters reach /metrics (${m?.[1]})`)
+  },
+)
 
 t.test('close() drains the workers and frees the address', async (t) => {
   const dns = await startPlane({ teardown: () => {} }, { workers: 2 })
@@ -79,7 +104,10 @@ t.test('close() drains the workers and frees the address', async (t) => {
 const here = fileURLToPath(new URL('.', import.meta.url))
 for (const file of ['conformance.test.ts', 'transport.test.ts']) {
   t.test(`${file} with --dns-workers 2`, async (t) => {
-    const r = await run(process.execPath, [`${here}${file}`], { env: { ...process.env, DNS_TEST_WORKERS: '2' }, maxBuffer: 64 * 1024 * 1024 }).then(
+    const r = await run(process.execPath, [`${here}${file}`], {
+      env: { ...process.env, DNS_TEST_WORKERS: '2' },
+      maxBuffer: 64 * 1024 * 1024,
+    }).then(
       (x) => ({ code: 0, out: x.stdout }),
       (e: { code: number; stdout: string }) => ({ code: e.code, out: e.stdout }),
     )
@@ -90,18 +118,30 @@ for (const file of ['conformance.test.ts', 'transport.test.ts']) {
   })
 }
 
-const planesPresent = ['lb', 'proxy', 'health'].every((c) => existsSync(new URL(`../../${c}/index.ts`, import.meta.url)))
+const planesPresent = ['lb', 'proxy', 'health'].every((c) =>
+  existsSync(new URL(`../../${c}/index.ts`, import.meta.url)),
+)
 
-t.test('meshlet up --dns-workers 2', { skip: planesPresent ? false : 'skipped: not every plane exists yet' }, async (t) => {
-  const up = await fakeUpstream(t)
-  const m = await startMeshlet(t, { manifests: { 'cluster.yaml': FIXTURE }, args: ['--upstream', `127.0.0.1:${up.port}`, '--dns-workers', '2'] })
-  const port = m.dns!.port
-  t.same(datas(await dig(port, `web.default.svc.${Z}`, 'A'), 'A'), ['10.96.0.10'])
-  t.same(datas(await dig(port, `web.default.svc.${Z}`, 'A', ['+tcp']), 'A'), ['10.96.0.10'])
-  t.same(datas(await dig(port, 'www.example.org', 'A'), 'A'), ['192.0.2.1'])
-  const status = await m.status()
-  t.equal(status.planes.dns.ready, true)
-  t.equal(status.planes.dns.workers.length, 2)
-  const bad = await run(process.execPath, [MESHLET_BIN, 'up', '-f', '/dev/null', '--dns-workers', '0']).then(() => 0, (e: { code: number }) => e.code)
-  t.equal(bad, 2, '--dns-workers 0 is a usage error')
-})
+t.test(
+  'meshlet up --dns-workers 2',
+  { skip: planesPresent ? false : 'skipped: not every plane exists yet' },
+  async (t) => {
+    const up = await fakeUpstream(t)
+    const m = await startMeshlet(t, {
+      manifests: { 'cluster.yaml': FIXTURE },
+      args: ['--upstream', `127.0.0.1:${up.port}`, '--dns-workers', '2'],
+    })
+    const port = m.dns!.port
+    t.same(datas(await dig(port, `web.default.svc.${Z}`, 'A'), 'A'), ['10.96.0.10'])
+    t.same(datas(await dig(port, `web.default.svc.${Z}`, 'A', ['+tcp']), 'A'), ['10.96.0.10'])
+    t.same(datas(await dig(port, 'www.example.org', 'A'), 'A'), ['192.0.2.1'])
+    const status = await m.status()
+    t.equal(status.planes.dns.ready, true)
+    t.equal(status.planes.dns.workers.length, 2)
+    const bad = await run(process.execPath, [MESHLET_BIN, 'up', '-f', '/dev/null', '--dns-workers', '0']).then(
+      () => 0,
+      (e: { code: number }) => e.code,
+    )
+    t.equal(bad, 2, '--dns-workers 0 is a usage error')
+  },
+)

@@ -35,7 +35,17 @@ if (missing.length > 0) {
       port = (s.address() as { port: number }).port
       servers.push(s)
     }
-    t.teardown(() => Promise.all(servers.map((s) => new Promise((r) => { s.closeAllConnections(); s.close(r) }))))
+    t.teardown(() =>
+      Promise.all(
+        servers.map(
+          (s) =>
+            new Promise((r) => {
+              s.closeAllConnections()
+              s.close(r)
+            }),
+        ),
+      ),
+    )
     const podYaml = (name: string, ip: string) => `
 apiVersion: v1
 kind: Pod
@@ -72,12 +82,21 @@ spec:
     })
     const dig = async () => {
       const { stdout } = await promisify(execFile)('dig', [
-        `@${m.dns!.host}`, '-p', String(m.dns!.port), '+short', '+tries=1', '+time=2', 'web-headless.default.svc.cluster.local', 'A',
+        `@${m.dns!.host}`,
+        '-p',
+        String(m.dns!.port),
+        '+short',
+        '+tries=1',
+        '+time=2',
+        'web-headless.default.svc.cluster.local',
+        'A',
       ])
       return stdout.trim().split('\n').filter(Boolean).sort()
     }
     const status = await m.waitForStatus(
-      (s) => s.snapshot?.services?.find((x: any) => x.key === 'default/web')?.ports[0].endpoints.filter((e: any) => e.ready).length === 2,
+      (s) =>
+        s.snapshot?.services?.find((x: any) => x.key === 'default/web')?.ports[0].endpoints.filter((e: any) => e.ready)
+          .length === 2,
       10_000,
     )
     const vip = status.snapshot.services.find((x: any) => x.key === 'default/web').clusterIPs[0]
@@ -87,9 +106,14 @@ spec:
       const seen = new Set<string>()
       for (let i = 0; i < 8; i++) {
         const body = await new Promise<string>((resolve, reject) => {
-          const s = connect({ host: vip, port: 80 }, () => s.write(`GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`))
+          const s = connect({ host: vip, port: 80 }, () =>
+            s.write(`GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`),
+          )
           let data = ''
-          s.setEncoding('utf8').on('data', (c) => (data += c)).on('end', () => resolve(data)).on('error', reject)
+          s.setEncoding('utf8')
+            .on('data', (c) => (data += c))
+            .on('end', () => resolve(data))
+            .on('error', reject)
         })
         seen.add(/127\.\d+\.\d+\.\d+/.exec(body.slice(body.indexOf('\r\n\r\n') + 4))?.[0] ?? body)
       }
@@ -111,7 +135,10 @@ spec:
     const pod = st.planes.health.pods.find((p: any) => p.pod === 'default/web-2')
     t.equal(pod.ready, false)
     t.equal(pod.containers[0].probes[0].lastMessage, 'HTTP probe failed with statuscode: 500')
-    t.match(await m.metrics(), /meshlet_health_probe_results_total\{kind="readiness",type="httpGet",result="failure"\} [1-9]/)
+    t.match(
+      await m.metrics(),
+      /meshlet_health_probe_results_total\{kind="readiness",type="httpGet",result="failure"\} [1-9]/,
+    )
 
     failing.delete(ips[1]!)
     const t1 = Date.now()

@@ -55,10 +55,20 @@ t.test('exec: a hang is killed with its whole process group at the timeout', asy
 })
 
 t.test('exec prefix: words and quotes split, placeholders filled, no shell', async (t) => {
-  t.same(expandCommand(`docker exec {pod}`, { pod: 'web-1', namespace: 'ns', ip: '10.0.0.1', container: 'app' }), ['docker', 'exec', 'web-1'])
-  t.same(expandCommand(`run --name "{namespace} {container}" '$HOME' a\\ b`, { pod: 'p', namespace: 'ns', ip: 'i', container: 'c' }), [
-    'run', '--name', 'ns c', '$HOME', 'a b',
+  t.same(expandCommand(`docker exec {pod}`, { pod: 'web-1', namespace: 'ns', ip: '10.0.0.1', container: 'app' }), [
+    'docker',
+    'exec',
+    'web-1',
   ])
+  t.same(
+    expandCommand(`run --name "{namespace} {container}" '$HOME' a\\ b`, {
+      pod: 'p',
+      namespace: 'ns',
+      ip: 'i',
+      container: 'c',
+    }),
+    ['run', '--name', 'ns c', '$HOME', 'a b'],
+  )
 })
 
 t.test('exec through the plane: the exit code decides readiness; --exec-prefix wraps the command', async (t) => {
@@ -71,10 +81,22 @@ t.test('exec through the plane: the exit code decides readiness; --exec-prefix w
       service('web', 80),
       pod('web-1', '127.0.0.1', [
         container('app', {
-          readiness: probe({ type: 'exec', command: ['sh', '-c', `test "$PROBE_POD/$PROBE_IP/$PROBE_CONTAINER" = web-1/127.0.0.1/app && cat ${flag}`] }, { failureThreshold: 1 }),
+          readiness: probe(
+            {
+              type: 'exec',
+              command: [
+                'sh',
+                '-c',
+                `test "$PROBE_POD/$PROBE_IP/$PROBE_CONTAINER" = web-1/127.0.0.1/app && cat ${flag}`,
+              ],
+            },
+            { failureThreshold: 1 },
+          ),
         }),
       ]),
-      pod('hang', '127.0.0.2', [container('app', { readiness: probe({ type: 'exec', command: ['sleep', '10'] }, { timeoutSeconds: 1 }) })]),
+      pod('hang', '127.0.0.2', [
+        container('app', { readiness: probe({ type: 'exec', command: ['sleep', '10'] }, { timeoutSeconds: 1 }) }),
+      ]),
     ],
     { execPrefix: 'env PROBE_POD={pod} PROBE_IP={ip} PROBE_CONTAINER={container}' },
   )
@@ -96,7 +118,9 @@ t.test('tcpSocket: open port succeeds, closed port fails, through the plane too'
   t.equal((await probeTcp('127.0.0.1', port, 1000)).ok, true)
   const h = await startPlane(t, [
     service('web', port),
-    pod('web-1', '127.0.0.1', [container('app', { readiness: probe({ type: 'tcpSocket', host: null, port }, { failureThreshold: 1 }) })]),
+    pod('web-1', '127.0.0.1', [
+      container('app', { readiness: probe({ type: 'tcpSocket', host: null, port }, { failureThreshold: 1 }) }),
+    ]),
   ])
   await waitFor(() => h.endpointReady('web', '127.0.0.1') === true, 2000, 'ready on an open port')
   await new Promise<void>((r) => server.close(() => r()))
@@ -109,7 +133,12 @@ t.test('tcpSocket: open port succeeds, closed port fails, through the plane too'
 
 /** A tiny grpc.health.v1 server: status per service name, or a whole-server mode. */
 async function grpcHealthServer(t: { teardown(fn: () => unknown): void }) {
-  const state = { statuses: new Map<string, number>([['', 1]]), mode: 'normal' as 'normal' | 'unimplemented' | 'hang', services: [] as string[], agents: [] as string[] }
+  const state = {
+    statuses: new Map<string, number>([['', 1]]),
+    mode: 'normal' as 'normal' | 'unimplemented' | 'hang',
+    services: [] as string[],
+    agents: [] as string[],
+  }
   const server: Http2Server = createHttp2Server()
   const streams: ServerHttp2Stream[] = []
   server.on('stream', (stream, headers) => {
@@ -120,7 +149,15 @@ async function grpcHealthServer(t: { teardown(fn: () => unknown): void }) {
     stream.on('end', () => {
       if (state.mode === 'hang') return
       if (state.mode === 'unimplemented' || headers[':path'] !== '/grpc.health.v1.Health/Check') {
-        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '12', 'grpc-message': 'unknown service' }, { endStream: true })
+        stream.respond(
+          {
+            ':status': 200,
+            'content-type': 'application/grpc',
+            'grpc-status': '12',
+            'grpc-message': 'unknown service',
+          },
+          { endStream: true },
+        )
         return
       }
       const body = Buffer.concat(chunks)
@@ -130,7 +167,10 @@ async function grpcHealthServer(t: { teardown(fn: () => unknown): void }) {
       state.services.push(name)
       const status = state.statuses.get(name)
       if (status === undefined) {
-        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '5', 'grpc-message': 'unknown service' }, { endStream: true })
+        stream.respond(
+          { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '5', 'grpc-message': 'unknown service' },
+          { endStream: true },
+        )
         return
       }
       stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true })
@@ -177,7 +217,9 @@ t.test('grpc: SERVING succeeds; NOT_SERVING, unknown service, Unimplemented, ref
 
   const h = await startPlane(t, [
     service('web', g.port),
-    pod('web-1', '127.0.0.1', [container('app', { readiness: probe({ type: 'grpc', port: g.port, service: 'web' }, { failureThreshold: 1 }) })]),
+    pod('web-1', '127.0.0.1', [
+      container('app', { readiness: probe({ type: 'grpc', port: g.port, service: 'web' }, { failureThreshold: 1 }) }),
+    ]),
   ])
   await sleep(300)
   t.equal(h.podReady('web-1'), false, 'service "web" unknown: not ready')

@@ -50,7 +50,11 @@ export function probe(handler: ProbeHandler, o: ProbeOptions = {}): Probe {
   }
 }
 
-export function httpGet(port: number, path = '/', extra: Partial<Extract<ProbeHandler, { type: 'httpGet' }>> = {}): ProbeHandler {
+export function httpGet(
+  port: number,
+  path = '/',
+  extra: Partial<Extract<ProbeHandler, { type: 'httpGet' }>> = {},
+): ProbeHandler {
   return { type: 'httpGet', scheme: 'HTTP', host: null, path, port, httpHeaders: [], ...extra }
 }
 
@@ -76,7 +80,12 @@ export function pod(name: string, ip: string, containers: Container[], extra: Pa
   }
 }
 
-export function service(name: string, targetPort: number, annotations: Record<string, string> = {}, selector = { app: 'web' }): Service {
+export function service(
+  name: string,
+  targetPort: number,
+  annotations: Record<string, string> = {},
+  selector = { app: 'web' },
+): Service {
   return {
     kind: 'Service',
     meta: meta(name, { annotations }),
@@ -117,7 +126,11 @@ export interface Harness {
   probeStatus(podName: string, kind: string, container?: string): any
 }
 
-export async function startPlane(t: Teardown, objects: (Pod | Service)[], options: Partial<RuntimeOptions> = {}): Promise<Harness> {
+export async function startPlane(
+  t: Teardown,
+  objects: (Pod | Service)[],
+  options: Partial<RuntimeOptions> = {},
+): Promise<Harness> {
   const store = new Store({ nodeName: 'test-node', serviceCidrs: [] })
   store.setObjects(objects, [])
   store.flush()
@@ -138,7 +151,9 @@ export async function startPlane(t: Teardown, objects: (Pod | Service)[], option
     podReady: (name) => snap().pods.find((p) => p.key === `default/${name}`)?.ready,
     health: (name) => snap().pods.find((p) => p.key === `default/${name}`)?.health,
     endpointReady: (svc, ip, port) =>
-      snap().services.find((s) => s.key === `default/${svc}`)?.ports[0]?.endpoints.find((e) => e.ip === ip && (port === undefined || e.port === port))?.ready,
+      snap()
+        .services.find((s) => s.key === `default/${svc}`)
+        ?.ports[0]?.endpoints.find((e) => e.ip === ip && (port === undefined || e.port === port))?.ready,
     probeStatus: (podName, kind, c) => {
       const st = plane.status() as any
       const p = st.pods.find((x: any) => x.pod === `default/${podName}`)
@@ -173,7 +188,15 @@ export interface Backend {
 }
 
 export async function httpBackend(t: Teardown, host = '127.0.0.1'): Promise<Backend> {
-  const b: Backend = { port: 0, server: null as unknown as Server, mode: 'ok', status: 200, requests: [], remotePorts: [], handler: null }
+  const b: Backend = {
+    port: 0,
+    server: null as unknown as Server,
+    mode: 'ok',
+    status: 200,
+    requests: [],
+    remotePorts: [],
+    handler: null,
+  }
   const hung: ServerResponse[] = []
   const server = createServer((req, res) => {
     b.requests.push(req)

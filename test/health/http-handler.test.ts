@@ -22,7 +22,16 @@ const spec = (port: number, path = '/', extra: Partial<HttpProbeSpec> = {}): Htt
 
 t.test('status 200..399 is success, 400 and up is failure with kubelet message', async (t) => {
   const b = await httpBackend(t)
-  for (const [status, ok] of [[200, true], [204, true], [301, true], [399, true], [400, false], [404, false], [500, false], [503, false]] as const) {
+  for (const [status, ok] of [
+    [200, true],
+    [204, true],
+    [301, true],
+    [399, true],
+    [400, false],
+    [404, false],
+    [500, false],
+    [503, false],
+  ] as const) {
     b.status = status
     b.handler = (req, res) => {
       // A 301 without Location is an answer in itself (Go does not follow it).
@@ -69,35 +78,41 @@ t.test('default headers, user headers, Host override, Connection: close and a ne
   t.equal(r3.headers.accept, 'application/json')
 })
 
-t.test('redirects: same host followed, other host is a success with a warning, more than 10 is a failure', async (t) => {
-  const b = await httpBackend(t)
-  let hops = 0
-  b.handler = (req, res) => {
-    const u = req.url!
-    if (u === '/to-bad') res.writeHead(302, { location: '/bad' }).end()
-    else if (u === '/to-good') res.writeHead(301, { location: `http://127.0.0.1:${b.port}/good` }).end()
-    else if (u === '/bad') res.writeHead(500).end()
-    else if (u === '/good') res.writeHead(200).end('fine')
-    else if (u === '/elsewhere') res.writeHead(302, { location: `http://localhost:${b.port}/bad` }).end()
-    else if (u.startsWith('/loop')) {
-      hops++
-      res.writeHead(307, { location: `/loop${hops}` }).end()
-    } else res.writeHead(404).end()
-    return true
-  }
-  const bad = await new HttpProbe(spec(b.port, '/to-bad')).run(1000)
-  t.equal(bad.ok, false, 'redirect followed to a 500')
-  t.equal(bad.message, 'HTTP probe failed with statuscode: 500')
-  t.ok((await new HttpProbe(spec(b.port, '/to-good')).run(1000)).ok, 'redirect followed to a 200')
-  const other = await new HttpProbe(spec(b.port, '/elsewhere')).run(1000)
-  t.equal(other.ok, true, 'another host: not followed, success')
-  t.equal(other.warning, true, 'with a warning')
-  t.notOk(b.requests.some((r) => r.headers.host?.startsWith('localhost')), 'the other host was never asked')
-  const loop = await new HttpProbe(spec(b.port, '/loop')).run(2000)
-  t.equal(loop.ok, false)
-  t.match(loop.message, /stopped after 10 redirects/)
-  t.equal(hops, 11, 'the original request and 10 followed redirects')
-})
+t.test(
+  'redirects: same host followed, other host is a success with a warning, more than 10 is a failure',
+  async (t) => {
+    const b = await httpBackend(t)
+    let hops = 0
+    b.handler = (req, res) => {
+      const u = req.url!
+      if (u === '/to-bad') res.writeHead(302, { location: '/bad' }).end()
+      else if (u === '/to-good') res.writeHead(301, { location: `http://127.0.0.1:${b.port}/good` }).end()
+      else if (u === '/bad') res.writeHead(500).end()
+      else if (u === '/good') res.writeHead(200).end('fine')
+      else if (u === '/elsewhere') res.writeHead(302, { location: `http://localhost:${b.port}/bad` }).end()
+      else if (u.startsWith('/loop')) {
+        hops++
+        res.writeHead(307, { location: `/loop${hops}` }).end()
+      } else res.writeHead(404).end()
+      return true
+    }
+    const bad = await new HttpProbe(spec(b.port, '/to-bad')).run(1000)
+    t.equal(bad.ok, false, 'redirect followed to a 500')
+    t.equal(bad.message, 'HTTP probe failed with statuscode: 500')
+    t.ok((await new HttpProbe(spec(b.port, '/to-good')).run(1000)).ok, 'redirect followed to a 200')
+    const other = await new HttpProbe(spec(b.port, '/elsewhere')).run(1000)
+    t.equal(other.ok, true, 'another host: not followed, success')
+    t.equal(other.warning, true, 'with a warning')
+    t.notOk(
+      b.requests.some((r) => r.headers.host?.startsWith('localhost')),
+      'the other host was never asked',
+    )
+    const loop = await new HttpProbe(spec(b.port, '/loop')).run(2000)
+    t.equal(loop.ok, false)
+    t.match(loop.message, /stopped after 10 redirects/)
+    t.equal(hops, 11, 'the original request and 10 followed redirects')
+  },
+)
 
 t.test('a timeout is a failure; a body over 10 KiB is read no further and is not a failure', async (t) => {
   const b = await httpBackend(t)
@@ -138,17 +153,41 @@ t.test('connection refused is a failure', async (t) => {
 t.test('HTTPS with a self-signed certificate: the certificate is not checked', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'meshlet-health-tls-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=probe.test',
-    '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
-  ], { stdio: 'ignore' })
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=probe.test',
+      '-keyout',
+      join(dir, 'key.pem'),
+      '-out',
+      join(dir, 'cert.pem'),
+    ],
+    { stdio: 'ignore' },
+  )
   let last = ''
-  const server = createHttpsServer({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) }, (req, res) => {
-    last = req.url!
-    res.writeHead(req.url === '/fail' ? 503 : 200).end()
-  })
+  const server = createHttpsServer(
+    { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) },
+    (req, res) => {
+      last = req.url!
+      res.writeHead(req.url === '/fail' ? 503 : 200).end()
+    },
+  )
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  t.teardown(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()) }))
+  t.teardown(
+    () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections()
+        server.close(() => r())
+      }),
+  )
   const port = (server.address() as AddressInfo).port
   const ok = await new HttpProbe(spec(port, '/healthz', { scheme: 'HTTPS' })).run(2000)
   t.equal(ok.ok, true, ok.message)

@@ -40,7 +40,12 @@ t.test('startup gates readiness and liveness; its success triggers readiness at 
   await waitFor(() => (seen.get('/started')?.length ?? 0) >= 2, 3000, 'startup probed twice')
   t.equal(seen.get('/ready'), undefined, 'no readiness probe before startup succeeds')
   t.equal(seen.get('/live'), undefined, 'no liveness probe before startup succeeds')
-  t.same(h.health('web-1'), { ready: false, started: false, restartCount: 0, reason: 'container app: startup probe has not succeeded' })
+  t.same(h.health('web-1'), {
+    ready: false,
+    started: false,
+    restartCount: 0,
+    reason: 'container app: startup probe has not succeeded',
+  })
   ok.add('/started')
   await waitFor(() => h.podReady('web-1') === true, 1000 + TOLERANCE_MS, 'ready after startup passed')
   const startedAt = seen.get('/started')!.at(-1)!
@@ -72,7 +77,11 @@ t.test('liveness failure: virtual restart, endpoint out at once, hook runs, prob
         }),
       ]),
       // Liveness only: no readiness probe, so readiness follows "started" and a restart must still take it out.
-      pod('solo', '127.0.0.5', [container('app', { liveness: probe(httpGet(b.port, '/solo-live', { host: '127.0.0.1' }), { failureThreshold: 1 }) })]),
+      pod('solo', '127.0.0.5', [
+        container('app', {
+          liveness: probe(httpGet(b.port, '/solo-live', { host: '127.0.0.1' }), { failureThreshold: 1 }),
+        }),
+      ]),
     ],
     { onLivenessFailure: `sh -c 'echo "$0 $1 $2 $3" >> ${hookFile}' {pod} {namespace} {ip} {container}` },
   )
@@ -90,13 +99,21 @@ t.test('liveness failure: virtual restart, endpoint out at once, hook runs, prob
   t.equal(status.restartCount, 1)
   t.match(status.lastRestart.reason, /liveness probe failed: HTTP probe failed with statuscode: 500/)
   // initialDelaySeconds 1 counts again from the restart, then readiness passes.
-  const back = await waitFor(() => h.endpointReady('web', '127.0.0.1') === true, 2000 + TOLERANCE_MS, 'back after restart')
+  const back = await waitFor(
+    () => h.endpointReady('web', '127.0.0.1') === true,
+    2000 + TOLERANCE_MS,
+    'back after restart',
+  )
   t.ok(back >= 0)
   t.equal(h.health('web-1').restartCount, 1, 'no further restart once liveness passes')
 
   // The liveness-only Pod: out at the restart, back at its next passing liveness probe.
   ok.delete('/solo-live')
-  await waitFor(() => h.health('solo')?.restartCount >= 1 && h.podReady('solo') === false, 1000 + TOLERANCE_MS, 'solo restarted and out')
+  await waitFor(
+    () => h.health('solo')?.restartCount >= 1 && h.podReady('solo') === false,
+    1000 + TOLERANCE_MS,
+    'solo restarted and out',
+  )
   ok.add('/solo-live')
   await waitFor(() => h.podReady('solo') === true, 1000 + TOLERANCE_MS, 'solo back on a passing liveness probe')
   const text = await h.metrics.metrics()
@@ -108,7 +125,9 @@ t.test('startup failure after failureThreshold is a virtual restart too', async 
   routes(b, new Set())
   const h = await startPlane(t, [
     service('web', b.port),
-    pod('web-1', '127.0.0.1', [container('app', { startup: probe(httpGet(b.port, '/started'), { failureThreshold: 2 }) })]),
+    pod('web-1', '127.0.0.1', [
+      container('app', { startup: probe(httpGet(b.port, '/started'), { failureThreshold: 2 }) }),
+    ]),
   ])
   await waitFor(() => h.health('web-1')?.restartCount === 1, 2000 + TOLERANCE_MS, 'restart after two startup failures')
   t.equal(h.podReady('web-1'), false)
@@ -124,7 +143,11 @@ t.test('a reload that changes one probe restarts only that worker; a terminating
     container('app', { readiness: probe(httpGet(b.port, '/ready')), liveness: probe(httpGet(b.port, '/live')) }),
   ])
   const h = await startPlane(t, [svc, v1])
-  await waitFor(() => h.podReady('web-1') === true && h.probeStatus('web-1', 'readiness').consecutiveSuccesses >= 2, 3000, 'ready twice')
+  await waitFor(
+    () => h.podReady('web-1') === true && h.probeStatus('web-1', 'readiness').consecutiveSuccesses >= 2,
+    3000,
+    'ready twice',
+  )
   const readinessBefore = h.probeStatus('web-1', 'readiness').consecutiveSuccesses
   let flapped = false
   const unsub = h.store.subscribe((s) => {

@@ -13,7 +13,10 @@ const annotations = {
 }
 
 t.test('consecutive failures eject, capped by max-ejection-percent, back after base × n', async (t) => {
-  const h = await startPlane(t, [service('web', 8080, annotations), ...ips.map((ip, i) => pod(`web-${i}`, ip, [container('app')]))])
+  const h = await startPlane(t, [
+    service('web', 8080, annotations),
+    ...ips.map((ip, i) => pod(`web-${i}`, ip, [container('app')])),
+  ])
   const r = h.plane.reporter
   const fail = (ip: string, n: number) => {
     for (let i = 0; i < n; i++) r.report('default/web', ip, 8080, false)
@@ -26,12 +29,22 @@ t.test('consecutive failures eject, capped by max-ejection-percent, back after b
   fail(ips[0]!, 1)
   fail(ips[1]!, 3)
   fail(ips[2]!, 3)
-  await waitFor(() => h.endpointReady('web', ips[0]!) === false && h.endpointReady('web', ips[1]!) === false, 1000, 'two ejected')
+  await waitFor(
+    () => h.endpointReady('web', ips[0]!) === false && h.endpointReady('web', ips[1]!) === false,
+    1000,
+    'two ejected',
+  )
   t.equal(h.endpointReady('web', ips[2]!), true, '20 % of 10: the third is not ejected')
   t.match(h.store.current!.ejected['default/web|127.0.1.1|8080'], /3 consecutive upstream failures: ejected for 1s/)
   const st = (h.plane.status() as any).outlier
   t.equal(st.ejected.length, 2)
-  t.same(st.services[0], { service: 'default/web', consecutiveFailures: 3, baseEjectionSeconds: 1, maxEjectionSeconds: 300, maxEjectionPercent: 20 })
+  t.same(st.services[0], {
+    service: 'default/web',
+    consecutiveFailures: 3,
+    baseEjectionSeconds: 1,
+    maxEjectionSeconds: 300,
+    maxEjectionPercent: 20,
+  })
   const t0 = Date.now()
   await waitFor(() => h.endpointReady('web', ips[0]!) === true, 2500, 'back after the base time')
   t.ok(Date.now() - t0 <= 1600, 'within ~1 s')
@@ -44,7 +57,12 @@ t.test('consecutive failures eject, capped by max-ejection-percent, back after b
 
 t.test('never the last usable endpoint; no annotation means no ejection; bad values fall back', async (t) => {
   const h = await startPlane(t, [
-    service('one', 8080, { 'meshlet.io/outlier-consecutive-failures': '1', 'meshlet.io/outlier-max-ejection-percent': '100' }, { app: 'one' }),
+    service(
+      'one',
+      8080,
+      { 'meshlet.io/outlier-consecutive-failures': '1', 'meshlet.io/outlier-max-ejection-percent': '100' },
+      { app: 'one' },
+    ),
     pod('one-0', '127.0.2.1', [container('app')], { labels: { app: 'one' } }),
     service('plain', 8080, {}, { app: 'plain' }),
     pod('plain-0', '127.0.2.2', [container('app')], { labels: { app: 'plain' } }),
@@ -68,8 +86,14 @@ t.test('never the last usable endpoint; no annotation means no ejection; bad val
 t.test('a passing readiness probe brings an ejected endpoint back early', async (t) => {
   const b = await httpBackend(t)
   const h = await startPlane(t, [
-    service('web', 8080, { ...annotations, 'meshlet.io/outlier-base-ejection-seconds': '60', 'meshlet.io/outlier-max-ejection-percent': '50' }),
-    pod('web-0', '127.0.3.1', [container('app', { readiness: probe(httpGet(b.port, '/', { host: '127.0.0.1' }), { periodSeconds: 1 }) })]),
+    service('web', 8080, {
+      ...annotations,
+      'meshlet.io/outlier-base-ejection-seconds': '60',
+      'meshlet.io/outlier-max-ejection-percent': '50',
+    }),
+    pod('web-0', '127.0.3.1', [
+      container('app', { readiness: probe(httpGet(b.port, '/', { host: '127.0.0.1' }), { periodSeconds: 1 }) }),
+    ]),
     pod('web-1', '127.0.3.2', [container('app')]),
   ])
   await waitFor(() => h.endpointReady('web', '127.0.3.1') === true, 2000, 'ready')
@@ -77,6 +101,10 @@ t.test('a passing readiness probe brings an ejected endpoint back early', async 
   for (let i = 0; i < 3; i++) h.plane.reporter.report('default/web', '127.0.3.1', 8080, false)
   await waitFor(() => h.endpointReady('web', '127.0.3.1') === false, 1000, 'ejected')
   b.mode = 'ok'
-  await waitFor(() => h.endpointReady('web', '127.0.3.1') === true, 2500, 'back on the next passing probe, long before 60 s')
+  await waitFor(
+    () => h.endpointReady('web', '127.0.3.1') === true,
+    2500,
+    'back on the next passing probe, long before 60 s',
+  )
   t.same(h.store.current!.ejected, {})
 })

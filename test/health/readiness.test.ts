@@ -12,7 +12,9 @@ t.test('endpoint leaves and re-enters the Snapshot within period × threshold', 
   const b = await httpBackend(t)
   const h = await startPlane(t, [
     service('web', b.port),
-    pod('web-1', '127.0.0.1', [container('app', { readiness: probe(httpGet(b.port, '/healthz'), { failureThreshold: 2, successThreshold: 2 }) })]),
+    pod('web-1', '127.0.0.1', [
+      container('app', { readiness: probe(httpGet(b.port, '/healthz'), { failureThreshold: 2, successThreshold: 2 }) }),
+    ]),
   ])
   t.equal(h.endpointReady('web', '127.0.0.1'), false, 'not ready before the first probe passes')
   // successThreshold 2: the first success at ~0 s is not enough, the second at ~1 s is.
@@ -44,8 +46,14 @@ t.test('failureThreshold 1 acts on the first failure; timeouts count as failures
   const slow = await httpBackend(t)
   const h = await startPlane(t, [
     service('web', 8080),
-    pod('fast', '127.0.0.2', [container('app', { readiness: probe(httpGet(fast.port, '/', { host: '127.0.0.1' }), { failureThreshold: 1 }) })]),
-    pod('slow', '127.0.0.3', [container('app', { readiness: probe(httpGet(slow.port, '/', { host: '127.0.0.1' }), { failureThreshold: 2, timeoutSeconds: 1 }) })]),
+    pod('fast', '127.0.0.2', [
+      container('app', { readiness: probe(httpGet(fast.port, '/', { host: '127.0.0.1' }), { failureThreshold: 1 }) }),
+    ]),
+    pod('slow', '127.0.0.3', [
+      container('app', {
+        readiness: probe(httpGet(slow.port, '/', { host: '127.0.0.1' }), { failureThreshold: 2, timeoutSeconds: 1 }),
+      }),
+    ]),
   ])
   await waitFor(() => h.podReady('fast') === true && h.podReady('slow') === true, 3000, 'both ready')
   fast.mode = 'fail'

@@ -120,7 +120,10 @@ export async function startMeshlet(t: Teardown, opts: StartOptions = {}): Promis
     const seen = logs.find(pred)
     if (seen) return Promise.resolve(seen)
     return new Promise<Record<string, unknown>>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`log line not seen in ${timeoutMs} ms; stderr: ${stderr}`)), timeoutMs)
+      const timer = setTimeout(
+        () => reject(new Error(`log line not seen in ${timeoutMs} ms; stderr: ${stderr}`)),
+        timeoutMs,
+      )
       waiters.push({ pred, resolve: (l) => (clearTimeout(timer), resolve(l)) })
       exitPromise.then((code) => reject(new Error(`meshlet exited (${code}) before the log line; stderr: ${stderr}`)))
     })
@@ -186,7 +189,11 @@ export async function startMeshlet(t: Teardown, opts: StartOptions = {}): Promis
       await sleep(50)
     }
   }
-  const [dns, http, https] = await Promise.all([listenerAddress('dns'), listenerAddress('http'), listenerAddress('https')])
+  const [dns, http, https] = await Promise.all([
+    listenerAddress('dns'),
+    listenerAddress('http'),
+    listenerAddress('https'),
+  ])
   return {
     proc,
     dir,

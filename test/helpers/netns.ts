@@ -26,10 +26,16 @@ export async function must(cmd: readonly string[]): Promise<string> {
   return r.stdout
 }
 
-export const inNs = (ns: string, cmd: readonly string[], timeoutMs?: number) => exec(['ip', 'netns', 'exec', ns, ...cmd], timeoutMs)
+export const inNs = (ns: string, cmd: readonly string[], timeoutMs?: number) =>
+  exec(['ip', 'netns', 'exec', ns, ...cmd], timeoutMs)
 
 /** Polls `fn` until it returns something truthy; the error names `what` and the last value or error seen. */
-export async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 15000, stepMs = 50): Promise<T> {
+export async function until<T>(
+  what: string,
+  fn: () => Promise<T | null | undefined | false>,
+  timeoutMs = 15000,
+  stepMs = 50,
+): Promise<T> {
   const end = Date.now() + timeoutMs
   let last: unknown
   for (;;) {
@@ -70,7 +76,13 @@ export function cleanupList(t: Teardown): (() => Promise<unknown> | unknown)[] {
  */
 export async function bridgeTopology(
   cleanup: (() => Promise<unknown> | unknown)[],
-  opts: { tag: string; lan: string; bridgeAddress: string; namespaces: readonly string[]; hosts: readonly (readonly [string, readonly string[]])[] },
+  opts: {
+    tag: string
+    lan: string
+    bridgeAddress: string
+    namespaces: readonly string[]
+    hosts: readonly (readonly [string, readonly string[]])[]
+  },
 ): Promise<void> {
   for (const ns of opts.namespaces) {
     await exec(['ip', 'netns', 'del', ns]) // a leftover from a killed run with the same pid

@@ -28,8 +28,15 @@ ${extra}---
 `
 }
 
-function svc(name: string, opts: { ports?: string; annotations?: Record<string, string>; spec?: string; ns?: string } = {}): string {
-  const ann = opts.annotations ? `\n  annotations: { ${Object.entries(opts.annotations).map(([k, v]) => `"${k}": "${v}"`).join(', ')} }` : ''
+function svc(
+  name: string,
+  opts: { ports?: string; annotations?: Record<string, string>; spec?: string; ns?: string } = {},
+): string {
+  const ann = opts.annotations
+    ? `\n  annotations: { ${Object.entries(opts.annotations)
+        .map(([k, v]) => `"${k}": "${v}"`)
+        .join(', ')} }`
+    : ''
   return `apiVersion: v1
 kind: Service
 metadata:
@@ -43,44 +50,71 @@ ${opts.spec ?? ''}---
 `
 }
 
-const ipsOf = (m: Map<string, LoadBalancerAllocation>) => Object.fromEntries([...m].map(([k, v]) => [k, v.ips.join(',') || v.pending]))
+const ipsOf = (m: Map<string, LoadBalancerAllocation>) =>
+  Object.fromEntries([...m].map(([k, v]) => [k, v.ips.join(',') || v.pending]))
 
-t.test('a pool of 10 (a /29 and a range), 11 Services: lowest first, the 11th pending; release and retry', async (t) => {
-  const names = Array.from({ length: 11 }, (_, i) => `svc-${String(i + 1).padStart(2, '0')}`)
-  const text = pool('ten', ['198.18.5.0/29', '198.18.5.8-198.18.5.9']) + names.map((n) => svc(n)).join('')
-  const { services, pools } = load(text)
-  t.same(poolCapacity(pools[0]!), { v4: 10n, v6: 0n }, 'capacity 10: a /29 counts its network and broadcast addresses')
-  const first = allocateLoadBalancers(services, pools, null)
-  for (let i = 0; i < 10; i++) t.same(first.get(`default/${names[i]}`)?.ips, [`198.18.5.${i}`], `${names[i]} gets 198.18.5.${i}`)
-  const last = first.get('default/svc-11')!
-  t.same(last.ips, [], 'the 11th gets nothing')
-  t.equal(last.pending, 'Failed to allocate IP for "default/svc-11": no available IPs', 'MetalLB’s text')
+t.test(
+  'a pool of 10 (a /29 and a range), 11 Services: lowest first, the 11th pending; release and retry',
+  async (t) => {
+    const names = Array.from({ length: 11 }, (_, i) => `svc-${String(i + 1).padStart(2, '0')}`)
+    const text = pool('ten', ['198.18.5.0/29', '198.18.5.8-198.18.5.9']) + names.map((n) => svc(n)).join('')
+    const { services, pools } = load(text)
+    t.same(
+      poolCapacity(pools[0]!),
+      { v4: 10n, v6: 0n },
+      'capacity 10: a /29 counts its network and broadcast addresses',
+    )
+    const first = allocateLoadBalancers(services, pools, null)
+    for (let i = 0; i < 10; i++)
+      t.same(first.get(`default/${names[i]}`)?.ips, [`198.18.5.${i}`], `${names[i]} gets 198.18.5.${i}`)
+    const last = first.get('default/svc-11')!
+    t.same(last.ips, [], 'the 11th gets nothing')
+    t.equal(last.pending, 'Failed to allocate IP for "default/svc-11": no available IPs', 'MetalLB’s text')
 
-  // Delete svc-03: its address goes to the pending Service; nobody else moves.
-  const without3 = services.filter((s) => s.meta.name !== 'svc-03')
-  const second = allocateLoadBalancers(without3, pools, first)
-  t.same(second.get('default/svc-11')?.ips, ['198.18.5.2'], 'the pending Service gets the freed address')
-  for (const n of names.filter((n) => n !== 'svc-03' && n !== 'svc-11')) {
-    t.same(second.get(`default/${n}`)?.ips, first.get(`default/${n}`)?.ips, `${n} keeps its address`)
-  }
-  // Same input again: nothing changes (sticky).
-  t.same(ipsOf(allocateLoadBalancers(without3, pools, second)), ipsOf(second), 'stable on reload')
-  // A restart (no previous state) with the original manifests gives the original allocation.
-  t.same(ipsOf(allocateLoadBalancers(services, pools, null)), ipsOf(first), 'deterministic: same manifests, same addresses')
-})
+    // Delete svc-03: its address goes to the pending Service; nobody else moves.
+    const without3 = services.filter((s) => s.meta.name !== 'svc-03')
+    const second = allocateLoadBalancers(without3, pools, first)
+    t.same(second.get('default/svc-11')?.ips, ['198.18.5.2'], 'the pending Service gets the freed address')
+    for (const n of names.filter((n) => n !== 'svc-03' && n !== 'svc-11')) {
+      t.same(second.get(`default/${n}`)?.ips, first.get(`default/${n}`)?.ips, `${n} keeps its address`)
+    }
+    // Same input again: nothing changes (sticky).
+    t.same(ipsOf(allocateLoadBalancers(without3, pools, second)), ipsOf(second), 'stable on reload')
+    // A restart (no previous state) with the original manifests gives the original allocation.
+    t.same(
+      ipsOf(allocateLoadBalancers(services, pools, null)),
+      ipsOf(first),
+      'deterministic: same manifests, same addresses',
+    )
+  },
+)
 
 t.test('avoidBuggyIPs skips .0 and .255; autoAssign false is used only on request', async (t) => {
   const { services, pools } = load(
     pool('manual', ['198.18.6.0/30'], '  autoAssign: false\n') +
       pool('zz-buggy', ['198.18.7.255-198.18.8.1'], '  avoidBuggyIPs: true\n') +
-      svc('a') + svc('b') + svc('c') +
+      svc('a') +
+      svc('b') +
+      svc('c') +
       svc('d', { annotations: { 'metallb.io/address-pool': 'manual' } }),
   )
-  t.same(poolCapacity(pools.find((p) => p.meta.name === 'zz-buggy')!), { v4: 1n, v6: 0n }, 'only 198.18.8.1 of the three')
+  t.same(
+    poolCapacity(pools.find((p) => p.meta.name === 'zz-buggy')!),
+    { v4: 1n, v6: 0n },
+    'only 198.18.8.1 of the three',
+  )
   const r = allocateLoadBalancers(services, pools, null)
   t.same(r.get('default/a')?.ips, ['198.18.8.1'], 'a skips .255 and .0 and never uses the autoAssign:false pool')
-  t.equal(r.get('default/b')?.pending, 'Failed to allocate IP for "default/b": no available IPs', 'b: nothing left for automatic allocation')
-  t.same(r.get('default/d')?.ips, ['198.18.6.0'], 'd names the autoAssign:false pool and gets its first address (.0 allowed)')
+  t.equal(
+    r.get('default/b')?.pending,
+    'Failed to allocate IP for "default/b": no available IPs',
+    'b: nothing left for automatic allocation',
+  )
+  t.same(
+    r.get('default/d')?.ips,
+    ['198.18.6.0'],
+    'd names the autoAssign:false pool and gets its first address (.0 allowed)',
+  )
   t.equal(r.get('default/d')?.pool, 'manual')
 })
 
@@ -92,22 +126,47 @@ t.test('requested addresses: spec.loadBalancerIP, metallb.io/loadBalancerIPs, er
       svc('by-spec', { spec: '  loadBalancerIP: 198.18.9.7\n' }) +
       svc('by-annotation', { annotations: { 'metallb.io/loadBalancerIPs': '198.18.10.3' } }) +
       svc('by-old-annotation', { annotations: { 'metallb.universe.tf/loadBalancerIPs': '198.18.9.9' } }) +
-      svc('both', { annotations: { 'metallb.io/loadBalancerIPs': '198.18.9.4' }, spec: '  loadBalancerIP: 198.18.9.4\n' }) +
+      svc('both', {
+        annotations: { 'metallb.io/loadBalancerIPs': '198.18.9.4' },
+        spec: '  loadBalancerIP: 198.18.9.4\n',
+      }) +
       svc('outside', { spec: '  loadBalancerIP: 10.9.9.9\n' }) +
-      svc('wrong-pool', { annotations: { 'metallb.io/loadBalancerIPs': '198.18.9.5', 'metallb.io/address-pool': 'p2' } }) +
+      svc('wrong-pool', {
+        annotations: { 'metallb.io/loadBalancerIPs': '198.18.9.5', 'metallb.io/address-pool': 'p2' },
+      }) +
       svc('unknown-pool', { annotations: { 'metallb.io/address-pool': 'nope' } }) +
       svc('taken', { spec: '  loadBalancerIP: 198.18.9.7\n' }),
   )
   const r = allocateLoadBalancers(services, pools, null)
   t.same(r.get('default/by-spec')?.ips, ['198.18.9.7'], 'spec.loadBalancerIP honoured')
-  t.same(r.get('default/by-annotation')?.ips, ['198.18.10.3'], 'annotation honoured, even from an autoAssign:false pool')
+  t.same(
+    r.get('default/by-annotation')?.ips,
+    ['198.18.10.3'],
+    'annotation honoured, even from an autoAssign:false pool',
+  )
   t.same(r.get('default/by-old-annotation')?.ips, ['198.18.9.9'], 'the deprecated metallb.universe.tf key works')
   t.same(r.get('default/auto')?.ips, ['198.18.9.0'], 'requests go first; auto takes the lowest free address')
-  t.equal(r.get('default/both')?.pending, 'Failed to allocate IP for "default/both": service can not have both metallb.io/loadBalancerIPs and svc.Spec.LoadBalancerIP')
-  t.equal(r.get('default/outside')?.pending, 'Failed to allocate IP for "default/outside": ["10.9.9.9"] is not allowed in config')
-  t.equal(r.get('default/wrong-pool')?.pending, 'Failed to allocate IP for "default/wrong-pool": requested loadBalancer IP(s) ["198.18.9.5"] is not compatible with requested address pool p2')
-  t.equal(r.get('default/unknown-pool')?.pending, 'Failed to allocate IP for "default/unknown-pool": unknown pool "nope"')
-  t.match(r.get('default/taken')?.pending, /^Failed to allocate IP for "default\/taken": /, 'an address already held by a non-sharing Service is refused')
+  t.equal(
+    r.get('default/both')?.pending,
+    'Failed to allocate IP for "default/both": service can not have both metallb.io/loadBalancerIPs and svc.Spec.LoadBalancerIP',
+  )
+  t.equal(
+    r.get('default/outside')?.pending,
+    'Failed to allocate IP for "default/outside": ["10.9.9.9"] is not allowed in config',
+  )
+  t.equal(
+    r.get('default/wrong-pool')?.pending,
+    'Failed to allocate IP for "default/wrong-pool": requested loadBalancer IP(s) ["198.18.9.5"] is not compatible with requested address pool p2',
+  )
+  t.equal(
+    r.get('default/unknown-pool')?.pending,
+    'Failed to allocate IP for "default/unknown-pool": unknown pool "nope"',
+  )
+  t.match(
+    r.get('default/taken')?.pending,
+    /^Failed to allocate IP for "default\/taken": /,
+    'an address already held by a non-sharing Service is refused',
+  )
 })
 
 t.test('a requested pool that is full says so', async (t) => {
@@ -138,32 +197,74 @@ t.test('sharing with allow-shared-ip: disjoint ports share, overlap and Cluster 
   const k = { 'metallb.io/allow-shared-ip': 'key1' }
   const { services, pools } = load(
     pool('p', ['198.18.15.0/31']) +
-      svc('dns-tcp', { annotations: k, ports: '[{ port: 53, protocol: TCP }]', spec: '  loadBalancerIP: 198.18.15.0\n' }) +
-      svc('dns-udp', { annotations: k, ports: '[{ port: 53, protocol: UDP }]', spec: '  loadBalancerIP: 198.18.15.0\n' }) +
-      svc('dup-port', { annotations: k, ports: '[{ port: 53, protocol: TCP }]', spec: '  loadBalancerIP: 198.18.15.0\n' }) +
-      svc('other-key', { annotations: { 'metallb.io/allow-shared-ip': 'key2' }, ports: '[{ port: 80 }]', spec: '  loadBalancerIP: 198.18.15.0\n' }) +
-      svc('local', { annotations: k, ports: '[{ port: 443 }]', spec: '  loadBalancerIP: 198.18.15.0\n  externalTrafficPolicy: Local\n' }) +
+      svc('dns-tcp', {
+        annotations: k,
+        ports: '[{ port: 53, protocol: TCP }]',
+        spec: '  loadBalancerIP: 198.18.15.0\n',
+      }) +
+      svc('dns-udp', {
+        annotations: k,
+        ports: '[{ port: 53, protocol: UDP }]',
+        spec: '  loadBalancerIP: 198.18.15.0\n',
+      }) +
+      svc('dup-port', {
+        annotations: k,
+        ports: '[{ port: 53, protocol: TCP }]',
+        spec: '  loadBalancerIP: 198.18.15.0\n',
+      }) +
+      svc('other-key', {
+        annotations: { 'metallb.io/allow-shared-ip': 'key2' },
+        ports: '[{ port: 80 }]',
+        spec: '  loadBalancerIP: 198.18.15.0\n',
+      }) +
+      svc('local', {
+        annotations: k,
+        ports: '[{ port: 443 }]',
+        spec: '  loadBalancerIP: 198.18.15.0\n  externalTrafficPolicy: Local\n',
+      }) +
       svc('web', { annotations: k, ports: '[{ port: 8080 }]' }),
   )
   const r = allocateLoadBalancers(services, pools, null)
   t.same(r.get('default/dns-tcp')?.ips, ['198.18.15.0'], 'TCP/53')
   t.same(r.get('default/dns-udp')?.ips, ['198.18.15.0'], 'UDP/53 shares the address')
-  t.equal(r.get('default/dup-port')?.pending, 'Failed to allocate IP for "default/dup-port": port TCP/53 is already in use on "198.18.15.0"', 'TCP/53 twice refused')
-  t.match(r.get('default/other-key')?.pending, /can't change sharing key for "default\/other-key", address also in use by default\/dns-tcp/, 'another key refused')
+  t.equal(
+    r.get('default/dup-port')?.pending,
+    'Failed to allocate IP for "default/dup-port": port TCP/53 is already in use on "198.18.15.0"',
+    'TCP/53 twice refused',
+  )
+  t.match(
+    r.get('default/other-key')?.pending,
+    /can't change sharing key for "default\/other-key", address also in use by default\/dns-tcp/,
+    'another key refused',
+  )
   t.match(r.get('default/local')?.pending, /address also in use by/, 'Local may not share with Cluster')
-  t.same(r.get('default/web')?.ips, ['198.18.15.0'], 'automatic allocation co-locates a compatible Service on the shared address')
+  t.same(
+    r.get('default/web')?.ips,
+    ['198.18.15.0'],
+    'automatic allocation co-locates a compatible Service on the shared address',
+  )
 
   // Two Local Services share only with identical selectors.
   const local = load(
     pool('q', ['198.18.16.0/32']) +
-      svc('l1', { annotations: k, ports: '[{ port: 80 }]', spec: '  externalTrafficPolicy: Local\n' }).replace('app: l1', 'app: same') +
-      svc('l2', { annotations: k, ports: '[{ port: 81 }]', spec: '  externalTrafficPolicy: Local\n' }).replace('app: l2', 'app: same') +
+      svc('l1', { annotations: k, ports: '[{ port: 80 }]', spec: '  externalTrafficPolicy: Local\n' }).replace(
+        'app: l1',
+        'app: same',
+      ) +
+      svc('l2', { annotations: k, ports: '[{ port: 81 }]', spec: '  externalTrafficPolicy: Local\n' }).replace(
+        'app: l2',
+        'app: same',
+      ) +
       svc('l3', { annotations: k, ports: '[{ port: 82 }]', spec: '  externalTrafficPolicy: Local\n' }),
   )
   const r2 = allocateLoadBalancers(local.services, local.pools, null)
   t.same(r2.get('default/l1')?.ips, ['198.18.16.0'])
   t.same(r2.get('default/l2')?.ips, ['198.18.16.0'], 'same selector: shared')
-  t.equal(r2.get('default/l3')?.pending, 'Failed to allocate IP for "default/l3": no available IPs', 'other selector: no address')
+  t.equal(
+    r2.get('default/l3')?.pending,
+    'Failed to allocate IP for "default/l3": no available IPs',
+    'other selector: no address',
+  )
 })
 
 t.test('a changed request moves the Service; an unchanged one stays', async (t) => {
@@ -176,16 +277,27 @@ t.test('a changed request moves the Service; an unchanged one stays', async (t) 
   t.same(r2.get('default/a')?.ips, ['198.18.17.0'], 'a unchanged')
   const other = load(pool('p', ['198.18.17.0/29']) + svc('a') + svc('b') + svc('a-new'))
   const r3 = allocateLoadBalancers(other.services, other.pools, r1)
-  t.same(r3.get('default/a-new')?.ips, ['198.18.17.2'], 'a new Service never takes an address held by another, even if it sorts first')
+  t.same(
+    r3.get('default/a-new')?.ips,
+    ['198.18.17.2'],
+    'a new Service never takes an address held by another, even if it sorts first',
+  )
 })
 
 t.test('loadBalancerClass of another implementation: not ours', async (t) => {
-  const { services, pools } = load(pool('p', ['198.18.18.0/30']) + svc('x', { spec: '  loadBalancerClass: example.com/other\n' }))
+  const { services, pools } = load(
+    pool('p', ['198.18.18.0/30']) + svc('x', { spec: '  loadBalancerClass: example.com/other\n' }),
+  )
   t.equal(allocateLoadBalancers(services, pools, null).has('default/x'), false, 'no allocation, no error')
 })
 
 t.test('removing a pool keeps its live addresses, marked stale, until the Service changes', async (t) => {
-  const { services, pools } = load(pool('a', ['198.18.6.0/30']) + pool('b', ['198.18.7.0/30']) + svc('web') + svc('api', { annotations: { 'metallb.io/address-pool': 'b' } }))
+  const { services, pools } = load(
+    pool('a', ['198.18.6.0/30']) +
+      pool('b', ['198.18.7.0/30']) +
+      svc('web') +
+      svc('api', { annotations: { 'metallb.io/address-pool': 'b' } }),
+  )
   const first = allocateLoadBalancers(services, pools, null)
   t.same(first.get('default/api')?.ips, ['198.18.7.0'])
   const withoutB = pools.filter((p) => p.meta.name !== 'b')

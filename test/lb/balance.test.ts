@@ -60,7 +60,15 @@ spec:
   ports: [{ port: 80 }]
 `
   const affEndpoints = (ready: string[], notReady: string[]) =>
-    endpointsYaml('aff', [{ name: 'a', port: affA.port }, { name: 'b', port: affA2.port }], ready, notReady)
+    endpointsYaml(
+      'aff',
+      [
+        { name: 'a', port: affA.port },
+        { name: 'b', port: affA2.port },
+      ],
+      ready,
+      notReady,
+    )
   const m = await startMeshlet(t, {
     manifests: {
       'services.yaml': services,
@@ -86,7 +94,11 @@ spec:
     }
     t.same([...counts.values()], [5, 5, 5], `each of 3 endpoints got 5: ${JSON.stringify([...counts])}`)
     // Rotation in (ip, port) order, with no endpoint twice in a row.
-    t.same(order.slice(0, 3), rr.map((b) => b.id), 'order is the sorted endpoint list')
+    t.same(
+      order.slice(0, 3),
+      rr.map((b) => b.id),
+      'order is the sorted endpoint list',
+    )
   })
 
   await t.test('round robin continues after the list changes', async (t) => {
@@ -95,7 +107,11 @@ spec:
     t.equal(await identify(rrIp, 80), rr[1]!.id)
     // Add .204: the next pick is the successor of .203 in the new list, not the top of the list.
     m.writeManifest('rr-endpoints.yaml', rrEndpoints([rr[0]!, rr[1]!, extra, rr[2]!]))
-    await m.waitForStatus((s) => svcStatus(s, 'default/rr')?.ports[0].endpoints.length === 4 && lbPorts(s, 'default/rr')[0]?.usable.cluster === 4)
+    await m.waitForStatus(
+      (s) =>
+        svcStatus(s, 'default/rr')?.ports[0].endpoints.length === 4 &&
+        lbPorts(s, 'default/rr')[0]?.usable.cluster === 4,
+    )
     t.equal(await identify(rrIp, 80), extra.id, 'new endpoint .204 follows .203')
     // Remove .205 (next in line): the rotation goes on with the successor, .201.
     m.writeManifest('rr-endpoints.yaml', rrEndpoints([rr[0]!, rr[1]!, extra]))
@@ -130,7 +146,11 @@ spec:
     t.equal(await identify(affIp, 81, c3), affB2.id, 'port b: c3 sticky on port b')
     s = await m.status()
     t.equal(lbPorts(s, 'default/aff').find((p) => p.port === 'b')?.affinityEntries, 2, 'port b has its own two entries')
-    t.equal(lbPorts(s, 'default/aff').find((p) => p.port === 'a')?.affinityEntries, 1, 'port a: only c2 left (c3 and c4 expired and were swept)')
+    t.equal(
+      lbPorts(s, 'default/aff').find((p) => p.port === 'a')?.affinityEntries,
+      1,
+      'port a: only c2 left (c3 and c4 expired and were swept)',
+    )
 
     // Expiry: nothing for > 2 s, then c2 is balanced again (the cursor on port a sits on the first endpoint).
     await sleep(2600)

@@ -20,7 +20,11 @@ export function netOf(file: number): { prefix: string; serviceCidr: string; ip: 
 }
 
 /** A backend that writes its identity `ip:port\n` on accept, then echoes everything; FIN is echoed as FIN. */
-export async function identifyServer(t: Teardown, host: string, port = 0): Promise<{ server: Server; port: number; id: string; accepted: () => number }> {
+export async function identifyServer(
+  t: Teardown,
+  host: string,
+  port = 0,
+): Promise<{ server: Server; port: number; id: string; accepted: () => number }> {
   let accepted = 0
   const sockets = new Set<Socket>()
   const server = createServer({ allowHalfOpen: true }, (s) => {
@@ -36,15 +40,22 @@ export async function identifyServer(t: Teardown, host: string, port = 0): Promi
     server.listen({ host, port }, () => resolve())
   })
   const p = (server.address() as { port: number }).port
-  t.teardown(() => new Promise<void>((r) => {
-    for (const s of sockets) s.destroy()
-    server.close(() => r())
-  }))
+  t.teardown(
+    () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy()
+        server.close(() => r())
+      }),
+  )
   return { server, port: p, id: `${host}:${p}`, accepted: () => accepted }
 }
 
 /** A UDP backend answering each datagram with `ip:port|<payload>`, except payloads starting with "silent". */
-export async function udpEchoServer(t: Teardown, host: string, port = 0): Promise<{ socket: UdpSocket; port: number; id: string; peers: Set<string> }> {
+export async function udpEchoServer(
+  t: Teardown,
+  host: string,
+  port = 0,
+): Promise<{ socket: UdpSocket; port: number; id: string; peers: Set<string> }> {
   const socket = createSocket('udp4')
   const peers = new Set<string>()
   await new Promise<void>((resolve, reject) => {
@@ -68,7 +79,12 @@ export interface ConnectResult {
 }
 
 /** Connects (optionally from `localAddress`) and reads the backend's identity line. */
-export function connectAndIdentify(host: string, port: number, localAddress?: string, timeoutMs = 5000): Promise<ConnectResult> {
+export function connectAndIdentify(
+  host: string,
+  port: number,
+  localAddress?: string,
+  timeoutMs = 5000,
+): Promise<ConnectResult> {
   return new Promise((resolve, reject) => {
     const socket = connect({ host, port, ...(localAddress ? { localAddress } : {}), allowHalfOpen: true })
     let buf = ''
@@ -130,7 +146,12 @@ export function connectError(host: string, port: number, timeoutMs = 3000): Prom
 }
 
 /** Sends one datagram on a connected UDP socket; resolves with the reply text or the error code. */
-export function udpExchange(host: string, port: number, payload: string, opts: { socket?: UdpSocket; timeoutMs?: number } = {}): Promise<{ reply: string | null; code: string | null; ms: number }> {
+export function udpExchange(
+  host: string,
+  port: number,
+  payload: string,
+  opts: { socket?: UdpSocket; timeoutMs?: number } = {},
+): Promise<{ reply: string | null; code: string | null; ms: number }> {
   const start = performance.now()
   return new Promise((resolve) => {
     const own = !opts.socket
@@ -170,7 +191,13 @@ export function udpClient(t: Teardown, host: string, port: number): Promise<UdpS
 }
 
 /** Endpoints object for a selector-less Service: one subset, ready addresses. */
-export function endpointsYaml(name: string, ports: readonly { name?: string; port: number; protocol?: string }[], ready: readonly string[], notReady: readonly string[] = [], nodeName?: string): string {
+export function endpointsYaml(
+  name: string,
+  ports: readonly { name?: string; port: number; protocol?: string }[],
+  ready: readonly string[],
+  notReady: readonly string[] = [],
+  nodeName?: string,
+): string {
   const addr = (ip: string) => `{ ip: ${ip}${nodeName ? `, nodeName: ${nodeName}` : ''} }`
   return `apiVersion: v1
 kind: Endpoints
@@ -193,9 +220,16 @@ export function svcStatus(status: any, key: string): any {
 }
 
 /** Polls until the Service's first ClusterIP listener for `port` is open (or, with open=false, closed). */
-export async function waitListener(m: MeshletProcess, key: string, pred: (l: any) => boolean, timeoutMs = 15000): Promise<any> {
+export async function waitListener(
+  m: MeshletProcess,
+  key: string,
+  pred: (l: any) => boolean,
+  timeoutMs = 15000,
+): Promise<any> {
   const status = await m.waitForStatus((s) => lbPorts(s, key).some((p) => p.listeners.some(pred)), timeoutMs)
-  return lbPorts(status, key).flatMap((p) => p.listeners).find(pred)
+  return lbPorts(status, key)
+    .flatMap((p) => p.listeners)
+    .find(pred)
 }
 
 /** ClusterIP of a Service once it is in /status. */

@@ -106,13 +106,20 @@ endpoints:
   - { addresses: [${net.ip(204)}], zone: zb, hints: { forZones: [{ name: zb }] } }
 `
   const start = (node: string, addr: string, cidr: string) =>
-    startMeshlet(t, { manifests: { 'm.yaml': manifests }, args: ['--node', node, '--node-address', addr, '--service-cidr', cidr] })
+    startMeshlet(t, {
+      manifests: { 'm.yaml': manifests },
+      args: ['--node', node, '--node-address', addr, '--service-cidr', cidr],
+    })
   const addrA = net.ip(241)
   const addrB = net.ip(242)
   const [a, b] = await Promise.all([start('a', addrA, `${net.prefix}.0/26`), start('b', addrB, `${net.prefix}.64/26`)])
 
   const ready = (m: MeshletProcess) =>
-    m.waitForStatus((s) => ['ext', 'only-b', 'int', 'close', 'hinted'].every((n) => svcStatus(s, `default/${n}`)?.ports[0].endpoints.length > 0))
+    m.waitForStatus((s) =>
+      ['ext', 'only-b', 'int', 'close', 'hinted'].every(
+        (n) => svcStatus(s, `default/${n}`)?.ports[0].endpoints.length > 0,
+      ),
+    )
   const [sa, sb] = await Promise.all([ready(a), ready(b)])
   const nodePort = (s: any, name: string) => svcStatus(s, `default/${name}`).ports[0].nodePort as number
   const vip = (s: any, name: string) => svcStatus(s, `default/${name}`).clusterIPs[0] as string
@@ -135,12 +142,18 @@ endpoints:
     t.ok(r.ms < 50, `in ${r.ms.toFixed(1)} ms`)
     t.equal(await identify(addrB, nodePort(sb, 'only-b')), podB.id, 'node b serves it')
     // The same endpoints with externalTrafficPolicy Cluster are reachable from node a.
-    t.equal(await identify(addrA, nodePort(sa, 'np-cluster')), podB.id, 'Cluster policy: node a forwards to node b’s Pod')
+    t.equal(
+      await identify(addrA, nodePort(sa, 'np-cluster')),
+      podB.id,
+      'Cluster policy: node a forwards to node b’s Pod',
+    )
   })
 
   await t.test('internalTrafficPolicy Local: ClusterIP traffic stays on the node', async (t) => {
-    for (let i = 0; i < 3; i++) t.equal(await identify(vip(sa, 'int'), 80), podA.id, `node a ClusterIP → Pod on a (${i + 1})`)
-    for (let i = 0; i < 3; i++) t.equal(await identify(vip(sb, 'int'), 80), podB.id, `node b ClusterIP → Pod on b (${i + 1})`)
+    for (let i = 0; i < 3; i++)
+      t.equal(await identify(vip(sa, 'int'), 80), podA.id, `node a ClusterIP → Pod on a (${i + 1})`)
+    for (let i = 0; i < 3; i++)
+      t.equal(await identify(vip(sb, 'int'), 80), podB.id, `node b ClusterIP → Pod on b (${i + 1})`)
     const r = await connectError(vip(sa, 'int-b'), 80)
     t.equal(r.code, 'ECONNREFUSED', 'no local endpoint on a: the ClusterIP refuses')
     t.ok(r.ms < 50, `in ${r.ms.toFixed(1)} ms`)
@@ -162,17 +175,25 @@ endpoints:
     t.equal(okA.headers.get('x-load-balancing-endpoint-weight'), '1')
     const bad = await hc(addrA, sa, 'only-b', '/any/path')
     t.equal(bad.status, 503, 'node a: 503 for only-b')
-    t.same(bad.body, { service: { namespace: 'default', name: 'only-b' }, localEndpoints: 0, serviceProxyHealthy: true })
+    t.same(bad.body, {
+      service: { namespace: 'default', name: 'only-b' },
+      localEndpoints: 0,
+      serviceProxyHealthy: true,
+    })
     const good = await hc(addrB, sb, 'only-b', '/')
     t.equal(good.status, 200, 'node b: 200 for only-b')
     t.equal(good.body.localEndpoints, 1)
   })
 
   await t.test('trafficDistribution PreferClose: same zone first, everything when the zone has none', async (t) => {
-    for (let i = 0; i < 4; i++) t.equal(await identify(vip(sa, 'close'), 80), podA.id, `Pods + Node zones: node a (za) → za Pod (${i + 1})`)
-    for (let i = 0; i < 2; i++) t.equal(await identify(vip(sb, 'close'), 80), podB.id, `node b (zb) → zb Pod (${i + 1})`)
+    for (let i = 0; i < 4; i++)
+      t.equal(await identify(vip(sa, 'close'), 80), podA.id, `Pods + Node zones: node a (za) → za Pod (${i + 1})`)
+    for (let i = 0; i < 2; i++)
+      t.equal(await identify(vip(sb, 'close'), 80), podB.id, `node b (zb) → zb Pod (${i + 1})`)
     t.equal(await identify(vip(sa, 'close-b'), 80), podB.id, 'no endpoint in za: node a falls back to the other zone')
-    for (let i = 0; i < 4; i++) t.equal(await identify(vip(sa, 'hinted'), 80), sliceA.id, `EndpointSlice hints: node a → forZones za (${i + 1})`)
-    for (let i = 0; i < 2; i++) t.equal(await identify(vip(sb, 'hinted'), 80), sliceB.id, `EndpointSlice hints: node b → forZones zb (${i + 1})`)
+    for (let i = 0; i < 4; i++)
+      t.equal(await identify(vip(sa, 'hinted'), 80), sliceA.id, `EndpointSlice hints: node a → forZones za (${i + 1})`)
+    for (let i = 0; i < 2; i++)
+      t.equal(await identify(vip(sb, 'hinted'), 80), sliceB.id, `EndpointSlice hints: node b → forZones zb (${i + 1})`)
   })
 })

@@ -30,7 +30,9 @@ spec:
 status: { podIP: ${net.ip(201)} }
 `
   const services = (list: string[]) =>
-    list.map((n) => `---
+    list
+      .map(
+        (n) => `---
 apiVersion: v1
 kind: Service
 metadata: { name: ${n} }
@@ -38,12 +40,19 @@ spec:
   type: LoadBalancer
   selector: { app: web }
   ports: [{ port: 80, targetPort: http }]
-`).join('')
+`,
+      )
+      .join('')
   const args = ['--service-cidr', net.serviceCidr, '--node-address', net.ip(240)]
   const pendingText = 'Failed to allocate IP for "default/svc-11": no available IPs'
-  const addresses = (s: any) => Object.fromEntries(names.map((n) => [n, svcStatus(s, `default/${n}`)?.loadBalancerIPs?.[0] ?? null]))
+  const addresses = (s: any) =>
+    Object.fromEntries(names.map((n) => [n, svcStatus(s, `default/${n}`)?.loadBalancerIPs?.[0] ?? null]))
   const allocated = (m: MeshletProcess) =>
-    m.waitForStatus((s) => names.every((n) => svcStatus(s, `default/${n}`)) && svcStatus(s, 'default/svc-10')?.loadBalancerIPs.length === 1)
+    m.waitForStatus(
+      (s) =>
+        names.every((n) => svcStatus(s, `default/${n}`)) &&
+        svcStatus(s, 'default/svc-10')?.loadBalancerIPs.length === 1,
+    )
 
   const m = await startMeshlet(t, { manifests: { 'pool.yaml': pool, 'services.yaml': services(names) }, args })
   const s1 = await allocated(m)
@@ -63,15 +72,22 @@ spec:
   t.equal(await identify(net.ip(128), 80), backend.id, 'the first too (the network address of the /29)')
 
   // Exactly one warning, even after another reload.
-  m.writeManifest('unrelated.yaml', `apiVersion: v1
+  m.writeManifest(
+    'unrelated.yaml',
+    `apiVersion: v1
 kind: Service
 metadata: { name: unrelated }
 spec: { ports: [{ port: 9 }] }
-`)
+`,
+  )
   await m.waitForStatus((s) => svcStatus(s, 'default/unrelated'))
   const warnings = m.logs.filter((l) => l.level === 40 && typeof l.msg === 'string' && l.msg.includes(pendingText))
   t.equal(warnings.length, 1, 'one warning line for the pending Service')
-  t.match(warnings[0], { service: 'default/svc-11', pools: [{ pool: 'loop', assigned: 10, capacity: 10 }] }, 'it names the pool and its use')
+  t.match(
+    warnings[0],
+    { service: 'default/svc-11', pools: [{ pool: 'loop', assigned: 10, capacity: 10 }] },
+    'it names the pool and its use',
+  )
 
   // Delete svc-03: the pending one gets its address, nobody else moves.
   m.writeManifest('services.yaml', services(names.filter((n) => n !== 'svc-03')))
@@ -79,7 +95,8 @@ spec: { ports: [{ port: 9 }] }
   const second = addresses(s2)
   t.equal(second['svc-11'], net.ip(130), 'svc-11 got the freed address')
   t.equal(svcStatus(s2, 'default/svc-11').loadBalancerPending, null, 'no longer pending')
-  for (const n of names.filter((n) => n !== 'svc-03' && n !== 'svc-11')) t.equal(second[n], first[n], `${n} kept its address`)
+  for (const n of names.filter((n) => n !== 'svc-03' && n !== 'svc-11'))
+    t.equal(second[n], first[n], `${n} kept its address`)
   await waitListener(m, 'default/svc-11', (l) => l.address === net.ip(130) && l.state === 'open')
   t.equal(await identify(net.ip(130), 80), backend.id, 'the address now serves svc-11')
   await m.waitForLog((l) => l.msg === 'LoadBalancer address assigned' && l.service === 'default/svc-11')

@@ -15,7 +15,10 @@ interface Seen {
 }
 
 /** A TCP backend that hands over the first bytes of each connection once `need` of them arrived. */
-async function recorder(t: { teardown(fn: () => unknown): void }, host: string): Promise<{ port: number; next: (need: number) => Promise<Buffer> }> {
+async function recorder(
+  t: { teardown(fn: () => unknown): void },
+  host: string,
+): Promise<{ port: number; next: (need: number) => Promise<Buffer> }> {
   const waiting: { need: number; resolve: (b: Buffer) => void }[] = []
   const sockets = new Set<Socket>()
   const server = createServer((s) => {
@@ -33,17 +36,29 @@ async function recorder(t: { teardown(fn: () => unknown): void }, host: string):
     })
   })
   await new Promise<void>((r) => server.listen(0, host, () => r()))
-  t.teardown(() => new Promise((r) => {
-    for (const s of sockets) s.destroy()
-    server.close(r)
-  }))
+  t.teardown(
+    () =>
+      new Promise((r) => {
+        for (const s of sockets) s.destroy()
+        server.close(r)
+      }),
+  )
   return {
     port: (server.address() as { port: number }).port,
     next: (need) => new Promise((resolve) => waiting.push({ need, resolve })),
   }
 }
 
-function parseV2(b: Buffer): { ok: boolean; cmd: number; fam: number; src: string; dst: string; srcPort: number; dstPort: number; length: number } {
+function parseV2(b: Buffer): {
+  ok: boolean
+  cmd: number
+  fam: number
+  src: string
+  dst: string
+  srcPort: number
+  dstPort: number
+  length: number
+} {
   const sig = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a])
   const len = b.readUInt16BE(14)
   const ip = (o: number) => [...b.subarray(o, o + 4)].join('.')

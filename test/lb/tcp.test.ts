@@ -7,7 +7,17 @@ import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { connect, createServer, type Socket } from 'node:net'
 import { startMeshlet } from '../helpers/meshlet.ts'
-import { clusterIP, connectAndIdentify, endpointsYaml, identify, identifyServer, lbPorts, netOf, sleep, waitListener } from './helpers.ts'
+import {
+  clusterIP,
+  connectAndIdentify,
+  endpointsYaml,
+  identify,
+  identifyServer,
+  lbPorts,
+  netOf,
+  sleep,
+  waitListener,
+} from './helpers.ts'
 
 const net = netOf(1)
 
@@ -42,10 +52,13 @@ t.test('TCP forwarding through meshlet up', { timeout: 80_000 }, async (t) => {
   })
   await new Promise<void>((r) => bulk.listen(0, bulkIp, () => r()))
   const bulkPort = (bulk.address() as { port: number }).port
-  t.teardown(() => new Promise((r) => {
-    for (const s of bulkSockets) s.destroy()
-    bulk.close(r)
-  }))
+  t.teardown(
+    () =>
+      new Promise((r) => {
+        for (const s of bulkSockets) s.destroy()
+        bulk.close(r)
+      }),
+  )
 
   const keepA = await identifyServer(t, net.ip(211))
   const keepB = await identifyServer(t, net.ip(212), keepA.port)
@@ -169,17 +182,24 @@ ${extra}`
         socket.write(text)
       })
     // Reload: another Service appears, the files are re-read.
-    m.writeManifest('services.yaml', services(`---
+    m.writeManifest(
+      'services.yaml',
+      services(`---
 apiVersion: v1
 kind: Service
 metadata: { name: another }
 spec: { ports: [{ port: 80 }] }
-`))
+`),
+    )
     await m.waitForStatus((s) => s.snapshot.services.some((x: any) => x.key === 'default/another'))
     t.match(await echo('after-reload'), 'after-reload', 'still echoing after the reload')
     // The endpoint is replaced: new connections go to B, the old one stays with A.
     m.writeManifest('keep.yaml', endpointsYaml('keep', [{ port: keepA.port }], [net.ip(212)]))
-    await m.waitForStatus((s) => lbPorts(s, 'default/keep')[0]?.usable.cluster === 1 && s.snapshot.services.find((x: any) => x.key === 'default/keep').ports[0].endpoints[0].ip === net.ip(212))
+    await m.waitForStatus(
+      (s) =>
+        lbPorts(s, 'default/keep')[0]?.usable.cluster === 1 &&
+        s.snapshot.services.find((x: any) => x.key === 'default/keep').ports[0].endpoints[0].ip === net.ip(212),
+    )
     t.equal(await identify(keepVip, 80), keepB.id, 'new connections go to the new endpoint')
     t.match(await echo('after-removal'), 'after-removal', 'the old connection still reaches the removed endpoint')
     const st = await m.status()
@@ -188,7 +208,8 @@ spec: { ports: [{ port: 80 }] }
   })
 
   await t.test('connect retry: an endpoint that refuses is skipped', async (t) => {
-    for (let i = 0; i < 4; i++) t.equal(await identify(retryVip, 80), live.id, `connection ${i + 1} served by the live endpoint`)
+    for (let i = 0; i < 4; i++)
+      t.equal(await identify(retryVip, 80), live.id, `connection ${i + 1} served by the live endpoint`)
     const metrics = await m.metrics()
     const failures = /meshlet_lb_connect_failures_total\{service="default\/retry"\} (\d+)/.exec(metrics)
     t.ok(failures && Number(failures[1]) >= 1, `failed dials counted (${failures?.[1]})`)
@@ -196,7 +217,11 @@ spec: { ports: [{ port: 80 }] }
 
   await t.test('every endpoint refuses: the client is reset after the retries', async (t) => {
     m.writeManifest('retry.yaml', endpointsYaml('retry', [{ port: live.port }], [net.ip(221), net.ip(223)]))
-    await m.waitForStatus((s) => s.snapshot.services.find((x: any) => x.key === 'default/retry').ports[0].endpoints.every((e: any) => e.ip !== net.ip(222)))
+    await m.waitForStatus((s) =>
+      s.snapshot.services
+        .find((x: any) => x.key === 'default/retry')
+        .ports[0].endpoints.every((e: any) => e.ip !== net.ip(222)),
+    )
     await sleep(100)
     const err = await new Promise<string>((resolve) => {
       const s = connect({ host: retryVip, port: 80 })

@@ -5,7 +5,18 @@
 
 import t from 'tap'
 import { startMeshlet } from '../helpers/meshlet.ts'
-import { clusterIP, endpointsYaml, lbPorts, netOf, sleep, svcStatus, udpClient, udpEchoServer, udpExchange, waitListener } from './helpers.ts'
+import {
+  clusterIP,
+  endpointsYaml,
+  lbPorts,
+  netOf,
+  sleep,
+  svcStatus,
+  udpClient,
+  udpEchoServer,
+  udpExchange,
+  waitListener,
+} from './helpers.ts'
 
 const net = netOf(2)
 
@@ -27,7 +38,10 @@ spec: { ports: [{ port: 53, protocol: UDP }] }
 `
   const echoEndpoints = (ips: string[]) => endpointsYaml('echo', [{ port: a.port, protocol: 'UDP' }], ips)
   const m = await startMeshlet(t, {
-    manifests: { 'services.yaml': services, 'echo.yaml': echoEndpoints([a.socket.address().address, b.socket.address().address]) },
+    manifests: {
+      'services.yaml': services,
+      'echo.yaml': echoEndpoints([a.socket.address().address, b.socket.address().address]),
+    },
     args: ['--service-cidr', net.serviceCidr, '--node-address', net.ip(240)],
   })
   const vip = await clusterIP(m, 'default/echo')
@@ -41,9 +55,17 @@ spec: { ports: [{ port: 53, protocol: UDP }] }
     const r1 = await udpExchange(vip, 53, 'one', { socket: s1 })
     t.equal(r1.reply, `${a.id}|one`, 'first flow → first endpoint, payload intact')
     t.equal((await udpExchange(vip, 53, 'two', { socket: s1 })).reply, `${a.id}|two`, 'same flow, same endpoint')
-    t.equal((await udpExchange(vip, 53, 'three', { socket: s2 })).reply, `${b.id}|three`, 'second flow → second endpoint')
+    t.equal(
+      (await udpExchange(vip, 53, 'three', { socket: s2 })).reply,
+      `${b.id}|three`,
+      'second flow → second endpoint',
+    )
     const big = 'x'.repeat(60000)
-    t.equal((await udpExchange(vip, 53, big, { socket: s2 })).reply, `${b.id}|${big}`, 'a 60000-byte datagram keeps its boundary')
+    t.equal(
+      (await udpExchange(vip, 53, big, { socket: s2 })).reply,
+      `${b.id}|${big}`,
+      'a 60000-byte datagram keeps its boundary',
+    )
     t.equal(await flows(), 2, 'two flows in /status')
     s1.close()
     s2.close()
@@ -74,7 +96,11 @@ spec: { ports: [{ port: 53, protocol: UDP }] }
     const other = firstId === a.id ? b : a
     m.writeManifest('echo.yaml', echoEndpoints([other.socket.address().address]))
     await m.waitForStatus((st) => lbPorts(st, 'default/echo')[0]?.usable.cluster === 1)
-    t.equal((await udpExchange(vip, 53, 'q', { socket: s })).reply, `${other.id}|q`, 'the same client socket now reaches the remaining endpoint')
+    t.equal(
+      (await udpExchange(vip, 53, 'q', { socket: s })).reply,
+      `${other.id}|q`,
+      'the same client socket now reaches the remaining endpoint',
+    )
   })
 
   await t.test('no endpoint: a connected UDP socket gets ECONNREFUSED at once; an endpoint reopens it', async (t) => {
@@ -91,7 +117,11 @@ spec: { ports: [{ port: 53, protocol: UDP }] }
     s.on('error', () => {})
     m.writeManifest('lone.yaml', endpointsYaml('lone', [{ port: lone.port, protocol: 'UDP' }], [net.ip(211)]))
     await waitListener(m, 'default/lone', (l) => l.state === 'open')
-    t.equal((await udpExchange(loneVip, 53, 'now', { socket: s })).reply, `${lone.id}|now`, 'the kept socket gets through')
+    t.equal(
+      (await udpExchange(loneVip, 53, 'now', { socket: s })).reply,
+      `${lone.id}|now`,
+      'the kept socket gets through',
+    )
     t.ok(svcStatus(await m.status(), 'default/lone'), 'service in status')
   })
 })

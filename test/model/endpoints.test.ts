@@ -9,7 +9,10 @@ import type { Snapshot, ServiceState } from '../../model/snapshot.ts'
 function snapshotOf(yaml: string, health?: (s: Store) => void): Snapshot {
   const loaded = loadManifestText(yaml, 'test.yaml')
   if (loaded.errors.length > 0) throw new Error(JSON.stringify(loaded.errors))
-  const store = new Store({ nodeName: 'node-a', serviceCidrs: [parseCidr('127.96.0.0/16')!, parseCidr('fd00:96::/112')!] })
+  const store = new Store({
+    nodeName: 'node-a',
+    serviceCidrs: [parseCidr('127.96.0.0/16')!, parseCidr('fd00:96::/112')!],
+  })
   store.setObjects(loaded.objects, loaded.errors)
   health?.(store)
   return store.flush()!
@@ -93,9 +96,17 @@ spec:
     ],
     'ready/serving/terminating as Kubernetes derives them; the other namespace and the Pod without IP are left out',
   )
-  t.same(web.ports[1]!.endpoints.map((e) => [e.ip, e.port]), [['127.0.0.11', 53]], 'UDP port resolved by name and protocol')
+  t.same(
+    web.ports[1]!.endpoints.map((e) => [e.ip, e.port]),
+    [['127.0.0.11', 53]],
+    'UDP port resolved by name and protocol',
+  )
   t.match(web.warnings.join('\n'), /Pod default\/web-2 has no container port named "dns"/)
-  t.equal(web.addresses.find((a) => a.ip === '127.0.0.11')?.hostname, 'web-1', 'hostname when subdomain names the Service')
+  t.equal(
+    web.addresses.find((a) => a.ip === '127.0.0.11')?.hostname,
+    'web-1',
+    'hostname when subdomain names the Service',
+  )
 })
 
 t.test('PreferDualStack gets one ClusterIP per configured family', async (t) => {
@@ -144,8 +155,15 @@ spec:
   const web = svc(s, 'default/web')
   t.equal(web.headless, true)
   t.same(web.clusterIPs, [])
-  t.same(web.ports[0]!.endpoints.map((e) => e.ready), [true, true, true])
-  t.same(web.ports[0]!.endpoints.map((e) => e.serving), [true, false, true], 'serving still follows the Pod')
+  t.same(
+    web.ports[0]!.endpoints.map((e) => e.ready),
+    [true, true, true],
+  )
+  t.same(
+    web.ports[0]!.endpoints.map((e) => e.serving),
+    [true, false, true],
+    'serving still follows the Pod',
+  )
 })
 
 t.test('several Services select one Pod', async (t) => {
@@ -161,8 +179,14 @@ kind: Service
 metadata: { name: b }
 spec: { selector: { app: web, tier: fe }, ports: [{ port: 81, targetPort: 8080 }] }
 `)
-  t.same(svc(s, 'default/a').ports[0]!.endpoints.map((e) => e.ip), ['127.0.0.11'])
-  t.same(svc(s, 'default/b').ports[0]!.endpoints.map((e) => e.ip), ['127.0.0.11'])
+  t.same(
+    svc(s, 'default/a').ports[0]!.endpoints.map((e) => e.ip),
+    ['127.0.0.11'],
+  )
+  t.same(
+    svc(s, 'default/b').ports[0]!.endpoints.map((e) => e.ip),
+    ['127.0.0.11'],
+  )
 })
 
 t.test('without a selector: Endpoints, with ports matched by name', async (t) => {
@@ -181,10 +205,13 @@ subsets:
     ports: [{ name: pg, port: 15432 }]
 `)
   const db = svc(s, 'default/db')
-  t.same(db.ports[0]!.endpoints.map((e) => [e.ip, e.port, e.ready, e.serving]), [
-    ['127.0.0.31', 15432, true, true],
-    ['127.0.0.32', 15432, false, false],
-  ])
+  t.same(
+    db.ports[0]!.endpoints.map((e) => [e.ip, e.port, e.ready, e.serving]),
+    [
+      ['127.0.0.31', 15432, true, true],
+      ['127.0.0.32', 15432, false, false],
+    ],
+  )
   t.same(db.ports[1]!.endpoints, [], 'a port the Endpoints do not list has no endpoints')
 })
 
@@ -214,10 +241,13 @@ endpoints:
     hints: { forZones: [{ name: z1 }] }
 `)
   const eps = svc(s, 'default/db').ports[0]!.endpoints
-  t.same(eps.map((e) => [e.ip, e.port, e.ready, e.serving, e.terminating]), [
-    ['127.0.0.41', 15432, true, true, false],
-    ['127.0.0.42', 15432, false, true, true],
-  ])
+  t.same(
+    eps.map((e) => [e.ip, e.port, e.ready, e.serving, e.terminating]),
+    [
+      ['127.0.0.41', 15432, true, true, false],
+      ['127.0.0.42', 15432, false, true, true],
+    ],
+  )
   t.same(eps[1]!.forZones, ['z1'])
   t.equal(eps[1]!.zone, 'z1')
 })
@@ -239,12 +269,15 @@ spec: { selector: { app: web }, ports: [{ port: 80, targetPort: 8080 }] }
 })
 
 t.test('allocation is deterministic and honours written values', async (t) => {
-  const services = Array.from({ length: 30 }, (_, i) => `
+  const services = Array.from(
+    { length: 30 },
+    (_, i) => `
 apiVersion: v1
 kind: Service
 metadata: { name: s${i} }
 spec: { type: NodePort, ports: [{ port: 80 }] }
-`)
+`,
+  )
   const fixed = `
 apiVersion: v1
 kind: Service

@@ -21,7 +21,11 @@ spec: { selector: { app: a }, ports: [{ port: 80 }] }
 `
 
 function newStore(onSubscriberError?: (err: unknown) => void): Store {
-  return new Store({ nodeName: 'n', serviceCidrs: [parseCidr('127.96.0.0/16')!], ...(onSubscriberError ? { onSubscriberError } : {}) })
+  return new Store({
+    nodeName: 'n',
+    serviceCidrs: [parseCidr('127.96.0.0/16')!],
+    ...(onSubscriberError ? { onSubscriberError } : {}),
+  })
 }
 
 t.test('nothing is published before the first configuration', async (t) => {

@@ -8,7 +8,19 @@ import { dirname, join } from 'node:path'
 import { loadManifestText, loadPaths } from '../../config/load.ts'
 import { formatObjectError, validateDocument } from '../../model/validate.ts'
 import { CONFIG_ERROR_CODES } from '../../model/config-errors.ts'
-import type { KubeObject, Pod, Service, Ingress, Secret, EndpointSlice, Endpoints, IPAddressPool, Node, IngressClass, L2Advertisement } from '../../model/objects.ts'
+import type {
+  KubeObject,
+  Pod,
+  Service,
+  Ingress,
+  Secret,
+  EndpointSlice,
+  Endpoints,
+  IPAddressPool,
+  Node,
+  IngressClass,
+  L2Advertisement,
+} from '../../model/objects.ts'
 import { INVALID_CASES } from '../config/invalid-cases.ts'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -17,7 +29,9 @@ const VALID = join(here, '..', 'fixtures', 'valid')
 
 t.test('invalid fixtures: each gives exactly its code at its field path', async (t) => {
   t.ok(INVALID_CASES.length >= 40, `${INVALID_CASES.length} cases`)
-  const files = readdirSync(INVALID).filter((f) => f.endsWith('.yaml')).sort()
+  const files = readdirSync(INVALID)
+    .filter((f) => f.endsWith('.yaml'))
+    .sort()
   t.same(files, INVALID_CASES.map((c) => `${c.name}.yaml`).sort(), 'one fixture per case, one case per fixture')
   const codes = new Set<string>()
   for (const c of INVALID_CASES) {
@@ -53,10 +67,19 @@ spec:
 `
   const r = loadManifestText(text, 'web.yaml')
   t.equal(r.errors.length, 1)
-  t.equal(formatObjectError(r.errors[0]!), 'web.yaml doc 2 (Service default/web): spec.ports[0].port: must be 1-65535, got 0')
+  t.equal(
+    formatObjectError(r.errors[0]!),
+    'web.yaml doc 2 (Service default/web): spec.ports[0].port: must be 1-65535, got 0',
+  )
   t.equal(r.objects.length, 1, 'the valid document still loads')
   t.equal(
-    formatObjectError({ source: { file: 'a.yaml', doc: 3 }, object: null, path: '', code: 'MLT_CONFIG_PARSE', message: 'YAML syntax error: x' }),
+    formatObjectError({
+      source: { file: 'a.yaml', doc: 3 },
+      object: null,
+      path: '',
+      code: 'MLT_CONFIG_PARSE',
+      message: 'YAML syntax error: x',
+    }),
     'a.yaml doc 3: YAML syntax error: x',
   )
 })
@@ -67,25 +90,27 @@ t.test('all errors of one object are collected', async (t) => {
       apiVersion: 'v1',
       kind: 'Service',
       metadata: { name: 'Bad_Name', labels: { ok: 'x', 'bad key': 'y' } },
-      spec: { type: 'NodePort', clusterIP: 'None', ports: [{ port: 0, protocol: 'ICMP', nodePort: 1 }, { port: 80 }], sessionAffinity: 'Sticky' },
+      spec: {
+        type: 'NodePort',
+        clusterIP: 'None',
+        ports: [{ port: 0, protocol: 'ICMP', nodePort: 1 }, { port: 80 }],
+        sessionAffinity: 'Sticky',
+      },
     },
     { file: 'x.yaml', doc: 1 },
   )
   t.equal(r.object, null)
-  t.same(
-    r.errors.map((e) => `${e.path} ${e.code}`).sort(),
-    [
-      'metadata.labels[bad key] MLT_CONFIG_INVALID_NAME',
-      'metadata.name MLT_CONFIG_INVALID_NAME',
-      'spec.clusterIP MLT_CONFIG_FORBIDDEN',
-      'spec.ports[0].name MLT_CONFIG_REQUIRED',
-      'spec.ports[0].nodePort MLT_CONFIG_RANGE',
-      'spec.ports[0].port MLT_CONFIG_RANGE',
-      'spec.ports[0].protocol MLT_CONFIG_ENUM',
-      'spec.ports[1].name MLT_CONFIG_REQUIRED',
-      'spec.sessionAffinity MLT_CONFIG_ENUM',
-    ],
-  )
+  t.same(r.errors.map((e) => `${e.path} ${e.code}`).sort(), [
+    'metadata.labels[bad key] MLT_CONFIG_INVALID_NAME',
+    'metadata.name MLT_CONFIG_INVALID_NAME',
+    'spec.clusterIP MLT_CONFIG_FORBIDDEN',
+    'spec.ports[0].name MLT_CONFIG_REQUIRED',
+    'spec.ports[0].nodePort MLT_CONFIG_RANGE',
+    'spec.ports[0].port MLT_CONFIG_RANGE',
+    'spec.ports[0].protocol MLT_CONFIG_ENUM',
+    'spec.ports[1].name MLT_CONFIG_REQUIRED',
+    'spec.sessionAffinity MLT_CONFIG_ENUM',
+  ])
   t.ok(r.errors.every((e) => e.object === 'Service default/Bad_Name'))
   t.equal(r.id, 'Service default/Bad_Name', 'identity known even though invalid (last-good key)')
 })
@@ -95,11 +120,21 @@ t.test('documents without identity, unknown kinds, non-maps', async (t) => {
   const unknown = validateDocument({ apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'd' } }, src)
   t.same(unknown, { object: null, errors: [], ignoredKind: 'apps/v1 Deployment', id: null })
   const noMeta = validateDocument({ apiVersion: 'v1', kind: 'Node' }, src)
-  t.same(noMeta.errors.map((e) => [e.object, e.path, e.code]), [['Node', 'metadata.name', 'MLT_CONFIG_REQUIRED']])
+  t.same(
+    noMeta.errors.map((e) => [e.object, e.path, e.code]),
+    [['Node', 'metadata.name', 'MLT_CONFIG_REQUIRED']],
+  )
   t.equal(noMeta.id, null)
   const scalar = validateDocument('hello', src)
-  t.same(scalar.errors.map((e) => [e.object, e.path, e.code]), [[null, '', 'MLT_CONFIG_TYPE']])
-  const prefixed = validateDocument({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'a' }, spec: { ports: [{ port: -1 }] } }, src, 'items[2]')
+  t.same(
+    scalar.errors.map((e) => [e.object, e.path, e.code]),
+    [[null, '', 'MLT_CONFIG_TYPE']],
+  )
+  const prefixed = validateDocument(
+    { apiVersion: 'v1', kind: 'Service', metadata: { name: 'a' }, spec: { ports: [{ port: -1 }] } },
+    src,
+    'items[2]',
+  )
   t.equal(prefixed.errors[0]?.path, 'items[2].spec.ports[0].port')
 })
 
@@ -116,7 +151,14 @@ t.test('valid fixtures load with Kubernetes defaults', async (t) => {
   const o = r.objects
 
   const web = byName<Service>(o, 'Service', 'default', 'web')
-  t.same(web.meta, { name: 'web', namespace: 'default', labels: {}, annotations: {}, deletionTimestamp: null, source: { file: join(VALID, 'service-defaults.yaml'), doc: 1 } })
+  t.same(web.meta, {
+    name: 'web',
+    namespace: 'default',
+    labels: {},
+    annotations: {},
+    deletionTimestamp: null,
+    source: { file: join(VALID, 'service-defaults.yaml'), doc: 1 },
+  })
   t.same(web.spec, {
     type: 'ClusterIP',
     selector: { app: 'web' },
@@ -141,10 +183,13 @@ t.test('valid fixtures load with Kubernetes defaults', async (t) => {
   const api = byName<Service>(o, 'Service', 'shop', 'api')
   t.equal(api.meta.source.doc, 1, 'a leading "---" after a comment does not count as a document')
   t.same(api.spec.clusterIPs, ['10.96.0.20'])
-  t.same(api.spec.ports.map((p) => [p.name, p.protocol, p.port, p.targetPort, p.nodePort]), [
-    ['http', 'TCP', 80, 'http', 30080],
-    ['dns', 'UDP', 53, 5353, null],
-  ])
+  t.same(
+    api.spec.ports.map((p) => [p.name, p.protocol, p.port, p.targetPort, p.nodePort]),
+    [
+      ['http', 'TCP', 80, 'http', 30080],
+      ['dns', 'UDP', 53, 5353, null],
+    ],
+  )
   t.equal(api.spec.sessionAffinity, 'ClientIP')
   t.equal(api.spec.affinityTimeoutSeconds, 60)
   t.equal(api.spec.externalTrafficPolicy, 'Local')
@@ -168,7 +213,11 @@ t.test('valid fixtures load with Kubernetes defaults', async (t) => {
   t.equal(front.spec.healthCheckNodePort, 32000)
   t.equal(front.spec.ports[0]?.appProtocol, 'https')
   t.equal(front.meta.annotations['metallb.io/address-pool'], 'public')
-  t.equal(byName<Service>(o, 'Service', 'shop', 'legacy').spec.ports[0]?.targetPort, 8080, 'targetPort 0 defaults to port')
+  t.equal(
+    byName<Service>(o, 'Service', 'shop', 'legacy').spec.ports[0]?.targetPort,
+    8080,
+    'targetPort 0 defaults to port',
+  )
 
   const pod = byName<Pod>(o, 'Pod', 'shop', 'api-1')
   t.same(pod.spec.nodeName, 'node-a')
@@ -184,19 +233,30 @@ t.test('valid fixtures load with Kubernetes defaults', async (t) => {
     successThreshold: 1,
     failureThreshold: 3,
   })
-  t.same(app?.livenessProbe, {
-    handler: { type: 'tcpSocket', host: null, port: 9090 },
-    initialDelaySeconds: 0,
-    periodSeconds: 10,
-    timeoutSeconds: 1,
-    successThreshold: 1,
-    failureThreshold: 5,
-  }, 'named port resolved in its own container; periodSeconds 0 takes the default as the API server does')
+  t.same(
+    app?.livenessProbe,
+    {
+      handler: { type: 'tcpSocket', host: null, port: 9090 },
+      initialDelaySeconds: 0,
+      periodSeconds: 10,
+      timeoutSeconds: 1,
+      successThreshold: 1,
+      failureThreshold: 5,
+    },
+    'named port resolved in its own container; periodSeconds 0 takes the default as the API server does',
+  )
   t.same(app?.startupProbe?.handler, { type: 'exec', command: ['true'] })
   t.equal(app?.startupProbe?.initialDelaySeconds, 2)
   t.same(sidecar?.ports, [{ name: null, containerPort: 5353, protocol: 'UDP' }])
   t.same(sidecar?.readinessProbe, {
-    handler: { type: 'httpGet', scheme: 'HTTPS', host: '127.0.0.1', path: '/healthz', port: 5353, httpHeaders: [{ name: 'X-Probe', value: 'meshlet' }] },
+    handler: {
+      type: 'httpGet',
+      scheme: 'HTTPS',
+      host: '127.0.0.1',
+      path: '/healthz',
+      port: 5353,
+      httpHeaders: [{ name: 'X-Probe', value: 'meshlet' }],
+    },
     initialDelaySeconds: 0,
     periodSeconds: 10,
     timeoutSeconds: 3,
@@ -209,8 +269,18 @@ t.test('valid fixtures load with Kubernetes defaults', async (t) => {
   t.same(pod2.spec.containers[0]?.readinessProbe?.handler, { type: 'grpc', port: 8080, service: '' })
 
   const eps = byName<Endpoints>(o, 'Endpoints', 'shop', 'external-db')
-  t.same(eps.subsets[0]?.addresses, [{ ip: '127.0.0.20', hostname: 'db-0', nodeName: 'node-a', targetRef: { kind: 'Pod', namespace: 'shop', name: 'db-0' } }])
-  t.same(eps.subsets[0]?.notReadyAddresses.map((a) => a.ip), ['127.0.0.21'])
+  t.same(eps.subsets[0]?.addresses, [
+    {
+      ip: '127.0.0.20',
+      hostname: 'db-0',
+      nodeName: 'node-a',
+      targetRef: { kind: 'Pod', namespace: 'shop', name: 'db-0' },
+    },
+  ])
+  t.same(
+    eps.subsets[0]?.notReadyAddresses.map((a) => a.ip),
+    ['127.0.0.21'],
+  )
   t.same(eps.subsets[0]?.ports, [
     { name: 'pg', port: 5432, protocol: 'TCP', appProtocol: null },
     { name: 'metrics', port: 9187, protocol: 'TCP', appProtocol: null },
@@ -219,7 +289,11 @@ t.test('valid fixtures load with Kubernetes defaults', async (t) => {
   const slice = byName<EndpointSlice>(o, 'EndpointSlice', 'shop', 'external-cache-abc')
   t.equal(slice.serviceName, 'external-cache', 'from the kubernetes.io/service-name label')
   t.equal(slice.addressType, 'IPv4')
-  t.same(slice.endpoints[0]?.conditions, { ready: true, serving: null, terminating: null }, 'absent conditions stay null')
+  t.same(
+    slice.endpoints[0]?.conditions,
+    { ready: true, serving: null, terminating: null },
+    'absent conditions stay null',
+  )
   t.same(slice.endpoints[0]?.hints, { forZones: ['zone-a'], forNodes: [] })
   t.equal(slice.endpoints[0]?.zone, 'zone-a')
   t.same(slice.endpoints[1]?.conditions, { ready: false, serving: true, terminating: true })
@@ -238,7 +312,11 @@ t.test('valid fixtures load with Kubernetes defaults', async (t) => {
     ],
   })
   t.same(ing.spec.rules[1]?.paths[0]?.path, '/', 'an empty ImplementationSpecific path reads as "/"')
-  t.equal(byName<Ingress>(o, 'Ingress', 'shop', 'legacy-class').spec.ingressClassName, 'nginx', 'the deprecated class annotation')
+  t.equal(
+    byName<Ingress>(o, 'Ingress', 'shop', 'legacy-class').spec.ingressClassName,
+    'nginx',
+    'the deprecated class annotation',
+  )
 
   const pemCert = readFileSync(join(VALID, 'secrets.yaml'), 'utf8').includes('tls.crt: |')
   t.ok(pemCert)
@@ -247,22 +325,35 @@ t.test('valid fixtures load with Kubernetes defaults', async (t) => {
   t.match(tlsData.tls?.cert, /^-----BEGIN CERTIFICATE-----/, 'data decoded from base64')
   t.match(tlsData.tls?.key, /-----BEGIN PRIVATE KEY-----/)
   t.equal(tlsString.tls?.cert, tlsData.tls?.cert, 'stringData gives the same PEM')
-  t.same([byName<Secret>(o, 'Secret', 'shop', 'opaque').type, byName<Secret>(o, 'Secret', 'shop', 'opaque').tls], ['Opaque', null])
+  t.same(
+    [byName<Secret>(o, 'Secret', 'shop', 'opaque').type, byName<Secret>(o, 'Secret', 'shop', 'opaque').tls],
+    ['Opaque', null],
+  )
 
   const node = byName<Node>(o, 'Node', '', 'node-a')
   t.equal(node.zone, 'zone-a')
-  t.same(node.addresses, [{ type: 'InternalIP', address: '198.18.0.1' }, { type: 'Hostname', address: 'node-a' }])
+  t.same(node.addresses, [
+    { type: 'InternalIP', address: '198.18.0.1' },
+    { type: 'Hostname', address: 'node-a' },
+  ])
   const pool = byName<IPAddressPool>(o, 'IPAddressPool', 'metallb-system', 'public')
   t.same(pool.addresses, ['198.18.10.0/24', '198.18.11.5-198.18.11.9', 'fc00::/124'])
   t.same([pool.autoAssign, pool.avoidBuggyIPs], [true, true])
-  t.same(pool.serviceAllocation, { priority: 10, namespaces: ['shop'], namespaceSelectors: [], serviceSelectors: [{ matchLabels: { exposed: 'true' }, matchExpressions: [] }] })
+  t.same(pool.serviceAllocation, {
+    priority: 10,
+    namespaces: ['shop'],
+    namespaceSelectors: [],
+    serviceSelectors: [{ matchLabels: { exposed: 'true' }, matchExpressions: [] }],
+  })
   const l2 = byName<L2Advertisement>(o, 'L2Advertisement', 'metallb-system', 'public')
   t.same(l2, {
     kind: 'L2Advertisement',
     meta: l2.meta,
     ipAddressPools: ['public'],
     ipAddressPoolSelectors: [],
-    nodeSelectors: [{ matchLabels: {}, matchExpressions: [{ key: 'kubernetes.io/hostname', operator: 'In', values: ['node-a'] }] }],
+    nodeSelectors: [
+      { matchLabels: {}, matchExpressions: [{ key: 'kubernetes.io/hostname', operator: 'In', values: ['node-a'] }] },
+    ],
     interfaces: ['eth0'],
   })
 
@@ -272,7 +363,12 @@ t.test('valid fixtures load with Kubernetes defaults', async (t) => {
 
 t.test('defaults from a JSON object and ipFamilies', async (t) => {
   const r = validateDocument(
-    { apiVersion: 'v1', kind: 'Service', metadata: { name: 'dual', namespace: 'ns1' }, spec: { ipFamilies: ['IPv6', 'IPv4'], ports: [{ port: 53, protocol: 'UDP', name: 'dns' }] } },
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'dual', namespace: 'ns1' },
+      spec: { ipFamilies: ['IPv6', 'IPv4'], ports: [{ port: 53, protocol: 'UDP', name: 'dns' }] },
+    },
     { file: 'x.json', doc: 1 },
   )
   t.same(r.errors, [])

@@ -21,7 +21,10 @@ async function backends(names: string[]): Promise<{ objects: KubeObject[]; byNam
 
 t.test('default_backend.feature', async (t) => {
   const { objects } = await backends(['echo-service'])
-  const r = await startRouter(t, [...objects, ingress('default-backend', [], { defaultBackend: ['echo-service', 8080] })])
+  const r = await startRouter(t, [
+    ...objects,
+    ingress('default-backend', [], { defaultBackend: ['echo-service', 8080] }),
+  ])
   const rows: [string, string | null, string][] = [
     ['GET', 'my-host', '/'],
     ['GET', 'my-host', '/sub-path'],
@@ -72,7 +75,9 @@ t.test('ingress_class.feature', async (t) => {
   const { objects } = await backends(['echo-service'])
   const r = await startRouter(t, [
     ...objects,
-    ingress('ingress-class', [{ host: 'ingress-class', paths: [['/', 'Prefix', 'echo-service']] }], { className: 'some-invalid-class-name' }),
+    ingress('ingress-class', [{ host: 'ingress-class', paths: [['/', 'Prefix', 'echo-service']] }], {
+      className: 'some-invalid-class-name',
+    }),
   ])
   const res = await get(r, 'ingress-class', '/')
   t.equal(res.status, 404)
@@ -101,7 +106,14 @@ t.test('load_balancing.feature: 10 replicas, 100 requests, 10 distinct pods', as
 })
 
 t.test('path_rules.feature', async (t) => {
-  const names = ['foo-exact', 'foo-prefix', 'aaa-slash-bbb-prefix', 'aaa-prefix', 'aaa-slash-bbb-slash-prefix', 'foo-slash-exact']
+  const names = [
+    'foo-exact',
+    'foo-prefix',
+    'aaa-slash-bbb-prefix',
+    'aaa-prefix',
+    'aaa-slash-bbb-slash-prefix',
+    'foo-slash-exact',
+  ]
   const { objects } = await backends(names)
   const rule = (host: string, paths: PathSpec[]) => ({ host, paths })
   const r = await startRouter(t, [

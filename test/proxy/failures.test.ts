@@ -11,7 +11,13 @@ const HEALTHY = { ready: true, started: true, restartCount: 0, reason: null }
 const UNHEALTHY = { ready: false, started: true, restartCount: 0, reason: 'probe failed' }
 
 /** Runs `n` GETs with `concurrency` workers; returns the status counts. */
-async function load(url: string, host: string, n: number, concurrency: number, during?: (done: number) => void): Promise<Map<number | string, number>> {
+async function load(
+  url: string,
+  host: string,
+  n: number,
+  concurrency: number,
+  during?: (done: number) => void,
+): Promise<Map<number | string, number>> {
   const counts = new Map<number | string, number>()
   let started = 0
   let done = 0
@@ -39,27 +45,50 @@ t.test('backend not listening: 502; with a second endpoint the request is retrie
   const dead = await echoBackend(t, 'dead', `127.4.${base}.1`)
   await dead.close()
   const reports: string[] = []
-  const reporter = { report: (svc: string, ip: string, port: number, ok: boolean) => void reports.push(`${svc} ${ip}:${port} ${ok}`) }
-  const r = await startRouter(t, [service('web'), pod('web-dead', 'web', dead.host, dead.port), ingress('i', [{ paths: [['/', 'Prefix', 'web']] }])], { reporter })
+  const reporter = {
+    report: (svc: string, ip: string, port: number, ok: boolean) => void reports.push(`${svc} ${ip}:${port} ${ok}`),
+  }
+  const r = await startRouter(
+    t,
+    [service('web'), pod('web-dead', 'web', dead.host, dead.port), ingress('i', [{ paths: [['/', 'Prefix', 'web']] }])],
+    { reporter },
+  )
   const res = await get(r, 'h', '/')
   t.equal(res.status, 502)
   t.ok(reports.includes(`default/web ${dead.host}:${dead.port} false`), 'the failure is reported for passive ejection')
 
   const live = await echoBackend(t, 'live', `127.4.${base}.2`)
-  r.set([service('web'), pod('web-dead', 'web', dead.host, dead.port), pod('web-live', 'web', live.host, live.port), ingress('i', [{ paths: [['/', 'Prefix', 'web']] }])])
+  r.set([
+    service('web'),
+    pod('web-dead', 'web', dead.host, dead.port),
+    pod('web-live', 'web', live.host, live.port),
+    ingress('i', [{ paths: [['/', 'Prefix', 'web']] }]),
+  ])
   for (let i = 0; i < 10; i++) {
     const ok = await get(r, 'h', '/', { method: i % 2 ? 'GET' : 'POST', body: i % 2 ? undefined : 'payload' })
     t.equal(ok.status, 200, 'connect failure retried on the other endpoint (also for POST: nothing was sent)')
     t.equal(ok.echo!.server, 'live')
   }
   const metrics = await r.metrics.metrics()
-  t.match(metrics, /meshlet_proxy_upstream_connect_errors_total\{ingress="default\/i",path="\/",service="default\/web:8080"\} [1-9]/)
+  t.match(
+    metrics,
+    /meshlet_proxy_upstream_connect_errors_total\{ingress="default\/i",path="\/",service="default\/web:8080"\} [1-9]/,
+  )
 })
 
 t.test('no endpoints, missing Service, missing port → 503', async (t) => {
   const r = await startRouter(t, [
     service('empty'),
-    ingress('i', [{ host: 'h', paths: [['/empty', 'Prefix', 'empty'], ['/missing', 'Prefix', 'nope'], ['/port', 'Prefix', 'empty', 9999]] }]),
+    ingress('i', [
+      {
+        host: 'h',
+        paths: [
+          ['/empty', 'Prefix', 'empty'],
+          ['/missing', 'Prefix', 'nope'],
+          ['/port', 'Prefix', 'empty', 9999],
+        ],
+      },
+    ]),
   ])
   for (const p of ['/empty', '/missing', '/port']) {
     const res = await get(r, 'h', p)
@@ -76,7 +105,9 @@ t.test('slow backend: proxy-read-timeout → 504', async (t) => {
   const r = await startRouter(t, [
     service('slow'),
     pod('slow-1', 'slow', slow.host, slow.port),
-    ingress('i', [{ paths: [['/', 'Prefix', 'slow']] }], { annotations: { 'nginx.ingress.kubernetes.io/proxy-read-timeout': '1' } }),
+    ingress('i', [{ paths: [['/', 'Prefix', 'slow']] }], {
+      annotations: { 'nginx.ingress.kubernetes.io/proxy-read-timeout': '1' },
+    }),
   ])
   const t0 = Date.now()
   const res = await get(r, 'h', '/')
@@ -88,7 +119,12 @@ t.test('slow backend: proxy-read-timeout → 504', async (t) => {
 t.test('backend killed mid-load: no failed idempotent request while another endpoint is ready', async (t) => {
   const a = await echoBackend(t, 'a', `127.4.${base}.4`)
   const b = await echoBackend(t, 'b', `127.4.${base}.5`)
-  const r = await startRouter(t, [service('web'), pod('a', 'web', a.host, a.port), pod('b', 'web', b.host, b.port), ingress('i', [{ paths: [['/', 'Prefix', 'web']] }])])
+  const r = await startRouter(t, [
+    service('web'),
+    pod('a', 'web', a.host, a.port),
+    pod('b', 'web', b.host, b.port),
+    ingress('i', [{ paths: [['/', 'Prefix', 'web']] }]),
+  ])
   let killed = false
   const counts = await load(r.url + '/', 'h', 600, 8, (done) => {
     if (done === 150 && !killed) {
@@ -132,7 +168,11 @@ t.test('endpoint going unready under load: no failed request, no new requests to
 
 t.test('no ready endpoint but serving+terminating ones: those are used (kube-proxy fallback)', async (t) => {
   const a = await echoBackend(t, 'term', `127.4.${base}.8`)
-  const r = await startRouter(t, [service('web'), pod('a', 'web', a.host, a.port, { terminating: true }), ingress('i', [{ paths: [['/', 'Prefix', 'web']] }])])
+  const r = await startRouter(t, [
+    service('web'),
+    pod('a', 'web', a.host, a.port, { terminating: true }),
+    ingress('i', [{ paths: [['/', 'Prefix', 'web']] }]),
+  ])
   const res = await get(r, 'h', '/')
   t.equal(res.status, 200)
   t.equal(res.echo!.server, 'term')
@@ -141,7 +181,11 @@ t.test('no ready endpoint but serving+terminating ones: those are used (kube-pro
 t.test('close(deadline): stops accepting, finishes in-flight requests', async (t) => {
   const slow = await echoBackend(t, 'slow', `127.4.${base}.9`)
   slow.handler = (_req, _res, echo) => setTimeout(echo, 400)
-  const r = await startRouter(t, [service('web'), pod('a', 'web', slow.host, slow.port), ingress('i', [{ paths: [['/', 'Prefix', 'web']] }])])
+  const r = await startRouter(t, [
+    service('web'),
+    pod('a', 'web', slow.host, slow.port),
+    ingress('i', [{ paths: [['/', 'Prefix', 'web']] }]),
+  ])
   const inflight = get(r, 'h', '/')
   await eventually(() => slow.count === 1)
   const closing = r.plane.close(Date.now() + 3000)

@@ -9,7 +9,10 @@ import { echoBackend, get, ingress, pod, rawRequest, service, startRouter, type 
 
 const base = 60 + (process.pid % 50)
 
-async function withBackends(t: { teardown(fn: () => unknown): void }, names: string[]): Promise<{ objects: KubeObject[]; b: Record<string, EchoBackend> }> {
+async function withBackends(
+  t: { teardown(fn: () => unknown): void },
+  names: string[],
+): Promise<{ objects: KubeObject[]; b: Record<string, EchoBackend> }> {
   const objects: KubeObject[] = []
   const b: Record<string, EchoBackend> = {}
   let i = 1
@@ -23,7 +26,10 @@ async function withBackends(t: { teardown(fn: () => unknown): void }, names: str
 
 t.test('request headers: Host unchanged, X-Forwarded-*, X-Real-IP, X-Request-ID, hop-by-hop removed', async (t) => {
   const { objects } = await withBackends(t, ['web'])
-  const r = await startRouter(t, [...objects, ingress('i', [{ host: 'shop.example.com', paths: [['/', 'Prefix', 'web']] }])])
+  const r = await startRouter(t, [
+    ...objects,
+    ingress('i', [{ host: 'shop.example.com', paths: [['/', 'Prefix', 'web']] }]),
+  ])
   const res = await get(r, 'Shop.Example.com:8080', '/x?q=1', {
     headers: {
       'x-forwarded-for': '6.6.6.6',
@@ -69,7 +75,10 @@ t.test('--trust-forwarded-from: XFF appended and X-Forwarded-Proto kept from tru
 t.test('Connection-listed headers are hop-by-hop', async (t) => {
   const { objects } = await withBackends(t, ['web'])
   const r = await startRouter(t, [...objects, ingress('i', [{ paths: [['/', 'Prefix', 'web']] }])])
-  const out = await rawRequest(r.http, 'GET / HTTP/1.1\r\nHost: h\r\nConnection: close, X-Secret\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\nX-Secret: 1\r\nX-Other: 2\r\n\r\n')
+  const out = await rawRequest(
+    r.http,
+    'GET / HTTP/1.1\r\nHost: h\r\nConnection: close, X-Secret\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\nX-Secret: 1\r\nX-Other: 2\r\n\r\n',
+  )
   const body = JSON.parse(out.slice(out.indexOf('\r\n\r\n') + 4))
   t.equal(body.headers['x-secret'], undefined)
   t.equal(body.headers['keep-alive'], undefined)
@@ -82,7 +91,15 @@ t.test('path confusion: the normalised path is matched and forwarded (§1.4, §5
   const { objects, b } = await withBackends(t, ['public', 'private'])
   const r = await startRouter(t, [
     ...objects,
-    ingress('i', [{ host: 'h', paths: [['/public', 'Prefix', 'public'], ['/private', 'Prefix', 'private']] }]),
+    ingress('i', [
+      {
+        host: 'h',
+        paths: [
+          ['/public', 'Prefix', 'public'],
+          ['/private', 'Prefix', 'private'],
+        ],
+      },
+    ]),
   ])
   const rows: [string, string, string][] = [
     ['/public/../private/x', 'private', '/private/x'],
@@ -119,11 +136,23 @@ t.test('malformed requests are answered 400/405 and never reach a backend (§1.4
     ['Host with slash', 'GET / HTTP/1.1\r\nHost: a/b\r\n\r\n', /^HTTP\/1\.1 400/],
     ['Host with bad port', 'GET / HTTP/1.1\r\nHost: a:99999x\r\n\r\n', /^HTTP\/1\.1 400/],
     ['no Host on 1.1', 'GET / HTTP/1.1\r\n\r\n', /^HTTP\/1\.1 400/],
-    ['CL + TE', 'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', /^HTTP\/1\.1 400/],
+    [
+      'CL + TE',
+      'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+      /^HTTP\/1\.1 400/,
+    ],
     ['TE on HTTP/1.0', 'POST / HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', /^HTTP\/1\.1 400/],
-    ['two Content-Length', 'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx', /^HTTP\/1\.1 400/],
+    [
+      'two Content-Length',
+      'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx',
+      /^HTTP\/1\.1 400/,
+    ],
     ['TE xchunked', 'POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: xchunked\r\n\r\n', /^HTTP\/1\.1 400/],
-    ['TE chunked, identity', 'POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n', /^HTTP\/1\.1 400/],
+    [
+      'TE chunked, identity',
+      'POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n',
+      /^HTTP\/1\.1 400/,
+    ],
     ['obs-fold', 'GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n  folded\r\n\r\n', /^HTTP\/1\.1 400/],
     ['bare LF line ends', 'GET / HTTP/1.1\nHost: h\n\n', /^HTTP\/1\.1 400/],
     ['bare LF inside the head', 'GET / HTTP/1.1\r\nHost: h\nX-A: 1\r\n\r\n', /^HTTP\/1\.1 400/],
@@ -153,65 +182,93 @@ t.test('absolute-form target overrides Host for routing; HTTP/1.0 without Host u
   t.match(out, /"server":"b"/)
 })
 
-t.test('proxy-body-size: Content-Length over the limit → 413; chunked over the limit → 413; under passes', async (t) => {
-  const { objects, b } = await withBackends(t, ['web'])
-  const r = await startRouter(t, [
-    ...objects,
-    ingress('i', [{ paths: [['/', 'Prefix', 'web']] }], { annotations: { 'nginx.ingress.kubernetes.io/proxy-body-size': '1k' } }),
-  ])
-  const small = await get(r, 'h', '/', { method: 'POST', body: 'x'.repeat(1000) })
-  t.equal(small.status, 200)
-  t.equal(small.echo!.body.length, 1000)
-  const big = await get(r, 'h', '/', { method: 'POST', body: 'x'.repeat(1025) })
-  t.equal(big.status, 413)
-  const before = b.web!.count
-  const out = await rawRequest(r.http, `POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n${'y'.repeat(1024)}\r\n10\r\n${'z'.repeat(16)}\r\n0\r\n\r\n`)
-  t.match(out, /^HTTP\/1\.1 413/)
-  const chunkedOk = await rawRequest(r.http, `POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n`)
-  t.match(chunkedOk, /"body":"hello"/)
-  t.ok(b.web!.count >= before)
-})
+t.test(
+  'proxy-body-size: Content-Length over the limit → 413; chunked over the limit → 413; under passes',
+  async (t) => {
+    const { objects, b } = await withBackends(t, ['web'])
+    const r = await startRouter(t, [
+      ...objects,
+      ingress('i', [{ paths: [['/', 'Prefix', 'web']] }], {
+        annotations: { 'nginx.ingress.kubernetes.io/proxy-body-size': '1k' },
+      }),
+    ])
+    const small = await get(r, 'h', '/', { method: 'POST', body: 'x'.repeat(1000) })
+    t.equal(small.status, 200)
+    t.equal(small.echo!.body.length, 1000)
+    const big = await get(r, 'h', '/', { method: 'POST', body: 'x'.repeat(1025) })
+    t.equal(big.status, 413)
+    const before = b.web!.count
+    const out = await rawRequest(
+      r.http,
+      `POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n${'y'.repeat(1024)}\r\n10\r\n${'z'.repeat(16)}\r\n0\r\n\r\n`,
+    )
+    t.match(out, /^HTTP\/1\.1 413/)
+    const chunkedOk = await rawRequest(
+      r.http,
+      `POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n`,
+    )
+    t.match(chunkedOk, /"body":"hello"/)
+    t.ok(b.web!.count >= before)
+  },
+)
 
-t.test('a large body streams both ways (no whole-body buffering limit by default beyond proxy-body-size)', async (t) => {
-  const { objects, b } = await withBackends(t, ['web'])
-  b.web!.handler = (req, res) => {
-    let n = 0
-    req.on('data', (c: Buffer) => (n += c.length))
-    req.on('end', () => {
-      res.writeHead(200, { 'content-type': 'text/plain' })
-      // 4 MiB streamed back in 64 KiB chunks
-      const chunk = Buffer.alloc(65536, 97)
-      let left = 64
-      const write = () => {
-        while (left > 0) {
-          left--
-          if (!res.write(chunk)) return res.once('drain', write)
+t.test(
+  'a large body streams both ways (no whole-body buffering limit by default beyond proxy-body-size)',
+  async (t) => {
+    const { objects, b } = await withBackends(t, ['web'])
+    b.web!.handler = (req, res) => {
+      let n = 0
+      req.on('data', (c: Buffer) => (n += c.length))
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'text/plain' })
+        // 4 MiB streamed back in 64 KiB chunks
+        const chunk = Buffer.alloc(65536, 97)
+        let left = 64
+        const write = () => {
+          while (left > 0) {
+            left--
+            if (!res.write(chunk)) return res.once('drain', write)
+          }
+          res.end(`\n${n}`)
         }
-        res.end(`\n${n}`)
-      }
-      write()
+        write()
+      })
+    }
+    const r = await startRouter(t, [
+      ...objects,
+      ingress('i', [{ paths: [['/', 'Prefix', 'web']] }], {
+        annotations: { 'nginx.ingress.kubernetes.io/proxy-body-size': '0' },
+      }),
+    ])
+    const res = await request(r.url + '/', {
+      method: 'POST',
+      headers: { host: 'h' },
+      body: Buffer.alloc(3 * 1024 * 1024, 98),
     })
-  }
-  const r = await startRouter(t, [
-    ...objects,
-    ingress('i', [{ paths: [['/', 'Prefix', 'web']] }], { annotations: { 'nginx.ingress.kubernetes.io/proxy-body-size': '0' } }),
-  ])
-  const res = await request(r.url + '/', { method: 'POST', headers: { host: 'h' }, body: Buffer.alloc(3 * 1024 * 1024, 98) })
-  const text = await res.body.text()
-  t.equal(res.statusCode, 200)
-  t.equal(text.length, 4 * 1024 * 1024 + 1 + String(3 * 1024 * 1024).length)
-  t.ok(text.endsWith(`\n${3 * 1024 * 1024}`))
-})
+    const text = await res.body.text()
+    t.equal(res.statusCode, 200)
+    t.equal(text.length, 4 * 1024 * 1024 + 1 + String(3 * 1024 * 1024).length)
+    t.ok(text.endsWith(`\n${3 * 1024 * 1024}`))
+  },
+)
 
 t.test('rewrite-target with use-regex capture groups (ingress-nginx example)', async (t) => {
   const { objects } = await withBackends(t, ['web'])
   const r = await startRouter(t, [
     ...objects,
     ingress('rw', [{ host: 'rewrite.bar.com', paths: [['/something(/|$)(.*)', 'ImplementationSpecific', 'web']] }], {
-      annotations: { 'nginx.ingress.kubernetes.io/use-regex': 'true', 'nginx.ingress.kubernetes.io/rewrite-target': '/$2' },
+      annotations: {
+        'nginx.ingress.kubernetes.io/use-regex': 'true',
+        'nginx.ingress.kubernetes.io/rewrite-target': '/$2',
+      },
     }),
   ])
-  for (const [path, want] of [['/something', '/'], ['/something/', '/'], ['/something/new', '/new'], ['/something/new?a=1', '/new?a=1']]) {
+  for (const [path, want] of [
+    ['/something', '/'],
+    ['/something/', '/'],
+    ['/something/new', '/new'],
+    ['/something/new?a=1', '/new?a=1'],
+  ]) {
     const res = await get(r, 'rewrite.bar.com', path!)
     t.equal(res.echo?.url, want, `${path} → ${want}`)
   }
@@ -222,7 +279,15 @@ t.test('canary by header, by cookie and by weight', async (t) => {
   const { objects } = await withBackends(t, ['stable', 'canary', 'w-canary'])
   const r = await startRouter(t, [
     ...objects,
-    ingress('main', [{ host: 'c', paths: [['/', 'Prefix', 'stable'], ['/w', 'Prefix', 'stable']] }]),
+    ingress('main', [
+      {
+        host: 'c',
+        paths: [
+          ['/', 'Prefix', 'stable'],
+          ['/w', 'Prefix', 'stable'],
+        ],
+      },
+    ]),
     ingress('canary', [{ host: 'c', paths: [['/', 'Prefix', 'canary']] }], {
       annotations: {
         'nginx.ingress.kubernetes.io/canary': 'true',
@@ -236,7 +301,10 @@ t.test('canary by header, by cookie and by weight', async (t) => {
   ])
   t.equal((await get(r, 'c', '/')).echo?.server, 'stable')
   t.equal((await get(r, 'c', '/', { headers: { 'x-canary': 'always' } })).echo?.server, 'canary')
-  t.equal((await get(r, 'c', '/', { headers: { 'x-canary': 'never', cookie: 'canary_cookie=always' } })).echo?.server, 'stable')
+  t.equal(
+    (await get(r, 'c', '/', { headers: { 'x-canary': 'never', cookie: 'canary_cookie=always' } })).echo?.server,
+    'stable',
+  )
   t.equal((await get(r, 'c', '/', { headers: { cookie: 'a=b; canary_cookie=always' } })).echo?.server, 'canary')
   const seen: Record<string, number> = {}
   for (let i = 0; i < 200; i++) {
@@ -283,9 +351,15 @@ t.test('metrics per Ingress path and Service', async (t) => {
   await get(r, 'm', '/api/x')
   await get(r, 'm', '/nothing')
   const text = await r.metrics.metrics()
-  t.match(text, /meshlet_proxy_requests_total\{ingress="default\/m",path="\/api",service="default\/web:8080",code="2xx"\} 1/)
+  t.match(
+    text,
+    /meshlet_proxy_requests_total\{ingress="default\/m",path="\/api",service="default\/web:8080",code="2xx"\} 1/,
+  )
   t.match(text, /meshlet_proxy_requests_total\{ingress="",path="",service="",code="4xx"\} 1/)
-  t.match(text, /meshlet_proxy_request_duration_seconds_count\{ingress="default\/m",path="\/api",service="default\/web:8080"\} 1/)
+  t.match(
+    text,
+    /meshlet_proxy_request_duration_seconds_count\{ingress="default\/m",path="\/api",service="default\/web:8080"\} 1/,
+  )
 })
 
 t.test('access log: one line per request with method, host, path, status, upstream, durations, bytes', async (t) => {
@@ -293,7 +367,12 @@ t.test('access log: one line per request with method, host, path, status, upstre
   const lines: any[] = []
   const { pino } = await import('pino')
   const { Writable } = await import('node:stream')
-  const sink = new Writable({ write(c, _e, cb) { lines.push(JSON.parse(String(c))); cb() } })
+  const sink = new Writable({
+    write(c, _e, cb) {
+      lines.push(JSON.parse(String(c)))
+      cb()
+    },
+  })
   const r = await startRouter(t, [...objects, ingress('l', [{ host: 'l', paths: [['/', 'Prefix', 'web']] }])], {
     options: { accessLog: true },
     log: pino({ level: 'info' }, sink),
@@ -302,7 +381,15 @@ t.test('access log: one line per request with method, host, path, status, upstre
   await new Promise((res) => setImmediate(res))
   const line = lines.find((l) => l.msg === 'request')
   t.ok(line)
-  t.match(line, { method: 'GET', host: 'l', path: '/hello', status: 200, ingress: 'default/l', service: 'default/web:8080', upstream: `${b.web!.host}:${b.web!.port}` })
+  t.match(line, {
+    method: 'GET',
+    host: 'l',
+    path: '/hello',
+    status: 200,
+    ingress: 'default/l',
+    service: 'default/web:8080',
+    upstream: `${b.web!.host}:${b.web!.port}`,
+  })
   t.type(line.duration, 'number')
   t.type(line.upstreamDuration, 'number')
   t.ok(line.bytesOut > 0)

@@ -13,7 +13,12 @@ t.test('raw engine framing and connection handling', async (t) => {
   const chunky = await echoBackend(t, 'chunky', `127.8.${base}.2`)
   // No Content-Length: the endpoint's response is chunked (HTTP/1.1 client) or close-delimited (HTTP/1.0 client).
   chunky.handler = (_req, res) => {
-    res.writeHead(200, { 'content-type': 'text/plain', 'x-upstream': 'yes', connection: 'keep-alive', 'keep-alive': 'timeout=5' })
+    res.writeHead(200, {
+      'content-type': 'text/plain',
+      'x-upstream': 'yes',
+      connection: 'keep-alive',
+      'keep-alive': 'timeout=5',
+    })
     res.write('part1-')
     setTimeout(() => res.end('part2'), 20)
   }
@@ -22,7 +27,15 @@ t.test('raw engine framing and connection handling', async (t) => {
     pod('w', 'web', web.host, web.port),
     service('chunky'),
     pod('c', 'chunky', chunky.host, chunky.port),
-    ingress('i', [{ host: 'h', paths: [['/', 'Prefix', 'web'], ['/chunky', 'Prefix', 'chunky']] }]),
+    ingress('i', [
+      {
+        host: 'h',
+        paths: [
+          ['/', 'Prefix', 'web'],
+          ['/chunky', 'Prefix', 'chunky'],
+        ],
+      },
+    ]),
   ])
 
   // Pipelining: three requests in one write, answered in order on one connection.
@@ -36,10 +49,16 @@ t.test('raw engine framing and connection handling', async (t) => {
   t.equal(piped.match(/HTTP\/1\.1 200/g)?.length, 3)
 
   // Expect: 100-continue is answered by the router; the endpoint never sees Expect.
-  const cont = await rawRequest(r.http, 'POST /e HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nok')
+  const cont = await rawRequest(
+    r.http,
+    'POST /e HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nok',
+  )
   t.match(cont, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /)
   t.notMatch(cont, /"expect"/)
-  const bad = await rawRequest(r.http, 'POST /e HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nExpect: something\r\n\r\nok')
+  const bad = await rawRequest(
+    r.http,
+    'POST /e HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nExpect: something\r\n\r\nok',
+  )
   t.match(bad, /^HTTP\/1\.1 417 /)
 
   // HEAD: the endpoint's Content-Length is kept, no body follows.
@@ -67,6 +86,7 @@ t.test('raw engine framing and connection handling', async (t) => {
 
   // Upstream connections are reused: sequential requests do not open new ones.
   const before = connections
-  for (let i = 0; i < 20; i++) await rawRequest(r.http, `GET /seq/${i} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n`)
+  for (let i = 0; i < 20; i++)
+    await rawRequest(r.http, `GET /seq/${i} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n`)
   t.ok(connections - before <= 1, `20 sequential requests used ${connections - before} new upstream connection(s)`)
 })

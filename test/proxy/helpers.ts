@@ -17,12 +17,20 @@ export interface Teardown {
   teardown(fn: () => unknown): void
 }
 
-export function meta(name: string, namespace = 'default', annotations: Record<string, string> = {}, labels: Record<string, string> = {}): ObjectMeta {
+export function meta(
+  name: string,
+  namespace = 'default',
+  annotations: Record<string, string> = {},
+  labels: Record<string, string> = {},
+): ObjectMeta {
   return { name, namespace, labels, annotations, deletionTimestamp: null, source: { file: 'test.yaml', doc: 1 } }
 }
 
 /** A ClusterIP Service selecting Pods labelled app=<name>, one TCP port 8080 named "http" → container port "http". */
-export function service(name: string, opts: { ns?: string; ports?: { name: string; port: number; targetPort?: number | string }[] } = {}): Service {
+export function service(
+  name: string,
+  opts: { ns?: string; ports?: { name: string; port: number; targetPort?: number | string }[] } = {},
+): Service {
   const ports = opts.ports ?? [{ name: 'http', port: 8080, targetPort: 'http' }]
   return {
     kind: 'Service',
@@ -34,7 +42,14 @@ export function service(name: string, opts: { ns?: string; ports?: { name: strin
       headless: false,
       ipFamilies: [],
       ipFamilyPolicy: 'SingleStack',
-      ports: ports.map((p) => ({ name: p.name, protocol: 'TCP', port: p.port, targetPort: p.targetPort ?? p.port, nodePort: null, appProtocol: null })),
+      ports: ports.map((p) => ({
+        name: p.name,
+        protocol: 'TCP',
+        port: p.port,
+        targetPort: p.targetPort ?? p.port,
+        nodePort: null,
+        appProtocol: null,
+      })),
       externalName: null,
       externalIPs: [],
       sessionAffinity: 'None',
@@ -51,7 +66,13 @@ export function service(name: string, opts: { ns?: string; ports?: { name: strin
 }
 
 /** A Pod of app=<app> at ip with container port "http" = port. */
-export function pod(name: string, app: string, ip: string, port: number, opts: { ns?: string; probe?: boolean; terminating?: boolean } = {}): Pod {
+export function pod(
+  name: string,
+  app: string,
+  ip: string,
+  port: number,
+  opts: { ns?: string; probe?: boolean; terminating?: boolean } = {},
+): Pod {
   const m = meta(name, opts.ns, {}, { app })
   return {
     kind: 'Pod',
@@ -65,7 +86,14 @@ export function pod(name: string, app: string, ip: string, port: number, opts: {
           name: 'c',
           ports: [{ name: 'http', containerPort: port, protocol: 'TCP' }],
           readinessProbe: opts.probe
-            ? { handler: { type: 'tcpSocket', host: null, port }, initialDelaySeconds: 0, periodSeconds: 10, timeoutSeconds: 1, successThreshold: 1, failureThreshold: 3 }
+            ? {
+                handler: { type: 'tcpSocket', host: null, port },
+                initialDelaySeconds: 0,
+                periodSeconds: 10,
+                timeoutSeconds: 1,
+                successThreshold: 1,
+                failureThreshold: 3,
+              }
             : null,
           livenessProbe: null,
           startupProbe: null,
@@ -90,7 +118,10 @@ export function ingress(
   } = {},
 ): Ingress {
   const backend = (svc: string, port: number | string = 8080) => ({
-    service: { name: svc, port: typeof port === 'number' ? { number: port, name: null } : { number: null, name: port } },
+    service: {
+      name: svc,
+      port: typeof port === 'number' ? { number: port, name: null } : { number: null, name: port },
+    },
   })
   return {
     kind: 'Ingress',
@@ -165,7 +196,11 @@ export async function echoBackend(t: Teardown, name: string, host = '127.0.0.1')
           body: Buffer.concat(chunks).toString(),
         }
         const text = JSON.stringify(body)
-        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), server: `echo-${name}` })
+        res.writeHead(200, {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(text),
+          server: `echo-${name}`,
+        })
         res.end(text)
       })
     }
@@ -200,7 +235,12 @@ export interface Router {
 export async function startRouter(
   t: Teardown,
   objects: KubeObject[],
-  opts: { options?: Partial<RuntimeOptions>; extra?: ProxyExtraOptions; reporter?: UpstreamReporter; log?: import('pino').Logger } = {},
+  opts: {
+    options?: Partial<RuntimeOptions>
+    extra?: ProxyExtraOptions
+    reporter?: UpstreamReporter
+    log?: import('pino').Logger
+  } = {},
 ): Promise<Router> {
   const options = runtimeOptions(opts.options)
   const store = new Store({ nodeName: 'test-node', serviceCidrs: [] })
@@ -208,7 +248,10 @@ export async function startRouter(
   const log = opts.log ?? pino({ level: 'silent' })
   store.setObjects(objects, [])
   store.flush()
-  const plane = await startProxyWith({ store, options, log, metrics, reporter: opts.reporter ?? noopReporter }, opts.extra ?? {})
+  const plane = await startProxyWith(
+    { store, options, log, metrics, reporter: opts.reporter ?? noopReporter },
+    opts.extra ?? {},
+  )
   t.teardown(() => plane.close(Date.now() + 500))
   const st = plane.status() as any
   const http = st.listeners.http ? { host: st.listeners.http.address, port: st.listeners.http.port } : null
@@ -234,7 +277,12 @@ export async function get(
   host: string | null,
   path: string,
   opts: { method?: string; headers?: Record<string, string>; body?: string } = {},
-): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; text: string; echo: Echo | null }> {
+): Promise<{
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  text: string
+  echo: Echo | null
+}> {
   const headers: Record<string, string> = { ...(opts.headers ?? {}) }
   if (host !== null) headers.host = host
   const res = await request(router.url + path, { method: (opts.method ?? 'GET') as 'GET', headers, body: opts.body })
@@ -284,11 +332,29 @@ export async function makeCert(host: string): Promise<{ cert: string; key: strin
   const { tmpdir } = await import('node:os')
   const dir = mkdtempSync(`${tmpdir()}/meshlet-tls-`)
   try {
-    execFileSync('openssl', [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-      '-keyout', `${dir}/key.pem`, '-out', `${dir}/cert.pem`, '-days', '2', '-subj', `/CN=${host}`,
-      '-addext', `subjectAltName=DNS:${host}`,
-    ], { stdio: 'ignore' })
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        `${dir}/key.pem`,
+        '-out',
+        `${dir}/cert.pem`,
+        '-days',
+        '2',
+        '-subj',
+        `/CN=${host}`,
+        '-addext',
+        `subjectAltName=DNS:${host}`,
+      ],
+      { stdio: 'ignore' },
+    )
     return { cert: readFileSync(`${dir}/cert.pem`, 'utf8'), key: readFileSync(`${dir}/key.pem`, 'utf8') }
   } finally {
     rmSync(dir, { recursive: true, force: true })

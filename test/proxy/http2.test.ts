@@ -7,7 +7,18 @@ import { execFile } from 'node:child_process'
 import { connect as h2connect, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2'
 import { WebSocketServer, WebSocket } from 'ws'
 import type { KubeObject } from '../../model/objects.ts'
-import { echoBackend, get, ingress, makeCert, pod, service, startRouter, tlsSecret, type Router, type Teardown } from './helpers.ts'
+import {
+  echoBackend,
+  get,
+  ingress,
+  makeCert,
+  pod,
+  service,
+  startRouter,
+  tlsSecret,
+  type Router,
+  type Teardown,
+} from './helpers.ts'
 
 const base = 150 + (process.pid % 50)
 
@@ -17,7 +28,11 @@ interface H2Response {
   body: string
 }
 
-function h2request(session: ClientHttp2Session, headers: Record<string, string | string[]>, body?: string | Buffer): Promise<H2Response> {
+function h2request(
+  session: ClientHttp2Session,
+  headers: Record<string, string | string[]>,
+  body?: string | Buffer,
+): Promise<H2Response> {
   return new Promise((resolve, reject) => {
     const req = session.request(headers, { endStream: body === undefined })
     let status = 0
@@ -35,7 +50,10 @@ function h2request(session: ClientHttp2Session, headers: Record<string, string |
   })
 }
 
-async function setup(t: Teardown, n: number): Promise<{ r: Router; cert: string; session: ClientHttp2Session; objects: KubeObject[] }> {
+async function setup(
+  t: Teardown,
+  n: number,
+): Promise<{ r: Router; cert: string; session: ClientHttp2Session; objects: KubeObject[] }> {
   const cert = await makeCert('h2.test')
   const a = await echoBackend(t, 'web', `127.6.${base}.${n}`)
   const objects: KubeObject[] = [
@@ -48,9 +66,21 @@ async function setup(t: Teardown, n: number): Promise<{ r: Router; cert: string;
     t,
     [
       ...objects,
-      ingress('h2', [{ host: 'h2.test', paths: [['/', 'Prefix', 'web'], ['/empty', 'Prefix', 'empty']] }], {
-        tls: [{ hosts: ['h2.test'], secretName: 'h2-tls' }],
-      }),
+      ingress(
+        'h2',
+        [
+          {
+            host: 'h2.test',
+            paths: [
+              ['/', 'Prefix', 'web'],
+              ['/empty', 'Prefix', 'empty'],
+            ],
+          },
+        ],
+        {
+          tls: [{ hosts: ['h2.test'], secretName: 'h2-tls' }],
+        },
+      ),
     ],
     { options: { https: { host: '127.0.0.1', port: 0 } } },
   )
@@ -67,7 +97,12 @@ t.test('HTTP/2 by ALPN: routing, normalisation, forwarded headers, errors', asyn
   const { session } = await setup(t, 1)
   t.equal(session.alpnProtocol, 'h2', 'ALPN chose h2')
 
-  const ok = await h2request(session, { ':path': '/a/../b/%7Ex?q=1', ':authority': 'H2.test:443', cookie: ['a=1', 'b=2'], 'x-custom': 'v' })
+  const ok = await h2request(session, {
+    ':path': '/a/../b/%7Ex?q=1',
+    ':authority': 'H2.test:443',
+    cookie: ['a=1', 'b=2'],
+    'x-custom': 'v',
+  })
   t.equal(ok.status, 200)
   t.match(ok.headers['x-request-id'], /^[0-9a-f]{32}$/)
   t.equal(ok.headers.connection, undefined, 'no connection-specific header in an HTTP/2 response')
@@ -80,17 +115,32 @@ t.test('HTTP/2 by ALPN: routing, normalisation, forwarded headers, errors', asyn
   t.equal(echo.headers['x-forwarded-for'], '127.0.0.1')
   t.equal(echo.headers.cookie, 'a=1; b=2', 'cookie fields are joined for HTTP/1.1')
   t.equal(echo.headers['x-custom'], 'v')
-  t.notOk(echo.rawHeaders.some((h: string) => h.startsWith(':')), 'no pseudo-header reaches the endpoint')
+  t.notOk(
+    echo.rawHeaders.some((h: string) => h.startsWith(':')),
+    'no pseudo-header reaches the endpoint',
+  )
 
-  const post = await h2request(session, { ':method': 'POST', ':path': '/upload', ':authority': 'h2.test', 'content-length': '5' }, 'hello')
+  const post = await h2request(
+    session,
+    { ':method': 'POST', ':path': '/upload', ':authority': 'h2.test', 'content-length': '5' },
+    'hello',
+  )
   t.equal(JSON.parse(post.body).body, 'hello', 'a body with content-length')
-  const streamed = await h2request(session, { ':method': 'POST', ':path': '/upload', ':authority': 'h2.test' }, Buffer.alloc(100_000, 120))
+  const streamed = await h2request(
+    session,
+    { ':method': 'POST', ':path': '/upload', ':authority': 'h2.test' },
+    Buffer.alloc(100_000, 120),
+  )
   t.equal(JSON.parse(streamed.body).body.length, 100_000, 'a body without content-length (sent chunked upstream)')
 
   t.equal((await h2request(session, { ':path': '/x', ':authority': 'nothing.test' })).status, 404, 'no route: 404')
   t.equal((await h2request(session, { ':path': '/empty', ':authority': 'h2.test' })).status, 503, 'no endpoints: 503')
   t.equal((await h2request(session, { ':path': '/a%zz', ':authority': 'h2.test' })).status, 400, 'bad escape: 400')
-  t.equal((await h2request(session, { ':method': 'TRACE', ':path': '/', ':authority': 'h2.test' })).status, 405, 'TRACE: 405')
+  t.equal(
+    (await h2request(session, { ':method': 'TRACE', ':path': '/', ':authority': 'h2.test' })).status,
+    405,
+    'TRACE: 405',
+  )
 })
 
 t.test('curl --http2 negotiates HTTP/2; HTTP/1.1 and WebSocket still work on the same port', async (t) => {
@@ -100,7 +150,19 @@ t.test('curl --http2 negotiates HTTP/2; HTTP/1.1 and WebSocket still work on the
   const out = await new Promise<string>((resolve, reject) =>
     execFile(
       'curl',
-      ['-sS', '--http2', '--cacert', caFile, '--resolve', `h2.test:${port}:127.0.0.1`, '-o', '/dev/null', '-w', '%{http_version} %{http_code}', `https://h2.test:${port}/hello`],
+      [
+        '-sS',
+        '--http2',
+        '--cacert',
+        caFile,
+        '--resolve',
+        `h2.test:${port}:127.0.0.1`,
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_version} %{http_code}',
+        `https://h2.test:${port}/hello`,
+      ],
       { timeout: 10000 },
       (err, stdout) => (err ? reject(err) : resolve(stdout)),
     ),
@@ -109,7 +171,19 @@ t.test('curl --http2 negotiates HTTP/2; HTTP/1.1 and WebSocket still work on the
   const h1 = await new Promise<string>((resolve, reject) =>
     execFile(
       'curl',
-      ['-sS', '--http1.1', '--cacert', caFile, '--resolve', `h2.test:${port}:127.0.0.1`, '-o', '/dev/null', '-w', '%{http_version} %{http_code}', `https://h2.test:${port}/hello`],
+      [
+        '-sS',
+        '--http1.1',
+        '--cacert',
+        caFile,
+        '--resolve',
+        `h2.test:${port}:127.0.0.1`,
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_version} %{http_code}',
+        `https://h2.test:${port}/hello`,
+      ],
       { timeout: 10000 },
       (err, stdout) => (err ? reject(err) : resolve(stdout)),
     ),
@@ -127,11 +201,27 @@ t.test('curl --http2 negotiates HTTP/2; HTTP/1.1 and WebSocket still work on the
     ...objects,
     service('ws'),
     pod('ws-1', 'ws', wsHost, wsPort),
-    ingress('h2', [{ host: 'h2.test', paths: [['/', 'Prefix', 'web'], ['/socket', 'Prefix', 'ws']] }], {
-      tls: [{ hosts: ['h2.test'], secretName: 'h2-tls' }],
-    }),
+    ingress(
+      'h2',
+      [
+        {
+          host: 'h2.test',
+          paths: [
+            ['/', 'Prefix', 'web'],
+            ['/socket', 'Prefix', 'ws'],
+          ],
+        },
+      ],
+      {
+        tls: [{ hosts: ['h2.test'], secretName: 'h2-tls' }],
+      },
+    ),
   ])
-  const ws = new WebSocket(`wss://127.0.0.1:${port}/socket`, { headers: { host: 'h2.test' }, servername: 'h2.test', ca: cert } as ConstructorParameters<typeof WebSocket>[2])
+  const ws = new WebSocket(`wss://127.0.0.1:${port}/socket`, {
+    headers: { host: 'h2.test' },
+    servername: 'h2.test',
+    ca: cert,
+  } as ConstructorParameters<typeof WebSocket>[2])
   await new Promise((res, rej) => {
     ws.once('open', res)
     ws.once('error', rej)

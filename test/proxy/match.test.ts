@@ -34,7 +34,9 @@ function build(objects: KubeObject[], lastGood = new Map<string, Ingress>(), ing
 function who(r: CompileResult, host: string, path: string): string {
   const hit = route(r.table, host, path)
   if (hit === null) return '404'
-  return hit.kind === 'Default' ? `default:${hit.backend.label}` : `${hit.kind} ${hit.path} → ${hit.backend.service.split('/')[1]}`
+  return hit.kind === 'Default'
+    ? `default:${hit.backend.label}`
+    : `${hit.kind} ${hit.path} → ${hit.backend.service.split('/')[1]}`
 }
 
 t.test('Kubernetes docs path table (§1.6), one Ingress per row', async (t) => {
@@ -54,11 +56,41 @@ t.test('Kubernetes docs path table (§1.6), one Ingress per row', async (t) => {
     [[['/aaa/bbb', 'Prefix', 'a']], '/aaa/bbb/', 'Prefix /aaa/bbb → a'],
     [[['/aaa/bbb', 'Prefix', 'a']], '/aaa/bbb/ccc', 'Prefix /aaa/bbb → a'],
     [[['/aaa/bbb', 'Prefix', 'a']], '/aaa/bbbxyz', '404'],
-    [[['/', 'Prefix', 'a'], ['/aaa', 'Prefix', 'b']], '/aaa/ccc', 'Prefix /aaa → b'],
-    [[['/', 'Prefix', 'a'], ['/aaa', 'Prefix', 'b'], ['/aaa/bbb', 'Prefix', 'c']], '/aaa/bbb', 'Prefix /aaa/bbb → c'],
-    [[['/', 'Prefix', 'a'], ['/aaa', 'Prefix', 'b'], ['/aaa/bbb', 'Prefix', 'c']], '/ccc', 'Prefix / → a'],
+    [
+      [
+        ['/', 'Prefix', 'a'],
+        ['/aaa', 'Prefix', 'b'],
+      ],
+      '/aaa/ccc',
+      'Prefix /aaa → b',
+    ],
+    [
+      [
+        ['/', 'Prefix', 'a'],
+        ['/aaa', 'Prefix', 'b'],
+        ['/aaa/bbb', 'Prefix', 'c'],
+      ],
+      '/aaa/bbb',
+      'Prefix /aaa/bbb → c',
+    ],
+    [
+      [
+        ['/', 'Prefix', 'a'],
+        ['/aaa', 'Prefix', 'b'],
+        ['/aaa/bbb', 'Prefix', 'c'],
+      ],
+      '/ccc',
+      'Prefix / → a',
+    ],
     [[['/aaa', 'Prefix', 'a']], '/ccc', '404'],
-    [[['/foo', 'Prefix', 'a'], ['/foo', 'Exact', 'b']], '/foo', 'Exact /foo → b'],
+    [
+      [
+        ['/foo', 'Prefix', 'a'],
+        ['/foo', 'Exact', 'b'],
+      ],
+      '/foo',
+      'Exact /foo → b',
+    ],
     // ImplementationSpecific is element-wise Prefix in meshlet (ingress-nginx: string prefix; §1.3.3)
     [[['/v1', 'ImplementationSpecific', 'a']], '/v11', '404'],
     [[['/v1', 'ImplementationSpecific', 'a']], '/v1/x', 'Prefix /v1 → a'],
@@ -76,7 +108,13 @@ t.test('hosts: exact, one-label wildcard, catch-all, no fall-through (§1.5)', a
     ingress('a', [
       { host: 'foo.example.com', paths: [['/only', 'Prefix', 'exact']] },
       { host: '*.example.com', paths: [['/', 'Prefix', 'wild']] },
-      { host: null, paths: [['/', 'Prefix', 'catchall'], ['/only', 'Prefix', 'catchall-only']] },
+      {
+        host: null,
+        paths: [
+          ['/', 'Prefix', 'catchall'],
+          ['/only', 'Prefix', 'catchall-only'],
+        ],
+      },
       { host: 'empty.example.com', paths: [] },
     ]),
     ingress('b', [], { defaultBackend: ['dflt', 80] }),
@@ -103,7 +141,15 @@ t.test('Kubernetes docs wildcard table', async (t) => {
 
 t.test('several Ingresses merge per host; conflicts keep the first by namespace/name (§1.3.5-6)', async (t) => {
   const r = build([
-    ingress('b-second', [{ host: 'h', paths: [['/x', 'Prefix', 'second'], ['/y', 'Prefix', 'y']] }]),
+    ingress('b-second', [
+      {
+        host: 'h',
+        paths: [
+          ['/x', 'Prefix', 'second'],
+          ['/y', 'Prefix', 'y'],
+        ],
+      },
+    ]),
     ingress('a-first', [{ host: 'h', paths: [['/x', 'Prefix', 'first']] }]),
     ingress('c', [{ host: 'h', paths: [['/z', 'Prefix', 'noslash']] }]),
     ingress('d', [{ host: 'h', paths: [['/z/', 'Prefix', 'slash']] }]),
@@ -129,7 +175,15 @@ t.test('regex paths (use-regex) are scoped to their Ingress and compete by match
     ingress('re', [{ host: 'h', paths: [['/api/v[0-9]+/items', 'ImplementationSpecific', 'regex']] }], {
       annotations: { 'nginx.ingress.kubernetes.io/use-regex': 'true' },
     }),
-    ingress('plain', [{ host: 'h', paths: [['/api', 'Prefix', 'prefix'], ['/API/V1/[a-z]', 'ImplementationSpecific', 'literal']] }]),
+    ingress('plain', [
+      {
+        host: 'h',
+        paths: [
+          ['/api', 'Prefix', 'prefix'],
+          ['/API/V1/[a-z]', 'ImplementationSpecific', 'literal'],
+        ],
+      },
+    ]),
   ])
   t.equal(who(r, 'h', '/api/v2/items/7'), 'Regex /api/v[0-9]+/items → regex')
   t.equal(who(r, 'h', '/API/V3/ITEMS'), 'Regex /api/v[0-9]+/items → regex', 'case-insensitive')
@@ -137,8 +191,14 @@ t.test('regex paths (use-regex) are scoped to their Ingress and compete by match
 })
 
 t.test('ingress class selection (§1.1)', async (t) => {
-  const ic = (name: string, controller: string, isDefault: boolean): KubeObject => ({ kind: 'IngressClass', meta: meta(name, ''), controller, isDefault })
-  const ing = (name: string, cls: string | null) => ingress(name, [{ host: name, paths: [['/', 'Prefix', 's']] }], { className: cls })
+  const ic = (name: string, controller: string, isDefault: boolean): KubeObject => ({
+    kind: 'IngressClass',
+    meta: meta(name, ''),
+    controller,
+    isDefault,
+  })
+  const ing = (name: string, cls: string | null) =>
+    ingress(name, [{ host: name, paths: [['/', 'Prefix', 's']] }], { className: cls })
   let r = build([ing('mine', 'meshlet'), ing('other', 'nginx'), ing('none', null)])
   const state = (res: CompileResult, n: string) => res.ingresses.find((i) => i.ingress === `default/${n}`)!.state
   t.equal(state(r, 'mine'), 'accepted')
@@ -146,7 +206,12 @@ t.test('ingress class selection (§1.1)', async (t) => {
   t.equal(state(r, 'none'), 'accepted', 'no IngressClass objects: class-less Ingresses are meshlet’s')
   t.match(r.notes[0], /no IngressClass/)
 
-  r = build([ic('nginx', 'k8s.io/ingress-nginx', true), ing('none', null), ing('viaclass', 'custom'), ic('custom', CONTROLLER_ID, false)])
+  r = build([
+    ic('nginx', 'k8s.io/ingress-nginx', true),
+    ing('none', null),
+    ing('viaclass', 'custom'),
+    ic('custom', CONTROLLER_ID, false),
+  ])
   t.equal(state(r, 'none'), 'ignored', 'the default class is not meshlet')
   t.equal(state(r, 'viaclass'), 'accepted', 'an IngressClass with meshlet’s controller')
 
@@ -170,9 +235,25 @@ t.test('per-Ingress validation rejects one Ingress, keeps the others (§1.2)', a
     ['star alone', ingress('x', [{ host: '*', paths: [['/', 'Prefix', 's']] }]), /wildcard|RFC 1123/],
     ['inner star', ingress('x', [{ host: 'a.*.com', paths: [['/', 'Prefix', 's']] }]), /wildcard/],
     ['empty', ingress('x', []), /either rules or defaultBackend/],
-    ['missing secret', ingress('x', [{ host: 'h', paths: [['/', 'Prefix', 's']] }], { tls: [{ hosts: ['h'], secretName: 'nope' }] }), /not found/],
-    ['unsafe regex', ingress('x', [{ host: 'h', paths: [['/(a+)+$', 'ImplementationSpecific', 's']] }], { annotations: { 'nginx.ingress.kubernetes.io/use-regex': 'true' } }), /nested quantifiers/],
-    ['bad rewrite', ingress('x', [{ host: 'h', paths: [['/', 'Prefix', 's']] }], { annotations: { 'nginx.ingress.kubernetes.io/rewrite-target': 'x' } }), /rewrite-target/],
+    [
+      'missing secret',
+      ingress('x', [{ host: 'h', paths: [['/', 'Prefix', 's']] }], { tls: [{ hosts: ['h'], secretName: 'nope' }] }),
+      /not found/,
+    ],
+    [
+      'unsafe regex',
+      ingress('x', [{ host: 'h', paths: [['/(a+)+$', 'ImplementationSpecific', 's']] }], {
+        annotations: { 'nginx.ingress.kubernetes.io/use-regex': 'true' },
+      }),
+      /nested quantifiers/,
+    ],
+    [
+      'bad rewrite',
+      ingress('x', [{ host: 'h', paths: [['/', 'Prefix', 's']] }], {
+        annotations: { 'nginx.ingress.kubernetes.io/rewrite-target': 'x' },
+      }),
+      /rewrite-target/,
+    ],
   ]
   for (const [name, ing, reason] of bad) {
     const good = ingress('good', [{ host: 'ok', paths: [['/', 'Prefix', 's']] }])
@@ -250,16 +331,40 @@ t.test('TLS hosts make vhosts TLS-enabled; wildcard TLS covers one label', async
   const { mkdtempSync, readFileSync, rmSync } = await import('node:fs')
   const { tmpdir } = await import('node:os')
   const dir = mkdtempSync(`${tmpdir()}/mt-`)
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${dir}/k`, '-out', `${dir}/c`, '-days', '1', '-subj', '/CN=x'], { stdio: 'ignore' })
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      `${dir}/k`,
+      '-out',
+      `${dir}/c`,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=x',
+    ],
+    { stdio: 'ignore' },
+  )
   const secret = tlsSecret('s', readFileSync(`${dir}/c`, 'utf8'), readFileSync(`${dir}/k`, 'utf8'))
   rmSync(dir, { recursive: true })
   const r = build([
     secret,
-    ingress('x', [
-      { host: 'a.example.com', paths: [['/', 'Prefix', 's']] },
-      { host: 'b.wild.com', paths: [['/', 'Prefix', 's']] },
-      { host: 'plain.com', paths: [['/', 'Prefix', 's']] },
-    ], { tls: [{ hosts: ['a.example.com', '*.wild.com'], secretName: 's' }] }),
+    ingress(
+      'x',
+      [
+        { host: 'a.example.com', paths: [['/', 'Prefix', 's']] },
+        { host: 'b.wild.com', paths: [['/', 'Prefix', 's']] },
+        { host: 'plain.com', paths: [['/', 'Prefix', 's']] },
+      ],
+      { tls: [{ hosts: ['a.example.com', '*.wild.com'], secretName: 's' }] },
+    ),
   ])
   t.equal(r.table.exact.get('a.example.com')!.tls, true)
   t.equal(r.table.exact.get('b.wild.com')!.tls, true)

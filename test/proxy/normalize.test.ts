@@ -1,7 +1,14 @@
 // Request-target and Host normalisation (specs/ingress.md §1.4) as table tests.
 
 import t from 'tap'
-import { decodeUnreserved, normalizeHost, normalizePath, parseTarget, DEFAULT_PATH_OPTIONS, type Target } from '../../proxy/normalize.ts'
+import {
+  decodeUnreserved,
+  normalizeHost,
+  normalizePath,
+  parseTarget,
+  DEFAULT_PATH_OPTIONS,
+  type Target,
+} from '../../proxy/normalize.ts'
 
 t.test('normalizePath P2..P5', async (t) => {
   const cases: [string, string | null][] = [

@@ -14,7 +14,10 @@ type Dial = (r: Router) => Socket
 
 const listeners: [string, Dial][] = [
   ['http (raw engine)', (r) => netConnect(r.http.port, r.http.host)],
-  ['https (node:http2 + undici)', (r) => tlsConnect({ host: '127.0.0.1', port: r.https!.port, servername: 'h', rejectUnauthorized: false })],
+  [
+    'https (node:http2 + undici)',
+    (r) => tlsConnect({ host: '127.0.0.1', port: r.https!.port, servername: 'h', rejectUnauthorized: false }),
+  ],
 ]
 
 /** Sends a request head declaring `total` body bytes, then body as fast as the socket takes it until an answer comes. */
@@ -62,12 +65,24 @@ for (const [i, [name, dial]] of listeners.entries()) {
         pod('stuck-1', 'stuck', stuck.host, stuck.port),
         service('slow'),
         pod('slow-1', 'slow', slow.host, slow.port),
-        ingress('send', [{ host: 'h', paths: [['/up', 'Prefix', 'stuck'], ['/slow', 'Prefix', 'slow']] }], {
-          annotations: {
-            'nginx.ingress.kubernetes.io/proxy-send-timeout': '1',
-            'nginx.ingress.kubernetes.io/proxy-body-size': '0',
+        ingress(
+          'send',
+          [
+            {
+              host: 'h',
+              paths: [
+                ['/up', 'Prefix', 'stuck'],
+                ['/slow', 'Prefix', 'slow'],
+              ],
+            },
+          ],
+          {
+            annotations: {
+              'nginx.ingress.kubernetes.io/proxy-send-timeout': '1',
+              'nginx.ingress.kubernetes.io/proxy-body-size': '0',
+            },
           },
-        }),
+        ),
       ],
       { options: { https: { host: '127.0.0.1', port: 0 } } },
     )

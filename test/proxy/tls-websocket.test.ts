@@ -15,21 +15,53 @@ const base = 100 + (process.pid % 50)
 function makeCert(host: string): { cert: string; key: string } {
   const dir = mkdtempSync(`${tmpdir()}/meshlet-tls-`)
   try {
-    execFileSync('openssl', [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-      '-keyout', `${dir}/key.pem`, '-out', `${dir}/cert.pem`, '-days', '2', '-subj', `/CN=${host}`,
-      '-addext', `subjectAltName=DNS:${host}`,
-    ], { stdio: 'ignore' })
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        `${dir}/key.pem`,
+        '-out',
+        `${dir}/cert.pem`,
+        '-days',
+        '2',
+        '-subj',
+        `/CN=${host}`,
+        '-addext',
+        `subjectAltName=DNS:${host}`,
+      ],
+      { stdio: 'ignore' },
+    )
     return { cert: readFileSync(`${dir}/cert.pem`, 'utf8'), key: readFileSync(`${dir}/key.pem`, 'utf8') }
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
 }
 
-function httpsGet(port: number, servername: string, ca: string | null, path = '/'): Promise<{ status: number; body: string; subject: string }> {
+function httpsGet(
+  port: number,
+  servername: string,
+  ca: string | null,
+  path = '/',
+): Promise<{ status: number; body: string; subject: string }> {
   return new Promise((resolve, reject) => {
     const req = httpsRequest(
-      { host: '127.0.0.1', port, path, servername, headers: { host: servername }, ca: ca ?? undefined, rejectUnauthorized: ca !== null, agent: false },
+      {
+        host: '127.0.0.1',
+        port,
+        path,
+        servername,
+        headers: { host: servername },
+        ca: ca ?? undefined,
+        rejectUnauthorized: ca !== null,
+        agent: false,
+      },
       (res) => {
         let body = ''
         res.setEncoding('utf8').on('data', (c: string) => (body += c))
@@ -56,7 +88,9 @@ t.test('TLS: two hosts by SNI, default certificate otherwise, ssl-redirect 308',
       pod('b', 'two', b.host, b.port),
       tlsSecret('foo-tls', one.cert, one.key),
       tlsSecret('two-tls', two.cert, two.key),
-      ingress('host-rules', [{ host: 'foo.bar.com', paths: [['/', 'Prefix', 'foo-bar-com', 'http']] }], { tls: [{ hosts: ['foo.bar.com'], secretName: 'foo-tls' }] }),
+      ingress('host-rules', [{ host: 'foo.bar.com', paths: [['/', 'Prefix', 'foo-bar-com', 'http']] }], {
+        tls: [{ hosts: ['foo.bar.com'], secretName: 'foo-tls' }],
+      }),
       ingress('two', [{ host: 'two.example.com', paths: [['/', 'Prefix', 'two']] }], {
         tls: [{ hosts: ['two.example.com'], secretName: 'two-tls' }],
         annotations: { 'nginx.ingress.kubernetes.io/ssl-redirect': 'false' },
@@ -92,10 +126,13 @@ t.test('TLS: two hosts by SNI, default certificate otherwise, ssl-redirect 308',
 t.test('HTTPS listener is up with only the generated certificate (no Secret yet)', async (t) => {
   const r = await startRouter(t, [], { options: { https: { host: '127.0.0.1', port: 0 } } })
   const res = await new Promise<string>((resolve, reject) => {
-    const s = tlsConnect({ host: '127.0.0.1', port: r.https!.port, servername: 'x.test', rejectUnauthorized: false }, () => {
-      resolve(String(s.getPeerCertificate().subject.CN))
-      s.end()
-    })
+    const s = tlsConnect(
+      { host: '127.0.0.1', port: r.https!.port, servername: 'x.test', rejectUnauthorized: false },
+      () => {
+        resolve(String(s.getPeerCertificate().subject.CN))
+        s.end()
+      },
+    )
     s.on('error', reject)
   })
   t.equal(res, 'meshlet default certificate')
@@ -148,6 +185,10 @@ t.test('WebSocket through the router: echo, headers, idle tunnel kept, close', a
   t.pass('an idle tunnel is closed after proxy-read-timeout')
   t.equal(r.status().tunnels, 0)
 
-  const notFound = await rawRequest(r.http, 'GET /elsewhere HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n', 1000)
+  const notFound = await rawRequest(
+    r.http,
+    'GET /elsewhere HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    1000,
+  )
   t.match(notFound, /^HTTP\/1\.1 404/, 'an upgrade request without a route gets 404')
 })
