@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process'
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import { createServer as createTcpServer, type Server as TcpServer, type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
+import type { Pod } from '../model/objects.ts'
 
 const CHILD_ENV = 'MESHLET_BENCH_HEALTH_CHILD'
 const ENDPOINTS = 1000
@@ -39,7 +40,6 @@ async function child(config: ChildConfig): Promise<void> {
   const { noopReporter } = await import('../model/snapshot.ts')
   const { pino } = await import('pino')
   const { Registry } = await import('prom-client')
-  type Pod = import('../model/objects.ts').Pod
   const pods: Pod[] = []
   const nHttp = Math.round(ENDPOINTS * config.httpShare)
   for (let i = 0; i < ENDPOINTS; i++) {

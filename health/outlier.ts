@@ -252,7 +252,7 @@ export class OutlierDetector implements UpstreamReporter {
     this.#store.setEjected(ep.key, null)
   }
 
-  status(): unknown {
+  status() {
     return {
       services: [...this.#services.values()].map((s) => ({ service: s.key, ...s.config })),
       ejected: [...this.#ejected].map((ep) => ({

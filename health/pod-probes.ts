@@ -283,7 +283,7 @@ export class PodProbes implements WorkerOwner {
     this.#env.publish(this.key, v)
   }
 
-  status(): unknown {
+  status() {
     const v = this.verdict()
     return {
       pod: this.key,

@@ -11,7 +11,6 @@ import { failure, type ProbeOutcome } from './handlers/outcome.ts'
 
 export type ProbeKind = 'readiness' | 'liveness' | 'startup'
 export type ProbeState = 'success' | 'failure' | 'unknown'
-export type ProbeType = Probe['handler']['type']
 
 /** Runs one attempt; never throws (handlers turn every error into a failure). */
 export type ProbeFn = (timeoutMs: number) => Promise<ProbeOutcome>
@@ -124,7 +123,7 @@ export class ProbeWorker {
     this.#timer = null
   }
 
-  status(): unknown {
+  status() {
     return {
       kind: this.kind,
       type: this.probe.handler.type,
@@ -227,3 +226,6 @@ export class ProbeWorker {
     this.#owner.onResult(this, outcome, changed)
   }
 }
+
+/** One probe's entry in the health plane's /status. */
+export type ProbeStatus = ReturnType<ProbeWorker['status']>

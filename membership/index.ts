@@ -112,7 +112,7 @@ export class MembershipPlane implements Plane {
     return this.#applied
   }
 
-  status(): unknown {
+  status() {
     return {
       peerPort: this.#ctx.options.peerPort ?? DEFAULT_PEER_PORT,
       peers: [...this.#peers.values()].map((p) => p.status()),
@@ -126,6 +126,9 @@ export class MembershipPlane implements Plane {
     this.#peers.clear()
   }
 }
+
+/** What the membership plane shows in /status (the tests read it through this type). */
+export type MembershipStatus = ReturnType<MembershipPlane['status']>
 
 export const startMembership: PlaneFactory = async (ctx) => {
   const plane = new MembershipPlane(ctx)

@@ -126,7 +126,7 @@ export class PeerProber {
     this.#hooks.transition(this, state, reason)
   }
 
-  status(): unknown {
+  status() {
     return {
       node: this.target.node,
       url: this.url,

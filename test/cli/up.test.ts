@@ -5,6 +5,7 @@ import t from 'tap'
 import { spawnSync, execFileSync } from 'node:child_process'
 import { createServer } from 'node:net'
 import { MESHLET_BIN, startMeshlet } from '../helpers/meshlet.ts'
+import { serviceOf } from '../helpers/status.ts'
 
 const web = (port: number) => `
 apiVersion: v1
@@ -36,9 +37,9 @@ t.test('admin API over real HTTP', async (t) => {
   const status = await m.status()
   t.equal(status.meshlet.node, 'test-node')
   t.equal(status.meshlet.ready, true)
-  const svc = status.snapshot.services.find((s: any) => s.key === 'default/web')
+  const svc = serviceOf(status, 'default/web')
   t.same(
-    svc.ports[0].endpoints.map((e: any) => [e.ip, e.port, e.ready]),
+    svc?.ports[0]?.endpoints.map((e) => [e.ip, e.port, e.ready]),
     [['127.0.0.51', 8080, true]],
   )
   t.ok(status.planes.dns && status.planes.lb && status.planes.health, 'every plane reports its status')
@@ -58,28 +59,19 @@ t.test('reload: valid → broken → fixed, the last good state keeps serving', 
   m.writeManifest('web.yaml', web(80) + '\n---\nkind: [unclosed\n')
   const broken = await m.waitForStatus((s) => s.snapshot.errors.length > 0, 5000)
   t.match(JSON.stringify(broken.snapshot.errors), /web\.yaml/)
-  t.ok(
-    broken.snapshot.services.find((s: any) => s.key === 'default/web'),
-    'the Service is still there',
-  )
+  t.ok(serviceOf(broken, 'default/web'), 'the Service is still there')
   if (m.dns) t.equal(dig(m.dns, 'web.default.svc.cluster.local'), '127.0.0.51', 'DNS still answers it')
 
   // An invalid object keeps its last good version.
   m.writeManifest('web.yaml', web(0))
   const invalid = await m.waitForStatus((s) => JSON.stringify(s.snapshot.errors).includes('spec.ports[0].port'), 5000)
-  t.equal(
-    invalid.snapshot.services.find((s: any) => s.key === 'default/web').ports[0].port,
-    80,
-    'last good version serves',
-  )
+  t.equal(serviceOf(invalid, 'default/web')?.ports[0]?.port, 80, 'last good version serves')
 
   // Fixed: the error clears and the new version applies within 1 s.
   const fixedAt = Date.now()
   m.writeManifest('web.yaml', web(81))
   const fixed = await m.waitForStatus(
-    (s) =>
-      s.snapshot.errors.length === 0 &&
-      s.snapshot.services.find((x: any) => x.key === 'default/web')?.ports[0].port === 81,
+    (s) => s.snapshot.errors.length === 0 && serviceOf(s, 'default/web')?.ports[0]?.port === 81,
     5000,
   )
   t.ok(Date.now() - fixedAt < 1500, `applied in ${Date.now() - fixedAt} ms`)

@@ -13,7 +13,8 @@
 // Everything is checked through real clients inside the client namespaces: getent and curl (glibc resolving through
 // the search path), dig, autocannon. Root only. Timings are printed as "# timing ..." lines.
 
-import { bridgeTopology, cleanupList, exec, inNs, until } from '../helpers/netns.ts'
+import { bridgeTopology, cleanupList, inNs, until } from '../helpers/netns.ts'
+import { serviceOf, type StatusJson } from '../helpers/status.ts'
 import t, { type Test } from 'tap'
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
@@ -166,21 +167,12 @@ async function run(t: Test) {
     const k = r.stdout.lastIndexOf('\n')
     return { status: Number(r.stdout.slice(k + 1)), body: r.stdout.slice(0, k) }
   }
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  const status = async (): Promise<any> => JSON.parse((await admin('/status')).body)
+  const status = async (): Promise<StatusJson> => JSON.parse((await admin('/status')).body) as StatusJson
   await until('meshlet /readyz', async () => (await admin('/readyz')).status === 200, 20000)
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  const service = (s: any, name: string) => s?.snapshot?.services?.find((x: any) => x.key === `default/${name}`)
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  const readyIps = (s: any, name: string): string[] =>
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
-    [
-      ...new Set<string>(
-        (service(s, name)?.ports?.[0]?.endpoints ?? []).filter((e: any) => e.ready).map((e: any) => e.ip as string),
-      ),
-    ].sort()
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  let last: any = null
+  const service = (s: StatusJson | null, name: string) => serviceOf(s, `default/${name}`)
+  const readyIps = (s: StatusJson | null, name: string): string[] =>
+    [...new Set((service(s, name)?.ports[0]?.endpoints ?? []).filter((e) => e.ready).map((e) => e.ip))].sort()
+  let last: StatusJson | null = null
   await until(
     '3 ready web replicas, 1 api',
     async () => {
@@ -202,8 +194,8 @@ async function run(t: Test) {
   t.comment(`timing start → 3 web replicas discovered and ready: ${timeToReady} ms`)
 
   const st = await status()
-  const webVip: string = service(st, 'web').clusterIPs[0]
-  const apiVip: string = service(st, 'api').clusterIPs[0]
+  const webVip = service(st, 'web')!.clusterIPs[0]!
+  const apiVip = service(st, 'api')!.clusterIPs[0]!
   t.match(webVip, /^198\.18\.0\.(1[2-8]\d|19[01])$/, 'web ClusterIP from the service CIDR')
 
   const curl = (ns: string, url: string, extra: string[] = []) =>
@@ -307,7 +299,7 @@ async function run(t: Test) {
       '2 replicas in /status',
       async () =>
         readyIps(await status(), 'web').join() === [ADDR.web1, ADDR.web2].join() &&
-        service(await status(), 'web').ports[0].endpoints.length === 2,
+        service(await status(), 'web')?.ports[0]?.endpoints.length === 2,
     )
     const inStatus = Date.now() - t0
     t.same(await dig(NS.cli1, HEADLESS), [ADDR.web1, ADDR.web2], 'headless DNS')

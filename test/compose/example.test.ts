@@ -19,8 +19,30 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const EXAMPLE = join(ROOT, 'examples/compose')
 const MANIFESTS = join(EXAMPLE, 'manifests')
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-const compose: any = parse(readFileSync(join(EXAMPLE, 'docker-compose.yml'), 'utf8'))
+/** The parts of docker-compose.yml this test reads (compose-spec field names). */
+interface ComposeService {
+  readonly command?: readonly string[]
+  readonly environment?: Readonly<Record<string, string>>
+  readonly networks?: readonly string[] | Readonly<Record<string, { readonly ipv4_address?: string }>>
+  readonly volumes?: readonly string[]
+  readonly cap_add?: readonly string[]
+  readonly cap_drop?: readonly string[]
+  readonly deploy?: { readonly replicas?: number }
+  readonly dns?: readonly string[]
+  readonly dns_search?: readonly string[]
+  readonly dns_opt?: readonly string[]
+  readonly depends_on?: Readonly<Record<string, { readonly condition: string }>>
+}
+interface ComposeFile {
+  readonly networks: {
+    readonly mesh: { readonly ipam: { readonly config: { subnet: string; ip_range: string; gateway: string }[] } }
+  }
+  readonly services: {
+    readonly meshlet: ComposeService & { readonly networks: { readonly mesh: { readonly ipv4_address: string } } }
+    readonly [name: string]: ComposeService | undefined
+  }
+}
+const compose = parse(readFileSync(join(EXAMPLE, 'docker-compose.yml'), 'utf8')) as ComposeFile
 
 function cidr(text: string): Cidr {
   const c = parseCidr(text)
@@ -40,23 +62,23 @@ t.test('meshlet check -f examples/compose/manifests passes', async (t) => {
 })
 
 t.test('docker-compose.yml agrees with the manifests and the CLI', async (t) => {
-  const net = compose.networks.mesh.ipam.config[0]
+  const net = compose.networks.mesh.ipam.config[0]!
   const subnet = cidr(net.subnet)
   const ipRange = cidr(net.ip_range)
   t.ok(inside(ipRange, subnet), 'ip_range inside the subnet')
 
   const m = compose.services.meshlet
-  const meshletIp: string = m.networks.mesh.ipv4_address
+  const meshletIp = m.networks.mesh.ipv4_address
   t.ok(has(subnet, meshletIp) && !has(ipRange, meshletIp), 'meshlet has a fixed address Docker does not hand out')
 
-  const [command, ...args] = m.command as string[]
+  const [command, ...args] = m.command ?? []
   t.equal(command, 'up')
-  const opts = runtimeOptions(args, m.environment)
+  const opts = runtimeOptions(args, { ...m.environment })
   t.equal(opts.vipMode, 'interface')
   t.equal(opts.vipInterface, 'eth0')
   t.same(opts.files, ['/manifests'])
   t.ok(
-    m.volumes.some((v: string) => v.startsWith('./manifests:/manifests')),
+    (m.volumes ?? []).some((v) => v.startsWith('./manifests:/manifests')),
     'the manifests are mounted where -f points',
   )
   t.equal(opts.dns?.host, meshletIp, "DNS on meshlet's address")
@@ -70,7 +92,7 @@ t.test('docker-compose.yml agrees with the manifests and the CLI', async (t) => 
   t.ok(disjoint(serviceCidr, ipRange), 'service CIDR outside ip_range')
   t.notOk(has(serviceCidr, meshletIp) || has(serviceCidr, net.gateway), 'service CIDR misses meshlet and the gateway')
   t.same(
-    m.cap_add.sort(),
+    [...(m.cap_add ?? [])].sort(),
     ['NET_ADMIN', 'NET_BIND_SERVICE'],
     'NET_ADMIN for interface mode, NET_BIND_SERVICE for 53/80',
   )
@@ -92,16 +114,16 @@ t.test('docker-compose.yml agrees with the manifests and the CLI', async (t) => 
   for (const d of deployments) {
     const svc = compose.services[d.discovery.dnsName]
     t.ok(svc, `${d.discovery.dnsName} is a Compose service`)
-    t.same(svc.networks, ['mesh'], `${d.discovery.dnsName} is on the mesh network`)
-    if (d.spec.replicas !== null) t.equal(svc.deploy?.replicas, d.spec.replicas, `${d.meta.name}: replicas agree`)
+    t.same(svc?.networks, ['mesh'], `${d.discovery.dnsName} is on the mesh network`)
+    if (d.spec.replicas !== null) t.equal(svc?.deploy?.replicas, d.spec.replicas, `${d.meta.name}: replicas agree`)
   }
-  t.equal(compose.services.web.deploy.replicas, 3, 'one backend scaled to 3')
+  t.equal(compose.services.web?.deploy?.replicas, 3, 'one backend scaled to 3')
 
-  const client = compose.services.client
+  const client = compose.services.client!
   t.same(client.dns, [meshletIp], "the client's DNS is meshlet")
   t.same(client.dns_search, ['default.svc.cluster.local', 'svc.cluster.local', 'cluster.local'])
   t.same(client.dns_opt, ['ndots:5'])
-  t.equal(client.depends_on.meshlet.condition, 'service_healthy')
+  t.equal(client.depends_on?.meshlet?.condition, 'service_healthy')
 })
 
 t.test('the image needs production dependencies only', async (t) => {

@@ -12,7 +12,8 @@
 // the bridge subnet, 198.18.4.240/29, so exactly one node may hold it. The nodes know each other through their Node
 // objects (InternalIP) and probe each other's admin /healthz (membership/). Root only.
 
-import { bridgeTopology, cleanupList, exec, inNs, must, until } from '../helpers/netns.ts'
+import { bridgeTopology, cleanupList, inNs, must, until } from '../helpers/netns.ts'
+import { serviceOf, type StatusJson } from '../helpers/status.ts'
 import t, { type Test } from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -188,14 +189,13 @@ async function run(t: Test) {
     const k = r.stdout.lastIndexOf('\n')
     return { status: Number(r.stdout.slice(k + 1)), body: r.stdout.slice(0, k) }
   }
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  const status = async (node: 'a' | 'b'): Promise<any> => JSON.parse((await admin(node, '/status')).body)
+  const status = async (node: 'a' | 'b'): Promise<StatusJson> =>
+    JSON.parse((await admin(node, '/status')).body) as StatusJson
   const started = Date.now()
   await Promise.all([startNode('a'), startNode('b')])
   for (const node of ['a', 'b'] as const)
     await until(`meshlet ${node} /readyz`, async () => (await admin(node, '/readyz')).status === 200, 20000)
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  const peerState = (s: any) => s?.planes?.membership?.peers?.[0]?.state
+  const peerState = (s: StatusJson) => s.planes.membership?.peers[0]?.state
   await until(
     'each node sees the other alive',
     async () => peerState(await status('a')) === 'alive' && peerState(await status('b')) === 'alive',
@@ -204,10 +204,9 @@ async function run(t: Test) {
   t.comment(`timing both nodes up and seeing each other: ${Date.now() - started} ms`)
 
   const st = await status('a')
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  const service = (s: any, name: string) => s?.snapshot?.services?.find((x: any) => x.key === `default/${name}`)
-  const lbIp: string = service(st, 'web-public')?.loadBalancerIPs?.[0]
-  const internalVip: string = service(st, 'web-internal')?.clusterIPs?.[0]
+  const service = (s: StatusJson, name: string) => serviceOf(s, `default/${name}`)
+  const lbIp = service(st, 'web-public')?.loadBalancerIPs[0] ?? ''
+  const internalVip = service(st, 'web-internal')?.clusterIPs[0] ?? ''
   t.equal(lbIp, '198.18.4.240', 'LoadBalancer address from the pool on the bridge')
   t.match(internalVip, /^198\.18\.5\.\d+$/, 'ClusterIP from the service CIDR')
   t.equal(service(await status('b'), 'web-public')?.loadBalancerIPs?.[0], lbIp, 'both nodes allocate the same address')
@@ -260,9 +259,8 @@ async function run(t: Test) {
     ))!
     const other = owner === 'a' ? 'b' : 'a'
     t.pass(`node ${owner} holds ${lbIp}; node ${other} does not`)
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
-    const lbAddrs = async (node: 'a' | 'b'): Promise<string[]> =>
-      (await status(node))?.planes?.lb?.interfaceAddresses ?? []
+    const lbAddrs = async (node: 'a' | 'b'): Promise<readonly string[]> =>
+      (await status(node)).planes.lb?.interfaceAddresses ?? []
     t.ok((await lbAddrs(owner)).includes(lbIp), `${owner}'s /status lists it`)
     t.notOk((await lbAddrs(other)).includes(lbIp), `${other}'s /status does not`)
     t.match(

@@ -31,17 +31,17 @@ t.test(
       (s) => s.config.files.some((f: { lastError: string | null }) => f.lastError !== null),
       10_000,
     )
-    const f = broken.config.files.find((x: { file: string }) => x.file.endsWith('web.yaml'))
+    const f = broken.config.files.find((x) => x.file.endsWith('web.yaml'))!
     t.match(f.lastError, /web\.yaml doc 1 \(Service default\/web\): spec\.ports\[0\]\.port: must be 1-65535, got 0/)
     t.equal(f.objects, 1, 'last good version kept')
-    t.ok(broken.config.reloads.at(-1).ok === false)
+    t.ok(broken.config.reloads.at(-1)?.ok === false)
 
     m.writeManifest('web.yaml', svc('web', 81))
     const fixed = await m.waitForStatus(
       (s) => s.config.files.every((x: { lastError: string | null }) => x.lastError === null),
       10_000,
     )
-    t.ok(fixed.config.reloads.at(-1).ok)
+    t.ok(fixed.config.reloads.at(-1)?.ok)
     t.equal(await m.stop(), 0)
   },
 )

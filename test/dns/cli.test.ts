@@ -54,11 +54,11 @@ t.test(
     const ext = await dig(port, 'www.example.org', 'A')
     t.same(datas(ext, 'A'), ['192.0.2.1'])
     const status = await m.status()
-    const plane = status.planes.dns
+    const plane = status.planes.dns!
     t.equal(plane.ready, true)
-    t.equal(plane.listeners[0].port, port)
-    t.equal(plane.upstreams[0].address, `127.0.0.1:${up.port}`)
-    t.equal(plane.upstreams[0].state, 'ok')
+    t.equal(plane.listeners[0]?.port, port)
+    t.equal(plane.upstreams[0]?.address, `127.0.0.1:${up.port}`)
+    t.equal(plane.upstreams[0]?.state, 'ok')
     t.ok(plane.names > 10)
     const metrics = await m.metrics()
     t.match(metrics, /meshlet_dns_queries_total\{type="A",rcode="NOERROR"\} \d+/)

@@ -136,8 +136,8 @@ t.test(
     t.same(datas(await dig(port, `web.default.svc.${Z}`, 'A', ['+tcp']), 'A'), ['10.96.0.10'])
     t.same(datas(await dig(port, 'www.example.org', 'A'), 'A'), ['192.0.2.1'])
     const status = await m.status()
-    t.equal(status.planes.dns.ready, true)
-    t.equal(status.planes.dns.workers.length, 2)
+    t.equal(status.planes.dns?.ready, true)
+    t.equal(status.planes.dns?.workers?.length, 2)
     const bad = await run(process.execPath, [MESHLET_BIN, 'up', '-f', '/dev/null', '--dns-workers', '0']).then(
       () => 0,
       (e: { code: number }) => e.code,

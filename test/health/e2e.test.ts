@@ -9,6 +9,7 @@ import { connect } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { startMeshlet } from '../helpers/meshlet.ts'
+import { serviceOf } from '../helpers/status.ts'
 
 const planes = ['dns/index.ts', 'lb/index.ts', 'proxy/index.ts', 'config/load.ts']
 const missing = planes.filter((p) => !existsSync(fileURLToPath(new URL(`../../${p}`, import.meta.url))))
@@ -94,12 +95,10 @@ spec:
       return stdout.trim().split('\n').filter(Boolean).sort()
     }
     const status = await m.waitForStatus(
-      (s) =>
-        s.snapshot?.services?.find((x: any) => x.key === 'default/web')?.ports[0].endpoints.filter((e: any) => e.ready)
-          .length === 2,
+      (s) => serviceOf(s, 'default/web')?.ports[0]?.endpoints.filter((e) => e.ready).length === 2,
       10_000,
     )
-    const vip = status.snapshot.services.find((x: any) => x.key === 'default/web').clusterIPs[0]
+    const vip = serviceOf(status, 'default/web')!.clusterIPs[0]!
     t.same(await dig(), ips, 'both endpoints answered')
     /** Which backends 8 fresh L4 connections to the ClusterIP reach. */
     const reached = async () => {
@@ -123,7 +122,7 @@ spec:
 
     failing.add(ips[1]!)
     const t0 = Date.now()
-    let answers: string[] = []
+    let answers: string[]
     for (;;) {
       answers = await dig()
       if (answers.length === 1 || Date.now() - t0 > 2000 + 2500) break
@@ -132,9 +131,9 @@ spec:
     t.same(answers, [ips[0]], `failing endpoint gone from dig within the bound (${Date.now() - t0} ms)`)
     t.same(await reached(), [ips[0]], 'L4 no longer reaches it')
     const st = await m.status()
-    const pod = st.planes.health.pods.find((p: any) => p.pod === 'default/web-2')
-    t.equal(pod.ready, false)
-    t.equal(pod.containers[0].probes[0].lastMessage, 'HTTP probe failed with statuscode: 500')
+    const pod = st.planes.health?.pods.find((p) => p.pod === 'default/web-2')
+    t.equal(pod?.ready, false)
+    t.equal(pod?.containers[0]?.probes[0]?.lastMessage, 'HTTP probe failed with statuscode: 500')
     t.match(
       await m.metrics(),
       /meshlet_health_probe_results_total\{kind="readiness",type="httpGet",result="failure"\} [1-9]/,

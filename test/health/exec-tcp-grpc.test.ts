@@ -102,12 +102,12 @@ t.test('exec through the plane: the exit code decides readiness; --exec-prefix w
   )
   await sleep(300)
   t.equal(h.podReady('web-1'), false, 'flag file missing: exit 1, not ready')
-  t.match(h.probeStatus('web-1', 'readiness').lastMessage, /exited with 1/)
+  t.match(h.probeStatus('web-1', 'readiness')?.lastMessage, /exited with 1/)
   const { writeFileSync } = await import('node:fs')
   writeFileSync(flag, 'ok')
   await waitFor(() => h.podReady('web-1') === true, 2000, 'ready once the command exits 0')
   await waitFor(() => h.probeStatus('hang', 'readiness')?.lastResult === 'failure', 3000, 'hung exec timed out')
-  t.match(h.probeStatus('hang', 'readiness').lastMessage, /timed out after 1s/)
+  t.match(h.probeStatus('hang', 'readiness')?.lastMessage, /timed out after 1s/)
 })
 
 t.test('tcpSocket: open port succeeds, closed port fails, through the plane too', async (t) => {
@@ -125,7 +125,7 @@ t.test('tcpSocket: open port succeeds, closed port fails, through the plane too'
   await waitFor(() => h.endpointReady('web', '127.0.0.1') === true, 2000, 'ready on an open port')
   await new Promise<void>((r) => server.close(() => r()))
   await waitFor(() => h.endpointReady('web', '127.0.0.1') === false, 2000, 'out when the port closes')
-  t.match(h.probeStatus('web-1', 'readiness').lastMessage, /connection refused/)
+  t.match(h.probeStatus('web-1', 'readiness')?.lastMessage, /connection refused/)
   const closed = await probeTcp('127.0.0.1', port, 1000)
   t.equal(closed.ok, false)
   t.equal(closed.code, 'MLT_HEALTH_CONNECT')

@@ -9,10 +9,10 @@ import { pino } from 'pino'
 import { Registry } from 'prom-client'
 import type { Container, ContainerPort, ObjectMeta, Pod, Probe, ProbeHandler, Service } from '../../model/objects.ts'
 import type { RuntimeOptions } from '../../model/options.ts'
-import type { Plane } from '../../model/plane.ts'
-import { noopReporter, type UpstreamReporter } from '../../model/snapshot.ts'
+import { noopReporter, type PodHealth } from '../../model/snapshot.ts'
 import { Store } from '../../model/store.ts'
-import { startHealth } from '../../health/index.ts'
+import { startHealth, type HealthPlane } from '../../health/index.ts'
+import type { ProbeStatus } from '../../health/probe-worker.ts'
 
 interface Teardown {
   teardown(fn: () => unknown): void
@@ -116,14 +116,14 @@ export const baseOptions: RuntimeOptions = testRuntimeOptions()
 
 export interface Harness {
   readonly store: Store
-  readonly plane: Plane & { reporter: UpstreamReporter }
+  readonly plane: HealthPlane
   readonly metrics: Registry
   /** Pod "default/NAME" verdict as the Snapshot carries it. */
   podReady(name: string): boolean | undefined
-  health(name: string): any
+  health(name: string): PodHealth | null | undefined
   /** The ready condition of ip in Service "default/NAME" (first port), undefined when absent. */
   endpointReady(svc: string, ip: string, port?: number): boolean | undefined
-  probeStatus(podName: string, kind: string, container?: string): any
+  probeStatus(podName: string, kind: string, container?: string): ProbeStatus | undefined
 }
 
 export async function startPlane(
@@ -155,10 +155,9 @@ export async function startPlane(
         .services.find((s) => s.key === `default/${svc}`)
         ?.ports[0]?.endpoints.find((e) => e.ip === ip && (port === undefined || e.port === port))?.ready,
     probeStatus: (podName, kind, c) => {
-      const st = plane.status() as any
-      const p = st.pods.find((x: any) => x.pod === `default/${podName}`)
-      const ctr = c ? p?.containers.find((x: any) => x.name === c) : p?.containers[0]
-      return ctr?.probes.find((x: any) => x.kind === kind)
+      const p = plane.status().pods.find((x) => x.pod === `default/${podName}`)
+      const ctr = c ? p?.containers.find((x) => x.name === c) : p?.containers[0]
+      return ctr?.probes.find((x) => x.kind === kind)
     },
   }
 }

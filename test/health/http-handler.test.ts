@@ -56,6 +56,7 @@ t.test('default headers, user headers, Host override, Connection: close and a ne
   t.equal(r1!.headers.accept, '*/*')
   t.equal(r1!.headers.connection, 'close')
   t.equal(r1!.headers.host, `127.0.0.1:${b.port}`)
+  t.equal(r2?.url, '/healthz?x=1', 'the second probe sends the same request')
   t.not(b.remotePorts[0], b.remotePorts[1], 'fresh connection per probe')
 
   const p = new HttpProbe(

@@ -52,7 +52,7 @@ t.test('startup gates readiness and liveness; its success triggers readiness at 
   const readyAt = seen.get('/ready')![0]!
   // Readiness has a 5 s period: only the immediate trigger explains a probe right after startup.
   t.ok(readyAt - startedAt < 500, `readiness probed ${readyAt - startedAt} ms after startup passed`)
-  t.equal(h.health('web-1').started, true)
+  t.equal(h.health('web-1')?.started, true)
   const n = seen.get('/started')!.length
   await sleep(1200)
   t.equal(seen.get('/started')!.length, n, 'startup stops probing once it passed')
@@ -65,7 +65,7 @@ t.test('liveness failure: virtual restart, endpoint out at once, hook runs, prob
   const hookFile = join(dir, 'hook.txt')
   const b = await httpBackend(t)
   const ok = new Set(['/ready', '/live', '/solo-live'])
-  const seen = routes(b, ok)
+  routes(b, ok)
   const h = await startPlane(
     t,
     [
@@ -93,11 +93,11 @@ t.test('liveness failure: virtual restart, endpoint out at once, hook runs, prob
   ok.add('/live')
   await waitFor(() => existsSync(hookFile) && readFileSync(hookFile, 'utf8').includes('web-1'), 3000, 'hook ran')
   t.match(readFileSync(hookFile, 'utf8'), /^web-1 default 127\.0\.0\.1 app$/m, 'placeholders filled')
-  const st = h.probeStatus('web-1', 'readiness')
+  const st = h.probeStatus('web-1', 'readiness')!
   t.equal(st.state, 'failure', 'readiness back to its initial Failure')
-  const status = (h.plane.status() as any).pods.find((p: any) => p.pod === 'default/web-1')
-  t.equal(status.restartCount, 1)
-  t.match(status.lastRestart.reason, /liveness probe failed: HTTP probe failed with statuscode: 500/)
+  const status = h.plane.status().pods.find((p) => p.pod === 'default/web-1')
+  t.equal(status?.restartCount, 1)
+  t.match(status?.lastRestart?.reason, /liveness probe failed: HTTP probe failed with statuscode: 500/)
   // initialDelaySeconds 1 counts again from the restart, then readiness passes.
   const back = await waitFor(
     () => h.endpointReady('web', '127.0.0.1') === true,
@@ -105,12 +105,12 @@ t.test('liveness failure: virtual restart, endpoint out at once, hook runs, prob
     'back after restart',
   )
   t.ok(back >= 0)
-  t.equal(h.health('web-1').restartCount, 1, 'no further restart once liveness passes')
+  t.equal(h.health('web-1')?.restartCount, 1, 'no further restart once liveness passes')
 
   // The liveness-only Pod: out at the restart, back at its next passing liveness probe.
   ok.delete('/solo-live')
   await waitFor(
-    () => h.health('solo')?.restartCount >= 1 && h.podReady('solo') === false,
+    () => (h.health('solo')?.restartCount ?? 0) >= 1 && h.podReady('solo') === false,
     1000 + TOLERANCE_MS,
     'solo restarted and out',
   )
@@ -131,8 +131,8 @@ t.test('startup failure after failureThreshold is a virtual restart too', async 
   ])
   await waitFor(() => h.health('web-1')?.restartCount === 1, 2000 + TOLERANCE_MS, 'restart after two startup failures')
   t.equal(h.podReady('web-1'), false)
-  t.equal(h.health('web-1').started, false)
-  t.equal(h.probeStatus('web-1', 'startup').state, 'unknown', 'startup back to Unknown')
+  t.equal(h.health('web-1')?.started, false)
+  t.equal(h.probeStatus('web-1', 'startup')?.state, 'unknown', 'startup back to Unknown')
 })
 
 t.test('a reload that changes one probe restarts only that worker; a terminating Pod stops liveness', async (t) => {
@@ -144,11 +144,11 @@ t.test('a reload that changes one probe restarts only that worker; a terminating
   ])
   const h = await startPlane(t, [svc, v1])
   await waitFor(
-    () => h.podReady('web-1') === true && h.probeStatus('web-1', 'readiness').consecutiveSuccesses >= 2,
+    () => h.podReady('web-1') === true && (h.probeStatus('web-1', 'readiness')?.consecutiveSuccesses ?? 0) >= 2,
     3000,
     'ready twice',
   )
-  const readinessBefore = h.probeStatus('web-1', 'readiness').consecutiveSuccesses
+  const readinessBefore = h.probeStatus('web-1', 'readiness')?.consecutiveSuccesses ?? 0
   let flapped = false
   const unsub = h.store.subscribe((s) => {
     if (s.pods.find((p) => p.key === 'default/web-1')?.ready === false) flapped = true
@@ -161,8 +161,11 @@ t.test('a reload that changes one probe restarts only that worker; a terminating
   await waitFor(() => (seen.get('/live2')?.length ?? 0) >= 1, 2000, 'new liveness probe runs')
   await sleep(1100)
   t.notOk(flapped, 'the Pod never went unready on the reload')
-  t.ok(h.probeStatus('web-1', 'readiness').consecutiveSuccesses > readinessBefore, 'readiness kept its counters')
-  t.equal(h.probeStatus('web-1', 'liveness').lastTransition, null, 'the liveness worker is new')
+  t.ok(
+    (h.probeStatus('web-1', 'readiness')?.consecutiveSuccesses ?? 0) > readinessBefore,
+    'readiness kept its counters',
+  )
+  t.equal(h.probeStatus('web-1', 'liveness')?.lastTransition, null, 'the liveness worker is new')
 
   const v3 = pod('web-1', '127.0.0.1', v2.spec.containers as never, { deletionTimestamp: '2026-01-01T00:00:00Z' })
   h.store.setObjects([svc, v3], [])

@@ -36,7 +36,7 @@ t.test('consecutive failures eject, capped by max-ejection-percent, back after b
   )
   t.equal(h.endpointReady('web', ips[2]!), true, '20 % of 10: the third is not ejected')
   t.match(h.store.current!.ejected['default/web|127.0.1.1|8080'], /3 consecutive upstream failures: ejected for 1s/)
-  const st = (h.plane.status() as any).outlier
+  const st = h.plane.status().outlier
   t.equal(st.ejected.length, 2)
   t.same(st.services[0], {
     service: 'default/web',
@@ -77,10 +77,10 @@ t.test('never the last usable endpoint; no annotation means no ejection; bad val
   t.equal(h.endpointReady('one', '127.0.2.1'), true, 'the only endpoint stays')
   t.equal(h.endpointReady('plain', '127.0.2.2'), true, 'no annotation: reports are ignored')
   t.same(h.store.current!.ejected, {})
-  const st = (h.plane.status() as any).outlier
-  t.equal(st.errors[0].code, 'MLT_HEALTH_OUTLIER_ANNOTATION')
-  t.match(st.errors[0].message, /outlier-consecutive-failures: must be an integer 1\.\.1000000, got "many"; using 5/)
-  t.equal(st.services.find((s: any) => s.service === 'default/bad').consecutiveFailures, 5)
+  const st = h.plane.status().outlier
+  t.equal(st.errors[0]?.code, 'MLT_HEALTH_OUTLIER_ANNOTATION')
+  t.match(st.errors[0]?.message, /outlier-consecutive-failures: must be an integer 1\.\.1000000, got "many"; using 5/)
+  t.equal(st.services.find((s) => s.service === 'default/bad')?.consecutiveFailures, 5)
 })
 
 t.test('a passing readiness probe brings an ejected endpoint back early', async (t) => {

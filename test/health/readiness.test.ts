@@ -24,17 +24,17 @@ t.test('endpoint leaves and re-enters the Snapshot within period × threshold', 
   b.mode = 'fail'
   const out = await waitFor(() => h.endpointReady('web', '127.0.0.1') === false, 2000 + TOLERANCE_MS, 'endpoint out')
   t.ok(out >= 900, `out after two failures, not one (${out} ms)`)
-  const st = h.probeStatus('web-1', 'readiness')
+  const st = h.probeStatus('web-1', 'readiness')!
   t.equal(st.state, 'failure')
   t.equal(st.lastMessage, 'HTTP probe failed with statuscode: 500')
-  t.equal(st.lastTransition.reason, 'HTTP probe failed with statuscode: 500')
+  t.equal(st.lastTransition?.reason, 'HTTP probe failed with statuscode: 500')
   t.ok(st.consecutiveFailures >= 2)
-  t.equal(h.health('web-1').ready, false)
+  t.equal(h.health('web-1')?.ready, false)
 
   b.mode = 'ok'
   const back = await waitFor(() => h.endpointReady('web', '127.0.0.1') === true, 2000 + TOLERANCE_MS, 'endpoint back')
   t.ok(back >= 900, `back after two successes (${back} ms)`)
-  t.equal(h.probeStatus('web-1', 'readiness').lastTransition.to, 'success')
+  t.equal(h.probeStatus('web-1', 'readiness')?.lastTransition?.to, 'success')
 
   const text = await h.metrics.metrics()
   t.match(text, /meshlet_health_probe_results_total\{kind="readiness",type="httpGet",result="failure"\} [1-9]/)
@@ -62,7 +62,7 @@ t.test('failureThreshold 1 acts on the first failure; timeouts count as failures
   t.ok(fastOut <= 1000 + TOLERANCE_MS, `threshold 1: out within one period (${fastOut} ms)`)
   // Two hung probes: first at the next tick (≤ 1 s) + 1 s timeout, second right after (missed tick) + 1 s timeout.
   await waitFor(() => h.podReady('slow') === false, 3000 + 2 * TOLERANCE_MS, 'slow out after timeouts')
-  const st = h.probeStatus('slow', 'readiness')
+  const st = h.probeStatus('slow', 'readiness')!
   t.match(st.lastMessage, /context deadline exceeded/)
 })
 
@@ -94,7 +94,7 @@ t.test('Pods without probes are ready; Pods that disappear lose their verdict an
   const count = b.requests.length
   await sleep(1500)
   t.equal(b.requests.length, count, 'no more probes for a removed Pod')
-  t.same((h.plane.status() as any).pods, [])
+  t.same(h.plane.status().pods, [])
 })
 
 t.test('manifests through config/load.ts: a named probe port resolves against its container', async (t) => {

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
+import type { StatusJson } from './status.ts'
 
 export const MESHLET_BIN = fileURLToPath(new URL('../../bin/meshlet.ts', import.meta.url))
 
@@ -25,14 +26,14 @@ export interface MeshletProcess {
   readonly https: Address | null
   /** Every JSON log line so far. */
   readonly logs: Record<string, unknown>[]
-  status(): Promise<any>
+  status(): Promise<StatusJson>
   metrics(): Promise<string>
   /** Writes (or replaces) a manifest in `dir`; meshlet's watcher picks it up. */
   writeManifest(name: string, text: string): void
   /** Resolves when a log line matching `pred` has been seen (past lines included). */
   waitForLog(pred: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>
   /** Polls /status until `pred` returns true. */
-  waitForStatus(pred: (status: any) => boolean, timeoutMs?: number): Promise<any>
+  waitForStatus(pred: (status: StatusJson) => boolean, timeoutMs?: number): Promise<StatusJson>
   /** Sends SIGTERM (or `signal`) and resolves with the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>
 }
@@ -125,7 +126,10 @@ export async function startMeshlet(t: Teardown, opts: StartOptions = {}): Promis
         timeoutMs,
       )
       waiters.push({ pred, resolve: (l) => (clearTimeout(timer), resolve(l)) })
-      exitPromise.then((code) => reject(new Error(`meshlet exited (${code}) before the log line; stderr: ${stderr}`)))
+      // exitPromise only ever resolves (with the exit code), so this chain cannot reject unhandled.
+      void exitPromise.then((code) =>
+        reject(new Error(`meshlet exited (${code}) before the log line; stderr: ${stderr}`)),
+      )
     })
   }
 
@@ -159,13 +163,13 @@ export async function startMeshlet(t: Teardown, opts: StartOptions = {}): Promis
   const admin = await listenerAddress('admin')
   const adminUrl = (path: string) => `http://${admin!.host}:${admin!.port}${path}`
 
-  const status = async () => {
+  const status = async (): Promise<StatusJson> => {
     const res = await fetch(adminUrl('/status'))
-    return res.json()
+    return (await res.json()) as StatusJson
   }
-  const waitForStatus = async (pred: (s: any) => boolean, timeoutMs = 15000) => {
+  const waitForStatus = async (pred: (s: StatusJson) => boolean, timeoutMs = 15000) => {
     const until = Date.now() + timeoutMs
-    let last: any
+    let last: StatusJson | undefined
     while (Date.now() < until) {
       last = await status()
       if (pred(last)) return last

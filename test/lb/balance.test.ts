@@ -109,7 +109,7 @@ spec:
     m.writeManifest('rr-endpoints.yaml', rrEndpoints([rr[0]!, rr[1]!, extra, rr[2]!]))
     await m.waitForStatus(
       (s) =>
-        svcStatus(s, 'default/rr')?.ports[0].endpoints.length === 4 &&
+        svcStatus(s, 'default/rr')?.ports[0]?.endpoints.length === 4 &&
         lbPorts(s, 'default/rr')[0]?.usable.cluster === 4,
     )
     t.equal(await identify(rrIp, 80), extra.id, 'new endpoint .204 follows .203')

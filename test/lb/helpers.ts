@@ -5,6 +5,13 @@ import { createServer, connect, type Server, type Socket } from 'node:net'
 import { createSocket, type Socket as UdpSocket } from 'node:dgram'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { MeshletProcess } from '../helpers/meshlet.ts'
+import {
+  serviceOf,
+  type LbListenerJson,
+  type LbPortJson,
+  type ServiceJson,
+  type StatusJson,
+} from '../helpers/status.ts'
 
 interface Teardown {
   teardown(fn: () => unknown): void
@@ -210,22 +217,22 @@ subsets:
 }
 
 /** The lb plane's view of one Service (status.planes.lb.services[key]). */
-export function lbPorts(status: any, key: string): any[] {
+export function lbPorts(status: StatusJson | undefined, key: string): readonly LbPortJson[] {
   return status?.planes?.lb?.services?.[key] ?? []
 }
 
 /** The Snapshot view of one Service from /status. */
-export function svcStatus(status: any, key: string): any {
-  return status?.snapshot?.services?.find((s: any) => s.key === key)
+export function svcStatus(status: StatusJson | undefined, key: string): ServiceJson | undefined {
+  return serviceOf(status, key)
 }
 
 /** Polls until the Service's first ClusterIP listener for `port` is open (or, with open=false, closed). */
 export async function waitListener(
   m: MeshletProcess,
   key: string,
-  pred: (l: any) => boolean,
+  pred: (l: LbListenerJson) => boolean,
   timeoutMs = 15000,
-): Promise<any> {
+): Promise<LbListenerJson | undefined> {
   const status = await m.waitForStatus((s) => lbPorts(s, key).some((p) => p.listeners.some(pred)), timeoutMs)
   return lbPorts(status, key)
     .flatMap((p) => p.listeners)
@@ -235,7 +242,7 @@ export async function waitListener(
 /** ClusterIP of a Service once it is in /status. */
 export async function clusterIP(m: MeshletProcess, key: string): Promise<string> {
   const s = await m.waitForStatus((s) => (svcStatus(s, key)?.clusterIPs?.length ?? 0) > 0)
-  return svcStatus(s, key).clusterIPs[0]
+  return svcStatus(s, key)!.clusterIPs[0]!
 }
 
 export { sleep }

@@ -6,6 +6,7 @@
 
 import t from 'tap'
 import { startMeshlet, type MeshletProcess } from '../helpers/meshlet.ts'
+import type { StatusJson } from '../helpers/status.ts'
 import { connectError, identify, identifyServer, netOf, svcStatus, waitListener } from './helpers.ts'
 
 const net = netOf(4)
@@ -117,12 +118,12 @@ endpoints:
   const ready = (m: MeshletProcess) =>
     m.waitForStatus((s) =>
       ['ext', 'only-b', 'int', 'close', 'hinted'].every(
-        (n) => svcStatus(s, `default/${n}`)?.ports[0].endpoints.length > 0,
+        (n) => (svcStatus(s, `default/${n}`)?.ports[0]?.endpoints.length ?? 0) > 0,
       ),
     )
   const [sa, sb] = await Promise.all([ready(a), ready(b)])
-  const nodePort = (s: any, name: string) => svcStatus(s, `default/${name}`).ports[0].nodePort as number
-  const vip = (s: any, name: string) => svcStatus(s, `default/${name}`).clusterIPs[0] as string
+  const nodePort = (s: StatusJson, name: string) => svcStatus(s, `default/${name}`)!.ports[0]!.nodePort!
+  const vip = (s: StatusJson, name: string) => svcStatus(s, `default/${name}`)!.clusterIPs[0]!
   await waitListener(a, 'default/ext', (l) => l.address === addrA && l.state === 'open')
   await waitListener(b, 'default/only-b', (l) => l.address === addrB && l.state === 'open')
   await waitListener(a, 'default/hinted', (l) => l.state === 'open')
@@ -161,8 +162,8 @@ endpoints:
   })
 
   await t.test('healthCheckNodePort: kube-proxy’s JSON, 200 with local endpoints, 503 without', async (t) => {
-    const hc = async (addr: string, s: any, name: string, path: string) => {
-      const port = svcStatus(s, `default/${name}`).healthCheckNodePort
+    const hc = async (addr: string, s: StatusJson, name: string, path: string) => {
+      const port = svcStatus(s, `default/${name}`)!.healthCheckNodePort!
       t.ok(port >= 30000 && port <= 32767, `${name}: healthCheckNodePort ${port} allocated`)
       const res = await fetch(`http://${addr}:${port}${path}`, { method: 'GET' })
       return { status: res.status, headers: res.headers, body: JSON.parse(await res.text()) }

@@ -5,6 +5,7 @@
 
 import t from 'tap'
 import { startMeshlet, type MeshletProcess } from '../helpers/meshlet.ts'
+import type { StatusJson } from '../helpers/status.ts'
 import { identify, identifyServer, netOf, svcStatus, waitListener } from './helpers.ts'
 
 const net = netOf(3)
@@ -45,12 +46,12 @@ spec:
       .join('')
   const args = ['--service-cidr', net.serviceCidr, '--node-address', net.ip(240)]
   const pendingText = 'Failed to allocate IP for "default/svc-11": no available IPs'
-  const addresses = (s: any) =>
+  const addresses = (s: StatusJson) =>
     Object.fromEntries(names.map((n) => [n, svcStatus(s, `default/${n}`)?.loadBalancerIPs?.[0] ?? null]))
   const allocated = (m: MeshletProcess) =>
     m.waitForStatus(
       (s) =>
-        names.every((n) => svcStatus(s, `default/${n}`)) &&
+        names.every((n) => svcStatus(s, `default/${n}`) !== undefined) &&
         svcStatus(s, 'default/svc-10')?.loadBalancerIPs.length === 1,
     )
 
@@ -59,12 +60,12 @@ spec:
   const first = addresses(s1)
   for (let i = 0; i < 10; i++) t.equal(first[names[i]!], net.ip(128 + i), `${names[i]} has ${net.ip(128 + i)}`)
   t.equal(first['svc-11'], null, 'svc-11 has no address')
-  t.equal(svcStatus(s1, 'default/svc-11').loadBalancerPending, pendingText, 'MetalLB’s text in /status')
-  const lbPool = s1.planes.lb.pools.find((p: any) => p.pool === 'loop')
-  t.equal(lbPool.capacity, 10, 'pool capacity 10 in /status')
-  t.equal(lbPool.assigned, 10, 'pool fully assigned')
-  t.same(lbPool.pending, [{ service: 'default/svc-11', reason: pendingText }], 'pending list in /status')
-  t.equal(lbPool.advertised, true, 'the pool is advertised')
+  t.equal(svcStatus(s1, 'default/svc-11')?.loadBalancerPending, pendingText, 'MetalLB’s text in /status')
+  const lbPool = s1.planes.lb?.pools.find((p) => p.pool === 'loop')
+  t.equal(lbPool?.capacity, 10, 'pool capacity 10 in /status')
+  t.equal(lbPool?.assigned, 10, 'pool fully assigned')
+  t.same(lbPool?.pending, [{ service: 'default/svc-11', reason: pendingText }], 'pending list in /status')
+  t.equal(lbPool?.advertised, true, 'the pool is advertised')
 
   // Every allocated address really listens.
   await waitListener(m, 'default/svc-10', (l) => l.address === net.ip(137) && l.state === 'open')
@@ -80,7 +81,7 @@ metadata: { name: unrelated }
 spec: { ports: [{ port: 9 }] }
 `,
   )
-  await m.waitForStatus((s) => svcStatus(s, 'default/unrelated'))
+  await m.waitForStatus((s) => svcStatus(s, 'default/unrelated') !== undefined)
   const warnings = m.logs.filter((l) => l.level === 40 && typeof l.msg === 'string' && l.msg.includes(pendingText))
   t.equal(warnings.length, 1, 'one warning line for the pending Service')
   t.match(
@@ -94,7 +95,7 @@ spec: { ports: [{ port: 9 }] }
   const s2 = await m.waitForStatus((s) => svcStatus(s, 'default/svc-11')?.loadBalancerIPs.length === 1)
   const second = addresses(s2)
   t.equal(second['svc-11'], net.ip(130), 'svc-11 got the freed address')
-  t.equal(svcStatus(s2, 'default/svc-11').loadBalancerPending, null, 'no longer pending')
+  t.equal(svcStatus(s2, 'default/svc-11')?.loadBalancerPending, null, 'no longer pending')
   for (const n of names.filter((n) => n !== 'svc-03' && n !== 'svc-11'))
     t.equal(second[n], first[n], `${n} kept its address`)
   await waitListener(m, 'default/svc-11', (l) => l.address === net.ip(130) && l.state === 'open')

@@ -9,11 +9,6 @@ import { clusterIP, endpointsYaml, netOf, udpClient, udpExchange, waitListener }
 
 const net = netOf(5)
 
-interface Seen {
-  header: Buffer
-  rest: Buffer
-}
-
 /** A TCP backend that hands over the first bytes of each connection once `need` of them arrived. */
 async function recorder(
   t: { teardown(fn: () => unknown): void },

@@ -47,7 +47,7 @@ spec: { ports: [{ port: 53, protocol: UDP }] }
   const vip = await clusterIP(m, 'default/echo')
   const loneVip = await clusterIP(m, 'default/lone')
   await waitListener(m, 'default/echo', (l) => l.state === 'open' && l.protocol === 'UDP')
-  const flows = async () => lbPorts(await m.status(), 'default/echo')[0].listeners[0].flows as number
+  const flows = async () => lbPorts(await m.status(), 'default/echo')[0]?.listeners[0]?.flows
 
   await t.test('echo: datagrams of one flow stay on one endpoint, new flows rotate', async (t) => {
     const s1 = await udpClient(t, vip, 53)
@@ -80,7 +80,7 @@ spec: { ports: [{ port: 53, protocol: UDP }] }
     await udpExchange(vip, 53, 'silent-1', { socket: s, timeoutMs: 300 })
     t.equal(await flows(), 3, 'an unanswered datagram opened a flow')
     // The 1 s idle timeout plus one sweep (1 s) later, the flow is gone.
-    await m.waitForStatus((st) => lbPorts(st, 'default/echo')[0].listeners[0].flows === 2, 5000)
+    await m.waitForStatus((st) => lbPorts(st, 'default/echo')[0]?.listeners[0]?.flows === 2, 5000)
     t.pass('the unanswered flow expired after about 1 s idle')
     // The same client socket now starts a new flow: a new upstream socket (a new source port at the backend).
     const r = await udpExchange(vip, 53, 'again', { socket: s })

@@ -11,7 +11,7 @@ import type { Snapshot } from '../../model/snapshot.ts'
 import { noopReporter } from '../../model/snapshot.ts'
 import { loadManifestText } from '../../config/load.ts'
 import { AdminServer } from '../../admin/server.ts'
-import { MembershipPlane, startMembership, peerTarget } from '../../membership/index.ts'
+import { startMembership, peerTarget, type MembershipPlane } from '../../membership/index.ts'
 import { candidates, electedNode } from '../../lb/l2-election.ts'
 import { testRuntimeOptions } from '../helpers/options.ts'
 

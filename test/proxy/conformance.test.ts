@@ -82,9 +82,9 @@ t.test('ingress_class.feature', async (t) => {
   const res = await get(r, 'ingress-class', '/')
   t.equal(res.status, 404)
   const st = r.status()
-  const ing = st.ingresses.find((i: { ingress: string }) => i.ingress === 'default/ingress-class')
-  t.equal(ing.state, 'ignored')
-  t.match(ing.reasons[0], /some-invalid-class-name/)
+  const ing = st.ingresses.find((i) => i.ingress === 'default/ingress-class')
+  t.equal(ing?.state, 'ignored')
+  t.match(ing?.reasons[0], /some-invalid-class-name/)
 })
 
 t.test('load_balancing.feature: 10 replicas, 100 requests, 10 distinct pods', async (t) => {

@@ -96,7 +96,7 @@ t.test('no endpoints, missing Service, missing port → 503', async (t) => {
     t.match(res.headers['x-request-id'], /^[0-9a-f]{32}$/)
   }
   const routes = r.status().routes
-  t.match(routes.find((x: { path: string }) => x.path === '/missing').error, /not found/)
+  t.match(routes.find((x) => x.path === '/missing')?.error, /not found/)
 })
 
 t.test('slow backend: proxy-read-timeout → 504', async (t) => {
@@ -193,5 +193,5 @@ t.test('close(deadline): stops accepting, finishes in-flight requests', async (t
   t.equal(res.status, 200, 'the in-flight request finished')
   await closing
   await t.rejects(request(r.url + '/', { headers: { host: 'h' } }), 'no longer accepting')
-  t.equal(r.status().listeners.http.state, 'closed')
+  t.equal(r.status().listeners.http?.state, 'closed')
 })

@@ -4,7 +4,8 @@
 import { testRuntimeOptions } from '../helpers/options.ts'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { pino } from 'pino'
+import { pino, type Logger } from 'pino'
+import type { ProxyStatusJson } from '../helpers/status.ts'
 import { Registry } from 'prom-client'
 import { request } from 'undici'
 import type { Ingress, IngressPath, KubeObject, ObjectMeta, Pod, Secret, Service } from '../../model/objects.ts'
@@ -229,7 +230,7 @@ export interface Router {
   readonly url: string
   /** Replaces every object and waits until the plane has applied the new Snapshot. */
   set(objects: KubeObject[]): void
-  status(): any
+  status(): ProxyStatusJson
 }
 
 export async function startRouter(
@@ -239,7 +240,7 @@ export async function startRouter(
     options?: Partial<RuntimeOptions>
     extra?: ProxyExtraOptions
     reporter?: UpstreamReporter
-    log?: import('pino').Logger
+    log?: Logger
   } = {},
 ): Promise<Router> {
   const options = runtimeOptions(opts.options)
@@ -253,7 +254,7 @@ export async function startRouter(
     opts.extra ?? {},
   )
   t.teardown(() => plane.close(Date.now() + 500))
-  const st = plane.status() as any
+  const st = plane.status() as ProxyStatusJson
   const http = st.listeners.http ? { host: st.listeners.http.address, port: st.listeners.http.port } : null
   const https = st.listeners.https ? { host: st.listeners.https.address, port: st.listeners.https.port } : null
   return {
@@ -267,7 +268,7 @@ export async function startRouter(
       store.setObjects(objs, [])
       store.flush()
     },
-    status: () => plane.status(),
+    status: () => plane.status() as ProxyStatusJson,
   }
 }
 

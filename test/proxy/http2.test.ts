@@ -4,6 +4,7 @@
 
 import t from 'tap'
 import { execFile } from 'node:child_process'
+import type { AddressInfo } from 'node:net'
 import { connect as h2connect, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2'
 import { WebSocketServer, WebSocket } from 'ws'
 import type { KubeObject } from '../../model/objects.ts'
@@ -196,7 +197,7 @@ t.test('curl --http2 negotiates HTTP/2; HTTP/1.1 and WebSocket still work on the
   await new Promise((res) => wss.once('listening', res))
   t.teardown(() => new Promise((res) => wss.close(res)))
   wss.on('connection', (ws) => ws.on('message', (m) => ws.send(`echo:${m}`)))
-  const wsPort = (wss.address() as import('node:net').AddressInfo).port
+  const wsPort = (wss.address() as AddressInfo).port
   r.set([
     ...objects,
     service('ws'),

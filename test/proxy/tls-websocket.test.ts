@@ -6,7 +6,8 @@ import { execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
-import { connect as tlsConnect } from 'node:tls'
+import type { AddressInfo } from 'node:net'
+import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { WebSocketServer, WebSocket } from 'ws'
 import { echoBackend, get, ingress, pod, rawRequest, service, startRouter, tlsSecret } from './helpers.ts'
 
@@ -65,7 +66,7 @@ function httpsGet(
       (res) => {
         let body = ''
         res.setEncoding('utf8').on('data', (c: string) => (body += c))
-        const cert = (res.socket as import('node:tls').TLSSocket).getPeerCertificate()
+        const cert = (res.socket as TLSSocket).getPeerCertificate()
         res.on('end', () => resolve({ status: res.statusCode!, body, subject: String(cert.subject?.CN) }))
       },
     )
@@ -136,7 +137,7 @@ t.test('HTTPS listener is up with only the generated certificate (no Secret yet)
     s.on('error', reject)
   })
   t.equal(res, 'meshlet default certificate')
-  t.equal(r.status().listeners.https.state, 'listening')
+  t.equal(r.status().listeners.https?.state, 'listening')
   t.equal(r.plane.ready(), true)
 })
 
@@ -150,7 +151,7 @@ t.test('WebSocket through the router: echo, headers, idle tunnel kept, close', a
     upgradeHeaders = req.headers
     ws.on('message', (m) => ws.send(`echo:${m}`))
   })
-  const wsPort = (wss.address() as import('node:net').AddressInfo).port
+  const wsPort = (wss.address() as AddressInfo).port
   const r = await startRouter(t, [
     service('ws'),
     pod('ws-1', 'ws', backendHost, wsPort),
