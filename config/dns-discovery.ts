@@ -270,13 +270,6 @@ export class DnsDiscovery {
     return Promise.all(list.map((t) => this.#kick(t))).then(() => undefined)
   }
 
-  /** The Deployment a replica Pod ("namespace/name") was made for, or null. */
-  deploymentOf(podKey: string): string | null {
-    for (const t of this.#targets.values())
-      for (const p of t.pods.values()) if (objectKey(p.meta) === podKey) return t.key
-    return null
-  }
-
   status(): DiscoveryStatus {
     const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())
     return {

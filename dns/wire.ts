@@ -34,7 +34,6 @@ export const TYPE = {
 export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5, BADVERS: 16 } as const
 
 export const CLASS_IN = 1
-export const CLASS_ANY = 255
 
 /** Largest UDP answer whatever the client advertises (DNS flag day 2020). */
 export const UDP_PAYLOAD_CAP = 1232
@@ -221,16 +220,6 @@ export function nameToWire(name: string): Buffer {
 /** The lookup key of a presentation name (the same string `parseQuery` produces). */
 export function nameKey(name: string): string {
   return nameToWire(name).toString('latin1')
-}
-
-/** Presentation form of the question name (labels joined by dots, no trailing dot); used off the hot path only. */
-export function qnameText(buf: Buffer, q: Query): string {
-  const out: string[] = []
-  for (let i = 0; i < q.labelCount; i++) {
-    const off = 12 + q.labelOffsets[i]!
-    out.push(buf.toString('latin1', off + 1, off + 1 + buf[off]!))
-  }
-  return out.join('.')
 }
 
 /**

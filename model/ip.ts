@@ -59,10 +59,3 @@ export function cidrContains(cidr: Cidr, ip: string): boolean {
   const n = ipToBigInt(ip)
   return n >= cidr.base && n < cidr.base + cidr.size
 }
-
-export function isLoopback(ip: string): boolean {
-  const family = ipFamily(ip)
-  if (family === 4) return ip.startsWith('127.')
-  if (family === 6) return ipToBigInt(ip) === 1n
-  return false
-}

@@ -330,26 +330,7 @@ export type KubeObject =
 
 export type Kind = KubeObject['kind']
 
-export const KINDS: readonly Kind[] = [
-  'Service',
-  'Pod',
-  'Endpoints',
-  'EndpointSlice',
-  'Ingress',
-  'IngressClass',
-  'Secret',
-  'Node',
-  'IPAddressPool',
-  'L2Advertisement',
-  'Deployment',
-]
-
 /** "namespace/name", or "name" for cluster-scoped objects. */
 export function objectKey(meta: { readonly namespace: string; readonly name: string }): string {
   return meta.namespace === '' ? meta.name : `${meta.namespace}/${meta.name}`
-}
-
-/** Kind + key: unique across every object meshlet holds. */
-export function objectId(obj: KubeObject): string {
-  return `${obj.kind}:${objectKey(obj.meta)}`
 }
