@@ -3,6 +3,7 @@
 // following a new Snapshot within 100 ms.
 
 import t from 'tap'
+import { networkInterfaces } from 'node:os'
 import { FIXTURE, adata, datas, decode, dig, objectsOf, query, rcodeOf, startPlane, tcpRaw, udpRaw } from './helpers.ts'
 
 const Z = 'cluster.local'
@@ -259,13 +260,8 @@ t.test('answers follow a new Snapshot within 100 ms', async (t) => {
   t.equal((await dig(dns.port, `plain.default.svc.${Z}`, 'A')).status, 'NXDOMAIN', 'removed Service is NXDOMAIN')
 })
 
-t.test('IPv6 listener', async (t) => {
-  const { networkInterfaces } = await import('node:os')
-  const hasV6 = Object.values(networkInterfaces()).some((l) => l?.some((a) => a.address === '::1'))
-  if (!hasV6) {
-    t.comment('skipped: no ::1 on this host')
-    return
-  }
+const hasV6 = Object.values(networkInterfaces()).some((l) => l?.some((a) => a.address === '::1'))
+t.test('IPv6 listener', { skip: hasV6 ? false : 'no ::1 on this host' }, async (t) => {
   const dns = await startPlane(t, { host: '::1' })
   const r = await dig(dns.port, `v6.default.svc.${Z}`, 'AAAA', [], '::1')
   t.same(datas(r, 'AAAA'), ['fd00:96::11'])
