@@ -15,7 +15,7 @@ import { loadManifestText } from '../../config/load.ts'
 import { Store } from '../../model/store.ts'
 import { parseCidr } from '../../model/ip.ts'
 import { noopReporter } from '../../model/snapshot.ts'
-import type { RuntimeOptions } from '../../model/options.ts'
+import { testRuntimeOptions } from '../helpers/options.ts'
 import type { Plane } from '../../model/plane.ts'
 import { startDns } from '../../dns/index.ts'
 
@@ -65,28 +65,13 @@ export async function startPlane(
     serviceCidrs: [parseCidr('10.96.0.0/16')!, parseCidr('fd00:96::/112')!],
   })
   const metrics = new Registry()
-  const options: RuntimeOptions = {
-    files: [],
-    nodeName: 'test-node',
-    nodeAddress: null,
+  const options = testRuntimeOptions({
     dns: { host: opts.host ?? '127.0.0.1', port: opts.port ?? 0 },
-    http: null,
-    https: null,
-    admin: null,
     upstreams: opts.upstreams ?? ['127.0.0.1:1'],
     clusterDomain: opts.zone ?? 'cluster.local',
-    serviceCidrs: [],
-    vipMode: 'none',
-    vipInterface: null,
     dnsTtl: opts.ttl ?? 5,
     dnsWorkers: opts.workers ?? TEST_WORKERS,
-    ingressClass: 'meshlet',
-    accessLog: false,
-    trustForwardedFrom: [],
-    execPrefix: null,
-    onLivenessFailure: null,
-    logLevel: 'silent',
-  }
+  })
   const log = pino({ level: process.env.DNS_TEST_LOG ?? 'silent' })
   const plane = await startDns({ store, options, log, metrics, reporter: noopReporter })
   t.teardown(() => plane.close(Date.now() + 1000))
@@ -285,11 +270,7 @@ export interface SeenQuery {
   readonly transport: 'udp' | 'tcp'
 }
 
-export type UpstreamHandler = (q: {
-  name: string
-  type: string
-  transport: 'udp' | 'tcp'
-}) => {
+export type UpstreamHandler = (q: { name: string; type: string; transport: 'udp' | 'tcp' }) => {
   rcode?: string
   answers?: dnsPacket.Answer[]
   authorities?: dnsPacket.Answer[]

@@ -1,6 +1,7 @@
 // Shared pieces of the health tests: typed objects built by hand (the shapes model/validate.ts produces), a Store with
 // the health plane on it, real backends that fail and recover on command, and polling helpers.
 
+import { objectMeta, podObject, serviceObject, servicePort } from '../helpers/objects.ts'
 import { testRuntimeOptions } from '../helpers/options.ts'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -19,15 +20,7 @@ interface Teardown {
 }
 
 export function meta(name: string, extra: Partial<ObjectMeta> = {}): ObjectMeta {
-  return {
-    name,
-    namespace: 'default',
-    labels: {},
-    annotations: {},
-    deletionTimestamp: null,
-    source: { file: 'test.yaml', doc: 1 },
-    ...extra,
-  }
+  return objectMeta(name, extra)
 }
 
 export interface ProbeOptions {
@@ -72,44 +65,21 @@ export function container(
 }
 
 export function pod(name: string, ip: string, containers: Container[], extra: Partial<ObjectMeta> = {}): Pod {
-  return {
-    kind: 'Pod',
-    meta: meta(name, { labels: { app: 'web' }, ...extra }),
-    spec: { nodeName: 'test-node', hostname: null, subdomain: null, containers },
-    status: { podIP: ip, podIPs: [ip] },
-  }
+  return podObject(name, ip, containers, { labels: { app: 'web' }, ...extra })
 }
 
+/** A headless Service (port 80 → targetPort) selecting app=web Pods. */
 export function service(
   name: string,
   targetPort: number,
   annotations: Record<string, string> = {},
   selector = { app: 'web' },
 ): Service {
-  return {
-    kind: 'Service',
-    meta: meta(name, { annotations }),
-    spec: {
-      type: 'ClusterIP',
-      selector,
-      clusterIPs: ['None'],
-      headless: true,
-      ipFamilies: [],
-      ipFamilyPolicy: 'SingleStack',
-      ports: [{ name: '', protocol: 'TCP', port: 80, targetPort, nodePort: null, appProtocol: null }],
-      externalName: null,
-      externalIPs: [],
-      sessionAffinity: 'None',
-      affinityTimeoutSeconds: 10800,
-      externalTrafficPolicy: 'Cluster',
-      internalTrafficPolicy: 'Cluster',
-      trafficDistribution: null,
-      publishNotReadyAddresses: false,
-      healthCheckNodePort: null,
-      loadBalancerIP: null,
-      loadBalancerClass: null,
-    },
-  }
+  return serviceObject(
+    name,
+    { selector, clusterIPs: ['None'], headless: true, ports: [servicePort(80, { targetPort })] },
+    { annotations },
+  )
 }
 
 export const baseOptions: RuntimeOptions = testRuntimeOptions()

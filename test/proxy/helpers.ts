@@ -1,6 +1,7 @@
 // Test helpers for the proxy: typed objects built by hand (model/objects.ts shapes), echo backends that report what
 // they received, and an in-process proxy plane on 127.0.0.1 port 0 fed by a real Store.
 
+import { objectMeta, podObject, serviceObject, servicePort } from '../helpers/objects.ts'
 import { testRuntimeOptions } from '../helpers/options.ts'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -24,7 +25,7 @@ export function meta(
   annotations: Record<string, string> = {},
   labels: Record<string, string> = {},
 ): ObjectMeta {
-  return { name, namespace, labels, annotations, deletionTimestamp: null, source: { file: 'test.yaml', doc: 1 } }
+  return objectMeta(name, { namespace, labels, annotations })
 }
 
 /** A ClusterIP Service selecting Pods labelled app=<name>, one TCP port 8080 named "http" → container port "http". */
@@ -33,37 +34,11 @@ export function service(
   opts: { ns?: string; ports?: { name: string; port: number; targetPort?: number | string }[] } = {},
 ): Service {
   const ports = opts.ports ?? [{ name: 'http', port: 8080, targetPort: 'http' }]
-  return {
-    kind: 'Service',
-    meta: meta(name, opts.ns),
-    spec: {
-      type: 'ClusterIP',
-      selector: { app: name },
-      clusterIPs: [],
-      headless: false,
-      ipFamilies: [],
-      ipFamilyPolicy: 'SingleStack',
-      ports: ports.map((p) => ({
-        name: p.name,
-        protocol: 'TCP',
-        port: p.port,
-        targetPort: p.targetPort ?? p.port,
-        nodePort: null,
-        appProtocol: null,
-      })),
-      externalName: null,
-      externalIPs: [],
-      sessionAffinity: 'None',
-      affinityTimeoutSeconds: 10800,
-      externalTrafficPolicy: 'Cluster',
-      internalTrafficPolicy: 'Cluster',
-      trafficDistribution: null,
-      publishNotReadyAddresses: false,
-      healthCheckNodePort: null,
-      loadBalancerIP: null,
-      loadBalancerClass: null,
-    },
-  }
+  return serviceObject(
+    name,
+    { ports: ports.map((p) => servicePort(p.port, { name: p.name, targetPort: p.targetPort ?? p.port })) },
+    { namespace: opts.ns ?? 'default' },
+  )
 }
 
 /** A Pod of app=<app> at ip with container port "http" = port. */
@@ -74,35 +49,27 @@ export function pod(
   port: number,
   opts: { ns?: string; probe?: boolean; terminating?: boolean } = {},
 ): Pod {
-  const m = meta(name, opts.ns, {}, { app })
-  return {
-    kind: 'Pod',
-    meta: opts.terminating ? { ...m, deletionTimestamp: '2026-01-01T00:00:00Z' } : m,
-    spec: {
-      nodeName: 'test-node',
-      hostname: null,
-      subdomain: null,
-      containers: [
-        {
-          name: 'c',
-          ports: [{ name: 'http', containerPort: port, protocol: 'TCP' }],
-          readinessProbe: opts.probe
-            ? {
-                handler: { type: 'tcpSocket', host: null, port },
-                initialDelaySeconds: 0,
-                periodSeconds: 10,
-                timeoutSeconds: 1,
-                successThreshold: 1,
-                failureThreshold: 3,
-              }
-            : null,
-          livenessProbe: null,
-          startupProbe: null,
-        },
-      ],
-    },
-    status: { podIP: ip, podIPs: [ip] },
+  const container = {
+    name: 'c',
+    ports: [{ name: 'http', containerPort: port, protocol: 'TCP' as const }],
+    readinessProbe: opts.probe
+      ? {
+          handler: { type: 'tcpSocket' as const, host: null, port },
+          initialDelaySeconds: 0,
+          periodSeconds: 10,
+          timeoutSeconds: 1,
+          successThreshold: 1,
+          failureThreshold: 3,
+        }
+      : null,
+    livenessProbe: null,
+    startupProbe: null,
   }
+  return podObject(name, ip, [container], {
+    namespace: opts.ns ?? 'default',
+    labels: { app },
+    deletionTimestamp: opts.terminating ? '2026-01-01T00:00:00Z' : null,
+  })
 }
 
 export type PathSpec = [path: string, pathType: IngressPath['pathType'], service: string, port?: number | string]
