@@ -9,7 +9,6 @@ import type { AddressInfo } from 'node:net'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { runCommand, expandCommand } from '../../health/handlers/exec.ts'
 import { probeTcp } from '../../health/handlers/tcp.ts'
 import { healthCheckRequest, parseServingStatus, probeGrpc } from '../../health/handlers/grpc.ts'
@@ -100,7 +99,7 @@ t.test('exec through the plane: the exit code decides readiness; --exec-prefix w
     ],
     { execPrefix: 'env PROBE_POD={pod} PROBE_IP={ip} PROBE_CONTAINER={container}' },
   )
-  await sleep(300)
+  await waitFor(() => h.probeStatus('web-1', 'readiness')?.lastResult === 'failure', 2000, 'first exec probe ran')
   t.equal(h.podReady('web-1'), false, 'flag file missing: exit 1, not ready')
   t.match(h.probeStatus('web-1', 'readiness')?.lastMessage, /exited with 1/)
   const { writeFileSync } = await import('node:fs')
@@ -221,7 +220,7 @@ t.test('grpc: SERVING succeeds; NOT_SERVING, unknown service, Unimplemented, ref
       container('app', { readiness: probe({ type: 'grpc', port: g.port, service: 'web' }, { failureThreshold: 1 }) }),
     ]),
   ])
-  await sleep(300)
+  await waitFor(() => h.probeStatus('web-1', 'readiness')?.lastResult === 'failure', 2000, 'first gRPC probe ran')
   t.equal(h.podReady('web-1'), false, 'service "web" unknown: not ready')
   g.state.statuses.set('web', 1)
   await waitFor(() => h.endpointReady('web', '127.0.0.1') === true, 2000, 'ready when SERVING')

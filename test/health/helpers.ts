@@ -153,6 +153,8 @@ export interface Backend {
   readonly requests: IncomingMessage[]
   /** Client port of each request, in order (distinct ports = distinct connections). */
   readonly remotePorts: number[]
+  /** Date.now() of each request, in order. */
+  readonly times: number[]
   handler: ((req: IncomingMessage, res: ServerResponse) => boolean) | null
 }
 
@@ -164,12 +166,14 @@ export async function httpBackend(t: Teardown, host = '127.0.0.1'): Promise<Back
     status: 200,
     requests: [],
     remotePorts: [],
+    times: [],
     handler: null,
   }
   const hung: ServerResponse[] = []
   const server = createServer((req, res) => {
     b.requests.push(req)
     b.remotePorts.push(req.socket.remotePort ?? 0)
+    b.times.push(Date.now())
     if (b.handler && b.handler(req, res)) return
     if (b.mode === 'hang') {
       hung.push(res)
