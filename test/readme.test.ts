@@ -5,19 +5,9 @@ import t from 'tap'
 import { existsSync, readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { loadManifestText } from '../config/load.ts'
+import { layoutProblems, section } from './helpers/readme.ts'
 
-const SECTIONS = [
-  '## Name',
-  '## Description',
-  '## Manifests',
-  '## Behaviour',
-  '## Metrics',
-  '## Logs',
-  '## Examples',
-  '## Limits',
-  '## See also',
-]
-const COMPONENTS = ['dns', 'lb', 'proxy', 'health']
+const COMPONENTS = ['config', 'model', 'dns', 'lb', 'proxy', 'health', 'admin', 'membership']
 
 for (const name of COMPONENTS) {
   const path = fileURLToPath(new URL(`../${name}/README.md`, import.meta.url))
@@ -25,14 +15,8 @@ for (const name of COMPONENTS) {
     t.ok(existsSync(path), 'exists')
     if (!existsSync(path)) return
     const text = readFileSync(path, 'utf8')
-    t.ok(text.startsWith(`# ${name}\n`), 'starts with "# name"')
-    const headings = text.split('\n').filter((l) => l.startsWith('## '))
-    t.same(
-      headings.filter((h) => SECTIONS.includes(h)),
-      SECTIONS,
-      'sections present, in order',
-    )
-    const examples = text.slice(text.indexOf('## Examples'), text.indexOf('## Limits'))
+    t.same(layoutProblems(name, text), [], '"# name", then every section of STYLE.md §8, in order')
+    const examples = section(text, '## Examples')
     const blocks = [...examples.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]!)
     t.ok(blocks.length > 0, 'at least one yaml example')
     for (const [i, block] of blocks.entries()) {
