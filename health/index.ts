@@ -24,7 +24,7 @@ export class HealthPlane implements Plane {
   constructor(ctx: PlaneContext) {
     this.#ctx = ctx
     this.#metrics = registerHealthMetrics(ctx.metrics)
-    this.#outlier = new OutlierDetector(ctx.store, ctx.log.child({ part: 'outlier' }), this.#metrics)
+    this.#outlier = new OutlierDetector(ctx.store, ctx.log.child({ sub: 'outlier' }), this.#metrics)
     this.reporter = this.#outlier
     this.#env = {
       log: ctx.log,
