@@ -1,7 +1,7 @@
 // Shared pieces of the health tests: typed objects built by hand (the shapes model/validate.ts produces), a Store with
 // the health plane on it, real backends that fail and recover on command, and polling helpers.
 
-import { objectMeta, podObject, serviceObject, servicePort } from '../helpers/objects.ts'
+import { podObject, serviceObject, servicePort } from '../helpers/objects.ts'
 import { testRuntimeOptions } from '../helpers/options.ts'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -17,10 +17,6 @@ import type { ProbeStatus } from '../../health/probe-worker.ts'
 
 interface Teardown {
   teardown(fn: () => unknown): void
-}
-
-export function meta(name: string, extra: Partial<ObjectMeta> = {}): ObjectMeta {
-  return objectMeta(name, extra)
 }
 
 export interface ProbeOptions {
