@@ -8,6 +8,7 @@
 
 import type { Logger } from 'pino'
 import type { Container, Pod, Probe } from '../model/objects.ts'
+import { probeVerdict } from '../model/diagnostics.ts'
 import type { PodHealth } from '../model/snapshot.ts'
 import type { HealthMetrics } from './metrics.ts'
 import { ProbeWorker, type ProbeFn, type ProbeKind, type WorkerOwner } from './probe-worker.ts'
@@ -156,6 +157,7 @@ export class PodProbes implements WorkerOwner {
         },
         `${worker.kind} probe ${worker.state === 'success' ? 'succeeded' : 'failed'}`,
       )
+      if (probeVerdict.hasSubscribers) publishVerdict(this.key, worker)
     }
     if (worker.kind === 'readiness' && outcome.ok) this.#env.readinessPassed(this.key)
     if (worker.kind === 'liveness' && outcome.ok && cp.awaitingLife) {
@@ -302,6 +304,20 @@ export class PodProbes implements WorkerOwner {
       })),
     }
   }
+}
+
+/** diagnostics_channel `meshlet:health:probe-verdict`: called only when someone subscribes. */
+function publishVerdict(pod: string, worker: ProbeWorker): void {
+  const t = worker.lastTransition
+  if (t === null) return
+  probeVerdict.publish({
+    pod,
+    container: worker.container,
+    kind: worker.kind,
+    from: t.from,
+    to: t.to,
+    reason: t.reason,
+  })
 }
 
 const noPodIp: ProbeFn = () =>

@@ -123,6 +123,11 @@ export class ProbeWorker {
     this.#timer = null
   }
 
+  /** The last change of verdict, null before the first. */
+  get lastTransition(): Transition | null {
+    return this.#lastTransition
+  }
+
   status() {
     return {
       kind: this.kind,

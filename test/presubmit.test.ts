@@ -14,6 +14,13 @@ import t from 'tap'
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import {
+  listenerFailed,
+  listenerOpened,
+  probeVerdict,
+  snapshotApplied,
+  upstreamConnectError,
+} from '../model/diagnostics.ts'
 import { layoutProblems, section } from './helpers/readme.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -233,6 +240,12 @@ t.test('sub-loggers bind one key for a part (sub), or the Kubernetes word for th
       for (const m of code(p).matchAll(/\.child\(\s*\{\s*(\w+)\s*:/g))
         if (!LOG_KEYS.has(m[1]!)) found.push(`${relative(ROOT, p)}: ${m[1]}`)
   t.same(found.sort(), [...LOG_KEYS_TODO].sort(), `child logger keys are ${[...LOG_KEYS].join(', ')}`)
+})
+
+t.test('every diagnostics channel is documented in ARCHITECTURE.md', async (t) => {
+  const doc = readFileSync(join(ROOT, 'ARCHITECTURE.md'), 'utf8')
+  const channels = [snapshotApplied, listenerOpened, listenerFailed, upstreamConnectError, probeVerdict]
+  for (const c of channels) t.ok(doc.includes(`\`${String(c.name)}\``), `${String(c.name)} in ARCHITECTURE.md`)
 })
 
 t.test('no test passes by saying it skipped', async (t) => {
