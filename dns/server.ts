@@ -149,7 +149,7 @@ export class DnsListener {
     parseQuery(msg, msg.length, q)
     let r: Buffer | null | Promise<Buffer | null>
     try {
-      r = this.#resolver.resolve(msg, q, false)
+      r = this.#resolver.resolve(msg, q, false, rinfo.address)
     } catch (err) {
       this.#log.error({ err }, 'dns: answering failed')
       return
@@ -249,7 +249,7 @@ export class DnsListener {
         parseQuery(msg, msg.length, q)
         let r: Buffer | null | Promise<Buffer | null>
         try {
-          r = this.#resolver.resolve(msg, q, true)
+          r = this.#resolver.resolve(msg, q, true, client)
         } catch (err) {
           this.#log.error({ err }, 'dns: answering failed')
           continue

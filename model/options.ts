@@ -19,6 +19,8 @@ export interface RuntimeOptions {
   readonly admin: ListenAddress | null
   /** --upstream, "host:port" each; empty = nameservers of /etc/resolv.conf. */
   readonly upstreams: readonly string[]
+  /** --allow-recursion: clients beyond loopback and the node's own networks whose out-of-zone names DNS forwards. */
+  readonly allowRecursion?: readonly Cidr[]
   /** --discovery-resolver, "host:port" each: where meshlet.io/replicas-from-dns names are resolved; empty = /etc/resolv.conf. */
   readonly discoveryResolvers?: readonly string[]
   readonly clusterDomain: string
