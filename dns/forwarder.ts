@@ -3,9 +3,9 @@
 // 3 s (specs/dns.md §10 "Forwarding"). Replies are cached per RFC 2308 (dns/cache.ts); identical in-flight queries
 // share one upstream query. Upstreams that are meshlet itself, or that send meshlet's loop probe back, are refused.
 //
-// Spoofing (RFC 5452): every UDP attempt has a socket of its own, bound to a kernel-chosen (random) port on the
-// upstream's family (loopback for a loopback upstream) and connected to the upstream, so the kernel drops datagrams
-// from any other address or port; a reply is accepted only from the upstream's address and port, with the query's
+// Spoofing (RFC 5452): every UDP attempt has a socket of its own on the upstream's family, connected to the upstream:
+// the kernel binds it to a random ephemeral port on the route's source address (127.0.0.1 for a loopback upstream)
+// and drops datagrams from any other address or port; a reply is accepted only from the upstream's address and port, with the query's
 // random ID and the same question. An off-path guess needs the port (~28k) times the ID (65536), about 2^31 tries per
 // query, instead of 2^16 against four long-lived sockets.
 
@@ -20,7 +20,8 @@ import { ReplyCache, type CacheEntry } from './cache.ts'
 import { scanMessage } from './message.ts'
 import { DnsError } from './errors.ts'
 import { TYPE, nameKey } from './wire.ts'
-import { canonicalIp, isLoopback } from '../model/ip.ts'
+import { canonicalIp } from '../model/ip.ts'
+import { literalLookup } from './server.ts'
 
 /** Per attempt; the next upstream (or the same one again) is tried after it. */
 const ATTEMPT_MS = 1400
@@ -38,8 +39,6 @@ export interface Upstream {
   readonly port: number
   /** Canonical text of the address, compared with a reply's source when it is not byte-equal to `host`. */
   readonly canonical: string
-  /** Where the per-query sockets bind: loopback for a loopback upstream, else the wildcard of its family. */
-  readonly bindHost: string
   readonly family: 'udp4' | 'udp6'
   readonly text: string
   state: UpstreamState
@@ -115,11 +114,6 @@ function acceptable(msg: Buffer, from: dgram.RemoteInfo, u: Upstream, id: number
   return sameQuestion(msg, question)
 }
 
-function bindHostFor(host: string): string {
-  if (isLoopback(host)) return net.isIPv4(host) ? '127.0.0.1' : '::1'
-  return net.isIPv4(host) ? '0.0.0.0' : '::'
-}
-
 function isLocalAddress(host: string): boolean {
   if (host.startsWith('127.') || host === '::1' || host === '0.0.0.0' || host === '::') return true
   for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) if (a.address === host) return true
@@ -151,7 +145,6 @@ export class Forwarder {
         host,
         port,
         canonical: canonicalIp(host) ?? host,
-        bindHost: bindHostFor(host),
         family: net.isIPv4(host) ? 'udp4' : 'udp6',
         text: net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`,
         state: 'ok',
@@ -298,7 +291,8 @@ export class Forwarder {
     if (timeoutMs <= 0 || this.#closed) return Promise.resolve(null)
     const id = randomInt(65536)
     const msg = this.#message(id, question, dnssecOk, cd)
-    const socket = dgram.createSocket(u.family)
+    // The address is an IP literal: resolved in place, not through dns.lookup (a tick and a callback each).
+    const socket = dgram.createSocket({ type: u.family, lookup: literalLookup })
     return new Promise<Buffer | null>((resolve) => {
       let settled = false
       const finish = (reply: Buffer | null) => {
@@ -319,14 +313,13 @@ export class Forwarder {
       socket.on('message', (reply, from) => {
         if (acceptable(reply, from, u, id, question)) finish(reply)
       })
-      socket.bind(0, u.bindHost, () => {
-        // A failed connect is reported on 'error' (ignored above): the attempt then times out.
-        socket.connect(u.port, u.host, () => {
-          if (!settled)
-            socket.send(msg, (err) => {
-              if (err) finish(null)
-            })
-        })
+      // connect() binds first (port 0: the kernel picks a random free port). A failed connect is reported on
+      // 'error' (ignored above): the attempt then times out.
+      socket.connect(u.port, u.host, () => {
+        if (!settled)
+          socket.send(msg, (err) => {
+            if (err) finish(null)
+          })
       })
     })
   }

@@ -48,7 +48,7 @@ type LookupCallback = (err: NodeJS.ErrnoException | null, address: string, famil
  * check is cheap on purpose (it runs per reply): an IPv4 literal starts and ends with a digit (a host name's last
  * label cannot be all digits), an IPv6 literal holds a ':'.
  */
-function literalLookup(address: string, family: unknown, callback: LookupCallback): void {
+export function literalLookup(address: string, family: unknown, callback: LookupCallback): void {
   const fam = family === 6 || family === 'IPv6' ? 6 : 4
   const first = address.charCodeAt(0)
   const last = address.charCodeAt(address.length - 1)

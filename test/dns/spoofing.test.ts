@@ -4,6 +4,7 @@
 
 import t from 'tap'
 import dgram from 'node:dgram'
+import { networkInterfaces } from 'node:os'
 import dnsPacket from 'dns-packet'
 import { adata, decode, query, startPlane, udpRaw, type Teardown } from './helpers.ts'
 
@@ -21,9 +22,10 @@ async function slowUpstream(
   t: Teardown,
   delayMs: number,
   onQuery: (q: dnsPacket.DecodedPacket, seen: Seen) => void,
+  host = '127.0.0.1',
 ): Promise<{ port: number; seen: Seen[] }> {
-  const socket = dgram.createSocket('udp4')
-  await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()))
+  const socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4')
+  await new Promise<void>((r) => socket.bind(0, host, () => r()))
   t.teardown(() => socket.close())
   const seen: Seen[] = []
   socket.on('message', (msg, from) => {
@@ -94,4 +96,13 @@ t.test('every upstream query leaves from a fresh source port', async (t) => {
   t.ok(ports.size >= n - 2, `${ports.size} distinct source ports for ${n} queries`)
   const ids = new Set(up.seen.map((s) => s.id))
   t.ok(ids.size >= n - 2, `${ids.size} distinct IDs`)
+})
+
+const hasV6 = Object.values(networkInterfaces()).some((l) => l?.some((a) => a.address === '::1'))
+
+t.test('an IPv6 upstream is answered through an IPv6 socket', { skip: hasV6 ? false : 'no ::1 here' }, async (t) => {
+  const up = await slowUpstream(t, 0, () => {}, '::1')
+  const dns = await startPlane(t, { upstreams: [`[::1]:${up.port}`] })
+  const r = await udpRaw(dns.port, query('v6.example.net', 'A'), 4000)
+  t.same(decode(r!).answers?.map(adata), ['192.0.2.1'], "the upstream's answer over IPv6")
 })
