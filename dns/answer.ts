@@ -129,8 +129,8 @@ export class Resolver {
   }
 
   /**
-   * Answers one parsed query from `client` (its IP literal, for the recursion ACL). Returns the wire answer (with the 2-byte length prefix when `tcp`), null to drop, or a Promise for
-   * forwarded names and ExternalName chases.
+   * Answers one parsed query from `client` (its IP literal, for the recursion ACL). Returns the wire answer (with
+   * the 2-byte length prefix when `tcp`), null to drop, or a Promise for forwarded names and ExternalName chases.
    */
   resolve(msg: Buffer, q: Query, tcp: boolean, client: string): Buffer | null | Promise<Buffer | null> {
     switch (q.status) {

@@ -5,9 +5,9 @@
 //
 // Spoofing (RFC 5452): every UDP attempt has a socket of its own on the upstream's family, connected to the upstream:
 // the kernel binds it to a random ephemeral port on the route's source address (127.0.0.1 for a loopback upstream)
-// and drops datagrams from any other address or port; a reply is accepted only from the upstream's address and port, with the query's
-// random ID and the same question. An off-path guess needs the port (~28k) times the ID (65536), about 2^31 tries per
-// query, instead of 2^16 against four long-lived sockets.
+// and drops datagrams from any other address or port. A reply is accepted only from the upstream's address and
+// port, with the query's random ID and the same question. An off-path guess needs the port (~28k) times the ID
+// (65536), about 2^31 tries per query, instead of 2^16 against four long-lived sockets.
 
 import dgram from 'node:dgram'
 import net from 'node:net'

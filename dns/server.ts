@@ -81,11 +81,6 @@ export class DnsListener {
     return this.#conns.size
   }
 
-  /** TCP connections from one client address. */
-  connectionsFrom(client: string): number {
-    return this.#perClient.get(client) ?? 0
-  }
-
   /**
    * Binds UDP then TCP on the same port. `reusePort`: SO_REUSEPORT on both, so several DNS worker threads share the
    * address and the kernel spreads queries and connections over them.
