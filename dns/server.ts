@@ -68,6 +68,7 @@ export class DnsListener {
   readonly #conns = new Set<TcpConnection>()
   readonly #perClient = new Map<string, number>()
   #sweep: NodeJS.Timeout | null = null
+  #lastSweep = 0
   address = ''
   port = 0
   udpDrops = 0
@@ -120,6 +121,7 @@ export class DnsListener {
       udp.on('error', (err) => this.#log.warn({ err }, 'dns udp socket error'))
       this.#udp = udp
       this.#tcp = tcp
+      this.#lastSweep = Date.now()
       this.#sweep = setInterval(() => this.#sweepConnections(Date.now()), TCP_SWEEP_MS)
       this.#sweep.unref()
       this.address = host
@@ -193,8 +195,15 @@ export class DnsListener {
     else this.#perClient.set(c.client, n)
   }
 
-  /** Closes connections whose message is overdue, and idle ones past the idle timeout. */
+  /**
+   * Closes connections whose message is overdue, and idle ones past the idle timeout. After a stall of the event
+   * loop (the sweep itself is late) it waits a round: bytes that arrived meanwhile are still unread in the kernel,
+   * and timers run before I/O is polled.
+   */
   #sweepConnections(now: number): void {
+    const late = now - this.#lastSweep > 2 * TCP_SWEEP_MS
+    this.#lastSweep = now
+    if (late) return
     for (const c of this.#conns) {
       const overdue = c.partialSince !== 0 && now - c.partialSince > TCP_MESSAGE_MS
       const idle = c.pending === 0 && now - c.lastActive > TCP_IDLE_MS
