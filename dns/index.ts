@@ -19,7 +19,7 @@ import { buildZone, type ZoneOptions } from './zone.ts'
 import { DnsListener } from './server.ts'
 import { Forwarder, defaultUpstreams } from './forwarder.ts'
 import { DnsError } from './errors.ts'
-import { RecursionAcl } from './recursion-acl.ts'
+import { RecursionAcl, nodeNetworks } from './recursion-acl.ts'
 
 const RCODE_NAMES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED']
 
@@ -74,6 +74,11 @@ export const startDns: PlaneFactory = async (ctx) => {
     port = workers.port
   }
   log.info({ listener: 'dns', address, port, transport: 'udp+tcp', workers: workerCount }, 'listening')
+  // Once, so a REFUSED answer can be traced to the rule (the node's networks are re-read later as they change).
+  log.info(
+    { nodeNetworks: nodeNetworks().map((c) => c.text), allowRecursion: allowRecursion.map((c) => c.text) },
+    'recursion allowed for loopback, the node networks and --allow-recursion; other clients get REFUSED',
+  )
 
   const metrics = {
     cacheHits: new Counter({
