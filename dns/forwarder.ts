@@ -309,6 +309,7 @@ export class Forwarder {
       }
       const timer = setTimeout(() => finish(null), timeoutMs)
       this.#attempts.add(finish)
+      // ICMP errors and a failed connect: nothing to do but let the attempt time out (see above).
       socket.on('error', () => {})
       socket.on('message', (reply, from) => {
         if (acceptable(reply, from, u, id, question)) finish(reply)
