@@ -98,12 +98,26 @@ interface Server {
   readonly proc: ChildProcess
 }
 
+/**
+ * A port free for both UDP and TCP on 127.0.0.1: the servers bind both with the same number, and a port the kernel
+ * gave UDP may be held by a TCP socket (EADDRINUSE at start).
+ */
 async function freePort(): Promise<number> {
-  const s = dgram.createSocket('udp4')
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()))
-  const p = s.address().port
-  await new Promise<void>((r) => s.close(() => r()))
-  return p
+  const net = await import('node:net')
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const s = dgram.createSocket('udp4')
+    await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()))
+    const p = s.address().port
+    const tcp = net.createServer()
+    const free = await new Promise<boolean>((r) => {
+      tcp.once('error', () => r(false))
+      tcp.listen(p, '127.0.0.1', () => r(true))
+    })
+    if (free) await new Promise<void>((r) => tcp.close(() => r()))
+    await new Promise<void>((r) => s.close(() => r()))
+    if (free) return p
+  }
+  throw new Error('no port free for both UDP and TCP')
 }
 
 /** A fake upstream for example.net answering every name with one A record (TTL 3600), in this process. */

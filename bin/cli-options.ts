@@ -45,6 +45,11 @@ export const UP_FLAGS = {
     multiple: true,
     help: 'DNS forwarder ADDR[:PORT], repeatable (default: /etc/resolv.conf)',
   },
+  'allow-recursion': {
+    type: 'string',
+    multiple: true,
+    help: "CIDR whose clients DNS forwards outside names for, besides loopback and this node's networks; repeatable",
+  },
   'discovery-resolver': {
     type: 'string',
     multiple: true,
@@ -224,6 +229,7 @@ export function runtimeOptions(argv: readonly string[], env: NodeJS.ProcessEnv):
     https: parseListen('https', str('https')!),
     admin: parseListen('admin', str('admin')!),
     upstreams: list('upstream').map(parseUpstream),
+    allowRecursion: parseCidrList('allow-recursion', list('allow-recursion')),
     discoveryResolvers: list('discovery-resolver').map((r) => {
       try {
         return parseUpstream(r)

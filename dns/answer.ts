@@ -6,6 +6,7 @@ import { Query, RCODE, TYPE, UDP_PAYLOAD_CAP, lowerKey, nameKey, parseQuery } fr
 import type { NameEntry, Zone } from './zone.ts'
 import type { Forwarder } from './forwarder.ts'
 import { FastPath } from './fast.ts'
+import type { RecursionAcl } from './recursion-acl.ts'
 import { MessageWriter, readName, relay, scanMessage, shuffleFixed, writeOpt, type ClientView } from './message.ts'
 
 const REVERSE4 = nameKey('in-addr.arpa')
@@ -82,7 +83,9 @@ export class Resolver {
    * Set in a DNS worker thread: forwarded names and ExternalName chases are handed to the main thread (which owns
    * the forwarder and its cache) with the whole query, and its reply is sent as is.
    */
-  delegate: ((msg: Buffer, tcp: boolean) => Promise<Buffer | null>) | null = null
+  delegate: ((msg: Buffer, tcp: boolean, client: string) => Promise<Buffer | null>) | null = null
+  /** Who may have names outside the zone forwarded (dns/recursion-acl.ts); null: everyone. */
+  acl: RecursionAcl | null = null
 
   constructor(initial: Zone, opts: { counts?: Float64Array; fast?: boolean } = {}) {
     this.#zone = initial
@@ -126,10 +129,10 @@ export class Resolver {
   }
 
   /**
-   * Answers one parsed query. Returns the wire answer (with the 2-byte length prefix when `tcp`), null to drop, or a
-   * Promise for forwarded names and ExternalName chases.
+   * Answers one parsed query from `client` (its IP literal, for the recursion ACL). Returns the wire answer (with
+   * the 2-byte length prefix when `tcp`), null to drop, or a Promise for forwarded names and ExternalName chases.
    */
-  resolve(msg: Buffer, q: Query, tcp: boolean): Buffer | null | Promise<Buffer | null> {
+  resolve(msg: Buffer, q: Query, tcp: boolean, client: string): Buffer | null | Promise<Buffer | null> {
     switch (q.status) {
       case 'drop':
         return null
@@ -150,15 +153,26 @@ export class Resolver {
       if (!this.#loaded) return this.#negative(msg, q, tcp, RCODE.SERVFAIL)
       const entry = zone.names.get(key)
       if (!entry) return this.#negative(msg, q, tcp, RCODE.NXDOMAIN)
-      return this.#entry(msg, q, tcp, entry)
+      return this.#entry(msg, q, tcp, entry, client)
     }
     if (endsAtLabel(key, REVERSE4, q) || endsAtLabel(key, REVERSE6, q)) {
       const entry = this.#loaded ? zone.names.get(key) : undefined
-      if (entry) return this.#entry(msg, q, tcp, entry)
+      if (entry) return this.#entry(msg, q, tcp, entry, client)
     } else if (endsAtLabel(key, LOCALHOST, q)) {
       return this.#localhost(msg, q, tcp)
     }
-    return this.#forward(msg, q, tcp)
+    return this.#forward(msg, q, tcp, client)
+  }
+
+  #recursionAllowed(client: string): boolean {
+    return this.acl === null || this.acl.allows(client)
+  }
+
+  /** REFUSED with RA=0 for a client that may not recurse (as unbound's access-control `refuse`). */
+  #refuseRecursion(msg: Buffer, q: Query, tcp: boolean): Buffer {
+    const b = this.#error(msg, q, RCODE.REFUSED, true, tcp)
+    b[tcp ? 5 : 3] = b[tcp ? 5 : 3]! & 0x7f
+    return b
   }
 
   #header(msg: Buffer, q: Query, aa: boolean, rcode: number): void {
@@ -251,11 +265,11 @@ export class Resolver {
     return p
   }
 
-  #entry(msg: Buffer, q: Query, tcp: boolean, entry: NameEntry): Buffer | Promise<Buffer | null> {
+  #entry(msg: Buffer, q: Query, tcp: boolean, entry: NameEntry, client: string): Buffer | Promise<Buffer | null> {
     const set = entry.sets.get(q.qtype)
     if (!set) {
       if (entry.cname !== null)
-        return this.delegate !== null ? this.delegate(msg, tcp) : this.#chase(msg, q, tcp, entry)
+        return this.delegate !== null ? this.delegate(msg, tcp, client) : this.#chase(msg, q, tcp, entry, client)
       if (entry.reverse) {
         const pos = this.#start(msg, q, true, 0)
         this.#counts(0, 0, 0, q)
@@ -359,12 +373,18 @@ export class Resolver {
     return this.#finish(pos, p.tcp)
   }
 
-  #forward(msg: Buffer, q: Query, tcp: boolean): Buffer | Promise<Buffer | null> {
-    if (this.delegate !== null) return this.delegate(msg, tcp)
-    const p = this.#pending(msg, q, tcp)
+  #forward(msg: Buffer, q: Query, tcp: boolean, client: string): Buffer | Promise<Buffer | null> {
+    if (this.delegate !== null) {
+      // A worker refuses at once rather than hand a query over only to have it refused.
+      if (!this.#recursionAllowed(client)) return this.#refuseRecursion(msg, q, tcp)
+      return this.delegate(msg, tcp, client)
+    }
     const f = this.forwarder
-    // The loop probe coming back: refuse that upstream and do not forward it again.
-    if (!f || f.isLoopProbe(q.key)) return this.#servfail(p)
+    // The loop probe coming back: refuse that upstream and do not forward it again. Checked before the ACL so a
+    // looping upstream outside the allowed networks is still recognised.
+    if (!f || f.isLoopProbe(q.key)) return this.#servfail(this.#pending(msg, q, tcp))
+    if (!this.#recursionAllowed(client)) return this.#refuseRecursion(msg, q, tcp)
+    const p = this.#pending(msg, q, tcp)
     const cacheKey = p.dnssecOk
       ? `${p.key}${msg.toString('latin1', 12 + q.qnameLen, 16 + q.qnameLen)}1`
       : `${p.key}${msg.toString('latin1', 12 + q.qnameLen, 16 + q.qnameLen)}0`
@@ -383,9 +403,11 @@ export class Resolver {
   /**
    * ExternalName (specs/dns.md §4.7): the CNAME first, then the target resolved with the same type, in-zone targets
    * from the zone and others through the forwarder; up to 10 steps with loop detection; RCODE from the end of the
-   * chain; SERVFAIL when the upstream fails.
+   * chain; SERVFAIL when the upstream fails. For a client outside the recursion ACL the chase stops at the first
+   * target outside the zone, and the answer ends with the CNAME for the client to follow.
    */
-  async #chase(msg: Buffer, q: Query, tcp: boolean, entry: NameEntry): Promise<Buffer | null> {
+  async #chase(msg: Buffer, q: Query, tcp: boolean, entry: NameEntry, client: string): Promise<Buffer | null> {
+    const recurse = this.#recursionAllowed(client)
     const p = this.#pending(msg, q, tcp)
     const typeClass = msg.subarray(12 + q.qnameLen, 16 + q.qnameLen)
     const w = new MessageWriter(Buffer.alloc(65535))
@@ -425,12 +447,12 @@ export class Resolver {
       if (inZone) {
         const tq = new Query()
         parseQuery(sub, sub.length, tq)
-        const r = this.resolve(sub, tq, true)
+        const r = this.resolve(sub, tq, true, client)
         reply = r instanceof Promise ? await r : r
         if (reply) reply = reply.subarray(2)
       } else {
         const f = this.forwarder
-        if (!f) break
+        if (!f || !recurse) break
         const qb = sub.subarray(12)
         const key = `${lowerKey(qb, 0, qb.length - 4, true)}${qb.toString('latin1', qb.length - 4)}${p.dnssecOk ? 1 : 0}`
         const r = f.resolve(Buffer.from(qb), key, p.dnssecOk, p.cd)

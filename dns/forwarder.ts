@@ -2,6 +2,12 @@
 // TCP retry when the reply is truncated, a per-attempt timeout, failover to the next upstream and SERVFAIL within
 // 3 s (specs/dns.md §10 "Forwarding"). Replies are cached per RFC 2308 (dns/cache.ts); identical in-flight queries
 // share one upstream query. Upstreams that are meshlet itself, or that send meshlet's loop probe back, are refused.
+//
+// Spoofing (RFC 5452): every UDP attempt has a socket of its own on the upstream's family, connected to the upstream:
+// the kernel binds it to a random ephemeral port on the route's source address (127.0.0.1 for a loopback upstream)
+// and drops datagrams from any other address or port. A reply is accepted only from the upstream's address and
+// port, with the query's random ID and the same question. An off-path guess needs the port (~28k) times the ID
+// (65536), about 2^31 tries per query, instead of 2^16 against four long-lived sockets.
 
 import dgram from 'node:dgram'
 import net from 'node:net'
@@ -14,6 +20,8 @@ import { ReplyCache, type CacheEntry } from './cache.ts'
 import { scanMessage } from './message.ts'
 import { DnsError } from './errors.ts'
 import { TYPE, nameKey } from './wire.ts'
+import { canonicalIp } from '../model/ip.ts'
+import { literalLookup } from './server.ts'
 
 /** Per attempt; the next upstream (or the same one again) is tried after it. */
 const ATTEMPT_MS = 1400
@@ -21,7 +29,6 @@ const ATTEMPT_MS = 1400
 const DEADLINE_MS = 2800
 /** Cap on concurrent upstream queries (CoreDNS forward max_concurrent); beyond it the client gets SERVFAIL. */
 const MAX_INFLIGHT = 1000
-const UDP_SOCKETS = 4
 /** Consecutive failures after which an upstream is tried last. */
 const FAILING_AFTER = 3
 
@@ -30,6 +37,9 @@ export type UpstreamState = 'ok' | 'failing' | 'loop' | 'self'
 export interface Upstream {
   readonly host: string
   readonly port: number
+  /** Canonical text of the address, compared with a reply's source when it is not byte-equal to `host`. */
+  readonly canonical: string
+  readonly family: 'udp4' | 'udp6'
   readonly text: string
   state: UpstreamState
   failures: number
@@ -82,15 +92,9 @@ export function defaultUpstreams(path = '/etc/resolv.conf'): string[] {
   }
 }
 
-interface Pending {
-  readonly id: number
-  readonly question: Buffer
-  readonly done: (reply: Buffer | null) => void
-}
-
-/** The question sections match when they are equal ignoring ASCII case. */
+/** The question sections match when there is exactly one and it is equal ignoring ASCII case. */
 function sameQuestion(reply: Buffer, question: Buffer): boolean {
-  if (reply.length < 12 + question.length) return false
+  if (reply.length < 12 + question.length || reply[4] !== 0 || reply[5] !== 1) return false
   for (let i = 0; i < question.length; i++) {
     let a = reply[12 + i]!
     let b = question[i]!
@@ -99,6 +103,15 @@ function sameQuestion(reply: Buffer, question: Buffer): boolean {
     if (a !== b) return false
   }
   return true
+}
+
+/** A reply to query `id` from the upstream itself (RFC 5452 §9.1: address, port, ID, question). */
+function acceptable(msg: Buffer, from: dgram.RemoteInfo, u: Upstream, id: number, question: Buffer): boolean {
+  if (from.port !== u.port) return false
+  if (from.address !== u.host && canonicalIp(from.address) !== u.canonical) return false
+  // QR=1 and opcode QUERY.
+  if (msg.length < 12 || (msg[2]! & 0xf8) !== 0x80 || msg.readUInt16BE(0) !== id) return false
+  return sameQuestion(msg, question)
 }
 
 function isLocalAddress(host: string): boolean {
@@ -113,9 +126,9 @@ export class Forwarder {
   readonly #log: Logger
   readonly #metrics: ForwarderMetrics
   readonly #inflight = new Map<string, Promise<CacheEntry | null>>()
-  readonly #sockets: { socket: dgram.Socket; v4: boolean; pending: Map<number, Pending> }[] = []
+  /** Ends every UDP attempt still waiting (close()). */
+  readonly #attempts = new Set<(reply: Buffer | null) => void>()
   readonly #probes = new Map<string, Upstream>()
-  #next = 0
   #closed = false
 
   constructor(
@@ -131,6 +144,8 @@ export class Forwarder {
       const u: Upstream = {
         host,
         port,
+        canonical: canonicalIp(host) ?? host,
+        family: net.isIPv4(host) ? 'udp4' : 'udp6',
         text: net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`,
         state: 'ok',
         failures: 0,
@@ -150,23 +165,8 @@ export class Forwarder {
     })
   }
 
-  /** Opens the upstream sockets and sends the loop probes (CoreDNS loop plugin: a random name, type HINFO). */
-  async start(): Promise<void> {
-    for (const family of ['udp4', 'udp6'] as const) {
-      if (!this.upstreams.some((u) => (family === 'udp4') === net.isIPv4(u.host))) continue
-      for (let i = 0; i < UDP_SOCKETS; i++) {
-        const socket = dgram.createSocket(family)
-        const pending = new Map<number, Pending>()
-        socket.on('message', (msg) => this.#onReply(pending, msg))
-        socket.on('error', (err) => this.#log.debug({ err }, 'upstream socket error'))
-        await new Promise<void>((resolve, reject) => {
-          socket.once('error', reject)
-          socket.bind(0, () => (socket.off('error', reject), resolve()))
-        })
-        socket.unref()
-        this.#sockets.push({ socket, v4: family === 'udp4', pending })
-      }
-    }
+  /** Sends the loop probes (CoreDNS loop plugin: a random name, type HINFO). */
+  start(): Promise<void> {
     for (const u of this.upstreams) {
       if (u.state !== 'ok') continue
       const name = `${randomBytes(6).toString('hex')}.${randomBytes(6).toString('hex')}`
@@ -179,6 +179,7 @@ export class Forwarder {
         setTimeout(() => this.#probes.delete(key), 5000).unref()
       })
     }
+    return Promise.resolve()
   }
 
   /**
@@ -281,34 +282,47 @@ export class Forwarder {
     return msg
   }
 
+  /**
+   * One UDP attempt on a socket of its own: a fresh random source port, connected to the upstream so the kernel
+   * drops anything from elsewhere, and `acceptable` checked again on what arrives. ICMP errors (a closed port) are
+   * ignored: the attempt times out as with a silent upstream, so a refusing upstream is not retried in a tight loop.
+   */
   #udp(u: Upstream, question: Buffer, dnssecOk: boolean, cd: boolean, timeoutMs = ATTEMPT_MS): Promise<Buffer | null> {
-    const v4 = net.isIPv4(u.host)
-    const candidates = this.#sockets.filter((s) => s.v4 === v4)
-    if (candidates.length === 0 || timeoutMs <= 0) return Promise.resolve(null)
-    const slot = candidates[this.#next++ % candidates.length]!
-    let id = randomInt(65536)
-    for (let i = 0; slot.pending.has(id) && i < 100; i++) id = randomInt(65536)
-    if (slot.pending.has(id)) return Promise.resolve(null)
+    if (timeoutMs <= 0 || this.#closed) return Promise.resolve(null)
+    const id = randomInt(65536)
+    const msg = this.#message(id, question, dnssecOk, cd)
+    // The address is an IP literal: resolved in place, not through dns.lookup (a tick and a callback each).
+    const socket = dgram.createSocket({ type: u.family, lookup: literalLookup })
     return new Promise<Buffer | null>((resolve) => {
-      const timer = setTimeout(() => finish(null), timeoutMs)
+      let settled = false
       const finish = (reply: Buffer | null) => {
+        if (settled) return
+        settled = true
         clearTimeout(timer)
-        slot.pending.delete(id)
+        this.#attempts.delete(finish)
+        try {
+          socket.close()
+        } catch {
+          // a socket whose bind failed may be closed already: nothing left to release
+        }
         resolve(reply)
       }
-      slot.pending.set(id, { id, question, done: finish })
-      slot.socket.send(this.#message(id, question, dnssecOk, cd), u.port, u.host, (err) => {
-        if (err) finish(null)
+      const timer = setTimeout(() => finish(null), timeoutMs)
+      this.#attempts.add(finish)
+      // ICMP errors and a failed connect: nothing to do but let the attempt time out (see above).
+      socket.on('error', () => {})
+      socket.on('message', (reply, from) => {
+        if (acceptable(reply, from, u, id, question)) finish(reply)
+      })
+      // connect() binds first (port 0: the kernel picks a random free port). A failed connect is reported on
+      // 'error' (ignored above): the attempt then times out.
+      socket.connect(u.port, u.host, () => {
+        if (!settled)
+          socket.send(msg, (err) => {
+            if (err) finish(null)
+          })
       })
     })
-  }
-
-  #onReply(pending: Map<number, Pending>, msg: Buffer): void {
-    if (msg.length < 12 || (msg[2]! & 0x80) === 0) return
-    const p = pending.get(msg.readUInt16BE(0))
-    // Only a reply whose ID and question match is accepted (spoofing, late replies).
-    if (!p || !sameQuestion(msg, p.question)) return
-    p.done(msg)
   }
 
   #tcp(u: Upstream, question: Buffer, dnssecOk: boolean, cd: boolean, timeoutMs: number): Promise<Buffer | null> {
@@ -340,7 +354,12 @@ export class Forwarder {
         const n = buf.readUInt16BE(0)
         if (buf.length < 2 + n) return
         const reply = buf.subarray(2, 2 + n)
-        if (reply.length >= 12 && reply.readUInt16BE(0) === id && sameQuestion(reply, question))
+        if (
+          reply.length >= 12 &&
+          (reply[2]! & 0xf8) === 0x80 &&
+          reply.readUInt16BE(0) === id &&
+          sameQuestion(reply, question)
+        )
           done(Buffer.from(reply))
         else done(null)
       })
@@ -349,10 +368,6 @@ export class Forwarder {
 
   close(): void {
     this.#closed = true
-    for (const s of this.#sockets) {
-      for (const p of s.pending.values()) p.done(null)
-      s.socket.close()
-    }
-    this.#sockets.length = 0
+    for (const finish of [...this.#attempts]) finish(null)
   }
 }

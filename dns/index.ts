@@ -19,6 +19,7 @@ import { buildZone, type ZoneOptions } from './zone.ts'
 import { DnsListener } from './server.ts'
 import { Forwarder, defaultUpstreams } from './forwarder.ts'
 import { DnsError } from './errors.ts'
+import { RecursionAcl, nodeNetworks } from './recursion-acl.ts'
 
 const RCODE_NAMES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED']
 
@@ -44,6 +45,8 @@ export const startDns: PlaneFactory = async (ctx) => {
   const workerCount = options.dnsWorkers ?? 1
   // With workers the main thread never serves UDP itself: no fast-path index here.
   const resolver = new Resolver(buildZone(EMPTY_SNAPSHOT, zoneOptions, 0), { fast: workerCount <= 1 })
+  const allowRecursion = options.allowRecursion ?? []
+  resolver.acl = new RecursionAcl(allowRecursion)
   let listener: DnsListener | null = null
   let workers: DnsWorkers | null = null
   let address: string
@@ -55,14 +58,27 @@ export const startDns: PlaneFactory = async (ctx) => {
     port = listener.port
   } else {
     const q = new Query()
-    workers = await DnsWorkers.start(workerCount, listen.host, listen.port, zoneOptions, log, (msg, tcp) => {
-      parseQuery(msg, msg.length, q)
-      return resolver.resolve(msg, q, tcp)
-    })
+    workers = await DnsWorkers.start(
+      workerCount,
+      listen.host,
+      listen.port,
+      zoneOptions,
+      log,
+      (msg, tcp, client) => {
+        parseQuery(msg, msg.length, q)
+        return resolver.resolve(msg, q, tcp, client)
+      },
+      allowRecursion.map((c) => c.text),
+    )
     address = listen.host
     port = workers.port
   }
   log.info({ listener: 'dns', address, port, transport: 'udp+tcp', workers: workerCount }, 'listening')
+  // Once, so a REFUSED answer can be traced to the rule (the node's networks are re-read later as they change).
+  log.info(
+    { nodeNetworks: nodeNetworks().map((c) => c.text), allowRecursion: allowRecursion.map((c) => c.text) },
+    'recursion allowed for loopback, the node networks and --allow-recursion; other clients get REFUSED',
+  )
 
   const metrics = {
     cacheHits: new Counter({

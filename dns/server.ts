@@ -2,6 +2,11 @@
 // first and TCP takes the port the kernel chose (retried with a new port if TCP cannot have it).
 // TCP follows RFC 7766: 2-byte length framing, many queries per connection, pipelined queries answered as they
 // complete (possibly out of order), an idle timeout and a bound on connections.
+//
+// Slow clients (RFC 7766 §6.2.3, issue 13 item 8): a message must arrive whole within TCP_MESSAGE_MS of its first
+// byte (a byte now and then no longer keeps a connection alive), connections are capped per client address and in
+// total, and when a cap is hit the oldest idle connection (no query being answered) is closed to make room instead
+// of refusing the newcomer. One sweep a second enforces both timeouts; the per-chunk cost is a Date.now().
 
 import dgram from 'node:dgram'
 import net from 'node:net'
@@ -12,10 +17,29 @@ import type { Resolver } from './answer.ts'
 import { DnsError } from './errors.ts'
 
 const TCP_IDLE_MS = 10_000
+/** From a message's first byte to its last (miekg/dns reads a message within 2 s). */
+const TCP_MESSAGE_MS = 3_000
+const TCP_SWEEP_MS = 1_000
 const MAX_TCP_CONNECTIONS = 1000
+/** Per client address (one host, or everything behind one NAT); beyond it that client's oldest idle one is closed. */
+const MAX_TCP_PER_CLIENT = 100
 /** Queries of one TCP connection being forwarded at once; reading pauses beyond it. */
 const MAX_TCP_PIPELINE = 64
 const MAX_TCP_BUFFERED = 65535 + 2
+
+/** One TCP connection's state, read by the sweep and by eviction. */
+interface TcpConnection {
+  readonly socket: net.Socket
+  readonly client: string
+  /** When the message being received started (Date.now()); 0 when no partial message is buffered. */
+  partialSince: number
+  /** Last read or write: the idle timeout counts from here. */
+  lastActive: number
+  /** Last complete query received (or the connect): eviction closes the idle connection where this is oldest. */
+  lastQuery: number
+  /** Queries of this connection being forwarded. */
+  pending: number
+}
 
 type LookupCallback = (err: NodeJS.ErrnoException | null, address: string, family: number) => void
 
@@ -24,7 +48,7 @@ type LookupCallback = (err: NodeJS.ErrnoException | null, address: string, famil
  * check is cheap on purpose (it runs per reply): an IPv4 literal starts and ends with a digit (a host name's last
  * label cannot be all digits), an IPv6 literal holds a ':'.
  */
-function literalLookup(address: string, family: unknown, callback: LookupCallback): void {
+export function literalLookup(address: string, family: unknown, callback: LookupCallback): void {
   const fam = family === 6 || family === 'IPv6' ? 6 : 4
   const first = address.charCodeAt(0)
   const last = address.charCodeAt(address.length - 1)
@@ -40,7 +64,11 @@ export class DnsListener {
   readonly #tcpQuery = new Query()
   #udp: dgram.Socket | null = null
   #tcp: net.Server | null = null
-  readonly #conns = new Set<net.Socket>()
+  /** Insertion order is connection order. */
+  readonly #conns = new Set<TcpConnection>()
+  readonly #perClient = new Map<string, number>()
+  #sweep: NodeJS.Timeout | null = null
+  #lastSweep = 0
   address = ''
   port = 0
   udpDrops = 0
@@ -77,8 +105,8 @@ export class DnsListener {
         })
       }
       const chosen = udp.address().port
+      // No server.maxConnections: it refuses newcomers, and #admit closes the oldest idle connection instead.
       const tcp = net.createServer({ noDelay: true }, (s) => this.#onConnection(s))
-      tcp.maxConnections = MAX_TCP_CONNECTIONS
       try {
         await new Promise<void>((resolve, reject) => {
           tcp.once('error', reject)
@@ -93,6 +121,9 @@ export class DnsListener {
       udp.on('error', (err) => this.#log.warn({ err }, 'dns udp socket error'))
       this.#udp = udp
       this.#tcp = tcp
+      this.#lastSweep = Date.now()
+      this.#sweep = setInterval(() => this.#sweepConnections(Date.now()), TCP_SWEEP_MS)
+      this.#sweep.unref()
       this.address = host
       this.port = chosen
       return
@@ -115,7 +146,7 @@ export class DnsListener {
     parseQuery(msg, msg.length, q)
     let r: Buffer | null | Promise<Buffer | null>
     try {
-      r = this.#resolver.resolve(msg, q, false)
+      r = this.#resolver.resolve(msg, q, false, rinfo.address)
     } catch (err) {
       this.#log.error({ err }, 'dns: answering failed')
       return
@@ -134,15 +165,78 @@ export class DnsListener {
     udp.send(r, rinfo.port, rinfo.address)
   }
 
+  /**
+   * Makes room for a connection from `client`: under both caps, nothing to do; at a cap, the oldest idle connection
+   * (of that client for its cap, of anyone for the total) is closed. False when every candidate is busy.
+   */
+  #admit(client: string): boolean {
+    const mine = this.#perClient.get(client) ?? 0
+    if (mine >= MAX_TCP_PER_CLIENT) return this.#evictOldestIdle(client)
+    if (this.#conns.size >= MAX_TCP_CONNECTIONS) return this.#evictOldestIdle(null)
+    return true
+  }
+
+  #evictOldestIdle(client: string | null): boolean {
+    let oldest: TcpConnection | null = null
+    for (const c of this.#conns) {
+      if (c.pending > 0 || (client !== null && c.client !== client)) continue
+      if (oldest === null || c.lastQuery < oldest.lastQuery) oldest = c
+    }
+    if (oldest === null) return false
+    this.#forget(oldest)
+    oldest.socket.destroy()
+    return true
+  }
+
+  #forget(c: TcpConnection): void {
+    if (!this.#conns.delete(c)) return
+    const n = (this.#perClient.get(c.client) ?? 1) - 1
+    if (n <= 0) this.#perClient.delete(c.client)
+    else this.#perClient.set(c.client, n)
+  }
+
+  /**
+   * Closes connections whose message is overdue, and idle ones past the idle timeout. After a stall of the event
+   * loop (the sweep itself is late) it waits a round: bytes that arrived meanwhile are still unread in the kernel,
+   * and timers run before I/O is polled.
+   */
+  #sweepConnections(now: number): void {
+    const late = now - this.#lastSweep > 2 * TCP_SWEEP_MS
+    this.#lastSweep = now
+    if (late) return
+    for (const c of this.#conns) {
+      const overdue = c.partialSince !== 0 && now - c.partialSince > TCP_MESSAGE_MS
+      const idle = c.pending === 0 && now - c.lastActive > TCP_IDLE_MS
+      if (overdue || idle) {
+        this.#forget(c)
+        c.socket.destroy()
+      }
+    }
+  }
+
   #onConnection(s: net.Socket): void {
-    this.#conns.add(s)
-    s.setTimeout(TCP_IDLE_MS)
-    s.on('timeout', () => s.destroy())
+    const client = s.remoteAddress ?? ''
+    if (!this.#admit(client)) {
+      s.destroy()
+      return
+    }
+    const now = Date.now()
+    const c: TcpConnection = { socket: s, client, partialSince: 0, lastActive: now, lastQuery: now, pending: 0 }
+    this.#conns.add(c)
+    this.#perClient.set(client, (this.#perClient.get(client) ?? 0) + 1)
     s.on('error', () => s.destroy())
-    s.on('close', () => this.#conns.delete(s))
+    s.on('close', () => this.#forget(c))
+    // Reading pauses while many queries are being forwarded or the client does not read its answers; it resumes
+    // when both have room (a client that never reads then goes idle and is closed).
+    const resumeIfRoom = () => {
+      if (s.isPaused() && !s.destroyed && c.pending < MAX_TCP_PIPELINE && s.writableLength <= MAX_TCP_BUFFERED)
+        s.resume()
+    }
+    s.on('drain', resumeIfRoom)
     let buf: Buffer = Buffer.alloc(0)
-    let pending = 0
     s.on('data', (chunk: Buffer) => {
+      const at = Date.now()
+      c.lastActive = at
       buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk])
       if (buf.length > MAX_TCP_BUFFERED + 65535) {
         s.destroy()
@@ -154,30 +248,38 @@ export class DnsListener {
         if (buf.length - off - 2 < n) break
         const msg = buf.subarray(off + 2, off + 2 + n)
         off += 2 + n
+        c.lastQuery = at
         const q = this.#tcpQuery
         parseQuery(msg, msg.length, q)
         let r: Buffer | null | Promise<Buffer | null>
         try {
-          r = this.#resolver.resolve(msg, q, true)
+          r = this.#resolver.resolve(msg, q, true, client)
         } catch (err) {
           this.#log.error({ err }, 'dns: answering failed')
           continue
         }
         if (r === null) continue
         if (r instanceof Promise) {
-          pending++
-          if (pending >= MAX_TCP_PIPELINE) s.pause()
+          c.pending++
           r.then(
             (b) => {
-              if (b && !s.destroyed) s.write(b)
+              if (b && !s.destroyed) {
+                c.lastActive = Date.now()
+                s.write(b)
+              }
             },
             (err: unknown) => this.#log.error({ err }, 'dns: answering failed'),
           ).finally(() => {
-            if (--pending < MAX_TCP_PIPELINE && s.isPaused() && !s.destroyed) s.resume()
+            c.pending--
+            resumeIfRoom()
           })
         } else s.write(r)
       }
+      if (c.pending >= MAX_TCP_PIPELINE || s.writableLength > MAX_TCP_BUFFERED) s.pause()
       buf = off === buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(off))
+      // The deadline runs from the first byte of a message to its last; a whole message resets it.
+      if (buf.length === 0) c.partialSince = 0
+      else if (off > 0 || c.partialSince === 0) c.partialSince = at
     })
   }
 
@@ -185,15 +287,17 @@ export class DnsListener {
   async close(deadline: number): Promise<void> {
     const udp = this.#udp
     this.#udp = null
+    if (this.#sweep) clearInterval(this.#sweep)
+    this.#sweep = null
     if (udp) await new Promise<void>((resolve) => udp.close(() => resolve()))
     const tcp = this.#tcp
     this.#tcp = null
     if (tcp) {
       const closed = new Promise<void>((resolve) => tcp.close(() => resolve()))
-      for (const s of this.#conns) s.end()
+      for (const c of this.#conns) c.socket.end()
       const wait = Math.max(0, Math.min(deadline - Date.now(), 2000))
       const timer = setTimeout(() => {
-        for (const s of this.#conns) s.destroy()
+        for (const c of this.#conns) c.socket.destroy()
       }, wait)
       await closed
       clearTimeout(timer)

@@ -5,7 +5,7 @@
 //
 // Messages, main → worker: {type: 'snapshot', snapshot} | {type: 'reply', id, buf} | {type: 'close', deadline}.
 // Worker → main: {type: 'listening', port} | {type: 'failed', message} | {type: 'applied', version, error} |
-// {type: 'query', id, msg, tcp} | {type: 'log', line} | {type: 'closed'}.
+// {type: 'query', id, msg, tcp, client} | {type: 'log', line} | {type: 'closed'}.
 
 import { parentPort, workerData } from 'node:worker_threads'
 import { pino } from 'pino'
@@ -14,6 +14,8 @@ import { Resolver } from './answer.ts'
 import { DnsListener } from './server.ts'
 import { buildZone, type ZoneOptions } from './zone.ts'
 import { EMPTY_SNAPSHOT } from './empty.ts'
+import { RecursionAcl } from './recursion-acl.ts'
+import { parseCidr } from '../model/ip.ts'
 
 export interface WorkerInit {
   readonly host: string
@@ -25,6 +27,8 @@ export interface WorkerInit {
   /** Int32Array over it: [0] open TCP connections. */
   readonly stats: SharedArrayBuffer
   readonly logLevel: string
+  /** --allow-recursion CIDRs (text): the worker refuses forwarded names to other clients itself. */
+  readonly allowRecursion: readonly string[]
 }
 
 type FromMain =
@@ -39,17 +43,18 @@ const log = pino({ level: init.logLevel }, { write: (line: string) => port.postM
 const counts = new Float64Array(init.counts)
 const stats = new Int32Array(init.stats)
 const resolver = new Resolver(buildZone(EMPTY_SNAPSHOT, init.zoneOptions, 0), { counts })
+resolver.acl = new RecursionAcl(init.allowRecursion.map((c) => parseCidr(c)!))
 const pending = new Map<number, (b: Buffer | null) => void>()
 let nextId = 1
 let closing = false
 
-resolver.delegate = (msg: Buffer, tcp: boolean): Promise<Buffer | null> => {
+resolver.delegate = (msg: Buffer, tcp: boolean, client: string): Promise<Buffer | null> => {
   if (closing) return Promise.resolve(null)
   const id = nextId++
   if (nextId > 0x7fffffff) nextId = 1
   // A copy of exactly the query: a Buffer view would clone its whole pool.
   const copy = new Uint8Array(msg)
-  port.postMessage({ type: 'query', id, msg: copy, tcp }, [copy.buffer])
+  port.postMessage({ type: 'query', id, msg: copy, tcp, client }, [copy.buffer])
   return new Promise((resolve) => pending.set(id, resolve))
 }
 

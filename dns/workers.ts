@@ -15,12 +15,18 @@ type FromWorker =
   | { readonly type: 'listening'; readonly port: number }
   | { readonly type: 'failed'; readonly message: string }
   | { readonly type: 'applied'; readonly version: number; readonly error: string | null }
-  | { readonly type: 'query'; readonly id: number; readonly msg: Uint8Array; readonly tcp: boolean }
+  | {
+      readonly type: 'query'
+      readonly id: number
+      readonly msg: Uint8Array
+      readonly tcp: boolean
+      readonly client: string
+    }
   | { readonly type: 'log'; readonly line: string }
   | { readonly type: 'closed' }
 
-/** Answers a handed-over query on the main thread (the resolver with the forwarder). */
-export type QueryHandler = (msg: Buffer, tcp: boolean) => Buffer | null | Promise<Buffer | null>
+/** Answers a handed-over query from `client` on the main thread (the resolver with the forwarder). */
+export type QueryHandler = (msg: Buffer, tcp: boolean, client: string) => Buffer | null | Promise<Buffer | null>
 
 const LEVELS: Record<number, 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = {
   10: 'trace',
@@ -56,13 +62,15 @@ export class DnsWorkers {
   readonly #entries: Entry[] = []
   readonly #log: Logger
   readonly #handle: QueryHandler
+  readonly #allowRecursion: readonly string[]
   #posted = 0
   #closing = false
   port = 0
 
-  private constructor(log: Logger, handle: QueryHandler) {
+  private constructor(log: Logger, handle: QueryHandler, allowRecursion: readonly string[]) {
     this.#log = log
     this.#handle = handle
+    this.#allowRecursion = allowRecursion
   }
 
   /** Starts `n` workers listening on host:port; throws DnsError MLT_DNS_LISTEN when one cannot bind. */
@@ -73,8 +81,9 @@ export class DnsWorkers {
     zoneOptions: ZoneOptions,
     log: Logger,
     handle: QueryHandler,
+    allowRecursion: readonly string[] = [],
   ): Promise<DnsWorkers> {
-    const pool = new DnsWorkers(log, handle)
+    const pool = new DnsWorkers(log, handle, allowRecursion)
     try {
       pool.port = await pool.#spawn(0, host, port, zoneOptions)
       await Promise.all(Array.from({ length: n - 1 }, (_, i) => pool.#spawn(i + 1, host, pool.port, zoneOptions)))
@@ -93,6 +102,7 @@ export class DnsWorkers {
       counts: new SharedArrayBuffer(COUNTERS * 8),
       stats: new SharedArrayBuffer(4 * 4),
       logLevel: this.#log.level,
+      allowRecursion: this.#allowRecursion,
     }
     const worker = new Worker(new URL('./worker.ts', import.meta.url), { workerData: init, name: `dns-${index}` })
     const e = new Entry(index, worker, new Float64Array(init.counts), new Int32Array(init.stats))
@@ -117,7 +127,7 @@ export class DnsWorkers {
               )
             break
           case 'query':
-            this.#query(e, m.id, m.msg, m.tcp)
+            this.#query(e, m.id, m.msg, m.tcp, m.client)
             break
           case 'log':
             this.#relayLog(index, m.line)
@@ -141,7 +151,7 @@ export class DnsWorkers {
     })
   }
 
-  #query(e: Entry, id: number, msg: Uint8Array, tcp: boolean): void {
+  #query(e: Entry, id: number, msg: Uint8Array, tcp: boolean, client: string): void {
     const send = (b: Buffer | null) => {
       if (e.exited) return
       if (b === null) {
@@ -153,7 +163,7 @@ export class DnsWorkers {
     }
     let r: Buffer | null | Promise<Buffer | null>
     try {
-      r = this.#handle(Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength), tcp)
+      r = this.#handle(Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength), tcp, client)
     } catch (err) {
       this.#log.error({ err }, 'dns: answering failed')
       send(null)

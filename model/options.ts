@@ -29,6 +29,11 @@ export interface RuntimeOptions {
   /** --upstream: DNS forwarders, "host:port" each. Default: empty = the nameservers of /etc/resolv.conf. */
   readonly upstreams: readonly string[]
   /**
+   * --allow-recursion: CIDRs beyond loopback and the node's own networks whose out-of-zone names DNS forwards.
+   * Default: empty (also when absent) = loopback and the node's networks only.
+   */
+  readonly allowRecursion?: readonly Cidr[]
+  /**
    * --discovery-resolver: where meshlet.io/replicas-from-dns names are resolved, "host:port" each.
    * Default: empty (also when absent) = the nameservers of /etc/resolv.conf.
    */
