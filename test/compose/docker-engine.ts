@@ -13,6 +13,7 @@ import t, { type Test } from 'tap'
 import { execFile, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { rootCertificates } from 'node:tls'
+import { request } from 'node:http'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -87,8 +88,10 @@ const skip =
 
 // ------------------------------------------------------------------------------------------------------ dockerd
 
-/** What dockerd changes on the host and never puts back: iptables rules (filter and nat) and ip_forward. */
+/** What dockerd changes on the host and never puts back: iptables rules (filter and nat), ip_forward, bridges. */
 interface HostNetState {
+  /** Network interfaces before dockerd: docker0 and the bridges of Compose networks it leaves are removed. */
+  links: Set<string>
   ipForward: string
   forwardPolicy: string
 }
@@ -97,6 +100,7 @@ async function startDockerd(cleanup: (() => Promise<unknown>)[]): Promise<void> 
   mkdirSync(join(CACHE, 'data'), { recursive: true })
   await stopDockerd() // one left by a killed run of this test
   const before: HostNetState = {
+    links: await linkNames(),
     ipForward: readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim(),
     forwardPolicy: /^:FORWARD (\w+)/m.exec((await run(['iptables-save', '-t', 'filter'])).stdout)?.[1] ?? 'ACCEPT',
   }
@@ -145,7 +149,10 @@ async function stopDockerd(): Promise<void> {
   process.kill(pid, 'SIGKILL')
 }
 
-/** Removes what dockerd added to iptables (its chains and the rules naming them or its bridges), nothing else. */
+/**
+ * Removes what dockerd added to iptables (its chains and the rules naming them or its bridges), nothing else, and the
+ * bridges it left; puts ip_forward and the FORWARD policy back.
+ */
 async function restoreHostNet(before: HostNetState): Promise<void> {
   for (const table of ['filter', 'nat']) {
     const saved = (await run(['iptables-save', '-t', table])).stdout
@@ -153,7 +160,11 @@ async function restoreHostNet(before: HostNetState): Promise<void> {
     const kept = saved
       .split('\n')
       .filter((l) => !/DOCKER|docker0|br-[0-9a-f]{12}/.test(l))
-      .map((l) => (table === 'filter' && l.startsWith(':FORWARD ') ? l.replace(/^:FORWARD \w+/, `:FORWARD ${before.forwardPolicy}`) : l))
+      .map((l) =>
+        table === 'filter' && l.startsWith(':FORWARD ')
+          ? l.replace(/^:FORWARD \w+/, `:FORWARD ${before.forwardPolicy}`)
+          : l,
+      )
       .join('\n')
     await new Promise<void>((resolve) => {
       const p = spawn('iptables-restore', ['-T', table], { stdio: ['pipe', 'ignore', 'ignore'] })
@@ -163,6 +174,13 @@ async function restoreHostNet(before: HostNetState): Promise<void> {
     })
   }
   writeFileSync('/proc/sys/net/ipv4/ip_forward', before.ipForward + '\n')
+  for (const link of await linkNames())
+    if (!before.links.has(link) && /^(docker0|br-[0-9a-f]{12})$/.test(link)) await run(['ip', 'link', 'del', link])
+}
+
+async function linkNames(): Promise<Set<string>> {
+  const out = (await run(['ip', '-o', 'link', 'show'])).stdout
+  return new Set([...out.matchAll(/^\d+: ([^:@]+)[:@]/gm)].map((m) => m[1]!))
 }
 
 // ------------------------------------------------------------------------------------------------------ compose
@@ -189,6 +207,31 @@ function npmCa(): string {
 /** The A records nslookup printed for the name (not the server's own "Address: 127.0.0.11#53" line). */
 function nslookupAddresses(out: string): string[] {
   return [...out.matchAll(/^Address:\s*(\d+\.\d+\.\d+\.\d+)\s*$/gm)].map((m) => m[1]!).sort()
+}
+
+/** Sequential GETs on `concurrency` lanes for `ms`, a new connection each (agent: false): each outcome and when. */
+async function httpLoad(url: string, ms: number, concurrency: number): Promise<{ at: number; ok: boolean }[]> {
+  const out: { at: number; ok: boolean }[] = []
+  const end = Date.now() + ms
+  const one = () =>
+    new Promise<boolean>((resolve) => {
+      const req = request(url, { agent: false, timeout: 2000 }, (res) => {
+        res.resume()
+        res.on('end', () => resolve(res.statusCode === 200))
+        res.on('error', () => resolve(false))
+      })
+      req.on('timeout', () => req.destroy())
+      req.on('error', () => resolve(false))
+      req.end()
+    })
+  const lane = async () => {
+    while (Date.now() < end) {
+      const ok = await one()
+      out.push({ at: Date.now(), ok })
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, lane))
+  return out
 }
 
 const hostOf = (body: string) => /^Hostname: (\S+)/m.exec(body)?.[1] ?? null
@@ -219,12 +262,21 @@ async function walk(t: Test): Promise<void> {
   const compose = await composeCommand()
   t.comment(`compose: ${compose.join(' ')} (${(await run([...compose, 'version', '--short'])).stdout.trim()})`)
   const c = (args: readonly string[], timeoutMs?: number) => must([...compose, ...args], timeoutMs)
-  const client = (cmd: readonly string[], timeoutMs = 20_000) => run([...compose, 'exec', '-T', 'client', ...cmd], timeoutMs)
+  const client = (cmd: readonly string[], timeoutMs = 20_000) =>
+    run([...compose, 'exec', '-T', 'client', ...cmd], timeoutMs)
   const curl = async (url: string, extra: readonly string[] = []) =>
     (await client(['curl', '-s', '--max-time', '3', ...extra, url])).stdout
 
+  // In reverse: the variant container first (it holds the network), then the Compose project.
+  cleanup.push(async () => {
+    const r = await run([...compose, 'down', '-v', '--remove-orphans', '--timeout', '2'], 120_000)
+    if (r.code !== 0) throw new Error(`compose down: ${r.stderr}`)
+    const left =
+      (await must([DOCKER, 'ps', '-aq'])).trim() +
+      (await must([DOCKER, 'network', 'ls', '-q', '-f', 'name=meshlet-demo'])).trim()
+    if (left) throw new Error(`left behind after compose down: ${left}`)
+  })
   cleanup.push(() => run([DOCKER, 'rm', '-f', VARIANT_NAME], 30_000))
-  cleanup.push(() => run([...compose, 'down', '-v', '--remove-orphans', '--timeout', '2'], 120_000))
 
   // ---------------------------------------------------------------- the README's walk-through, as written
   t0 = Date.now()
@@ -252,6 +304,13 @@ async function walk(t: Test): Promise<void> {
     }
     return out
   }
+  const containerWithIp = async (service: string, ip: string): Promise<string> => {
+    for (const id of (await c(['ps', '-q', service])).split('\n').filter(Boolean)) {
+      const a = await must([DOCKER, 'inspect', '-f', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}', id])
+      if (a.trim() === ip) return id
+    }
+    throw new Error(`no ${service} container has ${ip}`)
+  }
   const headless = async () => nslookupAddresses((await client(['nslookup', 'web-headless'])).stdout)
   const sameSet = (a: readonly string[], b: readonly string[]) => a.join() === [...b].sort().join()
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -274,7 +333,10 @@ async function walk(t: Test): Promise<void> {
     for (let k = 0; k < 12; k++) seen.add(hostOf(await curl('http://web/')) ?? 'error')
     t.notOk(seen.has('error'), `every request answered (${[...seen].join(' ')})`)
     t.ok(seen.size >= 2, `spread over ${seen.size} replicas`)
-    t.ok([...seen].every((h) => [...replicas.values()].includes(h)), 'only web replicas answer')
+    t.ok(
+      [...seen].every((h) => [...replicas.values()].includes(h)),
+      'only web replicas answer',
+    )
     t.match(hostOf(await curl('http://web.default.svc.cluster.local/')), /\S/)
     t.match(await curl('http://api:8080/'), /^Name: api$/m, 'http://api:8080/ → api')
   })
@@ -320,34 +382,36 @@ async function walk(t: Test): Promise<void> {
   })
 
   await t.test('docker stop of a replica: no request lost 2 s after the stop', async (t) => {
-    // A bounded load from the client: one request at a time for 8 s, each line "<ms since epoch> <http code>".
-    const loop =
-      'end=$(( $(date +%s) + 8 )); while [ "$(date +%s)" -lt "$end" ]; do ' +
-      'c=$(curl -s -o /dev/null -w "%{http_code}" --max-time 2 http://web/); echo "$(date +%s%3N) $c"; done'
-    const load = client(['sh', '-c', loop], 30_000)
-    await sleep(2000)
+    // The load runs on the host, which sits on the Compose network's bridge (198.18.0.1) and so reaches the ClusterIP
+    // as the containers do: a new connection per request, two at a time, for 8 s, each outcome with its time.
+    const vip: string = (await svc('web')).clusterIPs[0]
+    const load = httpLoad(`http://${vip}/`, 8000, 2)
+    await sleep(2500)
     const [ip] = [...replicas][1]!
-    const id = (await c(['ps', '-q', 'web'])).split('\n').filter(Boolean)
-    const victim = (
-      await Promise.all(
-        id.map(async (x) => [x, (await must([DOCKER, 'inspect', '-f', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}', x])).trim()] as const),
-      )
-    ).find(([, a]) => a === ip)![0]
+    const victim = await containerWithIp('web', ip)
+    const readyWeb = async () => {
+      const ports = (await svc('web')).ports[0].endpoints as { ip: string; ready: boolean }[]
+      return ports.filter((e) => e.ready).map((e) => e.ip)
+    }
     const stopAt = Date.now()
-    await must([DOCKER, 'stop', victim])
+    const stopping = must([DOCKER, 'stop', victim])
+    const outOfEndpoints = await until(
+      `${ip} not a ready endpoint`,
+      async () => !(await readyWeb()).includes(ip) && Date.now(),
+      10_000,
+    )
+    await stopping
     const stopped = Date.now()
     await until(`${ip} out of DNS`, async () => !(await headless()).includes(ip), 10_000)
-    const gone = Date.now() - stopAt
-    const lines = (await load).stdout
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => l.split(' '))
-    const failed = (from: number) => lines.filter(([ts, code]) => Number(ts) >= from && code !== '200').length
-    timing(`docker stop (returned after ${stopped - stopAt} ms) → gone from DNS`, gone)
+    const outOfDns = Date.now()
+    const results = await load
+    const failed = (from: number) => results.filter((r) => r.at >= from && !r.ok).length
+    timing(`docker stop → out of the ready endpoints (ClusterIP, Ingress)`, outOfEndpoints - stopAt)
+    timing(`docker stop → out of headless DNS (seen from the client)`, outOfDns - stopAt)
     t.comment(
-      `load: ${lines.length} requests, ${failed(0)} failed in all, ${failed(stopAt)} after the stop, ${failed(stopAt + 2000)} after stop + 2 s`,
+      `docker stop returned after ${stopped - stopAt} ms; load: ${results.length} requests, ${failed(0)} failed in all, ${failed(stopAt)} after the stop, ${failed(stopAt + 2000)} after stop + 2 s`,
     )
-    t.ok(lines.length > 20, `the load ran (${lines.length} requests)`)
+    t.ok(results.length > 50, `the load ran (${results.length} requests)`)
     t.equal(failed(stopAt + 2000), 0, 'no request lost 2 s after the stop')
     replicas = await webReplicas()
     t.equal(replicas.size, 2)
@@ -355,17 +419,32 @@ async function walk(t: Test): Promise<void> {
 
   await t.test('--scale web=4, then web=2: meshlet follows within 10 s', async (t) => {
     for (const n of [4, 2]) {
+      const issued = Date.now()
       await c(['up', '-d', '--scale', `web=${n}`], 120_000)
       const t1 = Date.now()
       replicas = await webReplicas()
       t.equal(replicas.size, n, `${n} running`)
-      await until(`${n} replicas in DNS`, async () => sameSet(await headless(), [...replicas.keys()]), 10_000)
+      const want = [...replicas.keys()]
+      const allEndpoints = async () =>
+        ((await svc('web')).ports[0].endpoints as { ip: string; ready: boolean }[])
+          .filter((e) => e.ready)
+          .map((e) => e.ip)
+          .sort()
+      await until(`${n} ready endpoints in /status`, async () => sameSet(await allEndpoints(), want), 10_000)
+      const inStatus = Date.now() - t1
+      await until(`${n} replicas in DNS`, async () => sameSet(await headless(), want), 10_000)
       const ms = Date.now() - t1
-      timing(`scale web=${n} followed (headless DNS) in`, ms)
+      timing(
+        `scale web=${n}: compose took ${t1 - issued} ms; then ready endpoints followed in ${inStatus} ms, headless DNS (client) in`,
+        ms,
+      )
       t.ok(ms <= 10_000, `followed in ${ms} ms`)
       const seen = new Set<string>()
       for (let k = 0; k < 8; k++) seen.add(hostOf(await curl('http://web/')) ?? 'error')
-      t.ok([...seen].every((h) => [...replicas.values()].includes(h)), `http://web/ → only the ${n}: ${[...seen].join(' ')}`)
+      t.ok(
+        [...seen].every((h) => [...replicas.values()].includes(h)),
+        `http://web/ → only the ${n}: ${[...seen].join(' ')}`,
+      )
     }
   })
 
@@ -376,7 +455,9 @@ async function walk(t: Test): Promise<void> {
   })
 
   await t.test('without NET_ADMIN, /readyz is 503 and names the listener and why', async (t) => {
-    const network = (await must([DOCKER, 'network', 'ls', '--format', '{{.Name}}'])).split('\n').find((n) => /_mesh$/.test(n))
+    const network = (await must([DOCKER, 'network', 'ls', '--format', '{{.Name}}']))
+      .split('\n')
+      .find((n) => /_mesh$/.test(n))
     t.ok(network, 'the Compose network')
     await must([
       DOCKER,
