@@ -14,7 +14,7 @@ import { execFile, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { rootCertificates } from 'node:tls'
 import { request } from 'node:http'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 
@@ -31,7 +31,13 @@ const MESHLET_IP = '198.18.0.2'
 const VARIANT_IP = '198.18.0.3'
 const VARIANT_NAME = `meshlet-demo-no-net-admin-${process.pid}`
 
-const ENV: NodeJS.ProcessEnv = { ...process.env, DOCKER_HOST: `unix://${SOCKET}`, DOCKER }
+const ENV: NodeJS.ProcessEnv = {
+  ...process.env,
+  DOCKER_HOST: `unix://${SOCKET}`,
+  DOCKER,
+  // The README's commands say `docker`: the same CLI as DOCKER.
+  PATH: DOCKER.includes('/') ? `${dirname(DOCKER)}:${process.env.PATH ?? ''}` : process.env.PATH,
+}
 
 interface Result {
   code: number | null
@@ -202,6 +208,17 @@ function npmCa(): string {
   const pems = readFileSync(file, 'utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []
   const known = new Set(rootCertificates.map((c) => c.replace(/\s/g, '')))
   return pems.filter((p) => !known.has(p.replace(/\s/g, ''))).join('\n')
+}
+
+/** The shell commands of the README's "Docker Compose" section, in order, without their comments. */
+function readmeCommands(): string[] {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+  const from = readme.indexOf('\n## Docker Compose')
+  const section = readme.slice(from, readme.indexOf('\n## ', from + 1))
+  return [...section.matchAll(/```sh\n([\s\S]*?)```/g)]
+    .flatMap((m) => m[1]!.split('\n'))
+    .map((l) => l.replace(/\s+#\s.*$/, '').trim())
+    .filter((l) => l !== '' && !l.startsWith('#'))
 }
 
 /** The A records nslookup printed for the name (not the server's own "Address: 127.0.0.11#53" line). */
@@ -445,6 +462,23 @@ async function walk(t: Test): Promise<void> {
         [...seen].every((h) => [...replicas.values()].includes(h)),
         `http://web/ → only the ${n}: ${[...seen].join(' ')}`,
       )
+    }
+  })
+
+  await t.test("every command of the README's walk-through runs as written", async (t) => {
+    const v1 = compose[0] === 'docker-compose'
+    const replicaIp = [...replicas.keys()][0]!
+    for (const line of readmeCommands()) {
+      // Already done above with the CA build argument / left to teardown.
+      if (/^docker compose (build|down)\b/.test(line)) continue
+      const cmd = line
+        .replace(/^docker compose exec /, `${compose.join(' ')} exec -T `)
+        .replace(/^docker compose /, `${compose.join(' ')} `)
+        .replaceAll('198.18.0.66', replicaIp)
+        .replace(/meshlet-demo-web-1\b/, v1 ? 'meshlet-demo_web_1' : 'meshlet-demo-web-1')
+      const t1 = Date.now()
+      const r = await run(['sh', '-c', cmd], 120_000)
+      t.equal(r.code, 0, `${cmd} (${Date.now() - t1} ms)${r.code === 0 ? '' : `: ${r.stderr.slice(-500)}`}`)
     }
   })
 
