@@ -411,14 +411,14 @@ async function walk(t: Test): Promise<void> {
       return ports.filter((e) => e.ready).map((e) => e.ip)
     }
     const stopAt = Date.now()
-    const stopping = must([DOCKER, 'stop', victim])
+    let stopped = 0
+    const stopping = must([DOCKER, 'stop', victim]).then(() => (stopped = Date.now()))
     const outOfEndpoints = await until(
       `${ip} not a ready endpoint`,
       async () => !(await readyWeb()).includes(ip) && Date.now(),
       10_000,
     )
     await stopping
-    const stopped = Date.now()
     await until(`${ip} out of DNS`, async () => !(await headless()).includes(ip), 10_000)
     const outOfDns = Date.now()
     const results = await load
@@ -447,15 +447,17 @@ async function walk(t: Test): Promise<void> {
           .filter((e) => e.ready)
           .map((e) => e.ip)
           .sort()
+      // Followed = the ready endpoints (what DNS, the ClusterIP and the Ingress serve, from one Snapshot) are exactly
+      // the running replicas. Polled on the admin API: a `compose exec` costs a second or more on a busy machine.
       await until(`${n} ready endpoints in /status`, async () => sameSet(await allEndpoints(), want), 10_000)
-      const inStatus = Date.now() - t1
-      await until(`${n} replicas in DNS`, async () => sameSet(await headless(), want), 10_000)
-      const ms = Date.now() - t1
+      const followed = Date.now() - t1
+      t.ok(followed <= 10_000, `followed in ${followed} ms`)
+      const dnsFrom = Date.now()
+      await until(`${n} replicas in DNS (client)`, async () => sameSet(await headless(), want), 10_000)
       timing(
-        `scale web=${n}: compose took ${t1 - issued} ms; then ready endpoints followed in ${inStatus} ms, headless DNS (client) in`,
-        ms,
+        `scale web=${n}: compose took ${t1 - issued} ms, then followed (ready endpoints) in ${followed} ms; headless DNS from the client agreed ${Date.now() - dnsFrom} ms later, in`,
+        Date.now() - t1,
       )
-      t.ok(ms <= 10_000, `followed in ${ms} ms`)
       const seen = new Set<string>()
       for (let k = 0; k < 8; k++) seen.add(hostOf(await curl('http://web/')) ?? 'error')
       t.ok(
