@@ -32,7 +32,7 @@ if (skip) {
 } else {
   t.same(composeFile.services.meshlet.cap_drop, ['ALL'], 'the compose file drops every other capability')
 
-  t.test(`Compose topology, meshlet with only ${CAPS.join(', ')}`, { timeout: 85000 }, async (t) =>
+  t.test(`Compose topology, meshlet with only ${CAPS.join(', ')}`, { timeout: 150000 }, async (t) =>
     runComposeTopology(t, { capabilities: CAPS, light: true }),
   )
 
@@ -41,7 +41,7 @@ if (skip) {
     await must(['ip', 'netns', 'add', ns])
     t.teardown(() => exec(['ip', 'netns', 'del', ns]))
     await must(['ip', '-n', ns, 'link', 'set', 'lo', 'up'])
-    await must(['ip', '-n', ns, 'link', 'add', 'vip0', 'type', 'dummy'])
+    await must(['ip', '-n', ns, 'link', 'add', 'vip0', 'type', 'bridge'])
     await must(['ip', '-n', ns, 'link', 'set', 'vip0', 'up'])
     const caps = CAPS.filter((c) => c !== 'net_admin')
     const m = await startMeshlet(t, {

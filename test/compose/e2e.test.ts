@@ -7,7 +7,7 @@ if (skip) {
   t.comment(`skipped: ${skip}`)
   t.plan(0, skip)
 } else {
-  t.test('Compose topology end to end', { timeout: 85000 }, async (t) =>
+  t.test('Compose topology end to end', { timeout: 150000 }, async (t) =>
     runComposeTopology(t, { capabilities: null, light: false }),
   )
 }
