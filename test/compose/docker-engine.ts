@@ -124,7 +124,10 @@ async function startDockerd(cleanup: (() => Promise<unknown>)[]): Promise<void> 
     { detached: true, stdio: 'ignore' },
   )
   child.unref()
-  cleanup.push(() => stopDockerd())
+  cleanup.push(async () => {
+    await stopDockerd()
+    await unmountExecRoot()
+  })
   await until(
     'dockerd answers',
     async () => (await run([DOCKER, 'info', '--format', '{{.ServerVersion}}'], 5000)).code === 0,
@@ -153,6 +156,16 @@ async function stopDockerd(): Promise<void> {
     await sleep(100)
   }
   process.kill(pid, 'SIGKILL')
+}
+
+/** dockerd leaves mounts under its exec root (the bind-mounted handle of the host's netns): unmount them. */
+async function unmountExecRoot(): Promise<void> {
+  const root = join(CACHE, 'exec') + '/'
+  const mounts = readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[1] ?? '')
+    .filter((m) => m.startsWith(root))
+  for (const m of mounts.reverse()) await run(['umount', '-l', m])
 }
 
 /**
