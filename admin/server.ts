@@ -1,4 +1,5 @@
-// The admin API: /healthz (alive), /readyz (first Snapshot applied and every enabled plane's listeners up),
+// The admin API: /healthz (alive), /readyz (first Snapshot applied and every enabled plane's listeners up; when not,
+// which listener and why),
 // /status (JSON: configuration, Services with endpoints and addresses, planes), /metrics (Prometheus text).
 // It answers for meshlet itself, never for the health of backends (DESIGN.md).
 
@@ -81,6 +82,18 @@ export function isReady(src: AdminSources): boolean {
   return src.store.current !== null && src.planes().every((p) => p.ready())
 }
 
+/**
+ * The 503 body: the first line names what is missing (as before), then one line per reason a plane gives, e.g.
+ * "lb: listener TCP 198.18.0.130:80 (default/web): ip address add ... failed: ...".
+ */
+function notReadyText(src: AdminSources): string {
+  if (src.store.current === null) return 'not ready: snapshot\n'
+  const waiting = src.planes().filter((p) => !p.ready())
+  const lines = [`not ready: ${waiting.map((p) => p.name).join(', ')}`]
+  for (const p of waiting) for (const why of p.unready?.() ?? []) lines.push(`${p.name}: ${why}`)
+  return lines.join('\n') + '\n'
+}
+
 function send(res: ServerResponse, status: number, type: string, body: string): void {
   res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' })
   res.end(body)
@@ -94,14 +107,7 @@ async function handle(src: AdminSources, req: IncomingMessage, res: ServerRespon
       return send(res, 200, 'text/plain', 'ok\n')
     case '/readyz': {
       if (isReady(src)) return send(res, 200, 'text/plain', 'ready\n')
-      const waiting =
-        src.store.current === null
-          ? ['snapshot']
-          : src
-              .planes()
-              .filter((p) => !p.ready())
-              .map((p) => p.name)
-      return send(res, 503, 'text/plain', `not ready: ${waiting.join(', ')}\n`)
+      return send(res, 503, 'text/plain', notReadyText(src))
     }
     case '/status': {
       const planes: Record<string, unknown> = {}

@@ -11,7 +11,7 @@ import { electedNode } from './l2-election.ts'
 import { lbMetrics, type LbMetrics } from './lb-metrics.ts'
 import { PortRuntime, portKey, type ListenerKind } from './port-runtime.ts'
 import { localReadyIps } from './usable-endpoints.ts'
-import { BaseListener, TcpListener, type ListenerDeps } from './tcp-listener.ts'
+import { type BaseListener, TcpListener, type ListenerDeps } from './tcp-listener.ts'
 import { UdpListener } from './udp-listener.ts'
 import { VipInterface } from './vip-interface.ts'
 import { poolUsage, type PoolUsage } from './pool-usage.ts'
@@ -46,6 +46,8 @@ export class LbPlane implements Plane {
   readonly #deps: ListenerDeps
   /** Service key → the pending reason last logged, so exhaustion is warned once per change. */
   readonly #pendingLogged = new Map<string, string>()
+  /** Listeners whose address is being added to --vip-interface (not ready until it is there and bound). */
+  readonly #vipPending = new Set<string>()
   /** Listener id → the error last logged. */
   readonly #errorsLogged = new Map<string, string>()
   #conflicts: Conflict[] = []
@@ -78,9 +80,23 @@ export class LbPlane implements Plane {
   }
 
   ready(): boolean {
-    if (!this.#snapshot) return false
-    for (const l of this.#listeners.values()) if (l.state === 'opening') return false
-    return true
+    return this.unready().length === 0
+  }
+
+  /**
+   * Not ready while a wanted listener is opening, waits for its address on the interface, or is in error: a
+   * Service address that cannot be bound (or added to --vip-interface) is a failing readiness, not only a log line.
+   */
+  unready(): string[] {
+    if (!this.#snapshot) return ['no snapshot applied yet']
+    const out: string[] = []
+    for (const l of this.#listeners.values()) {
+      const what = `listener ${l.protocol} ${l.address}:${l.port} (${l.runtime.svc.key})`
+      if (l.state === 'error') out.push(`${what}: ${l.error ?? 'error'}`)
+      else if (l.state === 'opening') out.push(`${what}: opening`)
+      else if (this.#vipPending.has(l.id)) out.push(`${what}: adding ${l.address} to ${this.#ctx.options.vipInterface}`)
+    }
+    return out
   }
 
   apply(snapshot: Snapshot): void {
@@ -132,6 +148,7 @@ export class LbPlane implements Plane {
     for (const [id, l] of this.#listeners) {
       if (!desired.has(id)) {
         this.#listeners.delete(id)
+        this.#vipPending.delete(id)
         void l.shutdown(Date.now() + 10_000)
       }
     }
@@ -149,14 +166,19 @@ export class LbPlane implements Plane {
       const open = d.runtime.list(d.kind).length > 0
       if (d.vip && this.#vip && open) {
         const listener = l
+        this.#vipPending.add(id)
         void this.#vip.ensure(d.address).then((err) => {
           if (this.#listeners.get(id) !== listener) return
+          this.#vipPending.delete(id)
           if (err) {
             listener.error = err
             listener.state = 'error'
           } else listener.want(listener.runtime.list(listener.kind).length > 0)
         })
-      } else l.want(open)
+      } else {
+        this.#vipPending.delete(id)
+        l.want(open)
+      }
       if (l instanceof UdpListener) {
         const serving = new Set<string>()
         for (const e of d.runtime.port.endpoints) if (e.serving) serving.add(`${e.ip}|${e.port}`)

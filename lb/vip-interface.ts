@@ -2,18 +2,22 @@
 // answers ARP/NDP for them on that link (what MetalLB's L2 mode does), and removed when no longer wanted. Addresses
 // are added before their listeners open and removed after they close.
 
-import { execFile } from 'node:child_process'
-import { promisify } from 'node:util'
 import { isIPv6 } from 'node:net'
 import type { Logger } from 'pino'
+import { runChecked } from '../model/child-process.ts'
 
-const run = promisify(execFile)
+/** `ip` is mandatory and quick; a stuck one must not hold a listener in 'opening' for ever. */
+const IP_TIMEOUT_MS = 10_000
+/** arping -c 3 sends one announcement a second. */
+const ARPING_TIMEOUT_MS = 5_000
 
 export class VipInterface {
   readonly #iface: string
   readonly #log: Logger
   /** ip → the add in progress or done. */
   readonly #added = new Map<string, Promise<string | null>>()
+  /** Reasons arping failed, so each is logged once, not once per address. */
+  readonly #announceFailures = new Set<string>()
 
   constructor(iface: string, log: Logger) {
     this.#iface = iface
@@ -34,16 +38,33 @@ export class VipInterface {
     const prefix = isIPv6(ip) ? 128 : 32
     try {
       // `replace` is idempotent: an address left by a previous run is adopted, not an error.
-      await run('ip', ['address', 'replace', `${ip}/${prefix}`, 'dev', this.#iface])
-      // Gratuitous ARP lets neighbours update at once; arping may be absent, which only delays them.
-      if (!isIPv6(ip)) run('arping', ['-U', '-c', '3', '-I', this.#iface, ip]).catch(() => {})
-      this.#log.info({ ip, interface: this.#iface }, 'address added')
-      return null
+      await runChecked(['ip', 'address', 'replace', `${ip}/${prefix}`, 'dev', this.#iface], {
+        timeoutMs: IP_TIMEOUT_MS,
+      })
     } catch (err) {
       this.#added.delete(ip)
-      const msg = `ip address add ${ip}/${prefix} dev ${this.#iface} failed: ${((err as { stderr?: string }).stderr ?? String(err)).trim()}`
+      const msg = `ip address add ${ip}/${prefix} dev ${this.#iface} failed: ${(err as Error).message}`
       this.#log.error({ ip, interface: this.#iface }, msg)
       return msg
+    }
+    this.#log.info({ ip, interface: this.#iface }, 'address added')
+    if (!isIPv6(ip)) void this.#announce(ip)
+    return null
+  }
+
+  /**
+   * Gratuitous ARP lets neighbours update at once when an address moves between nodes. It is optional: without it
+   * (arping absent, or not allowed to exec for lack of CAP_NET_RAW) neighbours learn the new MAC when their entry
+   * expires. Its failure is logged once per reason and never touches the address it announces.
+   */
+  async #announce(ip: string): Promise<void> {
+    try {
+      await runChecked(['arping', '-U', '-c', '3', '-I', this.#iface, ip], { timeoutMs: ARPING_TIMEOUT_MS })
+    } catch (err) {
+      const reason = (err as Error).message
+      if (this.#announceFailures.has(reason)) return
+      this.#announceFailures.add(reason)
+      this.#log.warn({ ip, interface: this.#iface, reason }, 'gratuitous ARP skipped (optional)')
     }
   }
 
@@ -51,7 +72,7 @@ export class VipInterface {
     if (!this.#added.delete(ip)) return
     const prefix = isIPv6(ip) ? 128 : 32
     try {
-      await run('ip', ['address', 'del', `${ip}/${prefix}`, 'dev', this.#iface])
+      await runChecked(['ip', 'address', 'del', `${ip}/${prefix}`, 'dev', this.#iface], { timeoutMs: IP_TIMEOUT_MS })
       this.#log.info({ ip, interface: this.#iface }, 'address removed')
     } catch (err) {
       this.#log.warn({ ip, interface: this.#iface, err: String(err) }, 'address removal failed')

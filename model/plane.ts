@@ -10,6 +10,11 @@ export interface Plane {
   readonly name: string
   /** True once the plane has applied a Snapshot and every listener it wants is up (admin /readyz). */
   ready(): boolean
+  /**
+   * Why ready() is false, one line each naming what is missing and why (a listener and its error), for /readyz.
+   * Optional: a plane without it is shown by name only.
+   */
+  unready?(): readonly string[]
   /** JSON-able state for /status (listeners, errors, per-object state). */
   status(): unknown
   /** Stop accepting, let in-flight work finish until `deadline` (Date.now() ms), then release everything. */

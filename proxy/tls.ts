@@ -3,11 +3,11 @@
 // the listener is up before any Secret exists — ingress-nginx's "Fake Certificate". It is made with the openssl
 // command line (installed everywhere meshlet runs; no extra npm dependency).
 
-import { execFile } from 'node:child_process'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createSecureContext, type SecureContext } from 'node:tls'
+import { runChecked } from '../model/child-process.ts'
 import { ProxyError } from './errors.ts'
 
 export interface PemPair {
@@ -21,33 +21,29 @@ export async function generateSelfSigned(): Promise<PemPair> {
   try {
     const keyFile = join(dir, 'key.pem')
     const certFile = join(dir, 'cert.pem')
-    await new Promise<void>((resolve, reject) => {
-      execFile(
-        'openssl',
-        [
-          'req',
-          '-x509',
-          '-newkey',
-          'ec',
-          '-pkeyopt',
-          'ec_paramgen_curve:prime256v1',
-          '-nodes',
-          '-keyout',
-          keyFile,
-          '-out',
-          certFile,
-          '-days',
-          '3650',
-          '-subj',
-          '/O=meshlet/CN=meshlet default certificate',
-        ],
-        { timeout: 20000 },
-        (err, _stdout, stderr) =>
-          err
-            ? reject(new ProxyError('MLT_PROXY_CERT', `openssl: ${stderr || err.message}`, { cause: err }))
-            : resolve(),
-      )
-    })
+    const argv = [
+      'openssl',
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+      '-days',
+      '3650',
+      '-subj',
+      '/O=meshlet/CN=meshlet default certificate',
+    ]
+    try {
+      await runChecked(argv, { timeoutMs: 20000 })
+    } catch (err) {
+      throw new ProxyError('MLT_PROXY_CERT', `openssl: ${(err as Error).message}`, { cause: err })
+    }
     return { cert: await readFile(certFile, 'utf8'), key: await readFile(keyFile, 'utf8') }
   } finally {
     await rm(dir, { recursive: true, force: true })

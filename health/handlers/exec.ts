@@ -3,60 +3,29 @@
 // like exit 127) is a failure. The timeout kills the whole process group with SIGKILL, as kubelet does since 1.20
 // (specs/l4-health.md §6.2, kubernetes/kubernetes#26895).
 
-import { spawn } from 'node:child_process'
+import { ChildProcessError, runChild } from '../../model/child-process.ts'
 import { failure, MAX_BODY_BYTES, success, SUCCESS, type ProbeOutcome } from './outcome.ts'
 
 /** How much of the output a message keeps: enough to explain a failure in /status, never the whole 10 KiB. */
 const MESSAGE_OUTPUT_CHARS = 200
 
-export function runCommand(argv: readonly string[], timeoutMs: number, env?: NodeJS.ProcessEnv): Promise<ProbeOutcome> {
-  return new Promise((resolve) => {
-    const [file, ...args] = argv
-    if (file === undefined) {
-      resolve(failure('empty command', 'MLT_HEALTH_SPAWN'))
-      return
-    }
-    // detached: the child leads its own process group, so the timeout can kill what it spawned too.
-    const child = spawn(file, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env })
-    let out = ''
-    let outBytes = 0
-    let settled = false
-    const collect = (chunk: Buffer) => {
-      if (outBytes >= MAX_BODY_BYTES) return
-      const take = chunk.subarray(0, MAX_BODY_BYTES - outBytes)
-      outBytes += take.length
-      out += take.toString('utf8')
-    }
-    child.stdout!.on('data', collect)
-    child.stderr!.on('data', collect)
-    const done = (r: ProbeOutcome) => {
-      if (settled) return
-      settled = true
-      clearTimeout(timer)
-      resolve(r)
-    }
-    const timer = setTimeout(() => {
-      killGroup(child.pid)
-      done(failure(`command ${show(argv)} timed out after ${timeoutMs / 1000}s`, 'MLT_HEALTH_TIMEOUT'))
-    }, timeoutMs)
-    child.once('error', (err: NodeJS.ErrnoException) => {
-      done(failure(`command ${show(argv)} could not start: ${err.code ?? err.message}`, 'MLT_HEALTH_SPAWN'))
-    })
-    child.once('close', (code, signal) => {
-      const output = out.trim().slice(0, MESSAGE_OUTPUT_CHARS)
-      if (code === 0) done(output === '' ? SUCCESS : success(output))
-      else if (signal) done(failure(`command ${show(argv)} killed by ${signal}${output ? `: ${output}` : ''}`))
-      else done(failure(`command ${show(argv)} exited with ${code}${output ? `: ${output}` : ''}`))
-    })
-  })
-}
-
-function killGroup(pid: number | undefined): void {
-  if (pid === undefined) return
+export async function runCommand(
+  argv: readonly string[],
+  timeoutMs: number,
+  env?: NodeJS.ProcessEnv,
+): Promise<ProbeOutcome> {
+  if (argv[0] === undefined) return failure('empty command', 'MLT_HEALTH_SPAWN')
   try {
-    process.kill(-pid, 'SIGKILL')
-  } catch {
-    // Already gone.
+    // processGroup: the child leads its own group, so the timeout kills what it spawned too.
+    const r = await runChild(argv, { timeoutMs, env, processGroup: true, maxOutputBytes: MAX_BODY_BYTES })
+    if (r.timedOut) return failure(`command ${show(argv)} timed out after ${timeoutMs / 1000}s`, 'MLT_HEALTH_TIMEOUT')
+    const output = r.output.trim().slice(0, MESSAGE_OUTPUT_CHARS)
+    if (r.code === 0) return output === '' ? SUCCESS : success(output)
+    if (r.signal) return failure(`command ${show(argv)} killed by ${r.signal}${output ? `: ${output}` : ''}`)
+    return failure(`command ${show(argv)} exited with ${r.code}${output ? `: ${output}` : ''}`)
+  } catch (err) {
+    const errno = err instanceof ChildProcessError ? (err.errno ?? err.message) : String(err)
+    return failure(`command ${show(argv)} could not start: ${errno}`, 'MLT_HEALTH_SPAWN')
   }
 }
 

@@ -190,3 +190,14 @@ t.test('the README section "## Docker Compose": its manifest is valid and its co
   }
   t.match(section, /--discovery-resolver/)
 })
+
+t.test('Compose v1 and v2 both accept the example; both healthchecks mean ready', async (t) => {
+  // docker-compose 1.29 rejects a top-level `name:`; both read COMPOSE_PROJECT_NAME from .env.
+  t.notOk('name' in compose, 'no top-level name:')
+  t.match(readFileSync(join(EXAMPLE, '.env'), 'utf8'), /^COMPOSE_PROJECT_NAME=meshlet-demo$/m)
+  t.match(JSON.stringify(compose.services.meshlet.healthcheck.test), /\/readyz/, 'compose healthcheck: /readyz')
+  t.match(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'), /^HEALTHCHECK [\s\S]*\/readyz/m, 'image HEALTHCHECK: /readyz')
+  // A run container would get the service's fixed address, which the running meshlet holds.
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+  t.notMatch(readme, /^docker compose run .*meshlet check/m, 'check is shown with exec, not run')
+})
