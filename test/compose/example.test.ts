@@ -32,6 +32,7 @@ interface ComposeService {
   readonly dns_search?: readonly string[]
   readonly dns_opt?: readonly string[]
   readonly depends_on?: Readonly<Record<string, { readonly condition: string }>>
+  readonly healthcheck?: { readonly test: readonly string[] }
 }
 interface ComposeFile {
   readonly networks: {
@@ -195,7 +196,7 @@ t.test('Compose v1 and v2 both accept the example; both healthchecks mean ready'
   // docker-compose 1.29 rejects a top-level `name:`; both read COMPOSE_PROJECT_NAME from .env.
   t.notOk('name' in compose, 'no top-level name:')
   t.match(readFileSync(join(EXAMPLE, '.env'), 'utf8'), /^COMPOSE_PROJECT_NAME=meshlet-demo$/m)
-  t.match(JSON.stringify(compose.services.meshlet.healthcheck.test), /\/readyz/, 'compose healthcheck: /readyz')
+  t.match(JSON.stringify(compose.services.meshlet.healthcheck?.test), /\/readyz/, 'compose healthcheck: /readyz')
   t.match(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'), /^HEALTHCHECK [\s\S]*\/readyz/m, 'image HEALTHCHECK: /readyz')
   // A run container would get the service's fixed address, which the running meshlet holds.
   const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
