@@ -92,7 +92,7 @@ interface FileSpec {
   extra: string[]
 }
 
-function renderFile(f: number, spec: FileSpec, backendPort: number): string {
+export function renderFile(f: number, spec: FileSpec, backendPort: number): string {
   const docs: string[] = []
   const hosts: { host: string; service: string }[] = []
   for (let k = 0; k < PER_FILE; k++) {
@@ -109,7 +109,7 @@ function renderFile(f: number, spec: FileSpec, backendPort: number): string {
   return docs.join('\n---\n') + '\n'
 }
 
-function baseFile(backendPort: number, togglePort: number): string {
+export function baseFile(backendPort: number, togglePort: number): string {
   return (
     [
       ...serviceDocs('web', ['127.0.0.1'], backendPort),
@@ -183,8 +183,8 @@ class DnsClient {
       }, 2000)
       this.#pending.set(id, (p) => {
         clearTimeout(timer)
-        if (p.rcode !== 'NOERROR') resolve(null)
-        else resolve((p.answers ?? []).filter((a) => a.type === 'A').map((a) => String(a.data)))
+        if ((p as { rcode?: string }).rcode !== 'NOERROR') resolve(null)
+        else resolve((p.answers ?? []).flatMap((a) => (a.type === 'A' ? [String(a.data)] : [])))
       })
       this.#sock.send(msg, this.port, this.host)
     })
