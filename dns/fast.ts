@@ -80,8 +80,11 @@ export class FastPath {
   #live = 0
   /** Per name index: its entry (null: free index). */
   #entries: (NameEntry | null)[]
-  /** Per (name, slot): the template, null when the entry has no RRset for the type, undefined until first asked. */
-  #templates: (Template | null | undefined)[]
+  /**
+   * Per name, per slot: the template, null when the entry has no RRset for the type, undefined until first asked. The
+   * per-name array is made on the first query for the name (most names of a big zone are never asked).
+   */
+  #templates: ((Template | null | undefined)[] | undefined)[]
   /** Per name: the NODATA variant is allowed (not an ExternalName, not reverse). */
   #nodata: Uint8Array
   #free: number[] = []
@@ -151,7 +154,7 @@ export class FastPath {
   #set(idx: number, entry: NameEntry): void {
     this.#entries[idx] = entry
     this.#nodata[idx] = entry.cname === null && !entry.reverse ? 1 : 0
-    for (let s = 0; s < SLOTS; s++) this.#templates[idx * SLOTS + s] = undefined
+    this.#templates[idx] = undefined
   }
 
   #insert(key: string, entry: NameEntry): void {
@@ -184,7 +187,7 @@ export class FastPath {
     while (this.#table[slot] !== idx + 1) slot = (slot + 1) & this.#mask
     this.#table[slot] = TOMBSTONE
     this.#entries[idx] = null
-    for (let s = 0; s < SLOTS; s++) this.#templates[idx * SLOTS + s] = undefined
+    this.#templates[idx] = undefined
     this.#arenaWaste += this.#nameLen[idx]!
     this.#nameLen[idx] = -1
     this.#free.push(idx)
@@ -226,15 +229,16 @@ export class FastPath {
     for (let k = 0; k < live.length; k++) {
       const [key, entry] = live[k]!
       this.#insert(key, entry)
-      // Templates already built stay valid: same entry object.
-      for (let s = 0; s < SLOTS; s++) this.#templates[k * SLOTS + s] = templates[oldIdx[k]! * SLOTS + s]
+      // Templates already built stay valid: same entry, unchanged.
+      this.#templates[k] = templates[oldIdx[k]!]
     }
   }
 
   /** The template of (name index, slot), built from the entry on first use. */
   #template(idx: number, s: number): Template | null {
-    const at = idx * SLOTS + s
-    const have = this.#templates[at]
+    let row = this.#templates[idx]
+    if (row === undefined) this.#templates[idx] = row = new Array<Template | null | undefined>(SLOTS)
+    const have = row[s]
     if (have !== undefined) return have
     const entry = this.#entries[idx]!
     const qtype = SLOT_TYPES[s]!
@@ -264,7 +268,7 @@ export class FastPath {
       }
       t = new Template(buf, shuffle, set.shuffle, this.#countIndex(qtype, 0))
     }
-    this.#templates[at] = t
+    row[s] = t
     return t
   }
 

@@ -140,33 +140,76 @@ function addAddress(r: Records, ip: string): void {
   if (!list.includes(canon)) list.push(canon)
 }
 
-/** The wire key of a lowercase dotted name (what `nameKey` gives), or null when a label is empty or too long. */
+const scratch = Buffer.alloc(256)
+
+/**
+ * The wire key of a lowercase dotted name (what `nameKey` gives), or null when a label is empty or too long. Built in
+ * a Buffer so the key is one flat string: a key made by concatenation keeps every piece alive.
+ */
 function wireKey(name: string): string | null {
-  let out = ''
+  let p = 0
   let start = 0
   for (;;) {
     let end = name.indexOf('.', start)
     if (end < 0) end = name.length
     const len = end - start
-    if (len === 0 || len > 63) return null
-    out += String.fromCharCode(len) + name.slice(start, end)
+    if (len === 0 || len > 63 || p + len + 2 > 255) return null
+    scratch[p++] = len
+    for (let i = start; i < end; i++) scratch[p++] = name.charCodeAt(i)
     if (end === name.length) break
     start = end + 1
   }
-  return out + '\0'
+  scratch[p++] = 0
+  return scratch.toString('latin1', 0, p)
 }
 
-/** One owner's records, by name. */
+/** The wire key of the parent name. */
+function parentKey(key: string): string {
+  return key.slice(1 + key.charCodeAt(0))
+}
+
+const REVERSE4_KEY = '\x07in-addr\x04arpa\x00'
+const REVERSE6_KEY = '\x03ip6\x04arpa\x00'
+
+function isReverseKey(key: string): boolean {
+  return key.endsWith(REVERSE4_KEY) || key.endsWith(REVERSE6_KEY)
+}
+
+/** One owner's records, by wire key. */
 type Contribution = Map<string, Records>
 
-/** A name in the index: the owners that put records there, and how many owner-names lie below it (ENTs). */
-class Node {
+/** What a name's answers are compiled against. */
+interface CompileContext {
+  readonly zoneName: string
+  readonly ttl: number
+  readonly serial: number
+  lookup(name: string): NameData | undefined
+}
+
+/**
+ * A name in the index, and its entry in the zone: the owners that put records there, how many owner-names lie below
+ * it (an empty non-terminal exists while that is above zero), and its answers, compiled on the first query that needs
+ * them (most names of a big zone are never asked) and dropped whenever its records change.
+ */
+class Node implements NameEntry {
+  readonly wireLen: number
+  readonly reverse: boolean
+  cname: string | null = null
+  hasData = false
+  below = 0
   /** The owner when there is exactly one (most names): no Map per name. */
   #owner: string | null = null
   #records: Records | null = null
   /** Two owners or more. */
   #more: Map<string, Records> | null = null
-  below = 0
+  #sets: ReadonlyMap<number, RRSet> | null = null
+  readonly #ctx: CompileContext
+
+  constructor(key: string, ctx: CompileContext) {
+    this.wireLen = key.length
+    this.reverse = isReverseKey(key)
+    this.#ctx = ctx
+  }
 
   get ownerCount(): number {
     return this.#more !== null ? this.#more.size : this.#owner !== null ? 1 : 0
@@ -206,21 +249,37 @@ class Node {
     }
   }
 
-  /** The single owner's records, or null when there are several (then `merge`). */
-  get single(): Records | null {
-    return this.#records
-  }
-
   /** Records of every owner merged in owner order, so the result does not depend on the order of changes. */
-  merge(reverse: boolean): NameData {
+  merge(): NameData {
     const d = new NameData()
-    d.reverse = reverse
+    d.reverse = this.reverse
     if (this.#records !== null) d.add(this.#records)
     else if (this.#more !== null) {
       const owners = [...this.#more.keys()].sort()
       for (const o of owners) d.add(this.#more.get(o)!)
     }
     return d
+  }
+
+  /** After its records changed: what the zone reads without compiling, and no compiled answers. */
+  refresh(): void {
+    this.#sets = null
+    if (this.#records !== null) {
+      this.cname = this.#records.cname
+      this.hasData = recordsHaveData(this.#records)
+    } else {
+      const d = this.merge()
+      this.cname = d.cname
+      this.hasData = d.hasData()
+    }
+  }
+
+  get sets(): ReadonlyMap<number, RRSet> {
+    if (this.#sets === null) {
+      const c = this.#ctx
+      this.#sets = compile(this.wireLen, this.merge(), (t) => c.lookup(t), c.zoneName, c.ttl, c.serial)
+    }
+    return this.#sets
   }
 }
 
@@ -242,6 +301,19 @@ function recordsHaveData(r: Records): boolean {
   return r.a.length + r.aaaa.length + r.srv.length + r.ptr.length > 0 || r.cname !== null || r.txt !== null || r.apex
 }
 
+/** A builder of one contribution: `at(name)` gives the records at a dotted name (a throwaway for unwritable names). */
+function contribution(): { own: Contribution; at: (name: string) => Records } {
+  const own: Contribution = new Map()
+  const at = (name: string): Records => {
+    const key = wireKey(name)
+    if (key === null) return emptyRecords()
+    let r = own.get(key)
+    if (!r) own.set(key, (r = emptyRecords()))
+    return r
+  }
+  return { own, at }
+}
+
 const OWNER_ZONE = '0'
 const ownerOfService = (key: string) => `s:${key}`
 const ownerOfPod = (key: string) => `p:${key}`
@@ -251,15 +323,17 @@ const ownerOfNamespace = (ns: string) => `n:${ns}`
  * The zone as a mutable index that a Snapshot updates in place (issue 14): every owner (the zone's own names, each
  * namespace, Service and Pod) contributes records at names; a new Snapshot re-derives only the owners whose state
  * changed (ServiceState and PodState objects are shared between Snapshots when unchanged, so a changed one is a new
- * object) and recompiles only the names those touch. Answers are compiled lazily on first use (`NameEntry.sets`).
- * `buildZone` is the same index applied once from empty: the full rebuild the incremental path must equal.
+ * object) and refreshes only the names those touch. A contribution is not stored: the previous one is derived again
+ * from the previous state when needed. `buildZone` is the same index applied once from empty: the full rebuild the
+ * incremental path must equal.
  */
-export class ZoneIndex {
+export class ZoneIndex implements CompileContext {
   readonly options: ZoneOptions
-  readonly #zone: string
+  readonly zoneName: string
+  readonly ttl: number
+  readonly #zoneKey: string
+  /** Wire key → name: the zone's names Map itself. */
   readonly #nodes = new Map<string, Node>()
-  readonly #owners = new Map<string, Contribution>()
-  readonly #names = new Map<string, NameEntry>()
   readonly #dirty = new Set<string>()
   readonly #services = new Map<string, { state: ServiceState; mark: number }>()
   readonly #pods = new Map<string, { state: PodState; mark: number }>()
@@ -271,40 +345,50 @@ export class ZoneIndex {
 
   constructor(options: ZoneOptions) {
     this.options = options
-    this.#zone = options.zone.replace(/\.$/, '').toLowerCase()
-    const zone = this.#zone
-    const own = new Map<string, Records>()
-    const at = (name: string) => {
-      let r = own.get(name)
-      if (!r) own.set(name, (r = emptyRecords()))
-      return r
-    }
+    this.zoneName = options.zone.replace(/\.$/, '').toLowerCase()
+    this.ttl = options.ttl
+    this.#zoneKey = nameToWire(this.zoneName).toString('latin1')
+    this.#setOwner(OWNER_ZONE, null, this.#zoneRecords())
+  }
+
+  get serial(): number {
+    return this.#serial
+  }
+
+  #zoneRecords(): Contribution {
+    const zone = this.zoneName
+    const { own, at } = contribution()
     at(zone).apex = true
     at(`dns-version.${zone}`).txt = '1.1.0'
     const ns = at(`ns.dns.${zone}`)
-    for (const ip of options.serverAddresses) addAddress(ns, ip)
+    for (const ip of this.options.serverAddresses) addAddress(ns, ip)
     at(`svc.${zone}`)
     at(`pod.${zone}`)
-    this.#setOwner(OWNER_ZONE, own)
+    return own
+  }
+
+  #namespaceRecords(ns: string): Contribution {
+    const { own, at } = contribution()
+    at(`${ns}.svc.${this.zoneName}`.toLowerCase())
+    if (this.options.pods !== 'disabled') at(`${ns}.pod.${this.zoneName}`.toLowerCase())
+    return own
   }
 
   /**
    * Brings the index to `snapshot` and returns the Zone to serve with the wire keys of the names whose entry was
-   * added, replaced or removed. Cost: one identity check per Service and Pod, plus the work of what changed.
+   * added, changed or removed. Cost: one identity check per Service and Pod, plus the work of what changed.
    */
   apply(snapshot: Snapshot, previousSerial: number): { zone: Zone; changed: string[] } {
     const mark = ++this.#mark
-    const zone = this.#zone
+    const zone = this.zoneName
+    const pods = this.options.pods === 'verified'
     if (!sameList(snapshot.namespaces, this.#namespaces, (a, b) => a === b)) {
       const now = new Set(snapshot.namespaces)
-      for (const ns of this.#namespaces) if (!now.has(ns)) this.#setOwner(ownerOfNamespace(ns), null)
       const before = new Set(this.#namespaces)
-      for (const ns of snapshot.namespaces) {
-        if (before.has(ns)) continue
-        const own = new Map<string, Records>([[`${ns}.svc.${zone}`.toLowerCase(), emptyRecords()]])
-        if (this.options.pods !== 'disabled') own.set(`${ns}.pod.${zone}`.toLowerCase(), emptyRecords())
-        this.#setOwner(ownerOfNamespace(ns), own)
-      }
+      for (const ns of this.#namespaces)
+        if (!now.has(ns)) this.#setOwner(ownerOfNamespace(ns), this.#namespaceRecords(ns), null)
+      for (const ns of snapshot.namespaces)
+        if (!before.has(ns)) this.#setOwner(ownerOfNamespace(ns), null, this.#namespaceRecords(ns))
       this.#namespaces = snapshot.namespaces
     }
     for (const s of snapshot.services) {
@@ -314,14 +398,15 @@ export class ZoneIndex {
         continue
       }
       this.#services.set(s.key, { state: s, mark })
-      this.#setOwner(ownerOfService(s.key), serviceRecords(s, zone, this.options.pods === 'verified'))
+      const prev = held ? serviceRecords(held.state, zone, pods) : null
+      this.#setOwner(ownerOfService(s.key), prev, serviceRecords(s, zone, pods))
     }
     for (const [key, held] of this.#services) {
       if (held.mark === mark) continue
       this.#services.delete(key)
-      this.#setOwner(ownerOfService(key), null)
+      this.#setOwner(ownerOfService(key), serviceRecords(held.state, zone, pods), null)
     }
-    if (this.options.pods === 'verified') {
+    if (pods) {
       for (const p of snapshot.pods) {
         const held = this.#pods.get(p.key)
         if (held && held.state === p) {
@@ -329,25 +414,30 @@ export class ZoneIndex {
           continue
         }
         this.#pods.set(p.key, { state: p, mark })
-        this.#setOwner(ownerOfPod(p.key), podRecords(p, zone))
+        this.#setOwner(ownerOfPod(p.key), held ? podRecords(held.state, zone) : null, podRecords(p, zone))
       }
       for (const [key, held] of this.#pods) {
         if (held.mark === mark) continue
         this.#pods.delete(key)
-        this.#setOwner(ownerOfPod(key), null)
+        this.#setOwner(ownerOfPod(key), podRecords(held.state, zone), null)
       }
     }
 
     const serial = Math.max(previousSerial, Math.floor(snapshot.builtAt / 1000)) >>> 0 || 1
     if (serial !== this.#serial || this.#zoneObject === null) {
       this.#serial = serial
-      this.#dirty.add(zone) // the apex SOA carries the serial
+      this.#dirty.add(this.#zoneKey) // the apex SOA carries the serial
       this.#zoneObject = this.#makeZone()
     }
     const changed: string[] = []
-    for (const name of this.#dirty) {
-      const key = this.#compileName(name)
-      if (key !== null) changed.push(key)
+    for (const key of this.#dirty) {
+      const node = this.#nodes.get(key)
+      if (node) {
+        if (node.hasData) this.#recordNames--
+        node.refresh()
+        if (node.hasData) this.#recordNames++
+      }
+      changed.push(key)
     }
     this.#dirty.clear()
     if (changed.length > 0) this.#zoneObject = { ...this.#zoneObject, recordNames: this.#recordNames }
@@ -355,7 +445,7 @@ export class ZoneIndex {
   }
 
   #makeZone(): Zone {
-    const zone = this.#zone
+    const zone = this.zoneName
     const ttl = this.options.ttl
     const soaNumbers = Buffer.alloc(20)
     soaNumbers.writeUInt32BE(this.#serial, 0)
@@ -363,12 +453,11 @@ export class ZoneIndex {
     soaNumbers.writeUInt32BE(1800, 8)
     soaNumbers.writeUInt32BE(86400, 12)
     soaNumbers.writeUInt32BE(ttl, 16)
-    const zw = nameToWire(zone)
     return {
       options: this.options,
-      zoneKey: zw.toString('latin1'),
-      zoneWireLen: zw.length,
-      names: this.#names,
+      zoneKey: this.#zoneKey,
+      zoneWireLen: this.#zoneKey.length,
+      names: this.#nodes,
       serial: this.#serial,
       soaMname: nameToWire(`ns.dns.${zone}`),
       soaNumbers,
@@ -377,138 +466,73 @@ export class ZoneIndex {
     }
   }
 
-  /** Replaces everything `owner` contributes (null: it is gone), marking the names whose answers change. */
-  #setOwner(owner: string, next: Contribution | null): void {
+  /** Replaces what `owner` contributes (`prev` → `next`, null: none), marking the names whose answers change. */
+  #setOwner(owner: string, prev: Contribution | null, next: Contribution | null): void {
     if (next !== null) seal(next)
-    const prev = this.#owners.get(owner)
     if (prev) {
-      for (const [name, r] of prev) {
-        const n = next?.get(name)
-        if (n === undefined) this.#remove(owner, name)
+      for (const [key, r] of prev) {
+        const n = next?.get(key)
+        if (n === undefined) this.#remove(owner, key)
         else if (!sameRecords(r, n)) {
-          this.#nodes.get(name)!.set(owner, n)
-          this.#dirty.add(name)
+          this.#nodes.get(key)!.set(owner, n)
+          this.#dirty.add(key)
         }
       }
     }
-    if (next) {
-      for (const [name, r] of next) if (!prev?.has(name)) this.#add(owner, name, r)
-      this.#owners.set(owner, next)
-    } else this.#owners.delete(owner)
+    if (next) for (const [key, r] of next) if (!prev?.has(key)) this.#add(owner, key, r)
   }
 
-  #isReverse(name: string): boolean {
-    return name.endsWith('.in-addr.arpa') || name.endsWith('.ip6.arpa')
+  #node(key: string): Node {
+    let node = this.#nodes.get(key)
+    if (!node) this.#nodes.set(key, (node = new Node(key, this)))
+    return node
   }
 
-  #add(owner: string, name: string, r: Records): void {
-    let node = this.#nodes.get(name)
-    if (!node) this.#nodes.set(name, (node = new Node()))
+  #add(owner: string, key: string, r: Records): void {
+    const node = this.#node(key)
     node.set(owner, r)
-    this.#dirty.add(name)
-    if (this.#isReverse(name)) return
+    this.#dirty.add(key)
+    if (node.reverse) return
     // Every ancestor of an in-zone name exists (RFC 8020): count this owner-name below each of them.
-    const zone = this.#zone
-    let n = name
-    while (n !== zone && n.length > zone.length) {
-      n = n.slice(n.indexOf('.') + 1)
-      let anc = this.#nodes.get(n)
-      if (!anc) this.#nodes.set(n, (anc = new Node()))
-      if (!anc.exists()) this.#dirty.add(n)
+    const zk = this.#zoneKey
+    let k = key
+    while (k !== zk && k.length > zk.length) {
+      k = parentKey(k)
+      const anc = this.#node(k)
+      if (!anc.exists()) this.#dirty.add(k)
       anc.below++
     }
   }
 
-  #remove(owner: string, name: string): void {
-    const node = this.#nodes.get(name)!
+  #drop(key: string, node: Node): void {
+    this.#nodes.delete(key)
+    if (node.hasData) {
+      this.#recordNames--
+      node.hasData = false
+    }
+    this.#dirty.add(key)
+  }
+
+  #remove(owner: string, key: string): void {
+    const node = this.#nodes.get(key)!
     node.delete(owner)
-    this.#dirty.add(name)
-    if (!node.exists()) this.#nodes.delete(name)
-    if (this.#isReverse(name)) return
-    const zone = this.#zone
-    let n = name
-    while (n !== zone && n.length > zone.length) {
-      n = n.slice(n.indexOf('.') + 1)
-      const anc = this.#nodes.get(n)!
+    this.#dirty.add(key)
+    if (!node.exists()) this.#drop(key, node)
+    if (node.reverse) return
+    const zk = this.#zoneKey
+    let k = key
+    while (k !== zk && k.length > zk.length) {
+      k = parentKey(k)
+      const anc = this.#nodes.get(k)!
       anc.below--
-      if (!anc.exists()) {
-        this.#nodes.delete(n)
-        this.#dirty.add(n)
-      }
+      if (!anc.exists()) this.#drop(k, anc)
     }
   }
 
-  /** Rebuilds the entry of one dirty name; returns its wire key (null when the name cannot be written). */
-  #compileName(name: string): string | null {
-    const key = wireKey(name)
-    if (key === null) return null
-    const node = this.#nodes.get(name)
-    const old = this.#names.get(key) as LazyEntry | undefined
-    if (old?.hasData) this.#recordNames--
-    if (!node || !node.exists()) {
-      this.#names.delete(key)
-      return key
-    }
-    const entry = new LazyEntry(key.length, node, this.#isReverse(name), this)
-    if (entry.hasData) this.#recordNames++
-    this.#names.set(key, entry)
-    return key
-  }
-
-  /** Merged records at `name` (SRV targets and NS glue), or undefined when it holds none. */
+  /** Merged records at a dotted name (SRV targets and NS glue), or undefined when it holds none. */
   lookup(name: string): NameData | undefined {
-    return this.#nodes.get(name)?.merge(false)
-  }
-
-  get zoneName(): string {
-    return this.#zone
-  }
-
-  get serial(): number {
-    return this.#serial
-  }
-}
-
-/**
- * A name's answers, compiled on the first query that needs them (most names of a big zone are never asked). An entry
- * is replaced whenever its name is dirty, so the node it reads is the one it was made for.
- */
-class LazyEntry implements NameEntry {
-  readonly wireLen: number
-  readonly cname: string | null
-  readonly reverse: boolean
-  readonly hasData: boolean
-  readonly #serial: number
-  #sets: ReadonlyMap<number, RRSet> | null = null
-  #node: Node | null
-  #index: ZoneIndex | null
-
-  constructor(wireLen: number, node: Node, reverse: boolean, index: ZoneIndex) {
-    this.wireLen = wireLen
-    this.reverse = reverse
-    this.#serial = index.serial
-    const single = node.single
-    if (single !== null) {
-      this.cname = single.cname
-      this.hasData = recordsHaveData(single)
-    } else {
-      const d = node.merge(reverse)
-      this.cname = d.cname
-      this.hasData = d.hasData()
-    }
-    this.#node = node
-    this.#index = index
-  }
-
-  get sets(): ReadonlyMap<number, RRSet> {
-    if (this.#sets === null) {
-      const index = this.#index!
-      const d = this.#node!.merge(this.reverse)
-      this.#sets = compile(this.wireLen, d, (t) => index.lookup(t), index.zoneName, index.options.ttl, this.#serial)
-      this.#node = null
-      this.#index = null
-    }
-    return this.#sets
+    const key = wireKey(name)
+    return key === null ? undefined : this.#nodes.get(key)?.merge()
   }
 }
 
@@ -517,25 +541,15 @@ export function buildZone(snapshot: Snapshot, options: ZoneOptions, previousSeri
 }
 
 function podRecords(p: PodState, zone: string): Contribution {
-  const own: Contribution = new Map()
+  const { own, at } = contribution()
   if (p.pod.meta.deletionTimestamp !== null) return own
   const ns = p.pod.meta.namespace
-  for (const ip of p.pod.status.podIPs) {
-    const name = `${dashedIp(ip)}.${ns}.pod.${zone}`.toLowerCase()
-    let r = own.get(name)
-    if (!r) own.set(name, (r = emptyRecords()))
-    addAddress(r, ip)
-  }
+  for (const ip of p.pod.status.podIPs) addAddress(at(`${dashedIp(ip)}.${ns}.pod.${zone}`.toLowerCase()), ip)
   return own
 }
 
 function serviceRecords(s: ServiceState, zone: string, pods: boolean): Contribution {
-  const own: Contribution = new Map()
-  const at = (name: string): Records => {
-    let r = own.get(name)
-    if (!r) own.set(name, (r = emptyRecords()))
-    return r
-  }
+  const { own, at } = contribution()
   addService(s, zone, at)
   if (pods) {
     for (const a of s.addresses) {
