@@ -106,9 +106,14 @@ export class Resolver {
     return this.#zone
   }
 
-  /** Swaps in the index built from a new Snapshot. */
-  setZone(zone: Zone): void {
-    this.#fast = this.#wantFast ? new FastPath(zone, this.counts, countIndex) : null
+  /**
+   * Swaps in the index built from a new Snapshot. `changed`: the wire keys whose entries differ from the zone set
+   * last (dns/zone.ts ZoneIndex.apply), so the fast path updates only those; null rebuilds it.
+   */
+  setZone(zone: Zone, changed: Iterable<string> | null = null): void {
+    if (!this.#wantFast) this.#fast = null
+    else if (changed !== null && this.#fast !== null) this.#fast.update(zone, changed)
+    else this.#fast = new FastPath(zone, this.counts, countIndex)
     this.#zone = zone
     this.#loaded = true
   }

@@ -1,9 +1,9 @@
-// The UDP fast path for in-zone names: no decoding, no string, no allocation for a hit. Built once per zone
-// (dns/zone.ts) as
+// The UDP fast path for in-zone names: no decoding, no string, no allocation for a hit. Built once from the first zone
+// (dns/zone.ts), then updated in place for the names a Snapshot changed (`update`), as
 //
 //   * an open-addressing hash table over the lowercase wire names (FNV-1a over the bytes, compared byte by byte in
 //     an arena), so the lookup needs neither a key string nor a Map;
-//   * per (name, qtype) a whole reply message, header + lowercase question + answer + additional, with the counts
+//   * per (name, qtype) a whole reply message, built on the first query for it, header + lowercase question + answer + additional, with the counts
 //     already set: a hit patches ID, RD and CD (and the name bytes when the query had upper case), shuffles A/AAAA
 //     RDATA in place, and the template itself is what `socket.send` gets. The caller says when the socket still has
 //     a queued send (which may reference a template): then the template is copied first.
@@ -15,7 +15,7 @@
 // with the same result.
 
 import { RCODE, TYPE, UDP_PAYLOAD_CAP } from './wire.ts'
-import type { Zone } from './zone.ts'
+import type { NameEntry, Zone } from './zone.ts'
 
 /** qtype → slot of a per-name template; -1: not answered here. */
 const SLOT = new Int8Array(256).fill(-1)
@@ -63,18 +63,34 @@ export function hashName(buf: Uint8Array, start: number, end: number): number {
   return h
 }
 
+/** A table slot whose name was removed: lookups probe past it. */
+const TOMBSTONE = -1
+
 export class FastPath {
-  readonly #arena: Buffer
-  readonly #nameStart: Int32Array
-  readonly #nameLen: Int32Array
-  readonly #table: Int32Array
-  readonly #mask: number
-  readonly #templates: (Template | null)[]
+  #arena: Buffer
+  #arenaUsed = 0
+  /** Bytes of removed names still in the arena; compacted away when they are half of it. */
+  #arenaWaste = 0
+  #nameStart: Int32Array
+  #nameLen: Int32Array
+  #table: Int32Array
+  #mask: number
+  /** Slots holding a name or a tombstone (the table grows when they pass half of it). */
+  #used = 0
+  #live = 0
+  /** Per name index: its entry (null: free index). */
+  #entries: (NameEntry | null)[]
+  /**
+   * Per name, per slot: the template, null when the entry has no RRset for the type, undefined until first asked. The
+   * per-name array is made on the first query for the name (most names of a big zone are never asked).
+   */
+  #templates: ((Template | null | undefined)[] | undefined)[]
   /** Per name: the NODATA variant is allowed (not an ExternalName, not reverse). */
-  readonly #nodata: Uint8Array
-  readonly #zoneKey: Buffer
+  #nodata: Uint8Array
+  #free: number[] = []
+  #zoneKey: Buffer
   /** SOA RR after its 2-byte owner pointer; two pointers are patched per reply. */
-  readonly #soaTail: Buffer
+  #soaTail: Buffer
   readonly #counts: Float64Array
   readonly #countIndex: (qtype: number, rcode: number) => number
   /** Scratch: label start offsets of the current query. */
@@ -83,73 +99,177 @@ export class FastPath {
   constructor(zone: Zone, counts: Float64Array, countIndex: (qtype: number, rcode: number) => number) {
     this.#counts = counts
     this.#countIndex = countIndex
-    const entries = [...zone.names]
-    const n = entries.length
+    const n = zone.names.size
     let size = 16
     while (size < n * 2) size <<= 1
     this.#table = new Int32Array(size)
     this.#mask = size - 1
-    this.#nameStart = new Int32Array(n)
-    this.#nameLen = new Int32Array(n)
-    this.#nodata = new Uint8Array(n)
-    this.#templates = new Array<Template | null>(n * SLOTS).fill(null)
+    this.#nameStart = new Int32Array(Math.max(16, n))
+    this.#nameLen = new Int32Array(Math.max(16, n))
+    this.#nodata = new Uint8Array(Math.max(16, n))
+    this.#entries = []
+    this.#templates = []
     let total = 0
-    for (const [key] of entries) total += key.length
-    this.#arena = Buffer.alloc(total)
-    let off = 0
-    for (let i = 0; i < n; i++) {
-      const [key, entry] = entries[i]!
-      const wire = Buffer.from(key, 'latin1')
-      wire.copy(this.#arena, off)
-      this.#nameStart[i] = off
-      this.#nameLen[i] = wire.length
-      off += wire.length
-      let slot = hashName(wire, 0, wire.length) & this.#mask
-      while (this.#table[slot] !== 0) slot = (slot + 1) & this.#mask
-      this.#table[slot] = i + 1
-      this.#nodata[i] = entry.cname === null && !entry.reverse ? 1 : 0
-      for (let s = 0; s < SLOTS; s++) {
-        const qtype = SLOT_TYPES[s]!
-        const set = entry.sets.get(qtype)
-        if (!set) continue
-        // Header: QR=1 AA=1, QDCOUNT 1, ANCOUNT, ARCOUNT; ID, RD and CD patched per query.
-        const qlen = wire.length + 4
-        const len = 12 + qlen + set.answer.length + set.additional.length
-        const buf = Buffer.alloc(len)
-        buf[2] = 0x84
-        buf[3] = 0x80
-        buf.writeUInt16BE(1, 4)
-        buf.writeUInt16BE(set.ends.length, 6)
-        buf.writeUInt16BE(set.arCount, 10)
-        wire.copy(buf, 12)
-        buf.writeUInt16BE(qtype, 12 + wire.length)
-        buf.writeUInt16BE(1, 14 + wire.length)
-        set.answer.copy(buf, 12 + qlen)
-        set.additional.copy(buf, 12 + qlen + set.answer.length)
-        let shuffle: Int32Array | null = null
-        if (set.shuffle > 0 && set.ends.length > 1) {
-          shuffle = new Int32Array(set.ends.length)
-          for (let k = 0; k < set.ends.length; k++) shuffle[k] = 12 + qlen + k * (12 + set.shuffle) + 12
-        }
-        this.#templates[i * SLOTS + s] = new Template(buf, shuffle, set.shuffle, countIndex(qtype, 0))
-      }
-    }
+    for (const key of zone.names.keys()) total += key.length
+    this.#arena = Buffer.alloc(Math.max(256, total))
+    for (const [key, entry] of zone.names) this.#insert(key, entry)
     this.#zoneKey = Buffer.from(zone.zoneKey, 'latin1')
-    // `<zone> ttl IN SOA ns.dns.<zone>. hostmaster.<zone>. serial 7200 1800 86400 ttl` without its owner pointer,
-    // as dns/answer.ts writes it: mname in full, rname "hostmaster" + a pointer to the zone inside mname.
-    const rdlen = zone.soaMname.length + 11 + 2 + 20
-    const tail = Buffer.alloc(10 + rdlen)
-    tail.writeUInt16BE(TYPE.SOA, 0)
-    tail.writeUInt16BE(1, 2)
-    tail.writeUInt32BE(zone.soaTtl, 4)
-    tail.writeUInt16BE(rdlen, 8)
-    zone.soaMname.copy(tail, 10)
-    let p = 10 + zone.soaMname.length
-    tail[p] = 10
-    tail.write('hostmaster', p + 1, 'latin1')
-    p += 13 // the pointer is patched per reply
-    zone.soaNumbers.copy(tail, p)
-    this.#soaTail = tail
+    this.#soaTail = soaTail(zone)
+  }
+
+  /**
+   * Brings the table to `zone` for the names whose entries changed (wire keys, as ZoneIndex.apply reports them):
+   * each is replaced, added or removed; nothing else is touched. Templates are rebuilt lazily on the next hit.
+   */
+  update(zone: Zone, changed: Iterable<string>): void {
+    this.#soaTail = soaTail(zone)
+    for (const key of changed) {
+      const entry = zone.names.get(key)
+      const idx = this.#find(key)
+      if (idx >= 0) {
+        if (entry) this.#set(idx, entry)
+        else this.#delete(idx, key)
+      } else if (entry) this.#insert(key, entry)
+    }
+    if (this.#arenaWaste > this.#arena.length / 2 && this.#arenaWaste > 65536) this.#rehash(this.#table.length)
+  }
+
+  #find(key: string): number {
+    const wire = Buffer.from(key, 'latin1')
+    let slot = hashName(wire, 0, wire.length) & this.#mask
+    for (;;) {
+      const e = this.#table[slot]!
+      if (e === 0) return -1
+      if (e > 0) {
+        const idx = e - 1
+        if (this.#nameLen[idx] === wire.length) {
+          const start = this.#nameStart[idx]!
+          if (this.#arena.compare(wire, 0, wire.length, start, start + wire.length) === 0) return idx
+        }
+      }
+      slot = (slot + 1) & this.#mask
+    }
+  }
+
+  #set(idx: number, entry: NameEntry): void {
+    this.#entries[idx] = entry
+    this.#nodata[idx] = entry.cname === null && !entry.reverse ? 1 : 0
+    this.#templates[idx] = undefined
+  }
+
+  #insert(key: string, entry: NameEntry): void {
+    if ((this.#used + 1) * 2 > this.#table.length) this.#rehash(this.#table.length * 2)
+    const idx = this.#free.pop() ?? this.#entries.length
+    if (idx >= this.#nameStart.length) this.#growIndex(idx + 1)
+    const len = key.length
+    if (this.#arenaUsed + len > this.#arena.length) {
+      const next = Buffer.alloc(Math.max(this.#arena.length * 2, this.#arenaUsed + len))
+      this.#arena.copy(next, 0, 0, this.#arenaUsed)
+      this.#arena = next
+    }
+    const start = this.#arenaUsed
+    this.#arena.write(key, start, 'latin1')
+    this.#arenaUsed += len
+    this.#nameStart[idx] = start
+    this.#nameLen[idx] = len
+    if (idx === this.#entries.length) this.#entries.push(null)
+    this.#set(idx, entry)
+    let slot = hashName(this.#arena, start, start + len) & this.#mask
+    while (this.#table[slot] !== 0) slot = (slot + 1) & this.#mask
+    this.#table[slot] = idx + 1
+    this.#used++
+    this.#live++
+  }
+
+  #delete(idx: number, key: string): void {
+    const wire = Buffer.from(key, 'latin1')
+    let slot = hashName(wire, 0, wire.length) & this.#mask
+    while (this.#table[slot] !== idx + 1) slot = (slot + 1) & this.#mask
+    this.#table[slot] = TOMBSTONE
+    this.#entries[idx] = null
+    this.#templates[idx] = undefined
+    this.#arenaWaste += this.#nameLen[idx]!
+    this.#nameLen[idx] = -1
+    this.#free.push(idx)
+    this.#live--
+  }
+
+  #growIndex(min: number): void {
+    let size = this.#nameStart.length * 2
+    while (size < min) size *= 2
+    const grow = <T extends Int32Array | Uint8Array>(a: T, b: T): T => (b.set(a), b)
+    this.#nameStart = grow(this.#nameStart, new Int32Array(size))
+    this.#nameLen = grow(this.#nameLen, new Int32Array(size))
+    this.#nodata = grow(this.#nodata, new Uint8Array(size))
+  }
+
+  /** A new table (and a compacted arena) holding the live names: drops tombstones and removed names' bytes. */
+  #rehash(atLeast: number): void {
+    let size = 16
+    while (size < Math.max(atLeast, this.#live * 4)) size <<= 1
+    const live: [string, NameEntry][] = []
+    for (let i = 0; i < this.#entries.length; i++) {
+      const e = this.#entries[i]
+      if (e)
+        live.push([this.#arena.toString('latin1', this.#nameStart[i]!, this.#nameStart[i]! + this.#nameLen[i]!), e])
+    }
+    const templates = this.#templates
+    const oldIdx: number[] = []
+    for (let i = 0; i < this.#entries.length; i++) if (this.#entries[i]) oldIdx.push(i)
+    this.#table = new Int32Array(size)
+    this.#mask = size - 1
+    this.#entries = []
+    this.#templates = []
+    this.#free = []
+    this.#used = 0
+    this.#live = 0
+    this.#arenaUsed = 0
+    this.#arenaWaste = 0
+    this.#arena = Buffer.alloc(Math.max(256, this.#arena.length))
+    for (let k = 0; k < live.length; k++) {
+      const [key, entry] = live[k]!
+      this.#insert(key, entry)
+      // Templates already built stay valid: same entry, unchanged.
+      this.#templates[k] = templates[oldIdx[k]!]
+    }
+  }
+
+  /** The template of (name index, slot), built from the entry on first use. */
+  #template(idx: number, s: number): Template | null {
+    let row = this.#templates[idx]
+    if (row === undefined) this.#templates[idx] = row = new Array<Template | null | undefined>(SLOTS)
+    const have = row[s]
+    if (have !== undefined) return have
+    const entry = this.#entries[idx]!
+    const qtype = SLOT_TYPES[s]!
+    const set = entry.sets.get(qtype)
+    let t: Template | null = null
+    if (set) {
+      const start = this.#nameStart[idx]!
+      const wireLen = this.#nameLen[idx]!
+      // Header: QR=1 AA=1, QDCOUNT 1, ANCOUNT, ARCOUNT; ID, RD and CD patched per query.
+      const qlen = wireLen + 4
+      const len = 12 + qlen + set.answer.length + set.additional.length
+      const buf = Buffer.alloc(len)
+      buf[2] = 0x84
+      buf[3] = 0x80
+      buf.writeUInt16BE(1, 4)
+      buf.writeUInt16BE(set.ends.length, 6)
+      buf.writeUInt16BE(set.arCount, 10)
+      this.#arena.copy(buf, 12, start, start + wireLen)
+      buf.writeUInt16BE(qtype, 12 + wireLen)
+      buf.writeUInt16BE(1, 14 + wireLen)
+      set.answer.copy(buf, 12 + qlen)
+      set.additional.copy(buf, 12 + qlen + set.answer.length)
+      let shuffle: Int32Array | null = null
+      if (set.shuffle > 0 && set.ends.length > 1) {
+        shuffle = new Int32Array(set.ends.length)
+        for (let k = 0; k < set.ends.length; k++) shuffle[k] = 12 + qlen + k * (12 + set.shuffle) + 12
+      }
+      t = new Template(buf, shuffle, set.shuffle, this.#countIndex(qtype, 0))
+    }
+    row[s] = t
+    return t
   }
 
   /**
@@ -220,7 +340,7 @@ export class FastPath {
       const e = table[slot]!
       if (e === 0) break
       const idx = e - 1
-      if (this.#nameLen[idx] === nameLen) {
+      if (e > 0 && this.#nameLen[idx] === nameLen) {
         let off = this.#nameStart[idx]!
         let i = 12
         const end = 12 + nameLen
@@ -254,7 +374,7 @@ export class FastPath {
     }
 
     const s = SLOT[qtype]!
-    const t = s >= 0 ? this.#templates[found * SLOTS + s]! : null
+    const t = s >= 0 ? this.#template(found, s) : null
     if (t === null) {
       if (this.#nodata[found] === 0 || NODATA_OK[qtype] === 0) return null
       return this.#negative(msg, nameLen, qtype, RCODE.NOERROR, edns, dnssecOk)
@@ -350,4 +470,24 @@ export class FastPath {
   #soaMnameLen(): number {
     return this.#soaTail.length - 10 - 11 - 2 - 20
   }
+}
+
+/**
+ * `<zone> ttl IN SOA ns.dns.<zone>. hostmaster.<zone>. serial 7200 1800 86400 ttl` without its owner pointer, as
+ * dns/answer.ts writes it: mname in full, rname "hostmaster" + a pointer to the zone inside mname.
+ */
+function soaTail(zone: Zone): Buffer {
+  const rdlen = zone.soaMname.length + 11 + 2 + 20
+  const tail = Buffer.alloc(10 + rdlen)
+  tail.writeUInt16BE(TYPE.SOA, 0)
+  tail.writeUInt16BE(1, 2)
+  tail.writeUInt32BE(zone.soaTtl, 4)
+  tail.writeUInt16BE(rdlen, 8)
+  zone.soaMname.copy(tail, 10)
+  let p = 10 + zone.soaMname.length
+  tail[p] = 10
+  tail.write('hostmaster', p + 1, 'latin1')
+  p += 13 // the pointer is patched per reply
+  zone.soaNumbers.copy(tail, p)
+  return tail
 }

@@ -15,7 +15,7 @@ import { COUNTED_TYPES, RCODE_SLOTS, Resolver } from './answer.ts'
 import { Query, parseQuery } from './wire.ts'
 import { EMPTY_SNAPSHOT } from './empty.ts'
 import { DnsWorkers } from './workers.ts'
-import { buildZone, type ZoneOptions } from './zone.ts'
+import { ZoneIndex, buildZone, type ZoneOptions } from './zone.ts'
 import { DnsListener } from './server.ts'
 import { Forwarder, defaultUpstreams } from './forwarder.ts'
 import { DnsError } from './errors.ts'
@@ -158,15 +158,22 @@ export const startDns: PlaneFactory = async (ctx) => {
 
   let lastError: string | null = null
   let version = 0
+  // Updated in place from each Snapshot: only changed Services, Pods and namespaces are re-derived (issue 14).
+  let index = new ZoneIndex(zoneOptions)
+  let first = true
   const unsubscribe = ctx.store.subscribe((snapshot) => {
     try {
-      resolver.setZone(buildZone(snapshot, zoneOptions, resolver.zone.serial))
+      const { zone, changed } = index.apply(snapshot, resolver.zone.serial)
+      resolver.setZone(zone, first ? null : changed)
+      first = false
       version = snapshot.version
       workers?.post(snapshot)
       if (lastError !== null) log.info('zone rebuilt')
       lastError = null
     } catch (err) {
-      // The previous zone keeps serving.
+      // What was applied before the failure keeps serving; the next Snapshot rebuilds from a fresh index.
+      index = new ZoneIndex(zoneOptions)
+      first = true
       lastError = (err as Error).message
       log.error({ err }, 'zone rebuild failed; serving the previous zone')
     }

@@ -1,9 +1,10 @@
-// The zone index: every name meshlet owns, built once per Snapshot (specs/dns.md §3, §4), with each RRset already
-// in wire form. A query then costs one Map lookup and a copy (dns/answer.ts).
+// The zone index: every name meshlet owns (specs/dns.md §3, §4), kept up to date from each Snapshot by re-deriving only
+// the Services, Pods and namespaces that changed (ZoneIndex), with each RRset compiled to wire form on its first
+// query. A query then costs one Map lookup and a copy (dns/answer.ts).
 
-import type { Snapshot, ServiceState } from '../model/snapshot.ts'
+import type { PodState, Snapshot, ServiceState } from '../model/snapshot.ts'
 import { canonicalIp, ipFamily } from '../model/ip.ts'
-import { SectionWriter, TYPE, ipBytes, nameKey, nameToWire, reverseName } from './wire.ts'
+import { SectionWriter, TYPE, ipBytes, nameToWire, reverseName } from './wire.ts'
 
 /** Pod records (specs/dns.md §4.9): `verified` (meshlet default) or `disabled`. */
 export type PodMode = 'verified' | 'disabled'
@@ -61,7 +62,41 @@ interface SrvSpec {
   readonly target: string
 }
 
-/** Records at one name while the index is being built. */
+/** What one owner (a Service, a Pod, a namespace, the zone itself) puts at one name. */
+interface Records {
+  a: string[]
+  aaaa: string[]
+  cname: string | null
+  txt: string | null
+  srv: SrvSpec[]
+  ptr: string[]
+  apex: boolean
+}
+
+function emptyRecords(): Records {
+  return { a: [], aaaa: [], cname: null, txt: null, srv: [], ptr: [], apex: false }
+}
+
+function sameList<T>(x: readonly T[], y: readonly T[], eq: (a: T, b: T) => boolean): boolean {
+  if (x.length !== y.length) return false
+  for (let i = 0; i < x.length; i++) if (!eq(x[i]!, y[i]!)) return false
+  return true
+}
+
+function sameRecords(x: Records, y: Records): boolean {
+  const is = (a: string, b: string) => a === b
+  return (
+    x.cname === y.cname &&
+    x.txt === y.txt &&
+    x.apex === y.apex &&
+    sameList(x.a, y.a, is) &&
+    sameList(x.aaaa, y.aaaa, is) &&
+    sameList(x.ptr, y.ptr, is) &&
+    sameList(x.srv, y.srv, (a, b) => a.port === b.port && a.target === b.target)
+  )
+}
+
+/** Records at one name, merged over its owners in owner order (so the result does not depend on history). */
 class NameData {
   readonly a = new Set<string>()
   readonly aaaa = new Set<string>()
@@ -79,6 +114,15 @@ class NameData {
       this.apex
     )
   }
+  add(r: Records): void {
+    for (const ip of r.a) this.a.add(ip)
+    for (const ip of r.aaaa) this.aaaa.add(ip)
+    if (r.cname !== null) this.cname = r.cname
+    if (r.txt !== null) this.txt = r.txt
+    for (const s of r.srv) this.srv.push(s)
+    for (const p of r.ptr) this.ptr.add(p)
+    if (r.apex) this.apex = true
+  }
 }
 
 /** "10.244.1.5" → "10-244-1-5"; IPv6 ":" → "-", a trailing "-" padded to "-0" (specs/dns.md §4.6). */
@@ -89,94 +133,434 @@ export function dashedIp(ip: string): string {
   return d.endsWith('-') ? `${d}0` : d
 }
 
-function addAddress(d: NameData, ip: string): void {
+function addAddress(r: Records, ip: string): void {
   const canon = canonicalIp(ip)
   if (!canon) return
-  if (ipFamily(canon) === 4) d.a.add(canon)
-  else d.aaaa.add(canon)
+  const list = ipFamily(canon) === 4 ? r.a : r.aaaa
+  if (!list.includes(canon)) list.push(canon)
 }
 
-export function buildZone(snapshot: Snapshot, options: ZoneOptions, previousSerial: number): Zone {
-  const zone = options.zone.replace(/\.$/, '').toLowerCase()
-  const ttl = options.ttl
-  const data = new Map<string, NameData>()
-  const at = (name: string): NameData => {
-    let d = data.get(name)
-    if (!d) {
-      d = new NameData()
-      data.set(name, d)
+const scratch = Buffer.alloc(256)
+
+/**
+ * The wire key of a lowercase dotted name (what `nameKey` gives), or null when a label is empty or too long. Built in
+ * a Buffer so the key is one flat string: a key made by concatenation keeps every piece alive.
+ */
+function wireKey(name: string): string | null {
+  let p = 0
+  let start = 0
+  for (;;) {
+    let end = name.indexOf('.', start)
+    if (end < 0) end = name.length
+    const len = end - start
+    if (len === 0 || len > 63 || p + len + 2 > 255) return null
+    scratch[p++] = len
+    for (let i = start; i < end; i++) scratch[p++] = name.charCodeAt(i)
+    if (end === name.length) break
+    start = end + 1
+  }
+  scratch[p++] = 0
+  return scratch.toString('latin1', 0, p)
+}
+
+/** The wire key of the parent name. */
+function parentKey(key: string): string {
+  return key.slice(1 + key.charCodeAt(0))
+}
+
+const REVERSE4_KEY = '\x07in-addr\x04arpa\x00'
+const REVERSE6_KEY = '\x03ip6\x04arpa\x00'
+
+function isReverseKey(key: string): boolean {
+  return key.endsWith(REVERSE4_KEY) || key.endsWith(REVERSE6_KEY)
+}
+
+/** One owner's records, by wire key. */
+type Contribution = Map<string, Records>
+
+/** What a name's answers are compiled against. */
+interface CompileContext {
+  readonly zoneName: string
+  readonly ttl: number
+  readonly serial: number
+  lookup(name: string): NameData | undefined
+}
+
+/**
+ * A name in the index, and its entry in the zone: the owners that put records there, how many owner-names lie below
+ * it (an empty non-terminal exists while that is above zero), and its answers, compiled on the first query that needs
+ * them (most names of a big zone are never asked) and dropped whenever its records change.
+ */
+class Node implements NameEntry {
+  readonly wireLen: number
+  readonly reverse: boolean
+  cname: string | null = null
+  hasData = false
+  below = 0
+  /** The owner when there is exactly one (most names): no Map per name. */
+  #owner: string | null = null
+  #records: Records | null = null
+  /** Two owners or more. */
+  #more: Map<string, Records> | null = null
+  #sets: ReadonlyMap<number, RRSet> | null = null
+  readonly #ctx: CompileContext
+
+  constructor(key: string, ctx: CompileContext) {
+    this.wireLen = key.length
+    this.reverse = isReverseKey(key)
+    this.#ctx = ctx
+  }
+
+  get ownerCount(): number {
+    return this.#more !== null ? this.#more.size : this.#owner !== null ? 1 : 0
+  }
+
+  exists(): boolean {
+    return this.ownerCount > 0 || this.below > 0
+  }
+
+  set(owner: string, r: Records): void {
+    if (this.#more !== null) this.#more.set(owner, r)
+    else if (this.#owner === null || this.#owner === owner) {
+      this.#owner = owner
+      this.#records = r
+    } else {
+      this.#more = new Map([
+        [this.#owner, this.#records!],
+        [owner, r],
+      ])
+      this.#owner = null
+      this.#records = null
+    }
+  }
+
+  delete(owner: string): void {
+    if (this.#more !== null) {
+      this.#more.delete(owner)
+      if (this.#more.size === 1) {
+        const [o, r] = this.#more.entries().next().value!
+        this.#owner = o
+        this.#records = r
+        this.#more = null
+      }
+    } else if (this.#owner === owner) {
+      this.#owner = null
+      this.#records = null
+    }
+  }
+
+  /** Records of every owner merged in owner order, so the result does not depend on the order of changes. */
+  merge(): NameData {
+    const d = new NameData()
+    d.reverse = this.reverse
+    if (this.#records !== null) d.add(this.#records)
+    else if (this.#more !== null) {
+      const owners = [...this.#more.keys()].sort()
+      for (const o of owners) d.add(this.#more.get(o)!)
     }
     return d
   }
 
-  at(zone).apex = true
-  at(`dns-version.${zone}`).txt = '1.1.0'
-  const ns = at(`ns.dns.${zone}`)
-  for (const ip of options.serverAddresses) addAddress(ns, ip)
-  at(`svc.${zone}`)
-  at(`pod.${zone}`)
-  for (const namespace of snapshot.namespaces) {
-    at(`${namespace}.svc.${zone}`.toLowerCase())
-    if (options.pods !== 'disabled') at(`${namespace}.pod.${zone}`.toLowerCase())
-  }
-
-  for (const s of snapshot.services) addService(s, zone, at)
-
-  if (options.pods === 'verified') {
-    const seen = new Set<string>()
-    const add = (namespace: string, ip: string) => {
-      const k = `${namespace}|${ip}`
-      if (seen.has(k)) return
-      seen.add(k)
-      addAddress(at(`${dashedIp(ip)}.${namespace}.pod.${zone}`.toLowerCase()), ip)
-    }
-    for (const p of snapshot.pods) {
-      if (p.pod.meta.deletionTimestamp !== null) continue
-      for (const ip of p.pod.status.podIPs) add(p.pod.meta.namespace, ip)
-    }
-    for (const s of snapshot.services) for (const a of s.addresses) if (!a.terminating) add(s.namespace, a.ip)
-  }
-
-  // Empty non-terminals: every ancestor of an in-zone name exists (RFC 8020).
-  for (const name of [...data.keys()]) {
-    if (data.get(name)!.reverse) continue
-    let n = name
-    while (n !== zone && n.length > zone.length) {
-      n = n.slice(n.indexOf('.') + 1)
-      if (!data.has(n)) data.set(n, new NameData())
+  /** After its records changed: what the zone reads without compiling, and no compiled answers. */
+  refresh(): void {
+    this.#sets = null
+    if (this.#records !== null) {
+      this.cname = this.#records.cname
+      this.hasData = recordsHaveData(this.#records)
+    } else {
+      const d = this.merge()
+      this.cname = d.cname
+      this.hasData = d.hasData()
     }
   }
 
-  const serial = Math.max(previousSerial, Math.floor(snapshot.builtAt / 1000)) >>> 0 || 1
-  const soaTtl = Math.min(ttl, 300)
-  const soaNumbers = Buffer.alloc(20)
-  soaNumbers.writeUInt32BE(serial, 0)
-  soaNumbers.writeUInt32BE(7200, 4)
-  soaNumbers.writeUInt32BE(1800, 8)
-  soaNumbers.writeUInt32BE(86400, 12)
-  soaNumbers.writeUInt32BE(ttl, 16)
-
-  const names = new Map<string, NameEntry>()
-  let recordNames = 0
-  for (const [name, d] of data) {
-    if (d.hasData()) recordNames++
-    names.set(nameKey(name), compile(name, d, data, zone, ttl, serial))
-  }
-  const zw = nameToWire(zone)
-  return {
-    options,
-    zoneKey: zw.toString('latin1'),
-    zoneWireLen: zw.length,
-    names,
-    serial,
-    soaMname: nameToWire(`ns.dns.${zone}`),
-    soaNumbers,
-    soaTtl,
-    recordNames,
+  get sets(): ReadonlyMap<number, RRSet> {
+    if (this.#sets === null) {
+      const c = this.#ctx
+      this.#sets = compile(this.wireLen, this.merge(), (t) => c.lookup(t), c.zoneName, c.ttl, c.serial)
+    }
+    return this.#sets
   }
 }
 
-function addService(s: ServiceState, zone: string, at: (name: string) => NameData): void {
+const EMPTY: string[] = []
+Object.freeze(EMPTY)
+
+/** Empty lists of a finished contribution share one frozen array: most names hold one kind of record. */
+function seal(own: Contribution): Contribution {
+  for (const r of own.values()) {
+    if (r.a.length === 0) r.a = EMPTY
+    if (r.aaaa.length === 0) r.aaaa = EMPTY
+    if (r.ptr.length === 0) r.ptr = EMPTY
+    if (r.srv.length === 0) r.srv = EMPTY as unknown as SrvSpec[]
+  }
+  return own
+}
+
+function recordsHaveData(r: Records): boolean {
+  return r.a.length + r.aaaa.length + r.srv.length + r.ptr.length > 0 || r.cname !== null || r.txt !== null || r.apex
+}
+
+/** A builder of one contribution: `at(name)` gives the records at a dotted name (a throwaway for unwritable names). */
+function contribution(): { own: Contribution; at: (name: string) => Records } {
+  const own: Contribution = new Map()
+  const at = (name: string): Records => {
+    const key = wireKey(name)
+    if (key === null) return emptyRecords()
+    let r = own.get(key)
+    if (!r) own.set(key, (r = emptyRecords()))
+    return r
+  }
+  return { own, at }
+}
+
+const OWNER_ZONE = '0'
+const ownerOfService = (key: string) => `s:${key}`
+const ownerOfPod = (key: string) => `p:${key}`
+const ownerOfNamespace = (ns: string) => `n:${ns}`
+
+/**
+ * The zone as a mutable index that a Snapshot updates in place (issue 14): every owner (the zone's own names, each
+ * namespace, Service and Pod) contributes records at names; a new Snapshot re-derives only the owners whose state
+ * changed (ServiceState and PodState objects are shared between Snapshots when unchanged, so a changed one is a new
+ * object) and refreshes only the names those touch. A contribution is not stored: the previous one is derived again
+ * from the previous state when needed. `buildZone` is the same index applied once from empty: the full rebuild the
+ * incremental path must equal.
+ */
+export class ZoneIndex implements CompileContext {
+  readonly options: ZoneOptions
+  readonly zoneName: string
+  readonly ttl: number
+  readonly #zoneKey: string
+  /** Wire key → name: the zone's names Map itself. */
+  readonly #nodes = new Map<string, Node>()
+  readonly #dirty = new Set<string>()
+  readonly #services = new Map<string, { state: ServiceState; mark: number }>()
+  readonly #pods = new Map<string, { state: PodState; mark: number }>()
+  #namespaces: readonly string[] = []
+  #mark = 0
+  #recordNames = 0
+  #serial = 0
+  #zoneObject: Zone | null = null
+
+  constructor(options: ZoneOptions) {
+    this.options = options
+    this.zoneName = options.zone.replace(/\.$/, '').toLowerCase()
+    this.ttl = options.ttl
+    this.#zoneKey = nameToWire(this.zoneName).toString('latin1')
+    this.#setOwner(OWNER_ZONE, null, this.#zoneRecords())
+  }
+
+  get serial(): number {
+    return this.#serial
+  }
+
+  #zoneRecords(): Contribution {
+    const zone = this.zoneName
+    const { own, at } = contribution()
+    at(zone).apex = true
+    at(`dns-version.${zone}`).txt = '1.1.0'
+    const ns = at(`ns.dns.${zone}`)
+    for (const ip of this.options.serverAddresses) addAddress(ns, ip)
+    at(`svc.${zone}`)
+    at(`pod.${zone}`)
+    return own
+  }
+
+  #namespaceRecords(ns: string): Contribution {
+    const { own, at } = contribution()
+    at(`${ns}.svc.${this.zoneName}`.toLowerCase())
+    if (this.options.pods !== 'disabled') at(`${ns}.pod.${this.zoneName}`.toLowerCase())
+    return own
+  }
+
+  /**
+   * Brings the index to `snapshot` and returns the Zone to serve with the wire keys of the names whose entry was
+   * added, changed or removed. Cost: one identity check per Service and Pod, plus the work of what changed.
+   */
+  apply(snapshot: Snapshot, previousSerial: number): { zone: Zone; changed: string[] } {
+    const mark = ++this.#mark
+    const zone = this.zoneName
+    const pods = this.options.pods === 'verified'
+    if (!sameList(snapshot.namespaces, this.#namespaces, (a, b) => a === b)) {
+      const now = new Set(snapshot.namespaces)
+      const before = new Set(this.#namespaces)
+      for (const ns of this.#namespaces)
+        if (!now.has(ns)) this.#setOwner(ownerOfNamespace(ns), this.#namespaceRecords(ns), null)
+      for (const ns of snapshot.namespaces)
+        if (!before.has(ns)) this.#setOwner(ownerOfNamespace(ns), null, this.#namespaceRecords(ns))
+      this.#namespaces = snapshot.namespaces
+    }
+    for (const s of snapshot.services) {
+      const held = this.#services.get(s.key)
+      if (held && held.state === s) {
+        held.mark = mark
+        continue
+      }
+      this.#services.set(s.key, { state: s, mark })
+      const prev = held ? serviceRecords(held.state, zone, pods) : null
+      this.#setOwner(ownerOfService(s.key), prev, serviceRecords(s, zone, pods))
+    }
+    for (const [key, held] of this.#services) {
+      if (held.mark === mark) continue
+      this.#services.delete(key)
+      this.#setOwner(ownerOfService(key), serviceRecords(held.state, zone, pods), null)
+    }
+    if (pods) {
+      for (const p of snapshot.pods) {
+        const held = this.#pods.get(p.key)
+        if (held && held.state === p) {
+          held.mark = mark
+          continue
+        }
+        this.#pods.set(p.key, { state: p, mark })
+        this.#setOwner(ownerOfPod(p.key), held ? podRecords(held.state, zone) : null, podRecords(p, zone))
+      }
+      for (const [key, held] of this.#pods) {
+        if (held.mark === mark) continue
+        this.#pods.delete(key)
+        this.#setOwner(ownerOfPod(key), podRecords(held.state, zone), null)
+      }
+    }
+
+    const serial = Math.max(previousSerial, Math.floor(snapshot.builtAt / 1000)) >>> 0 || 1
+    if (serial !== this.#serial || this.#zoneObject === null) {
+      this.#serial = serial
+      this.#dirty.add(this.#zoneKey) // the apex SOA carries the serial
+      this.#zoneObject = this.#makeZone()
+    }
+    const changed: string[] = []
+    for (const key of this.#dirty) {
+      const node = this.#nodes.get(key)
+      if (node) {
+        if (node.hasData) this.#recordNames--
+        node.refresh()
+        if (node.hasData) this.#recordNames++
+      }
+      changed.push(key)
+    }
+    this.#dirty.clear()
+    if (changed.length > 0) this.#zoneObject = { ...this.#zoneObject, recordNames: this.#recordNames }
+    return { zone: this.#zoneObject, changed }
+  }
+
+  #makeZone(): Zone {
+    const zone = this.zoneName
+    const ttl = this.options.ttl
+    const soaNumbers = Buffer.alloc(20)
+    soaNumbers.writeUInt32BE(this.#serial, 0)
+    soaNumbers.writeUInt32BE(7200, 4)
+    soaNumbers.writeUInt32BE(1800, 8)
+    soaNumbers.writeUInt32BE(86400, 12)
+    soaNumbers.writeUInt32BE(ttl, 16)
+    return {
+      options: this.options,
+      zoneKey: this.#zoneKey,
+      zoneWireLen: this.#zoneKey.length,
+      names: this.#nodes,
+      serial: this.#serial,
+      soaMname: nameToWire(`ns.dns.${zone}`),
+      soaNumbers,
+      soaTtl: Math.min(ttl, 300),
+      recordNames: this.#recordNames,
+    }
+  }
+
+  /** Replaces what `owner` contributes (`prev` → `next`, null: none), marking the names whose answers change. */
+  #setOwner(owner: string, prev: Contribution | null, next: Contribution | null): void {
+    if (next !== null) seal(next)
+    if (prev) {
+      for (const [key, r] of prev) {
+        const n = next?.get(key)
+        if (n === undefined) this.#remove(owner, key)
+        else if (!sameRecords(r, n)) {
+          this.#nodes.get(key)!.set(owner, n)
+          this.#dirty.add(key)
+        }
+      }
+    }
+    if (next) for (const [key, r] of next) if (!prev?.has(key)) this.#add(owner, key, r)
+  }
+
+  #node(key: string): Node {
+    let node = this.#nodes.get(key)
+    if (!node) this.#nodes.set(key, (node = new Node(key, this)))
+    return node
+  }
+
+  #add(owner: string, key: string, r: Records): void {
+    const node = this.#node(key)
+    node.set(owner, r)
+    this.#dirty.add(key)
+    if (node.reverse) return
+    // Every ancestor of an in-zone name exists (RFC 8020): count this owner-name below each of them.
+    const zk = this.#zoneKey
+    let k = key
+    while (k !== zk && k.length > zk.length) {
+      k = parentKey(k)
+      const anc = this.#node(k)
+      if (!anc.exists()) this.#dirty.add(k)
+      anc.below++
+    }
+  }
+
+  #drop(key: string, node: Node): void {
+    this.#nodes.delete(key)
+    if (node.hasData) {
+      this.#recordNames--
+      node.hasData = false
+    }
+    this.#dirty.add(key)
+  }
+
+  #remove(owner: string, key: string): void {
+    const node = this.#nodes.get(key)!
+    node.delete(owner)
+    this.#dirty.add(key)
+    if (!node.exists()) this.#drop(key, node)
+    if (node.reverse) return
+    const zk = this.#zoneKey
+    let k = key
+    while (k !== zk && k.length > zk.length) {
+      k = parentKey(k)
+      const anc = this.#nodes.get(k)!
+      anc.below--
+      if (!anc.exists()) this.#drop(k, anc)
+    }
+  }
+
+  /** Merged records at a dotted name (SRV targets and NS glue), or undefined when it holds none. */
+  lookup(name: string): NameData | undefined {
+    const key = wireKey(name)
+    return key === null ? undefined : this.#nodes.get(key)?.merge()
+  }
+}
+
+export function buildZone(snapshot: Snapshot, options: ZoneOptions, previousSerial: number): Zone {
+  return new ZoneIndex(options).apply(snapshot, previousSerial).zone
+}
+
+function podRecords(p: PodState, zone: string): Contribution {
+  const { own, at } = contribution()
+  if (p.pod.meta.deletionTimestamp !== null) return own
+  const ns = p.pod.meta.namespace
+  for (const ip of p.pod.status.podIPs) addAddress(at(`${dashedIp(ip)}.${ns}.pod.${zone}`.toLowerCase()), ip)
+  return own
+}
+
+function serviceRecords(s: ServiceState, zone: string, pods: boolean): Contribution {
+  const { own, at } = contribution()
+  addService(s, zone, at)
+  if (pods) {
+    for (const a of s.addresses) {
+      if (a.terminating) continue
+      addAddress(at(`${dashedIp(a.ip)}.${s.namespace}.pod.${zone}`.toLowerCase()), a.ip)
+    }
+  }
+  return own
+}
+
+function addService(s: ServiceState, zone: string, at: (name: string) => Records): void {
   const svcName = `${s.name}.${s.namespace}.svc.${zone}`.toLowerCase()
   const spec = s.service.spec
   if (spec.type === 'ExternalName') {
@@ -193,16 +577,14 @@ function addService(s: ServiceState, zone: string, at: (name: string) => NameDat
     hostOf.set(a.ip, hostName)
     addAddress(at(hostName), a.ip)
     const rev = at(reverseName(a.ip))
-    rev.reverse = true
-    rev.ptr.add(hostName)
+    if (!rev.ptr.includes(hostName)) rev.ptr.push(hostName)
     if (s.headless) addAddress(svc, a.ip)
   }
   if (!s.headless) {
     for (const ip of s.clusterIPs) {
       addAddress(svc, ip)
       const rev = at(reverseName(ip))
-      rev.reverse = true
-      rev.ptr.add(svcName)
+      if (!rev.ptr.includes(svcName)) rev.ptr.push(svcName)
     }
   }
   for (const p of s.ports) {
@@ -235,14 +617,13 @@ function dedupeSrv(list: readonly SrvSpec[]): SrvSpec[] {
 }
 
 function compile(
-  name: string,
+  wireLen: number,
   d: NameData,
-  all: ReadonlyMap<string, NameData>,
+  lookup: (name: string) => NameData | undefined,
   zone: string,
   ttl: number,
   serial: number,
-): NameEntry {
-  const wireLen = nameToWire(name).length
+): ReadonlyMap<number, RRSet> {
   const base = 12 + wireLen + 4
   const sets = new Map<number, RRSet>()
   const srv = dedupeSrv(d.srv)
@@ -322,7 +703,7 @@ function compile(
   const emitAddressesOf = (w: SectionWriter, targets: readonly string[]): number => {
     let count = 0
     for (const t of new Set(targets)) {
-      const td = all.get(t)
+      const td = lookup(t)
       if (!td) continue
       for (const ip of td.a) {
         w.rrNamed(t, TYPE.A, ttl)
@@ -373,5 +754,5 @@ function compile(
   put(TYPE.SOA, make([emitSoa], [], 0))
   put(TYPE.NS, make([emitNs], [`ns.dns.${zone}`], 0))
   put(TYPE.ANY, make([emitCname, emitSoa, emitNs, emitA, emitAAAA, emitTxt, emitSrv, emitPtr], [], 0))
-  return { wireLen, sets, cname: d.cname, reverse: d.reverse }
+  return sets
 }

@@ -18,6 +18,8 @@ export class HealthPlane implements Plane {
   readonly #pods = new Map<string, PodProbes>()
   #unsubscribe: (() => void) | null = null
   #applied = false
+  /** Version of the Snapshot applied last. */
+  #version = 0
   #closed = false
   #warnedExec = false
 
@@ -44,6 +46,14 @@ export class HealthPlane implements Plane {
 
   #apply(snapshot: Snapshot): void {
     if (this.#closed) return
+    // Issue 14: a Snapshot that follows the last one applied says what changed; Pods and Services it does not name
+    // are the same objects, so their workers and outlier state stay as they are.
+    const ch = snapshot.version === this.#version + 1 ? snapshot.changes : undefined
+    this.#version = snapshot.version
+    if (ch && ch.pods.size === 0) {
+      if (ch.services.size > 0) this.#outlier.update(snapshot)
+      return
+    }
     const seen = new Set<string>()
     let execProbes = 0
     for (const ps of snapshot.pods) {
@@ -77,7 +87,7 @@ export class HealthPlane implements Plane {
     let workers = 0
     for (const r of this.#pods.values()) workers += r.workerCount
     this.#metrics.workers.set(workers)
-    this.#outlier.update(snapshot)
+    if (!ch || ch.services.size > 0) this.#outlier.update(snapshot)
     this.#applied = true
   }
 

@@ -5,7 +5,7 @@
 
 import type { Logger } from 'pino'
 import type { Plane, PlaneContext } from '../model/plane.ts'
-import type { ServiceState, Snapshot } from '../model/snapshot.ts'
+import type { ServicePortState, ServiceState, Snapshot } from '../model/snapshot.ts'
 import { HealthCheckServer } from './health-check-server.ts'
 import { electedNode } from './l2-election.ts'
 import { lbMetrics, type LbMetrics } from './lb-metrics.ts'
@@ -54,6 +54,10 @@ export class LbPlane implements Plane {
   #pools: PoolUsage[] = []
   #advertised = new Set<string>()
   #snapshot: Snapshot | null = null
+  /** The listeners wanted by the last apply, by id. */
+  #desired = new Map<string, DesiredListener>()
+  /** Per Service key: the ServiceState applied last, its listener ids and port runtime keys. */
+  readonly #bySvc = new Map<string, { svc: ServiceState; ids: string[]; runtimes: string[] }>()
   #unsubscribe: () => void = () => {}
   #sweep: NodeJS.Timeout
   #closing = false
@@ -101,7 +105,42 @@ export class LbPlane implements Plane {
 
   apply(snapshot: Snapshot): void {
     if (this.#closing) return
+    const previous = this.#snapshot
     this.#snapshot = snapshot
+    if (previous && this.#applyChanged(previous, snapshot)) return
+    this.#applyAll(snapshot)
+  }
+
+  /** Listeners, runtimes and health check a Service wants (runtimes are made or updated on the way). */
+  #wanted(
+    snapshot: Snapshot,
+    svc: ServiceState,
+    node: string,
+    zone: string | null,
+  ): { listeners: [string, DesiredListener][]; runtimes: string[]; health: number | null } {
+    const spec = svc.service.spec
+    const listeners: [string, DesiredListener][] = []
+    const runtimes: string[] = []
+    if (spec.type !== 'ExternalName' && !svc.headless) {
+      for (const port of svc.ports) {
+        if (port.protocol === 'SCTP') continue
+        const key = portKey(svc, port)
+        let rt = this.#runtimes.get(key)
+        if (!rt) this.#runtimes.set(key, (rt = new PortRuntime(key, svc, port, this.#deps.metrics)))
+        rt.update(svc, port, node, zone)
+        runtimes.push(key)
+        for (const d of this.#listenersOf(snapshot, svc, port.protocol, port.port, port.nodePort, rt))
+          listeners.push([`${d.protocol}|${d.address}|${d.port}`, d])
+      }
+    }
+    const health =
+      svc.healthCheckNodePort !== null && spec.type === 'LoadBalancer' && spec.externalTrafficPolicy === 'Local'
+        ? svc.healthCheckNodePort
+        : null
+    return { listeners, runtimes, health }
+  }
+
+  #applyAll(snapshot: Snapshot): void {
     const node = this.#ctx.options.nodeName
     const zone = snapshot.nodes.find((n) => n.meta.name === node)?.zone ?? null
     const desired = new Map<string, DesiredListener>()
@@ -111,34 +150,27 @@ export class LbPlane implements Plane {
     this.#pools = poolUsage(snapshot)
     // MetalLB allocates from a pool no L2Advertisement covers but never announces its addresses (§5.1).
     this.#advertised = new Set(this.#pools.filter((p) => p.advertised).map((p) => p.pool))
+    this.#bySvc.clear()
 
     for (const svc of snapshot.services) {
-      const spec = svc.service.spec
-      if (spec.type === 'ExternalName' || svc.headless) continue
-      for (const port of svc.ports) {
-        if (port.protocol === 'SCTP') continue
-        const key = portKey(svc, port)
-        let rt = this.#runtimes.get(key)
-        if (!rt) this.#runtimes.set(key, (rt = new PortRuntime(key, svc, port, this.#deps.metrics)))
-        rt.update(svc, port, node, zone)
-        liveRuntimes.add(key)
-        for (const d of this.#listenersOf(snapshot, svc, port.protocol, port.port, port.nodePort, rt)) {
-          const id = `${d.protocol}|${d.address}|${d.port}`
-          const other = desired.get(id)
-          if (other) {
-            conflicts.push({
-              listener: id,
-              service: svc.key,
-              reason: `${d.address}:${d.port}/${d.protocol} is already used by ${other.runtime.svc.key}`,
-            })
-            continue
-          }
-          desired.set(id, d)
+      const want = this.#wanted(snapshot, svc, node, zone)
+      for (const key of want.runtimes) liveRuntimes.add(key)
+      const ids: string[] = []
+      for (const [id, d] of want.listeners) {
+        const other = desired.get(id)
+        if (other) {
+          conflicts.push({
+            listener: id,
+            service: svc.key,
+            reason: `${d.address}:${d.port}/${d.protocol} is already used by ${other.runtime.svc.key}`,
+          })
+          continue
         }
+        desired.set(id, d)
+        ids.push(id)
       }
-      if (svc.healthCheckNodePort !== null && spec.type === 'LoadBalancer' && spec.externalTrafficPolicy === 'Local') {
-        wantHealth.set(svc.key, { svc, port: svc.healthCheckNodePort })
-      }
+      this.#bySvc.set(svc.key, { svc, ids, runtimes: want.runtimes })
+      if (want.health !== null) wantHealth.set(svc.key, { svc, port: want.health })
       this.#logPending(svc)
     }
     this.#conflicts = conflicts
@@ -152,43 +184,125 @@ export class LbPlane implements Plane {
         void l.shutdown(Date.now() + 10_000)
       }
     }
-    for (const [id, d] of desired) {
-      let l = this.#listeners.get(id)
-      if (!l) {
-        l =
-          d.protocol === 'TCP'
-            ? new TcpListener(d.address, d.port, d.kind, d.runtime, this.#deps)
-            : new UdpListener(d.address, d.port, d.kind, d.runtime, this.#deps)
-        this.#listeners.set(id, l)
-      }
-      l.runtime = d.runtime
-      l.kind = d.kind
-      const open = d.runtime.list(d.kind).length > 0
-      if (d.vip && this.#vip && open) {
-        const listener = l
-        this.#vipPending.add(id)
-        void this.#vip.ensure(d.address).then((err) => {
-          if (this.#listeners.get(id) !== listener) return
-          this.#vipPending.delete(id)
-          if (err) {
-            listener.error = err
-            listener.state = 'error'
-          } else listener.want(listener.runtime.list(listener.kind).length > 0)
-        })
-      } else {
-        this.#vipPending.delete(id)
-        l.want(open)
-      }
-      if (l instanceof UdpListener) {
-        const serving = new Set<string>()
-        for (const e of d.runtime.port.endpoints) if (e.serving) serving.add(`${e.ip}|${e.port}`)
-        l.retainServing(serving)
-      }
-    }
+    for (const [id, d] of desired) this.#openOrUpdate(id, d)
     for (const key of this.#runtimes.keys()) if (!liveRuntimes.has(key)) this.#runtimes.delete(key)
+    this.#desired = desired
     this.#releaseVips(desired)
     this.#applyHealthChecks(wantHealth, node)
     this.#updateGauges()
+  }
+
+  /**
+   * Issue 14: only the Services the Snapshot names as changed are re-derived, their listeners opened, updated or
+   * closed; the rest is not touched. Returns false (the caller then applies everything) when that would not give the
+   * same result: a Snapshot that does not follow the last one, a change to Nodes, pools or node liveness, interface
+   * mode, address conflicts, or a new listener that another Service already has.
+   */
+  #applyChanged(previous: Snapshot, snapshot: Snapshot): boolean {
+    const ch = snapshot.changes
+    if (!ch || ch.other || snapshot.version !== previous.version + 1 || this.#vip !== null) return false
+    if (this.#conflicts.length > 0 || !sameRecord(previous.nodeLiveness, snapshot.nodeLiveness)) return false
+    const node = this.#ctx.options.nodeName
+    const zone = snapshot.nodes.find((n) => n.meta.name === node)?.zone ?? null
+    const plans: { key: string; svc: ServiceState | undefined }[] = []
+    for (const key of ch.services) {
+      const svc = findService(snapshot.services, key)
+      if (svc && svc.service.spec.type !== 'ExternalName' && !svc.headless) {
+        for (const port of svc.ports) {
+          for (const id of this.#idsOf(snapshot, svc, port.protocol, port.port, port.nodePort)) {
+            // An address another Service holds: which one wins depends on the order of all of them.
+            const owner = this.#desired.get(id)?.runtime.svc.key
+            if (owner !== undefined && owner !== key) return false
+          }
+        }
+      }
+      plans.push({ key, svc })
+    }
+    const wantHealth = new Map<string, { svc: ServiceState; port: number }>()
+    for (const [key, hc] of this.#healthChecks) {
+      const held = this.#bySvc.get(key)
+      if (held && !ch.services.has(key)) wantHealth.set(key, { svc: held.svc, port: hc.port })
+    }
+    for (const { key, svc } of plans) {
+      const old = this.#bySvc.get(key)
+      const want = svc ? this.#wanted(snapshot, svc, node, zone) : { listeners: [], runtimes: [], health: null }
+      const mine = new Set(want.listeners.map(([id]) => id))
+      for (const id of old?.ids ?? []) {
+        if (mine.has(id)) continue
+        this.#desired.delete(id)
+        const l = this.#listeners.get(id)
+        if (l) {
+          this.#listeners.delete(id)
+          void l.shutdown(Date.now() + 10_000)
+        }
+      }
+      const keep = new Set(want.runtimes)
+      for (const rk of old?.runtimes ?? []) if (!keep.has(rk)) this.#runtimes.delete(rk)
+      for (const [id, d] of want.listeners) {
+        this.#desired.set(id, d)
+        this.#openOrUpdate(id, d)
+      }
+      if (svc) {
+        this.#bySvc.set(key, { svc, ids: [...mine], runtimes: want.runtimes })
+        if (want.health !== null) wantHealth.set(key, { svc, port: want.health })
+        this.#logPending(svc)
+      } else {
+        this.#bySvc.delete(key)
+        this.#pendingLogged.delete(key)
+      }
+    }
+    this.#applyHealthChecks(wantHealth, node)
+    this.#updateGauges()
+    return true
+  }
+
+  #idsOf(
+    snapshot: Snapshot,
+    svc: ServiceState,
+    protocol: ServicePortState['protocol'],
+    port: number,
+    nodePort: number | null,
+  ): string[] {
+    if (protocol === 'SCTP') return []
+    // Ids only: #listenersOf reads nothing from the runtime but stores it, so a stand-in does.
+    const standIn = { svc } as unknown as PortRuntime
+    return this.#listenersOf(snapshot, svc, protocol, port, nodePort, standIn).map(
+      (d) => `${d.protocol}|${d.address}|${d.port}`,
+    )
+  }
+
+  #openOrUpdate(id: string, d: DesiredListener): void {
+    let l = this.#listeners.get(id)
+    if (!l) {
+      l =
+        d.protocol === 'TCP'
+          ? new TcpListener(d.address, d.port, d.kind, d.runtime, this.#deps)
+          : new UdpListener(d.address, d.port, d.kind, d.runtime, this.#deps)
+      this.#listeners.set(id, l)
+    }
+    l.runtime = d.runtime
+    l.kind = d.kind
+    const open = d.runtime.list(d.kind).length > 0
+    if (d.vip && this.#vip && open) {
+      const listener = l
+      this.#vipPending.add(id)
+      void this.#vip.ensure(d.address).then((err) => {
+        if (this.#listeners.get(id) !== listener) return
+        this.#vipPending.delete(id)
+        if (err) {
+          listener.error = err
+          listener.state = 'error'
+        } else listener.want(listener.runtime.list(listener.kind).length > 0)
+      })
+    } else {
+      this.#vipPending.delete(id)
+      l.want(open)
+    }
+    if (l instanceof UdpListener) {
+      const serving = new Set<string>()
+      for (const e of d.runtime.port.endpoints) if (e.serving) serving.add(`${e.ip}|${e.port}`)
+      l.retainServing(serving)
+    }
   }
 
   #listenersOf(
@@ -369,6 +483,25 @@ export class LbPlane implements Plane {
     await Promise.all([...this.#healthChecks.values()].map((h) => h.close()))
     await this.#vip?.releaseAll()
   }
+}
+
+function sameRecord(a: Readonly<Record<string, boolean>>, b: Readonly<Record<string, boolean>>): boolean {
+  const ka = Object.keys(a)
+  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k])
+}
+
+/** Snapshot.services is sorted by key. */
+function findService(list: readonly ServiceState[], key: string): ServiceState | undefined {
+  let lo = 0
+  let hi = list.length - 1
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1
+    const k = list[mid]!.key
+    if (k === key) return list[mid]
+    if (k < key) lo = mid + 1
+    else hi = mid - 1
+  }
+  return undefined
 }
 
 export async function startLb(ctx: PlaneContext): Promise<LbPlane> {

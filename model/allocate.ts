@@ -82,18 +82,92 @@ function allocatePort(seed: string, taken: Set<number>): number | null {
   return null
 }
 
+/** The Service object each allocation was computed for: unchanged Services keep theirs without a new pass. */
+const madeFor = new WeakMap<ServiceAllocation, Service>()
+/** The CIDRs of the last full pass (an incremental one is valid only for the same). */
+let lastCidrs: readonly Cidr[] | null = null
+
+function writesAny(s: Service): boolean {
+  return (
+    s.spec.clusterIPs.length > 0 ||
+    s.spec.ports.some((p) => p.nodePort !== null) ||
+    (needsHealthCheckNodePort(s) && s.spec.healthCheckNodePort !== null)
+  )
+}
+
 /**
  * Allocates for every Service. `services` may come in any order; the result does not depend on it.
  * `previous` is the last Snapshot's map (null at start).
+ *
+ * When only some Services changed, none of the changed ones writes an address or port, and no allocation has errors,
+ * the full passes would keep every unchanged allocation as it is: then only the changed Services are allocated,
+ * against the slots the others hold (issue 14: a change costs what changed). Same result, by construction.
  */
 export function allocateAddresses(
   services: readonly Service[],
   cidrs: readonly Cidr[],
   previous: AllocationMap | null,
 ): Map<string, ServiceAllocation> {
-  const sorted = [...services].sort((a, b) => (objectKey(a.meta) < objectKey(b.meta) ? -1 : 1))
+  const quick = previous !== null && cidrs === lastCidrs ? allocateChanged(services, cidrs, previous) : null
+  if (quick) return quick
+  lastCidrs = cidrs
+  const result = allocateAll(services, cidrs, previous)
+  for (const s of services) {
+    const a = result.get(objectKey(s.meta))
+    if (a) madeFor.set(a, s)
+  }
+  return result
+}
+
+function allocateChanged(
+  services: readonly Service[],
+  cidrs: readonly Cidr[],
+  previous: AllocationMap,
+): Map<string, ServiceAllocation> | null {
+  const result = new Map<string, ServiceAllocation>()
+  const changed: Service[] = []
+  for (const prev of previous.values()) if (prev.errors.length > 0) return null
+  for (const s of services) {
+    const key = objectKey(s.meta)
+    const prev = previous.get(key)
+    if (prev && madeFor.get(prev) === s) result.set(key, prev)
+    else {
+      if (writesAny(s)) return null
+      changed.push(s)
+    }
+  }
+  if (changed.length === 0 && result.size === previous.size) return result
+  // The slots every unchanged Service holds, then the full passes over the changed ones alone.
+  const taken = new Map<string, ServiceAllocation>()
+  for (const [key, a] of result) taken.set(key, a)
+  const fresh = allocateAll(changed, cidrs, previous, taken)
+  for (const s of changed) {
+    const key = objectKey(s.meta)
+    const a = fresh.get(key)!
+    if (a.errors.length > 0) return null
+    madeFor.set(a, s)
+    result.set(key, a)
+  }
+  return result
+}
+
+/** The three passes; `held`: allocations of other Services whose slots are taken (the incremental case). */
+function allocateAll(
+  services: readonly Service[],
+  cidrs: readonly Cidr[],
+  previous: AllocationMap | null,
+  held: AllocationMap | null = null,
+): Map<string, ServiceAllocation> {
+  const keyOf = new Map<Service, string>()
+  for (const s of services) keyOf.set(s, objectKey(s.meta))
+  const sorted = [...services].sort((a, b) => (keyOf.get(a)! < keyOf.get(b)! ? -1 : 1))
   const ips = new SlotTable()
   const ports = new Set<number>()
+  for (const a of held?.values() ?? []) {
+    for (const ip of a.clusterIPs) ips.take(ip)
+    for (const p of a.nodePorts) if (p !== null) ports.add(p)
+    if (a.healthCheckNodePort !== null) ports.add(a.healthCheckNodePort)
+  }
   const errors = new Map<string, string[]>()
   const err = (key: string, msg: string) => {
     let list = errors.get(key)
@@ -232,7 +306,26 @@ export function allocateAddresses(
       hc = allocatePort(`${key}|healthCheckNodePort`, ports)
       if (hc !== null) ports.add(hc)
     }
-    result.set(key, { clusterIPs, nodePorts, healthCheckNodePort: hc, errors: errors.get(key) ?? [] })
+    result.set(
+      key,
+      reuse(previous?.get(key), { clusterIPs, nodePorts, healthCheckNodePort: hc, errors: errors.get(key) ?? [] }),
+    )
   }
   return result
+}
+
+const sameStrings = (a: readonly unknown[], b: readonly unknown[]) =>
+  a.length === b.length && a.every((x, i) => x === b[i])
+
+/** The previous allocation object when nothing in it changed: model/build-snapshot.ts compares by identity. */
+function reuse(prev: ServiceAllocation | undefined, next: ServiceAllocation): ServiceAllocation {
+  if (
+    prev &&
+    prev.healthCheckNodePort === next.healthCheckNodePort &&
+    sameStrings(prev.clusterIPs, next.clusterIPs) &&
+    sameStrings(prev.nodePorts, next.nodePorts) &&
+    sameStrings(prev.errors, next.errors)
+  )
+    return prev
+  return next
 }

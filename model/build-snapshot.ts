@@ -26,10 +26,11 @@ import type {
   ServicePortState,
   ServiceState,
   Snapshot,
+  SnapshotChanges,
 } from './snapshot.ts'
 import { ejectionKey } from './snapshot.ts'
-import { allocateAddresses, type AllocationMap } from './allocate.ts'
-import { allocateLoadBalancers, type LoadBalancerAllocationMap } from './lb-allocator.ts'
+import { allocateAddresses, type AllocationMap, type ServiceAllocation } from './allocate.ts'
+import { allocateLoadBalancers, type LoadBalancerAllocation, type LoadBalancerAllocationMap } from './lb-allocator.ts'
 import { ipFamily, type Cidr } from './ip.ts'
 
 export interface BuildOptions {
@@ -42,6 +43,38 @@ export interface BuildOptions {
 export interface AllocationState {
   readonly services: AllocationMap
   readonly loadBalancers: LoadBalancerAllocationMap
+  /** What this build derived, for the next build to reuse (absent: nothing to reuse). */
+  readonly memo?: BuildMemo
+}
+
+/** Inputs and output of one Service's derivation: when every input is the same object again, so is the output. */
+interface ServiceMemo {
+  readonly state: ServiceState
+  readonly service: Service
+  readonly slices: readonly EndpointSlice[] | null
+  readonly endpoints: Endpoints | null
+  readonly alloc: ServiceAllocation | undefined
+  readonly lb: LoadBalancerAllocation | undefined
+  /** Selector Services: the PodStates of the namespace, in order (each matched or not is decided from them). */
+  readonly pods: readonly PodState[] | null
+  readonly zones: string
+  readonly ejected: string
+}
+
+/**
+ * What a build keeps for the next one (issue 14): objects by kind and key (an unchanged object keeps its identity even
+ * when a reload parsed it again), PodStates, and per Service its inputs and ServiceState. The next Snapshot reuses
+ * every per-Service object whose inputs are the same, so planes find what changed by identity.
+ */
+export interface BuildMemo {
+  readonly objects: ReadonlyMap<string, KubeObject>
+  readonly pods: ReadonlyMap<string, PodState>
+  readonly services: ReadonlyMap<string, ServiceMemo>
+  readonly lists: Readonly<Record<keyof ByKind, readonly unknown[]>>
+  readonly serviceList: readonly ServiceState[]
+  readonly podList: readonly PodState[]
+  readonly namespaces: readonly string[]
+  readonly namespaceCounts: ReadonlyMap<string, number>
 }
 
 export interface BuildInput {
@@ -68,7 +101,68 @@ interface ByKind {
   l2: L2Advertisement[]
 }
 
-function groupByKind(objects: readonly KubeObject[]): ByKind {
+/** Deep equality of plain data (validated objects are JSON-shaped). */
+export function sameData(a: unknown, b: unknown): boolean {
+  if (a === b) return true
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false
+    for (let i = 0; i < a.length; i++) if (!sameData(a[i], b[i])) return false
+    return true
+  }
+  if (Array.isArray(b)) return false
+  const ka = Object.keys(a)
+  if (ka.length !== Object.keys(b).length) return false
+  for (const k of ka) {
+    if (!Object.hasOwn(b, k)) return false
+    if (!sameData((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])) return false
+  }
+  return true
+}
+
+/**
+ * Groups by kind, sorted by key, each object replaced by the previous build's when equal: a reload that parsed a file
+ * again gives back the same objects for what did not change. `interned` receives kind|key → object.
+ */
+/** "namespace/name" of an object, computed once per object (objects are immutable). */
+const keyCache = new WeakMap<KubeObject, string>()
+export function keyOf(o: KubeObject): string {
+  let k = keyCache.get(o)
+  if (k === undefined) keyCache.set(o, (k = objectKey(o.meta)))
+  return k
+}
+const idCache = new WeakMap<KubeObject, string>()
+function idOf(o: KubeObject): string {
+  let k = idCache.get(o)
+  if (k === undefined) idCache.set(o, (k = `${o.kind}|${keyOf(o)}`))
+  return k
+}
+
+const KINDS: Record<KubeObject['kind'], keyof ByKind | null> = {
+  Service: 'services',
+  Pod: 'pods',
+  Endpoints: 'endpoints',
+  EndpointSlice: 'slices',
+  Ingress: 'ingresses',
+  IngressClass: 'ingressClasses',
+  Secret: 'secrets',
+  Node: 'nodes',
+  IPAddressPool: 'pools',
+  L2Advertisement: 'l2',
+  // Its replicas arrive as Pods made by config/dns-discovery.ts; the Deployment itself derives nothing here.
+  Deployment: null,
+}
+
+/**
+ * Groups by kind, sorted by key, each object replaced by the previous build's when equal: a reload that parsed a file
+ * again gives back the same objects for what did not change. `interned` receives kind|key → object. A kind whose
+ * keys are the previous build's keeps that order without sorting again.
+ */
+function groupByKind(
+  objects: readonly KubeObject[],
+  memo: BuildMemo | null,
+  interned: Map<string, KubeObject>,
+): ByKind {
   const g: ByKind = {
     services: [],
     pods: [],
@@ -81,51 +175,37 @@ function groupByKind(objects: readonly KubeObject[]): ByKind {
     pools: [],
     l2: [],
   }
-  for (const o of objects) {
-    switch (o.kind) {
-      case 'Service':
-        g.services.push(o)
-        break
-      case 'Pod':
-        g.pods.push(o)
-        break
-      case 'Endpoints':
-        g.endpoints.push(o)
-        break
-      case 'EndpointSlice':
-        g.slices.push(o)
-        break
-      case 'Ingress':
-        g.ingresses.push(o)
-        break
-      case 'IngressClass':
-        g.ingressClasses.push(o)
-        break
-      case 'Secret':
-        g.secrets.push(o)
-        break
-      case 'Node':
-        g.nodes.push(o)
-        break
-      case 'IPAddressPool':
-        g.pools.push(o)
-        break
-      case 'L2Advertisement':
-        g.l2.push(o)
-        break
-      // Its replicas arrive as Pods made by config/dns-discovery.ts; the Deployment itself derives nothing here.
-      case 'Deployment':
-        break
-      default: {
-        const never: never = o
-        throw new Error(`unhandled kind ${(never as KubeObject).kind}`)
-      }
-    }
+  const previous = memo?.objects ?? null
+  /** Kinds that gained an object whose key the previous build did not have. */
+  const grown = new Set<keyof ByKind>()
+  for (const raw of objects) {
+    const id = idOf(raw)
+    const prev = previous?.get(id)
+    const o = prev !== undefined && (prev === raw || sameData(prev, raw)) ? prev : raw
+    interned.set(id, o)
+    const kind = KINDS[o.kind]
+    if (kind === null) continue
+    if (kind === undefined) throw new Error(`unhandled kind ${o.kind}`)
+    ;(g[kind] as KubeObject[]).push(o)
+    if (prev === undefined) grown.add(kind)
   }
-  const byKey = <T extends { meta: { namespace: string; name: string } }>(a: T, b: T) =>
-    objectKey(a.meta) < objectKey(b.meta) ? -1 : objectKey(a.meta) > objectKey(b.meta) ? 1 : 0
-  for (const list of Object.values(g) as { meta: { namespace: string; name: string } }[][]) list.sort(byKey)
+  for (const kind of Object.keys(g) as (keyof ByKind)[]) {
+    const list = g[kind] as KubeObject[]
+    const before = memo?.lists[kind] as readonly KubeObject[] | undefined
+    if (before && !grown.has(kind) && before.length === list.length) {
+      // Same keys as before (none new, none gone): the previous order, with each object's current version.
+      for (let i = 0; i < before.length; i++) list[i] = interned.get(idOf(before[i]!))!
+      continue
+    }
+    list.sort(byKey)
+  }
   return g
+}
+
+function byKey(a: KubeObject, b: KubeObject): number {
+  const x = keyOf(a)
+  const y = keyOf(b)
+  return x < y ? -1 : x > y ? 1 : 0
 }
 
 /** A Pod with a readiness or startup probe starts not ready; one without is ready as soon as it is loaded. */
@@ -133,10 +213,16 @@ export function podHasGatingProbe(pod: Pod): boolean {
   return pod.spec.containers.some((c) => c.readinessProbe !== null || c.startupProbe !== null)
 }
 
-function podStates(pods: readonly Pod[], health: ReadonlyMap<string, PodHealth>): PodState[] {
+function podStates(
+  pods: readonly Pod[],
+  health: ReadonlyMap<string, PodHealth>,
+  previous: ReadonlyMap<string, PodState> | null,
+): PodState[] {
   return pods.map((pod) => {
-    const key = objectKey(pod.meta)
+    const key = keyOf(pod)
     const h = health.get(key) ?? null
+    const old = previous?.get(key)
+    if (old && old.pod === pod && old.health === h) return old
     const ready = h ? h.ready : !podHasGatingProbe(pod)
     return { key, pod, ready, health: h }
   })
@@ -360,14 +446,122 @@ function applyEjections(
   )
 }
 
+/** Objects per namespace, from the previous counts and what was added or removed since. */
+function countNamespaces(interned: ReadonlyMap<string, KubeObject>, memo: BuildMemo | null): Map<string, number> {
+  const counts = new Map<string, number>(memo?.namespaceCounts ?? [])
+  const bump = (ns: string, by: number) => {
+    if (!ns) return
+    const n = (counts.get(ns) ?? 0) + by
+    if (n === 0) counts.delete(ns)
+    else counts.set(ns, n)
+  }
+  const before = memo?.objects
+  for (const [id, o] of interned) if (!before?.has(id)) bump(o.meta.namespace, 1)
+  if (before) for (const [id, o] of before) if (!interned.has(id)) bump(o.meta.namespace, -1)
+  return counts
+}
+
+/** The same list again when every element is the same object: planes may compare lists by identity. */
+function sameList<T>(next: T[], prev: readonly unknown[] | undefined): readonly T[] {
+  if (!prev || prev.length !== next.length) return next
+  for (let i = 0; i < next.length; i++) if (next[i] !== prev[i]) return next
+  return prev as readonly T[]
+}
+
+function keysOf<T>(list: readonly T[], prev: readonly T[] | undefined, key: (x: T) => string, into: Set<string>): void {
+  if (list === prev) return
+  const before = new Map<string, T>()
+  for (const x of prev ?? []) before.set(key(x), x)
+  for (const x of list) {
+    const k = key(x)
+    if (before.get(k) !== x) into.add(k)
+    before.delete(k)
+  }
+  for (const k of before.keys()) into.add(k)
+}
+
+/** "serviceKey" → its ejections as one string, so a Service is re-derived only when its own ejections change. */
+function ejectionsByService(ejected: ReadonlyMap<string, string>): Map<string, string> {
+  const out = new Map<string, string>()
+  if (ejected.size === 0) return out
+  const keys = [...ejected.keys()].sort()
+  for (const k of keys) {
+    const svc = k.slice(0, k.indexOf('|'))
+    out.set(svc, `${out.get(svc) ?? ''}${k}=${ejected.get(k)}\n`)
+  }
+  return out
+}
+
+function sameRefs(a: readonly unknown[] | null, b: readonly unknown[] | null): boolean {
+  if (a === b) return true
+  if (a === null || b === null || a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
+function deriveService(
+  s: Service,
+  key: string,
+  a: ServiceAllocation | undefined,
+  lb: LoadBalancerAllocation | undefined,
+  inputs: {
+    pods: readonly PodState[] | null
+    slices: readonly EndpointSlice[] | null
+    endpoints: Endpoints | null
+    zones: ReadonlyMap<string, string>
+    ejected: ReadonlyMap<string, string>
+  },
+): ServiceState {
+  const warnings: string[] = [...(a?.errors ?? [])]
+  const clusterIPs = a?.clusterIPs ?? []
+  let derived: { perPort: EndpointState[][]; addresses: AddressState[] }
+  if (s.spec.type === 'ExternalName') derived = { perPort: s.spec.ports.map(() => []), addresses: [] }
+  else if (s.spec.selector) derived = endpointsFromPods(s, inputs.pods ?? [], clusterIPs, inputs.zones, warnings)
+  else if (inputs.slices) derived = endpointsFromSlices(s, inputs.slices)
+  else if (inputs.endpoints) derived = endpointsFromEndpoints(s, inputs.endpoints)
+  else derived = { perPort: s.spec.ports.map(() => []), addresses: [] }
+
+  const ports: ServicePortState[] = s.spec.ports.map((p, i) => ({
+    name: p.name,
+    protocol: p.protocol,
+    port: p.port,
+    targetPort: p.targetPort,
+    nodePort: a?.nodePorts[i] ?? null,
+    appProtocol: p.appProtocol,
+    endpoints: applyEjections(key, dedupeEndpoints(derived.perPort[i] ?? []), inputs.ejected),
+  }))
+  if (s.meta.annotations['service.kubernetes.io/topology-mode'] === 'Auto') {
+    warnings.push('service.kubernetes.io/topology-mode: Auto (proportional hints) is not supported; hints are off')
+  }
+  return {
+    key,
+    namespace: s.meta.namespace,
+    name: s.meta.name,
+    service: s,
+    headless: s.spec.headless,
+    clusterIPs,
+    loadBalancerIPs: lb?.ips ?? [],
+    loadBalancerPool: lb?.pool ?? null,
+    loadBalancerPending: lb?.pending ?? null,
+    loadBalancerStale: lb?.stale ?? false,
+    healthCheckNodePort: a?.healthCheckNodePort ?? null,
+    ports,
+    addresses: dedupeAddresses(derived.addresses),
+    warnings: [...new Set(warnings)],
+  }
+}
+
 export function buildSnapshot(
   input: BuildInput,
   options: BuildOptions,
 ): { snapshot: Snapshot; allocations: AllocationState } {
-  const g = groupByKind(input.objects)
-  const pods = podStates(g.pods, input.health)
+  const memo = input.previous?.memo ?? null
+  const interned = new Map<string, KubeObject>()
+  const g = groupByKind(input.objects, memo, interned)
+  const pods = podStates(g.pods, input.health, memo?.pods ?? null)
   const zones = new Map<string, string>()
   for (const n of g.nodes) if (n.zone) zones.set(n.meta.name, n.zone)
+  const zonesText = [...zones].join(';')
 
   const alloc = allocateAddresses(g.services, options.serviceCidrs, input.previous?.services ?? null)
   const lbAlloc = allocateLoadBalancers(g.services, g.pools, input.previous?.loadBalancers ?? null)
@@ -381,77 +575,121 @@ export function buildSnapshot(
     list.push(sl)
   }
   const endpointsByKey = new Map<string, Endpoints>()
-  for (const e of g.endpoints) endpointsByKey.set(objectKey(e.meta), e)
+  for (const e of g.endpoints) endpointsByKey.set(keyOf(e), e)
+  const podsByNamespace = new Map<string, PodState[]>()
+  for (const ps of pods) {
+    let list = podsByNamespace.get(ps.pod.meta.namespace)
+    if (!list) podsByNamespace.set(ps.pod.meta.namespace, (list = []))
+    list.push(ps)
+  }
+  const ejections = ejectionsByService(input.ejected)
 
+  const serviceMemos = new Map<string, ServiceMemo>()
   const services: ServiceState[] = []
   for (const s of g.services) {
-    const key = objectKey(s.meta)
+    const key = keyOf(s)
     const a = alloc.get(key)
     const lb = lbAlloc.get(key)
-    const warnings: string[] = [...(a?.errors ?? [])]
-    const clusterIPs = a?.clusterIPs ?? []
-    let derived: { perPort: EndpointState[][]; addresses: AddressState[] }
-    if (s.spec.type === 'ExternalName') derived = { perPort: s.spec.ports.map(() => []), addresses: [] }
-    else if (s.spec.selector) derived = endpointsFromPods(s, pods, clusterIPs, zones, warnings)
-    else if (slicesByService.has(key)) derived = endpointsFromSlices(s, slicesByService.get(key)!)
-    else if (endpointsByKey.has(key)) derived = endpointsFromEndpoints(s, endpointsByKey.get(key)!)
-    else derived = { perPort: s.spec.ports.map(() => []), addresses: [] }
-
-    const ports: ServicePortState[] = s.spec.ports.map((p, i) => ({
-      name: p.name,
-      protocol: p.protocol,
-      port: p.port,
-      targetPort: p.targetPort,
-      nodePort: a?.nodePorts[i] ?? null,
-      appProtocol: p.appProtocol,
-      endpoints: applyEjections(key, dedupeEndpoints(derived.perPort[i] ?? []), input.ejected),
-    }))
-    if (s.meta.annotations['service.kubernetes.io/topology-mode'] === 'Auto') {
-      warnings.push('service.kubernetes.io/topology-mode: Auto (proportional hints) is not supported; hints are off')
+    const selector = s.spec.type !== 'ExternalName' && s.spec.selector !== null
+    const nsPods = selector ? (podsByNamespace.get(s.meta.namespace) ?? []) : null
+    const slices = slicesByService.get(key) ?? null
+    const endpoints = endpointsByKey.get(key) ?? null
+    const zonesKey = selector ? zonesText : ''
+    const ejected = ejections.get(key) ?? ''
+    const old = memo?.services.get(key)
+    let state: ServiceState
+    if (
+      old &&
+      old.service === s &&
+      old.alloc === a &&
+      old.lb === lb &&
+      old.endpoints === endpoints &&
+      old.zones === zonesKey &&
+      old.ejected === ejected &&
+      sameRefs(old.slices, slices) &&
+      sameRefs(old.pods, nsPods)
+    ) {
+      state = old.state
+    } else {
+      state = deriveService(s, key, a, lb, { pods: nsPods, slices, endpoints, zones, ejected: input.ejected })
     }
-    services.push({
-      key,
-      namespace: s.meta.namespace,
-      name: s.meta.name,
+    services.push(state)
+    serviceMemos.set(key, {
+      state,
       service: s,
-      headless: s.spec.headless,
-      clusterIPs,
-      loadBalancerIPs: lb?.ips ?? [],
-      loadBalancerPool: lb?.pool ?? null,
-      loadBalancerPending: lb?.pending ?? null,
-      loadBalancerStale: lb?.stale ?? false,
-      healthCheckNodePort: a?.healthCheckNodePort ?? null,
-      ports,
-      addresses: dedupeAddresses(derived.addresses),
-      warnings: [...new Set(warnings)],
+      slices,
+      endpoints,
+      alloc: a,
+      lb,
+      pods: nsPods,
+      zones: zonesKey,
+      ejected,
     })
   }
 
-  const namespaces = new Set<string>()
-  for (const o of input.objects) if (o.meta.namespace) namespaces.add(o.meta.namespace)
+  const namespaceCounts = countNamespaces(interned, memo)
+  const namespaces = sameList([...namespaceCounts.keys()].sort(), memo?.namespaces)
 
   const ejected: Record<string, string> = {}
   for (const [k, v] of input.ejected) ejected[k] = v
   const nodeLiveness: Record<string, boolean> = {}
   for (const [k, v] of input.nodeLiveness ?? []) if (k !== options.nodeName) nodeLiveness[k] = v
 
+  const lists = {} as Record<keyof ByKind, readonly unknown[]>
+  for (const k of Object.keys(g) as (keyof ByKind)[]) lists[k] = sameList(g[k] as unknown[], memo?.lists[k])
+  const serviceList = sameList(services, memo?.serviceList)
+  const podList = sameList(pods, memo?.podList)
+
+  let changes: SnapshotChanges | undefined
+  if (memo) {
+    const changedServices = new Set<string>()
+    keysOf(serviceList, memo.serviceList, (x) => x.key, changedServices)
+    const changedPods = new Set<string>()
+    keysOf(podList, memo.podList, (x) => x.key, changedPods)
+    const changedIngresses = new Set<string>()
+    keysOf(lists.ingresses as Ingress[], memo.lists.ingresses as Ingress[], keyOf, changedIngresses)
+    const other =
+      namespaces !== memo.namespaces ||
+      (['ingressClasses', 'secrets', 'nodes', 'pools', 'l2'] as const).some((k) => lists[k] !== memo.lists[k])
+    changes = { services: changedServices, pods: changedPods, ingresses: changedIngresses, other }
+  }
+
   const snapshot: Snapshot = {
     version: input.version,
     builtAt: Date.now(),
     nodeName: options.nodeName,
     objects: input.objects,
-    services,
-    pods,
-    nodes: g.nodes,
-    ingresses: g.ingresses,
-    ingressClasses: g.ingressClasses,
-    secrets: g.secrets,
-    pools: g.pools,
-    l2Advertisements: g.l2,
-    namespaces: [...namespaces].sort(),
+    services: serviceList,
+    pods: podList,
+    nodes: lists.nodes as Node[],
+    ingresses: lists.ingresses as Ingress[],
+    ingressClasses: lists.ingressClasses as IngressClass[],
+    secrets: lists.secrets as Secret[],
+    pools: lists.pools as IPAddressPool[],
+    l2Advertisements: lists.l2 as L2Advertisement[],
+    namespaces,
     errors: input.errors,
     ejected,
     nodeLiveness,
+    ...(changes ? { changes } : {}),
   }
-  return { snapshot, allocations: { services: alloc, loadBalancers: lbAlloc } }
+  const podMemos = new Map<string, PodState>()
+  for (const ps of pods) podMemos.set(ps.key, ps)
+  return {
+    snapshot,
+    allocations: {
+      services: alloc,
+      loadBalancers: lbAlloc,
+      memo: {
+        objects: interned,
+        pods: podMemos,
+        services: serviceMemos,
+        lists,
+        serviceList,
+        podList,
+        namespaces,
+        namespaceCounts,
+      },
+    },
+  }
 }

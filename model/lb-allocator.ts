@@ -294,7 +294,13 @@ export function allocateLoadBalancers(
     const result = allocateOne(s, pools, taken)
     let alloc: LoadBalancerAllocation
     if (typeof result === 'string') {
-      alloc = { ips: [], pool: null, pending: `Failed to allocate IP for "${key}": ${result}`, stale: false }
+      const pending = `Failed to allocate IP for "${key}": ${result}`
+      const prev = previous?.get(key)
+      // Still pending for the same reason: the same object, so model/build-snapshot.ts sees no change.
+      alloc =
+        prev && prev.ips.length === 0 && prev.pending === pending && requestOf.get(prev) === requestKey(s)
+          ? prev
+          : { ips: [], pool: null, pending, stale: false }
     } else {
       const h = holderOf(s)
       for (const ip of result.ips) taken.add(ip, h)

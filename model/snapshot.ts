@@ -107,6 +107,21 @@ export interface ObjectError {
   readonly message: string
 }
 
+/**
+ * What changed since the Snapshot before (version - 1), by key (issue 14). Per-Service and per-Pod objects that did not
+ * change are the same objects as in that Snapshot (and so are whole lists when none of their elements changed), so a
+ * plane may also compare by identity.
+ */
+export interface SnapshotChanges {
+  /** Services added, removed, or whose ServiceState changed (spec, allocation, endpoints, conditions, ejections). */
+  readonly services: ReadonlySet<string>
+  /** Pods added, removed, or whose PodState changed (object or health verdict). */
+  readonly pods: ReadonlySet<string>
+  readonly ingresses: ReadonlySet<string>
+  /** Namespaces, Nodes, IngressClasses, Secrets, IPAddressPools or L2Advertisements changed. */
+  readonly other: boolean
+}
+
 export interface Snapshot {
   /** Increases by one with each publication. */
   readonly version: number
@@ -134,6 +149,8 @@ export interface Snapshot {
    * record has never been probed and counts as alive (specs/l4-health.md §5.6); --node itself is never in it.
    */
   readonly nodeLiveness: Readonly<Record<string, boolean>>
+  /** Relative to the Snapshot of version - 1; absent for the first one (everything is new). */
+  readonly changes?: SnapshotChanges
 }
 
 export function ejectionKey(serviceKey: string, ip: string, port: number): string {

@@ -87,6 +87,8 @@ export class ProxyPlane implements Plane {
   #listeners: ListenerState[] = []
   #defaultContext: SecureContext | null = null
   #result: CompileResult | null = null
+  /** Services some backend of the current table names (present or not). */
+  #usedServices = new Set<string>()
   #version = 0
   #unsubscribe: (() => void) | null = null
   #closing = false
@@ -249,9 +251,25 @@ export class ProxyPlane implements Plane {
     }
   }
 
+  /**
+   * Whether `snapshot` leaves the route table as it is: nothing changed since the Snapshot applied last but Services
+   * no route uses and Pods (issue 14: a probe flip behind no Ingress costs no compile).
+   */
+  #unchangedFor(snapshot: Snapshot): boolean {
+    const ch = snapshot.changes
+    const r = this.#result
+    if (!ch || r === null || snapshot.version !== this.#version + 1 || ch.other || ch.ingresses.size > 0) return false
+    for (const key of ch.services) if (this.#usedServices.has(key)) return false
+    return true
+  }
+
   /** Compiles the Snapshot into a new route table and swaps it in; retires endpoints no table uses. */
   apply(snapshot: Snapshot): void {
     if (this.#closing) return
+    if (this.#unchangedFor(snapshot)) {
+      this.#version = snapshot.version
+      return
+    }
     const result = compile({
       snapshot,
       ingressClass: this.#ctx.options.ingressClass,
@@ -260,7 +278,9 @@ export class ProxyPlane implements Plane {
       metrics: this.#metrics,
       contexts: this.#contexts,
       lastGood: this.#lastGood,
+      reuse: this.#result?.backends,
     })
+    this.#usedServices = new Set([...result.backends.values()].map((b) => b.backend.service))
     this.#fwd.table = result.table
     this.#endpoints.sweep(result.live)
     this.#contexts.sweep()

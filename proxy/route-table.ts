@@ -182,6 +182,16 @@ export interface CompileInput {
   readonly contexts: SecureContextCache
   /** Last accepted version of each Ingress, by key: served when the current version is rejected (§1.2). */
   readonly lastGood: Map<string, Ingress>
+  /** The previous compile's backends (CompileResult.backends): reused while their Service is the same object. */
+  readonly reuse?: ReadonlyMap<string, ReusedBackend>
+}
+
+/** A resolved backend and what resolving it produced, kept for the next compile (issue 14). */
+export interface ReusedBackend {
+  readonly svc: ServiceState | undefined
+  readonly backend: Backend
+  readonly eps: readonly Endpoint[]
+  readonly warnings: readonly string[]
 }
 
 export interface CompileResult {
@@ -192,6 +202,8 @@ export interface CompileResult {
   readonly routes: RouteStatus[]
   readonly conflicts: string[]
   readonly notes: string[]
+  /** Every backend of this table, for the next compile to reuse. */
+  readonly backends: Map<string, ReusedBackend>
 }
 
 const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/
@@ -246,6 +258,7 @@ export function compile(input: CompileInput): CompileResult {
 
   const live = new Set<Endpoint>()
   const groups = new Map<string, Backend>()
+  const backends = new Map<string, ReusedBackend>()
   const ingresses: IngressStatus[] = []
   const conflicts: string[] = []
   const notes: string[] = []
@@ -280,6 +293,17 @@ export function compile(input: CompileInput): CompileResult {
     const cached = groups.get(cacheKey)
     if (cached) return cached
     const svc = services.get(svcKey)
+    // Snapshots share unchanged ServiceStates: the same one resolves to the same backend (no new group, no lookups).
+    const old = input.reuse?.get(cacheKey)
+    if (old && old.svc === svc) {
+      for (const ep of old.eps) live.add(ep)
+      warnings.push(...old.warnings)
+      groups.set(cacheKey, old.backend)
+      backends.set(cacheKey, old)
+      return old.backend
+    }
+    const warnedBefore = warnings.length
+    let made: Endpoint[] = []
     let backend: Backend
     if (!svc) {
       backend = { service: svcKey, label, group: null, error: `Service ${svcKey} not found` }
@@ -302,6 +326,7 @@ export function compile(input: CompileInput): CompileResult {
         } else {
           const ep = input.endpoints.get(svc.service.spec.externalName, num, config.connectTimeoutMs)
           live.add(ep)
+          made = [ep]
           backend = { service: svcKey, label, group: new UpstreamGroup(svcKey, label, [ep]), error: null }
         }
       } else if (!port) {
@@ -311,11 +336,13 @@ export function compile(input: CompileInput): CompileResult {
       } else {
         const eps = usableEndpoints(port).map((e) => input.endpoints.get(e.ip, e.port, config.connectTimeoutMs))
         for (const ep of eps) live.add(ep)
+        made = eps
         backend = { service: svcKey, label, group: new UpstreamGroup(svcKey, label, eps), error: null }
       }
     }
     if (backend.error) warnings.push(backend.error)
     groups.set(cacheKey, backend)
+    backends.set(cacheKey, { svc, backend, eps: made, warnings: warnings.slice(warnedBefore) })
     return backend
   }
 
@@ -592,6 +619,7 @@ export function compile(input: CompileInput): CompileResult {
     routes,
     conflicts,
     notes,
+    backends,
   }
 }
 
