@@ -10,11 +10,18 @@
 //
 // Watching: fs.watch with `recursive` on directories; a single file is watched through its parent directory, filtered
 // by name, because a watch on the file itself follows the old inode when an editor renames a new file over it.
-// Events are coalesced (debounceMs) and every reload re-reads the files, comparing text, so a burst of events or an
-// event for an unrelated file costs a read, not a rebuild.
+// Every reload re-reads the files, comparing text, so a burst of events or an event for an unrelated file costs a
+// read, not a rebuild. When a reload happens (issue 13 item 10, half-written saves):
+//   - a file written in place ("change" events) is read once it has been quiet for debounceMs (each event restarts
+//     the wait; at most 10 × debounceMs after the first), so a save written in several chunks is read whole;
+//   - a file renamed into place ("rename" events only: an editor's temp file, `kubectl`-style atomic writes, a new
+//     file) is complete already and is read at once (RENAME_DELAY_MS, to coalesce the editor's few events);
+//   - a file that had objects and is now empty (no documents: a truncate before a rewrite) is not applied until it has
+//     stayed empty for emptyConfirmMs; that is logged, and content arriving meanwhile cancels it.
+// Events for names that cannot be manifests (dot-files, other extensions: editor swap and temp files) are ignored.
+// Parsing and validation run in a worker thread (config/manifest-parser.ts).
 
 import { statSync, watch, type FSWatcher } from 'node:fs'
-import { readFile } from 'node:fs/promises'
 import { basename, dirname } from 'node:path'
 import type { Logger } from 'pino'
 import type { KubeObject } from '../model/objects.ts'
@@ -24,19 +31,33 @@ import {
   STDIN_NAME,
   expandPaths,
   mergeFiles,
-  parseManifestFile,
-  readManifestFile,
+  readBounded,
+  readStdin,
+  tooLargeError,
   unreadable,
   type DocEntry,
   type FileLoad,
 } from './load.ts'
+import { ManifestParser } from './manifest-parser.ts'
+
+/** Wait after "rename" events only: an atomic replace is complete; this only coalesces an editor's burst. */
+const RENAME_DELAY_MS = 10
+/** Names fs.watch reports that can hold a manifest; others (".web.yaml.swp", "web.yaml~", "x.tmp") are ignored. */
+const NOT_A_MANIFEST = /(^|\/)\.|\.(?!(ya?ml|json)$)[^./]*$/i
 
 export interface ManifestSourceOptions {
   readonly log: Logger
   /** The whole configuration in force: every object (last good versions included) and every current error. */
   readonly onUpdate: (objects: KubeObject[], errors: ObjectError[]) => void
-  /** Events within this many milliseconds make one reload. Default 100. */
+  /**
+   * A file written in place is read once no event has come for this many milliseconds (and at most 10 × this after
+   * the first event). Default 100. Files renamed into place are read at once.
+   */
   readonly debounceMs?: number
+  /** How long a file that had objects must stay empty before its objects go. Default 2000 ms. */
+  readonly emptyConfirmMs?: number
+  /** Where files are parsed; default: a worker thread of its own, ended by close(). */
+  readonly parser?: ManifestParser
 }
 
 export interface FileStatus {
@@ -49,6 +70,8 @@ export interface FileStatus {
   readonly lastError: string | null
   /** When the file's content last changed (ISO time). */
   readonly changedAt: string
+  /** Since when the file has been empty while its objects are kept until that is confirmed (ISO time), else null. */
+  readonly emptySince: string | null
 }
 
 export interface ReloadRecord {
@@ -81,6 +104,8 @@ interface FileState {
   fileErrors: ObjectError[]
   ignoredKinds: string[]
   changedAt: number
+  /** When the file was first read empty while it had objects; 0 when it is not pending (see the top of the file). */
+  emptySince: number
 }
 
 const HISTORY = 20
@@ -90,6 +115,9 @@ export class ManifestSource {
   readonly #log: Logger
   readonly #onUpdate: ManifestSourceOptions['onUpdate']
   readonly #debounceMs: number
+  readonly #emptyConfirmMs: number
+  readonly #parser: ManifestParser
+  readonly #ownParser: boolean
   /** File → state, in load order. */
   #files = new Map<string, FileState>()
   /** For each -f path, the files it expanded to last time (kept when it cannot be listed). */
@@ -101,6 +129,10 @@ export class ManifestSource {
   #errors: ObjectError[] = []
   #objects: KubeObject[] = []
   #timer: NodeJS.Timeout | null = null
+  /** When the first event of the burst the timer waits for came (0: none), and whether a "change" was among them. */
+  #burstStart = 0
+  #burstChanged = false
+  #confirmTimer: NodeJS.Timeout | null = null
   #retryTimer: NodeJS.Timeout | null = null
   #reloading = false
   #again = false
@@ -111,6 +143,9 @@ export class ManifestSource {
     this.#log = options.log
     this.#onUpdate = options.onUpdate
     this.#debounceMs = options.debounceMs ?? 100
+    this.#emptyConfirmMs = options.emptyConfirmMs ?? 2000
+    this.#ownParser = options.parser === undefined
+    this.#parser = options.parser ?? new ManifestParser()
   }
 
   /** First load: throws ConfigError MLT_CONFIG_UNREADABLE when a path cannot be read. Calls onUpdate once. */
@@ -129,7 +164,7 @@ export class ManifestSource {
     }
     if (this.#again) {
       this.#again = false
-      this.#schedule()
+      this.#schedule('change')
     }
   }
 
@@ -139,16 +174,29 @@ export class ManifestSource {
       // stdin is read once here and never again; files keep their text for change detection.
       let text = ''
       let load: FileLoad
-      if (file === '-') load = await readManifestFile(file)
-      else {
-        try {
-          text = await readFile(file, 'utf8')
-        } catch (err) {
-          throw unreadable(file, err)
-        }
-        load = parseManifestFile(text, file)
+      const name = file === '-' ? STDIN_NAME : file
+      let read
+      try {
+        read = file === '-' ? await readStdin() : await readBounded(file)
+      } catch (err) {
+        throw unreadable(file, err)
       }
-      const st: FileState = { file, text, entries: [], fileErrors: [], ignoredKinds: [], changedAt: now }
+      if ('tooLarge' in read) {
+        text = `\0too large: ${read.tooLarge}` // never equal to a file's text: a change is noticed
+        load = { file: name, parseErrors: [tooLargeError(name, read.tooLarge)], entries: [], ignoredKinds: [] }
+      } else {
+        text = read.text
+        load = await this.#parser.parse(read.text, name)
+      }
+      const st: FileState = {
+        file,
+        text,
+        entries: [],
+        fileErrors: [],
+        ignoredKinds: [],
+        changedAt: now,
+        emptySince: 0,
+      }
       this.#apply(st, load)
       this.#files.set(file, st)
       for (const err of this.#errorsOf(st)) this.#log.warn({ file, code: err.code }, formatObjectError(err))
@@ -160,8 +208,11 @@ export class ManifestSource {
     this.#closed = true
     if (this.#timer) clearTimeout(this.#timer)
     if (this.#retryTimer) clearTimeout(this.#retryTimer)
+    if (this.#confirmTimer) clearTimeout(this.#confirmTimer)
     this.#timer = null
     this.#retryTimer = null
+    this.#confirmTimer = null
+    if (this.#ownParser) this.#parser.close()
     for (const w of this.#watchers.values()) w.close()
     this.#watchers.clear()
   }
@@ -178,6 +229,7 @@ export class ManifestSource {
         errors: errors.length,
         lastError: errors[0] ? formatObjectError(errors[0]) : null,
         changedAt: new Date(st.changedAt).toISOString(),
+        emptySince: st.emptySince === 0 ? null : new Date(st.emptySince).toISOString(),
       })
     }
     return { paths: [...this.#paths], files, ignoredKinds: [...this.#ignoredKinds], reloads: [...this.#history] }
@@ -209,12 +261,45 @@ export class ManifestSource {
     return out
   }
 
-  #schedule(): void {
-    if (this.#closed || this.#timer) return
-    this.#timer = setTimeout(() => {
-      this.#timer = null
-      this.reload().catch((err: unknown) => this.#log.error({ err }, 'manifest reload failed'))
-    }, this.#debounceMs)
+  /**
+   * Arms the reload timer for an event: RENAME_DELAY_MS while the burst holds only "rename" events, else debounceMs
+   * after the latest event, but no later than 10 × debounceMs after the burst's first (a file rewritten without pause
+   * is still read).
+   */
+  #schedule(event: 'rename' | 'change'): void {
+    if (this.#closed) return
+    const now = Date.now()
+    if (this.#burstStart === 0) this.#burstStart = now
+    if (event === 'change') this.#burstChanged = true
+    const wait = this.#burstChanged
+      ? Math.max(0, Math.min(this.#debounceMs, this.#burstStart + 10 * this.#debounceMs - now))
+      : RENAME_DELAY_MS
+    if (this.#timer) clearTimeout(this.#timer)
+    this.#timer = setTimeout(this.#fire, wait)
+  }
+
+  readonly #fire = (): void => {
+    this.#timer = null
+    this.#burstStart = 0
+    this.#burstChanged = false
+    this.reload().catch((err: unknown) => this.#log.error({ err }, 'manifest reload failed'))
+  }
+
+  /** A reload once the oldest pending empty file has been empty for emptyConfirmMs. */
+  #scheduleConfirm(): void {
+    if (this.#closed || this.#confirmTimer) return
+    let oldest = Infinity
+    for (const st of this.#files.values()) if (st.emptySince !== 0) oldest = Math.min(oldest, st.emptySince)
+    if (oldest === Infinity) return
+    this.#confirmTimer = setTimeout(
+      () => {
+        this.#confirmTimer = null
+        this.reload()
+          .catch((err: unknown) => this.#log.error({ err }, 'manifest reload failed'))
+          .finally(() => this.#scheduleConfirm())
+      },
+      Math.max(0, oldest + this.#emptyConfirmMs - Date.now()),
+    )
   }
 
   async #reloadOnce(): Promise<void> {
@@ -237,9 +322,12 @@ export class ManifestSource {
         continue
       }
       let text: string | null = null
+      let tooLarge = 0
       let readErr: unknown = null
       try {
-        text = await readFile(file, 'utf8')
+        const read = await readBounded(file)
+        if ('tooLarge' in read) tooLarge = read.tooLarge
+        else text = read.text
       } catch (err) {
         readErr = err
       }
@@ -250,8 +338,25 @@ export class ManifestSource {
         fileErrors: [],
         ignoredKinds: [],
         changedAt: Date.now(),
+        emptySince: 0,
       }
-      if (text === null) {
+      if (text === st.text && st.emptySince !== 0) {
+        // The same content is back (truncated, then rewritten): nothing was applied, so nothing changes.
+        st.emptySince = 0
+        this.#log.info({ file }, 'file has its content again; its objects were kept')
+      }
+      if (tooLarge > 0) {
+        const e = tooLargeError(file, tooLarge)
+        st.emptySince = 0
+        if (st.fileErrors[0]?.message !== e.message) {
+          st.text = null
+          st.fileErrors = [e]
+          st.entries = st.entries.filter((d) => d.object !== null).map((d) => ({ ...d, errors: [] }))
+          st.changedAt = Date.now()
+          changed.push(file)
+          this.#log.warn({ file, code: e.code }, `${formatObjectError(e)}; keeping its last good objects`)
+        }
+      } else if (text === null) {
         const e = unreadable(file, readErr)
         const msg: ObjectError = { source: { file, doc: 0 }, object: null, path: '', code: e.code, message: e.message }
         if (st.text !== null || st.fileErrors[0]?.message !== msg.message) {
@@ -264,9 +369,14 @@ export class ManifestSource {
           this.#log.warn({ file, code: e.code }, `${e.message}; keeping its last good objects`)
         }
       } else if (text !== st.text || !prev) {
+        const load = await this.#parser.parse(text, file)
+        if (prev && this.#holdEmpty(st, load)) {
+          next.set(file, st)
+          continue
+        }
         st.text = text
         st.changedAt = Date.now()
-        this.#apply(st, parseManifestFile(text, file))
+        this.#apply(st, load)
         changed.push(file)
         for (const err of this.#errorsOf(st)) this.#log.warn({ file, code: err.code }, formatObjectError(err))
       }
@@ -277,6 +387,37 @@ export class ManifestSource {
     this.#files = next
     for (const p of this.#paths) if (p !== '-' && !this.#watchers.has(p)) this.#watchPath(p)
     this.#publish(changed, false)
+  }
+
+  /**
+   * true while a file that has objects reads empty and that has not lasted emptyConfirmMs yet: the objects stay (a
+   * save that truncates first must not take the file's Services away for the moment it takes to write them back).
+   */
+  #holdEmpty(st: FileState, load: FileLoad): boolean {
+    const empty = load.entries.length === 0 && load.parseErrors.length === 0 && load.ignoredKinds.length === 0
+    const objects = st.entries.filter((d) => d.object !== null).length
+    if (!empty || objects === 0) {
+      if (st.emptySince !== 0) this.#log.info({ file: st.file }, 'file has content again; its objects were kept')
+      st.emptySince = 0
+      return false
+    }
+    const now = Date.now()
+    if (st.emptySince === 0) {
+      st.emptySince = now
+      this.#log.warn(
+        { file: st.file, objects, confirmSeconds: this.#emptyConfirmMs / 1000 },
+        'file is empty: its objects stay until it has been empty for confirmSeconds',
+      )
+      this.#scheduleConfirm()
+      return true
+    }
+    if (now - st.emptySince < this.#emptyConfirmMs) {
+      this.#scheduleConfirm()
+      return true
+    }
+    st.emptySince = 0
+    this.#log.warn({ file: st.file, objects }, 'file stayed empty: its objects are removed')
+    return false
   }
 
   /** Folds a new parse of a file into its state, keeping last good objects (see the top of this file). */
@@ -346,9 +487,10 @@ export class ManifestSource {
         target = dirname(p)
         only = basename(p)
       }
-      const w = watch(target, { recursive: isDir === true, persistent: false }, (_event, name) => {
+      const w = watch(target, { recursive: isDir === true, persistent: false }, (event, name) => {
         if (only !== null && name !== null && basename(String(name)) !== only) return
-        this.#schedule()
+        if (only === null && name !== null && NOT_A_MANIFEST.test(String(name))) return
+        this.#schedule(event === 'change' ? 'change' : 'rename')
       })
       w.on('error', (err) => {
         this.#log.warn({ err, path: p }, 'watch failed; will retry on the next reload')
@@ -375,7 +517,7 @@ export class ManifestSource {
         if (statSyncSafe(p) === null) missing = true
         else {
           this.#watchPath(p)
-          this.#schedule()
+          this.#schedule('rename')
         }
       }
       if (missing) this.#retryWatch()
