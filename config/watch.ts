@@ -172,7 +172,7 @@ export class ManifestSource {
     const now = Date.now()
     for (const file of this.#allFiles()) {
       // stdin is read once here and never again; files keep their text for change detection.
-      let text = ''
+      let text: string
       let load: FileLoad
       const name = file === '-' ? STDIN_NAME : file
       let read
