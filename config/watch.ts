@@ -21,8 +21,8 @@
 // Events for names that cannot be manifests (dot-files, other extensions: editor swap and temp files) are ignored.
 // Parsing and validation run in a worker thread (config/manifest-parser.ts).
 
-import { statSync, watch, type FSWatcher } from 'node:fs'
-import { basename, dirname } from 'node:path'
+import { readdirSync, statSync, watch, type FSWatcher } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
 import type { Logger } from 'pino'
 import type { KubeObject } from '../model/objects.ts'
 import type { ObjectError } from '../model/snapshot.ts'
@@ -385,7 +385,11 @@ export class ManifestSource {
     for (const file of this.#files.keys()) if (!next.has(file)) changed.push(file)
     if (this.#closed || changed.length === 0) return
     this.#files = next
-    for (const p of this.#paths) if (p !== '-' && !this.#watchers.has(p)) this.#watchPath(p)
+    for (const p of this.#paths) {
+      if (p === '-') continue
+      if (!this.#watchers.has(p)) this.#watchPath(p)
+      else if (statSyncSafe(p) === true) this.#syncSubdirWatches(p)
+    }
     this.#publish(changed, false)
   }
 
@@ -487,21 +491,67 @@ export class ManifestSource {
         target = dirname(p)
         only = basename(p)
       }
-      const w = watch(target, { recursive: isDir === true, persistent: false }, (event, name) => {
-        if (only !== null && name !== null && basename(String(name)) !== only) return
-        if (only === null && name !== null && NOT_A_MANIFEST.test(String(name))) return
-        this.#schedule(event === 'change' ? 'change' : 'rename')
-      })
+      const w = this.#watchDir(target, only)
       w.on('error', (err) => {
         this.#log.warn({ err, path: p }, 'watch failed; will retry on the next reload')
         w.close()
         this.#watchers.delete(p)
+        this.#closeSubdirWatches(p)
         this.#retryWatch()
       })
       this.#watchers.set(p, w)
+      if (isDir) this.#syncSubdirWatches(p)
     } catch (err) {
       this.#log.warn({ err, path: p }, 'cannot watch path; will retry')
       this.#retryWatch()
+    }
+  }
+
+  /**
+   * One directory, not recursive: on Linux, Node's recursive watch reports an atomic rename as "change" events and
+   * misses in-place writes for a while, and the event type is what tells a rename (read at once) from a write (read
+   * once quiet). Subdirectories get watches of their own (#syncSubdirWatches).
+   */
+  #watchDir(dir: string, only: string | null): FSWatcher {
+    return watch(dir, { persistent: false }, (event, name) => {
+      if (only !== null && name !== null && String(name) !== only) return
+      if (only === null && name !== null && NOT_A_MANIFEST.test(String(name))) return
+      this.#schedule(event === 'change' ? 'change' : 'rename')
+    })
+  }
+
+  /** Watches every subdirectory of the -f directory `p` (dot-entries skipped, as load.ts does), and no others. */
+  #syncSubdirWatches(p: string): void {
+    const want = new Set(subdirectories(p))
+    for (const key of [...this.#watchers.keys()]) {
+      const sub = subKey(p, key)
+      if (sub !== null && !want.has(sub)) {
+        this.#watchers.get(key)!.close()
+        this.#watchers.delete(key)
+      }
+    }
+    for (const dir of want) {
+      const key = `${p}\0${dir}`
+      if (this.#watchers.has(key)) continue
+      try {
+        const w = this.#watchDir(dir, null)
+        // A subdirectory removed under us: the next reload notices (its parent's watch reports it) and re-syncs.
+        w.on('error', () => {
+          w.close()
+          this.#watchers.delete(key)
+        })
+        this.#watchers.set(key, w)
+      } catch {
+        // Gone between the listing and the watch: the parent's watch reports the removal.
+      }
+    }
+  }
+
+  #closeSubdirWatches(p: string): void {
+    for (const key of [...this.#watchers.keys()]) {
+      if (subKey(p, key) === null) continue
+      this.#watchers.get(key)!.close()
+      this.#watchers.delete(key)
     }
   }
 
@@ -524,6 +574,28 @@ export class ManifestSource {
     }, 1000)
     this.#retryTimer.unref()
   }
+}
+
+/** The subdirectory a watcher key names when it belongs to the -f directory `p`, else null. */
+function subKey(p: string, key: string): string | null {
+  return key.startsWith(`${p}\0`) ? key.slice(p.length + 1) : null
+}
+
+/** Every directory below `dir`, depth first, dot-entries skipped. A few stat calls per directory, on reload only. */
+function subdirectories(dir: string): string[] {
+  const out: string[] = []
+  let entries
+  try {
+    entries = readdirSync(dir, { withFileTypes: true })
+  } catch {
+    return out
+  }
+  for (const e of entries) {
+    if (e.name.startsWith('.') || !e.isDirectory()) continue
+    const sub = join(dir, e.name)
+    out.push(sub, ...subdirectories(sub))
+  }
+  return out
 }
 
 /** true: a directory; false: something else that exists; null: missing or unreadable. */
