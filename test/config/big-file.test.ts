@@ -14,6 +14,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { startMeshlet, type MeshletProcess } from '../helpers/meshlet.ts'
 import { decode, query, rcodeOf } from '../dns/helpers.ts'
+import type { FileStatus } from '../../config/watch.ts'
 
 /** One A query over UDP: rcode and round-trip time, or TIMEOUT after 2 s. */
 function ask(port: number, name: string): Promise<{ rcode: string; ms: number }> {
@@ -97,7 +98,8 @@ t.test('DNS answers within 50 ms while big manifests load', { timeout: 120_000 }
   await t.test('a 20 MiB file: refused from its size, with an error naming the file and the limit', async (t) => {
     const file = join(m.dir, 'huge.yaml')
     const refused = m.waitForStatus(
-      (s) => s.config.files.some((f: any) => f.file === file && /is 20\.0 MiB: the limit/.test(f.lastError ?? '')),
+      (s) =>
+        s.config.files.some((f: FileStatus) => f.file === file && /is 20\.0 MiB: the limit/.test(f.lastError ?? '')),
       60_000,
     )
     writeFileSync(file, configMaps(20 * 1024 * 1024))
@@ -106,7 +108,7 @@ t.test('DNS answers within 50 ms while big manifests load', { timeout: 120_000 }
     t.same([...rcodes], ['NOERROR'])
     judge(t, ms)
     const s = await refused
-    const f = s.config.files.find((x: any) => x.file === file)
-    t.match(f.lastError, `${file}: file is 20.0 MiB: the limit is 3.0 MiB per file`)
+    const f = s.config.files.find((x: FileStatus) => x.file === file)
+    t.match(f?.lastError, `${file}: file is 20.0 MiB: the limit is 3.0 MiB per file`)
   })
 })

@@ -14,21 +14,27 @@ import type { KubeObject } from '../../model/objects.ts'
 import { startMeshlet } from '../helpers/meshlet.ts'
 import { decode, query, rcodeOf } from '../dns/helpers.ts'
 
-const svc = (name: string) => `apiVersion: v1\nkind: Service\nmetadata:\n  name: ${name}\nspec:\n  ports:\n  - port: 80\n`
+const svc = (name: string) =>
+  `apiVersion: v1\nkind: Service\nmetadata:\n  name: ${name}\nspec:\n  ports:\n  - port: 80\n`
 
 interface Update {
   names: string[]
   at: number
 }
 
-function harness(t: { teardown(fn: () => void): void }, paths: string[], opts: { debounceMs?: number; emptyConfirmMs?: number } = {}) {
+function harness(
+  t: { teardown(fn: () => void): void },
+  paths: string[],
+  opts: { debounceMs?: number; emptyConfirmMs?: number } = {},
+) {
   const updates: Update[] = []
   const logs: { level: number; msg: string; time: number }[] = []
   const log = pino({ level: 'info' }, { write: (s: string) => void logs.push(JSON.parse(s)) })
   const source = new ManifestSource(paths, {
     log,
     ...opts,
-    onUpdate: (objects: KubeObject[]) => updates.push({ names: objects.map((o) => o.meta.name).sort(), at: Date.now() }),
+    onUpdate: (objects: KubeObject[]) =>
+      updates.push({ names: objects.map((o) => o.meta.name).sort(), at: Date.now() }),
   })
   t.teardown(() => source.close())
   const until = async (what: string, pred: (u: Update) => boolean, timeoutMs = 8000): Promise<Update> => {
@@ -102,8 +108,14 @@ t.test('a file that stays empty loses its objects after the confirmation period,
   const u = await h.until('a removed', (u) => !u.names.includes('a'))
   t.same(u.names, ['z'])
   t.ok(u.at - truncatedAt >= 800, `removed ${u.at - truncatedAt} ms after the truncate (confirmation 800 ms)`)
-  t.ok(h.logs.some((l) => l.msg.startsWith('file is empty')), 'logged when first seen empty')
-  t.ok(h.logs.some((l) => l.msg === 'file stayed empty: its objects are removed'), 'logged when applied')
+  t.ok(
+    h.logs.some((l) => l.msg.startsWith('file is empty')),
+    'logged when first seen empty',
+  )
+  t.ok(
+    h.logs.some((l) => l.msg === 'file stayed empty: its objects are removed'),
+    'logged when applied',
+  )
   const st = h.source.status().files.find((f) => f.file.endsWith('web.yaml'))
   t.equal(st?.emptySince, null, 'nothing pending any more')
 })
@@ -122,27 +134,31 @@ function ask(port: number, name: string): Promise<string> {
   })
 }
 
-t.test('meshlet up: DNS keeps answering across a truncate and a rewrite 300 ms later', { timeout: 60_000 }, async (t) => {
-  const text = svc('web') + '---\n' + svc('api')
-  const m = await startMeshlet(t, { manifests: { 'web.yaml': text } })
-  const name = 'web.default.svc.cluster.local'
-  t.equal(await ask(m.dns!.port, name), 'NOERROR', 'answered before')
-  const file = join(m.dir, 'web.yaml')
-  const rcodes = new Map<string, number>()
-  let stop = false
-  const prober = (async () => {
-    while (!stop) {
-      const r = await ask(m.dns!.port, name)
-      rcodes.set(r, (rcodes.get(r) ?? 0) + 1)
-      await sleep(10)
-    }
-  })()
-  truncateSync(file)
-  await sleep(300)
-  writeFileSync(file, text)
-  await sleep(1000)
-  stop = true
-  await prober
-  t.same([...rcodes.keys()], ['NOERROR'], `every answer NOERROR: ${JSON.stringify(Object.fromEntries(rcodes))}`)
-  await m.waitForLog((l) => String(l.msg).startsWith('file is empty'))
-})
+t.test(
+  'meshlet up: DNS keeps answering across a truncate and a rewrite 300 ms later',
+  { timeout: 60_000 },
+  async (t) => {
+    const text = svc('web') + '---\n' + svc('api')
+    const m = await startMeshlet(t, { manifests: { 'web.yaml': text } })
+    const name = 'web.default.svc.cluster.local'
+    t.equal(await ask(m.dns!.port, name), 'NOERROR', 'answered before')
+    const file = join(m.dir, 'web.yaml')
+    const rcodes = new Map<string, number>()
+    let stop = false
+    const prober = (async () => {
+      while (!stop) {
+        const r = await ask(m.dns!.port, name)
+        rcodes.set(r, (rcodes.get(r) ?? 0) + 1)
+        await sleep(10)
+      }
+    })()
+    truncateSync(file)
+    await sleep(300)
+    writeFileSync(file, text)
+    await sleep(1000)
+    stop = true
+    await prober
+    t.same([...rcodes.keys()], ['NOERROR'], `every answer NOERROR: ${JSON.stringify(Object.fromEntries(rcodes))}`)
+    await m.waitForLog((l) => String(l.msg).startsWith('file is empty'))
+  },
+)

@@ -39,17 +39,13 @@ t.test('a Service with 10,000 ports', async (t) => {
 t.test('an Ingress with 2,000 paths', async (t) => {
   const paths = Array.from(
     { length: 2000 },
-    (_, i) =>
-      `      - {path: /p${i}, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}`,
+    (_, i) => `      - {path: /p${i}, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}`,
   ).join('\n')
   const text = `apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: many}\nspec:\n  rules:\n  - host: a.test\n    http:\n      paths:\n${paths}\n`
   const r = loadManifestText(text, 'many.yaml')
-  t.same(
-    r.errors.map(formatObjectError),
-    [
-      'many.yaml doc 1 (Ingress default/many): spec.rules: at most 1000 paths per Ingress (over all rules), got 2000',
-    ],
-  )
+  t.same(r.errors.map(formatObjectError), [
+    'many.yaml doc 1 (Ingress default/many): spec.rules: at most 1000 paths per Ingress (over all rules), got 2000',
+  ])
 })
 
 t.test('flow nesting: 200 KB of "[" is refused before the YAML parser sees it', async (t) => {
@@ -66,10 +62,16 @@ t.test('flow nesting: 200 KB of "[" is refused before the YAML parser sees it', 
 t.test('block nesting deeper than the limit names the field path', async (t) => {
   let body = ''
   for (let i = 0; i < 80; i++) body += `${' '.repeat(i)}k${i}:\n`
-  const r = loadManifestText(`apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata:\n${body.replace(/^/gm, '  ')}  end: 1\n`, 'nest.yaml')
+  const r = loadManifestText(
+    `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata:\n${body.replace(/^/gm, '  ')}  end: 1\n`,
+    'nest.yaml',
+  )
   t.equal(r.errors.length, 1)
   t.equal(r.errors[0]!.code, 'MLT_CONFIG_LIMIT')
-  t.match(formatObjectError(r.errors[0]!), /^nest\.yaml doc 1: data\.k0\.k1\.k2\.k3\.k4…: nested deeper than 64 levels$/)
+  t.match(
+    formatObjectError(r.errors[0]!),
+    /^nest\.yaml doc 1: data\.k0\.k1\.k2\.k3\.k4…: nested deeper than 64 levels$/,
+  )
   // Real manifests are far from it: a List of Pods with probes and headers nests about a dozen levels.
   const pod = loadManifestText(
     `apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: p}\n  spec:\n    containers:\n    - name: c\n      readinessProbe:\n        httpGet: {port: 80, httpHeaders: [{name: X, value: y}]}\n`,
