@@ -1,16 +1,20 @@
 // Runs config/load.ts's parseManifestFile in one worker thread, so parsing and validating a big manifest (a 3 MiB YAML
 // file takes seconds) never stalls the event loop that DNS, the balancer and the proxy share (issue 13 item 11).
 //
-// One worker, requests answered in order. It starts on the first request and ends after IDLE_MS without one: the
-// memory a big parse took goes back to the system with the worker's heap instead of staying in the main heap. Its
-// heap is capped; a worker that dies (out of memory, a bug) fails the requests it held with an error that becomes
-// the file's error (last good objects kept), and the next request starts a fresh worker.
+// One worker, requests answered in order. It starts with warm() (config/watch.ts calls it at start, so the first reload
+// does not wait for it: loading the parser's modules takes 0.1-1.5 s depending on the machine's load) or on the first
+// request. After a big file (over BIG_TEXT) it ends once idle for IDLE_MS, so the memory that parse took goes back to
+// the system with the worker's heap; after small ones it stays, and an edit never waits for a cold start. Its heap is
+// capped; a worker that dies (out of memory, a bug) fails the requests it held with an error that becomes the file's
+// error (last good objects kept), and the next request starts a fresh worker.
 
 import { Worker } from 'node:worker_threads'
 import type { FileLoad } from './load.ts'
 
-/** A worker with no request for this long is ended (the next request starts another: ~50-100 ms). */
+/** A worker that parsed a big file and then had no request for this long is ended. */
 const IDLE_MS = 30_000
+/** Text length from which a parse counts as big (its garbage is worth a worker restart). */
+const BIG_TEXT = 256 * 1024
 /** Heap cap of the worker: a 3 MiB file needs well under half of it. */
 const MAX_HEAP_MB = 512
 
@@ -24,7 +28,14 @@ export class ManifestParser {
   readonly #pending = new Map<number, Pending>()
   #nextId = 1
   #idle: NodeJS.Timeout | null = null
+  /** The running worker parsed a big file: end it once idle. */
+  #sawBig = false
   #closed = false
+
+  /** Starts the worker now, so that the first parse does not wait for its modules to load. */
+  warm(): void {
+    if (!this.#closed && this.#worker === null) this.#spawn()
+  }
 
   /** Parses and validates `text` (from `file`) in the worker. Never rejects: failures come back as file errors. */
   parse(text: string, file: string): Promise<FileLoad> {
@@ -32,6 +43,7 @@ export class ManifestParser {
     const worker = this.#worker ?? this.#spawn()
     if (this.#idle !== null) clearTimeout(this.#idle)
     this.#idle = null
+    if (text.length > BIG_TEXT) this.#sawBig = true
     const id = this.#nextId++
     return new Promise((resolve) => {
       this.#pending.set(id, { file, resolve })
@@ -62,7 +74,7 @@ export class ManifestParser {
       if (p === undefined) return
       this.#pending.delete(m.id)
       p.resolve(m.load)
-      if (this.#pending.size === 0 && this.#worker === worker) this.#armIdle(worker)
+      if (this.#pending.size === 0 && this.#worker === worker && this.#sawBig) this.#armIdle(worker)
     })
     worker.on('error', (err: Error & { code?: string }) => {
       if (this.#worker === worker) this.#worker = null
@@ -75,6 +87,7 @@ export class ManifestParser {
       this.#fail('the manifest parser stopped')
     })
     this.#worker = worker
+    this.#sawBig = false
     return worker
   }
 

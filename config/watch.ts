@@ -19,7 +19,8 @@
 //   - a file that had objects and is now empty (no documents: a truncate before a rewrite) is not applied until it has
 //     stayed empty for emptyConfirmMs; that is logged, and content arriving meanwhile cancels it.
 // Events for names that cannot be manifests (dot-files, other extensions: editor swap and temp files) are ignored.
-// Parsing and validation run in a worker thread (config/manifest-parser.ts).
+// Reloads are parsed and validated in a worker thread (config/manifest-parser.ts); the first load, before the planes
+// start, on the main thread.
 
 import { readdirSync, statSync, watch, type FSWatcher } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
@@ -31,6 +32,7 @@ import {
   STDIN_NAME,
   expandPaths,
   mergeFiles,
+  parseManifestFile,
   readBounded,
   readStdin,
   tooLargeError,
@@ -150,6 +152,7 @@ export class ManifestSource {
 
   /** First load: throws ConfigError MLT_CONFIG_UNREADABLE when a path cannot be read. Calls onUpdate once. */
   async start(): Promise<void> {
+    this.#parser.warm()
     for (const p of this.#paths) this.#expanded.set(p, await expandPaths([p]))
     // Watch before the first read, so an edit made while reading is not missed; events wait until start is done.
     this.#reloading = true
@@ -185,8 +188,10 @@ export class ManifestSource {
         text = `\0too large: ${read.tooLarge}` // never equal to a file's text: a change is noticed
         load = { file: name, parseErrors: [tooLargeError(name, read.tooLarge)], entries: [], ignoredKinds: [] }
       } else {
+        // The first load runs here, before any plane serves: nothing to keep answering yet, and the worker is still
+        // starting (warm() below) — it parses every reload after this.
         text = read.text
-        load = await this.#parser.parse(read.text, name)
+        load = parseManifestFile(read.text, name)
       }
       const st: FileState = {
         file,
