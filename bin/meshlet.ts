@@ -54,8 +54,11 @@ function makeLogger(level: string): Logger {
   return pino({ level })
 }
 
-async function startPlanes(ctx: Omit<PlaneContext, 'reporter' | 'log'>, log: Logger): Promise<Plane[]> {
-  const planes: Plane[] = []
+/**
+ * Starts the planes in order, pushing each into `planes` as soon as it runs: when a later one fails (a listener that
+ * cannot bind), the caller closes exactly those that started.
+ */
+async function startPlanes(ctx: Omit<PlaneContext, 'reporter' | 'log'>, log: Logger, planes: Plane[]): Promise<void> {
   const child = (component: string) => log.child({ component })
   const health = await startHealth({ ...ctx, log: child('health'), reporter: { report() {} } })
   planes.push(health)
@@ -64,7 +67,6 @@ async function startPlanes(ctx: Omit<PlaneContext, 'reporter' | 'log'>, log: Log
   planes.push(await startMembership(full('membership')))
   planes.push(await startLb(full('lb')))
   if (ctx.options.http || ctx.options.https) planes.push(await startProxy(full('proxy')))
-  return planes
 }
 
 async function closeAll(planes: readonly Plane[], deadline: number, log: Logger): Promise<void> {
@@ -120,13 +122,17 @@ async function up(argv: readonly string[]): Promise<number> {
       )
     : null
 
+  // Planes as they start; `planes` (what admin shows) only once all have, as before.
+  const started: Plane[] = []
   try {
     if (admin && options.admin) await admin.listen(options.admin)
     await source.start()
-    planes = await startPlanes({ store, options, metrics }, log)
+    await startPlanes({ store, options, metrics }, log, started)
+    planes = started
   } catch (err) {
     log.fatal({ err }, 'start failed')
-    await closeAll(planes, Date.now() + 1000, log)
+    await closeAll(started, Date.now() + 1000, log)
+    if (started.length > 0) log.info({ planes: started.map((p) => p.name) }, 'closed the planes that had started')
     source.close()
     discovery.close()
     await admin?.close()
@@ -146,8 +152,10 @@ async function up(argv: readonly string[]): Promise<number> {
       log.info({ signal, drainSeconds: DRAIN_SECONDS }, 'draining')
       source.close()
       discovery.close()
-      closeAll(planes, Date.now() + DRAIN_SECONDS * 1000, log)
+      // Nothing awaits the drain: the promise `up` returns resolves at its end, and a failure is logged, not thrown.
+      void closeAll(planes, Date.now() + DRAIN_SECONDS * 1000, log)
         .then(() => admin?.close())
+        .catch((err: unknown) => log.error({ err }, 'admin did not close cleanly'))
         .then(() => {
           log.info('stopped')
           resolve(0)

@@ -338,7 +338,10 @@ export class DnsDiscovery {
     t.again = false
     t.inflight = this.#resolveOnce(t).finally(() => {
       t.inflight = null
-      if (t.again && !this.#closed && !t.removed) void this.#resolve(t).catch(() => {})
+      if (t.again && !this.#closed && !t.removed)
+        this.#resolve(t).catch((err: unknown) =>
+          this.#log.error({ err, deployment: t.key }, 'replica resolution failed (re-run after a change)'),
+        )
       else this.#schedule(t)
     })
     return t.inflight
@@ -461,7 +464,11 @@ export function startDiscovery(options: DiscoveryFeedOptions): DiscoveryFeed {
       wasReady.set(ps.key, ps.ready)
       if (before === true && !ps.ready) {
         const d = `${ps.pod.meta.namespace}/${ps.pod.meta.annotations['meshlet.io/deployment']}`
-        discovery.refresh(d).catch(() => {})
+        discovery
+          .refresh(d)
+          .catch((err: unknown) =>
+            options.log.error({ err, deployment: d }, 'replica re-resolution after a readiness drop failed'),
+          )
       }
     }
     for (const k of wasReady.keys()) if (!seen.has(k)) wasReady.delete(k)

@@ -2,15 +2,19 @@
 // Multi-document YAML, JSON and `List` kinds are accepted; directories are read recursively (*.yaml, *.yml, *.json,
 // sorted, dot-entries skipped). The watching half is config/watch.ts; both share `parseManifestFile` and `mergeFiles`
 // so `meshlet check` and `meshlet up` judge a manifest the same way.
+//
+// Limits (model/validate-common.ts MANIFEST_LIMITS) are checked before the work they bound: a file's size before it is
+// read whole, the nesting of flow collections (`[[[[…`) before the YAML parser sees the text, the nesting of the parsed
+// value before it is validated. `meshlet up` runs parseManifestFile in a worker thread (config/manifest-parser.ts).
 
-import { readdir, readFile, stat } from 'node:fs/promises'
+import { open, readdir, stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { parseAllDocuments } from 'yaml'
 import type { KubeObject, SourceRef } from '../model/objects.ts'
 import type { ObjectError } from '../model/snapshot.ts'
 import { ConfigError } from '../model/config-errors.ts'
 import { validateDocument } from '../model/validate.ts'
-import { isObj } from '../model/validate-common.ts'
+import { MANIFEST_LIMITS, isObj } from '../model/validate-common.ts'
 
 export interface LoadResult {
   /** Valid objects, first definition wins, in file then document order. */
@@ -45,20 +49,43 @@ export const STDIN_NAME = '<stdin>'
 
 const MANIFEST_EXT = /\.(ya?ml|json)$/i
 
+/** The error for a file over MANIFEST_LIMITS.fileBytes (`bytes` is what was seen, at least limit + 1). */
+export function tooLargeError(file: string, bytes: number): ObjectError {
+  const mib = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MiB`
+  return {
+    source: { file, doc: 0 },
+    object: null,
+    path: '',
+    code: 'MLT_CONFIG_LIMIT',
+    message: `file is ${bytes > MANIFEST_LIMITS.fileBytes + 1 ? mib(bytes) : 'over 3 MiB'}: the limit is ${mib(MANIFEST_LIMITS.fileBytes)} per file (the Kubernetes API server's); split it into several files`,
+  }
+}
+
 /** Parses and validates one file's text. Never throws. */
 export function parseManifestFile(text: string, file: string): FileLoad {
   const parseErrors: ObjectError[] = []
   const entries: DocEntry[] = []
   const ignoredKinds: string[] = []
-  const parseError = (doc: number, message: string) =>
-    parseErrors.push({ source: { file, doc }, object: null, path: '', code: 'MLT_CONFIG_PARSE', message })
+  const fail = (doc: number, path: string, code: 'MLT_CONFIG_PARSE' | 'MLT_CONFIG_LIMIT', message: string) =>
+    parseErrors.push({ source: { file, doc }, object: null, path, code, message })
+  const parseError = (doc: number, message: string) => fail(doc, '', 'MLT_CONFIG_PARSE', message)
+
+  // Text handed over by a caller that did not read it through readBounded (stdin, tests, README examples).
+  if (text.length > MANIFEST_LIMITS.fileBytes || Buffer.byteLength(text) > MANIFEST_LIMITS.fileBytes) {
+    return { file, parseErrors: [tooLargeError(file, Buffer.byteLength(text))], entries, ignoredKinds }
+  }
+  const deepAt = flowNestingOver(text, MANIFEST_LIMITS.depth)
+  if (deepAt !== null) {
+    fail(0, '', 'MLT_CONFIG_LIMIT', `line ${deepAt}: nested deeper than ${MANIFEST_LIMITS.depth} levels`)
+    return { file, parseErrors, entries, ignoredKinds }
+  }
 
   const docs: { value: unknown; doc: number }[] = []
   if (/\.json$/i.test(file)) {
     try {
       docs.push({ value: JSON.parse(text), doc: 1 })
     } catch (err) {
-      parseError(1, `JSON syntax error: ${(err as Error).message}`)
+      parseError(1, `JSON syntax error: ${jsonMessage((err as Error).message)}`)
     }
   } else {
     const stream = parseAllDocuments(text, { merge: true, uniqueKeys: true })
@@ -88,6 +115,11 @@ export function parseManifestFile(text: string, file: string): FileLoad {
   }
   for (const { value, doc } of docs) {
     if (value === null || value === undefined) continue
+    const deep = pathDeeperThan(value, MANIFEST_LIMITS.depth)
+    if (deep !== null) {
+      fail(doc, deep, 'MLT_CONFIG_LIMIT', `nested deeper than ${MANIFEST_LIMITS.depth} levels`)
+      continue
+    }
     const source = { file, doc }
     const kind = isObj(value) && typeof value.kind === 'string' ? value.kind : null
     if (isObj(value) && kind !== null && kind.endsWith('List') && Array.isArray(value.items)) {
@@ -109,6 +141,69 @@ export function parseManifestFile(text: string, file: string): FileLoad {
 
 function firstLine(message: string): string {
   return (message.split('\n')[0] ?? '').replace(/:$/, '')
+}
+
+/**
+ * V8's JSON messages quote the text around the error (`Unexpected token 'h', "…": "hunter2…" is not valid JSON`); that
+ * text may be a Secret's value, and errors go to the log and /status, so the quote is dropped.
+ */
+function jsonMessage(message: string): string {
+  const m = /^Unexpected token .*? is not valid JSON$/s.exec(message)
+  return m === null ? message : 'unexpected token (the text around it is not shown)'
+}
+
+/**
+ * The 1-based line where `[` / `{` flow collections nest deeper than `max`, or null. A cheap scan that never
+ * under-counts a real flow collection: a bracket counts when it opens a value (after `:`, `-`, `,`, another opening
+ * bracket or at the start of a line), and any closing bracket closes one. The YAML parser's time grows with flow
+ * nesting (200 KB of `[` took 1.7 s), so this runs first; block nesting is bounded by pathDeeperThan after parsing.
+ */
+export function flowNestingOver(text: string, max: number): number | null {
+  let depth = 0
+  let line = 1
+  let prev = 10 // the last character that was not a space or a tab; a newline counts as "start of line"
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 32 || c === 9) continue
+    if (c === 10) line++
+    else if (c === 91 || c === 123) {
+      // [ {
+      if (prev === 10 || prev === 58 || prev === 45 || prev === 44 || prev === 91 || prev === 123) {
+        if (++depth > max) return line
+      }
+    } else if ((c === 93 || c === 125) && depth > 0) depth--
+    prev = c
+  }
+  return null
+}
+
+/** The field path (`spec.a[0].b…`, cut after 6 parts) where `value` nests deeper than `max`, or null. */
+export function pathDeeperThan(value: unknown, max: number): string | null {
+  const parts: string[] = []
+  const walk = (v: unknown, depth: number): boolean => {
+    if (typeof v !== 'object' || v === null) return false
+    if (depth >= max) return true
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) {
+        if (walk(v[i], depth + 1)) {
+          parts.push(`[${i}]`)
+          return true
+        }
+      }
+      return false
+    }
+    for (const [k, x] of Object.entries(v)) {
+      if (walk(x, depth + 1)) {
+        parts.push(`.${k}`)
+        return true
+      }
+    }
+    return false
+  }
+  if (!walk(value, 0)) return null
+  parts.reverse()
+  const shown = parts.slice(0, 6).join('').replace(/^\./, '')
+  return parts.length > 6 ? `${shown}…` : shown
 }
 
 /**
@@ -213,22 +308,66 @@ export function unreadable(path: string, err: unknown): ConfigError {
   return new ConfigError('MLT_CONFIG_UNREADABLE', `cannot read ${path}: ${reason}`, { cause: err })
 }
 
-export async function readStdin(): Promise<string> {
+/** What a bounded read found: the text, or the number of bytes seen when that is over the limit. */
+export type BoundedText = { readonly text: string } | { readonly tooLarge: number }
+
+/** Standard input, up to the file size limit: beyond it the rest is not kept. */
+export async function readStdin(): Promise<BoundedText> {
   const chunks: Buffer[] = []
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
-  return Buffer.concat(chunks).toString('utf8')
+  let bytes = 0
+  for await (const chunk of process.stdin) {
+    bytes += (chunk as Buffer).length
+    if (bytes <= MANIFEST_LIMITS.fileBytes) chunks.push(chunk as Buffer)
+  }
+  return bytes > MANIFEST_LIMITS.fileBytes ? { tooLarge: bytes } : { text: Buffer.concat(chunks).toString('utf8') }
+}
+
+/**
+ * Reads a file unless it is over the size limit: its size is checked before reading, and at most limit + 1 bytes are
+ * read (the file may grow meanwhile). Throws what open/read throw (the caller turns it into MLT_CONFIG_UNREADABLE).
+ */
+export async function readBounded(file: string): Promise<BoundedText> {
+  const fh = await open(file, 'r')
+  try {
+    const { size } = await fh.stat()
+    if (size > MANIFEST_LIMITS.fileBytes) return { tooLarge: size }
+    // size + 1, so that a file that grew after stat is noticed; it then gets a bigger buffer, up to limit + 1.
+    let buf = Buffer.allocUnsafe(size + 1)
+    let n = 0
+    for (;;) {
+      if (n === buf.length) {
+        if (n > MANIFEST_LIMITS.fileBytes) return { tooLarge: n }
+        const bigger = Buffer.allocUnsafe(Math.min(buf.length * 2, MANIFEST_LIMITS.fileBytes + 1))
+        buf.copy(bigger, 0, 0, n)
+        buf = bigger
+      }
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, null)
+      if (bytesRead === 0) break
+      n += bytesRead
+    }
+    return { text: buf.toString('utf8', 0, n) }
+  } finally {
+    await fh.close()
+  }
+}
+
+/** One bounded read → a FileLoad, the size error included (parsing happens here, on the calling thread). */
+export function loadOf(read: BoundedText, file: string): FileLoad {
+  if ('tooLarge' in read)
+    return { file, parseErrors: [tooLargeError(file, read.tooLarge)], entries: [], ignoredKinds: [] }
+  return parseManifestFile(read.text, file)
 }
 
 /** Reads one expanded file ("-" = stdin). Throws ConfigError MLT_CONFIG_UNREADABLE. */
 export async function readManifestFile(file: string): Promise<FileLoad> {
-  if (file === '-') return parseManifestFile(await readStdin(), STDIN_NAME)
-  let text: string
+  if (file === '-') return loadOf(await readStdin(), STDIN_NAME)
+  let read: BoundedText
   try {
-    text = await readFile(file, 'utf8')
+    read = await readBounded(file)
   } catch (err) {
     throw unreadable(file, err)
   }
-  return parseManifestFile(text, file)
+  return loadOf(read, file)
 }
 
 /** Reads every path once (`meshlet check`, and the first load of `up`). */

@@ -73,9 +73,14 @@ export class PortRuntime {
     return ep
   }
 
-  /** After a failed dial: the next endpoint in rotation; the affinity entry is overwritten with it (§3.3). */
-  retry(kind: ListenerKind, client: string, now: number): EndpointState | null {
-    const ep = this.rr.pick(this.list(kind))
+  /**
+   * After a failed dial: the next endpoint in rotation that this connection has not tried yet; once it has tried
+   * every usable endpoint, the plain next one (a new round: the next attempt's longer connect timeout may reach an
+   * endpoint that was only slow). The affinity entry is overwritten with it (§3.3).
+   */
+  retry(kind: ListenerKind, client: string, now: number, tried: readonly EndpointState[]): EndpointState | null {
+    const list = this.list(kind)
+    const ep = this.rr.pick(list, tried) ?? this.rr.pick(list)
     if (ep && this.affinity) this.affinity.remember(client, ep, now)
     return ep
   }

@@ -8,7 +8,12 @@ export class RoundRobin {
   #lastIp = ''
   #lastPort = -1
 
-  pick(list: readonly EndpointState[]): EndpointState | null {
+  /**
+   * The next endpoint in rotation, skipping those in `tried` (the endpoints one connection already failed to reach:
+   * a retry that took the shared cursor's next pick could land on the same dead endpoint, because other connections
+   * move the cursor meanwhile). null when the list is empty or every endpoint in it was tried.
+   */
+  pick(list: readonly EndpointState[], tried: readonly EndpointState[] | null = null): EndpointState | null {
     const n = list.length
     if (n === 0) return null
     let i = 0
@@ -18,9 +23,19 @@ export class RoundRobin {
       if (e.ip > this.#lastIp || (e.ip === this.#lastIp && e.port > this.#lastPort)) break
       i++
     }
-    const chosen = list[i === n ? 0 : i]!
-    this.#lastIp = chosen.ip
-    this.#lastPort = chosen.port
-    return chosen
+    for (let k = 0; k < n; k++) {
+      const chosen = list[(i + k) % n]!
+      if (tried !== null && wasTried(tried, chosen)) continue
+      this.#lastIp = chosen.ip
+      this.#lastPort = chosen.port
+      return chosen
+    }
+    return null
   }
+}
+
+/** By address, not identity: a Snapshot between two attempts replaces the endpoint objects. */
+function wasTried(tried: readonly EndpointState[], e: EndpointState): boolean {
+  for (const x of tried) if (x.port === e.port && x.ip === e.ip) return true
+  return false
 }

@@ -9,7 +9,7 @@ import type { LbMetrics } from './lb-metrics.ts'
 import type { ListenerKind, PortRuntime } from './port-runtime.ts'
 import { proxyHeader } from './proxy-protocol.ts'
 
-/** Connect timeouts of successive attempts, each to the next endpoint in rotation. */
+/** Connect timeouts of successive attempts, each to the next endpoint in rotation this connection has not tried. */
 export const DIAL_TIMEOUTS_MS = [250, 500, 1000, 2000] as const
 
 export type ListenerState = 'closed' | 'opening' | 'open' | 'error'
@@ -82,6 +82,8 @@ class TcpConn {
   readonly client: ConnSocket
   upstream: ConnSocket | null = null
   endpoint: EndpointState | null = null
+  /** Endpoints this connection failed to reach, excluded from its retries; allocated on the first failure only. */
+  tried: EndpointState[] | null = null
   attempt = 0
   timer: NodeJS.Timeout | null = null
   connected = false
@@ -225,8 +227,12 @@ function onUpstreamError(this: ConnSocket): void {
   const client = conn.client
   if (client.destroyed) return
   conn.attempt++
+  if (conn.tried === null) conn.tried = [ep]
+  else conn.tried.push(ep)
   const next =
-    conn.attempt < DIAL_TIMEOUTS_MS.length ? rt.retry(listener.kind, client.remoteAddress ?? '', Date.now()) : null
+    conn.attempt < DIAL_TIMEOUTS_MS.length
+      ? rt.retry(listener.kind, client.remoteAddress ?? '', Date.now(), conn.tried)
+      : null
   if (next) dial(conn, next)
   else {
     rt.metrics.refused.inc()

@@ -45,6 +45,12 @@ export const CONFIG_ERROR_CODES = {
   MLT_CONFIG_UNKNOWN_PORT: 'unknown port name',
   /** A known kind with an apiVersion meshlet does not read (extensions/v1beta1 Ingress, ...). */
   MLT_CONFIG_API_VERSION: 'unsupported apiVersion',
+  /**
+   * Input over one of meshlet's size limits (model/validate-common.ts MANIFEST_LIMITS): a file over 3 MiB, nesting
+   * deeper than 64 levels, a Service with more than 100 ports, an Ingress with more than 1,000 paths. The message names
+   * the limit; the file (or object) is treated like one that does not parse.
+   */
+  MLT_CONFIG_LIMIT: 'over a size limit',
   /** Valid Kubernetes that meshlet cannot honour (Ingress `resource` backends, EndpointSlice ports without a number). */
   MLT_CONFIG_UNSUPPORTED: 'not supported by meshlet',
 } as const

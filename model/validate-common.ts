@@ -10,6 +10,58 @@ import ipaddr from 'ipaddr.js'
 
 export type Obj = Record<string, unknown>
 
+/**
+ * Bounds on what one manifest may hold, so that no file can stall or bloat the process (issue 13 item 11). Each is
+ * checked before the work it bounds, and breaking one is an MLT_CONFIG_LIMIT error naming the limit.
+ */
+export const MANIFEST_LIMITS = {
+  /**
+   * Bytes per file (or stdin): the Kubernetes API server's request limit (3 MiB), so anything `kubectl apply` takes
+   * fits. Checked before the file is read whole.
+   */
+  fileBytes: 3 * 1024 * 1024,
+  /** Nesting of maps and lists in one document; a Pod inside a List needs about 12. */
+  depth: 64,
+  /** spec.ports of one Service: an EndpointSlice holds at most 100 ports, so more could never all get endpoints. */
+  servicePorts: 100,
+  /** Paths over all spec.rules of one Ingress (each one is a route, and a regex path is compiled at load). */
+  ingressPaths: 1000,
+} as const
+
+/**
+ * Counts that are cheap to read from the raw document and costly to validate item by item (duplicate checks are
+ * quadratic): a Service's ports, an Ingress's paths. Adds an MLT_CONFIG_LIMIT error and returns false when one is over
+ * its limit; the caller then skips the object's validation.
+ */
+export function withinCountLimits(ctx: Ctx, kind: string, doc: Obj): boolean {
+  const spec = isObj(doc.spec) ? doc.spec : null
+  if (spec === null) return true
+  if (kind === 'Service' && Array.isArray(spec.ports) && spec.ports.length > MANIFEST_LIMITS.servicePorts) {
+    ctx.add(
+      'spec.ports',
+      'MLT_CONFIG_LIMIT',
+      `at most ${MANIFEST_LIMITS.servicePorts} ports per Service (as many as an EndpointSlice holds), got ${spec.ports.length}`,
+    )
+    return false
+  }
+  if (kind === 'Ingress' && Array.isArray(spec.rules)) {
+    let paths = 0
+    for (const r of spec.rules) {
+      const http = isObj(r) && isObj(r.http) ? r.http : null
+      if (http !== null && Array.isArray(http.paths)) paths += http.paths.length
+    }
+    if (paths > MANIFEST_LIMITS.ingressPaths) {
+      ctx.add(
+        'spec.rules',
+        'MLT_CONFIG_LIMIT',
+        `at most ${MANIFEST_LIMITS.ingressPaths} paths per Ingress (over all rules), got ${paths}`,
+      )
+      return false
+    }
+  }
+  return true
+}
+
 export function isObj(v: unknown): v is Obj {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
@@ -51,6 +103,11 @@ export class Ctx {
 
   typeError(path: string, want: string, got: unknown): void {
     this.add(path, 'MLT_CONFIG_TYPE', `must be ${want}, got ${typeName(got)} ${show(got)}`)
+  }
+
+  /** A type error that names the type only, never the value (Secret data: model/validate-secret.ts). */
+  typeErrorHidden(path: string, want: string, got: unknown): void {
+    this.add(path, 'MLT_CONFIG_TYPE', `must be ${want}, got ${typeName(got)} (the value is not shown)`)
   }
 
   // -------------------------------------------------------------- readers: absent (undefined/null) → fallback

@@ -1,8 +1,11 @@
 // v1 Secret: only kubernetes.io/tls Secrets matter to meshlet (Ingress `tls`). `data` values are base64 and
 // `stringData` values are plain text; stringData wins for a key in both, as the API server merges them.
+//
+// No error about a value ever quotes it: errors reach the log and /status, and a Secret's values are the one thing a
+// manifest holds that those readers must not see. Errors name the key (keys are not secret) and the kind of problem.
 
 import type { ObjectMeta, Secret } from './objects.ts'
-import { type Ctx, type Obj, show } from './validate-common.ts'
+import { type Ctx, type Obj, isObj, show } from './validate-common.ts'
 
 const KEY = /^[-._a-zA-Z0-9]+$/
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/
@@ -12,27 +15,31 @@ export function validateSecret(ctx: Ctx, doc: Obj, meta: ObjectMeta): Secret {
   const type = ctx.str(doc, 'type', 'type') || 'Opaque'
   const values = new Map<string, { text: string; path: string }>()
 
-  const data = ctx.obj(doc, 'data', 'data') ?? {}
+  const data = secretMap(ctx, doc, 'data')
   for (const [k, v] of Object.entries(data)) {
     const path = `data[${k}]`
     if (!checkKey(ctx, path, k)) continue
     if (typeof v !== 'string') {
-      ctx.typeError(path, 'a base64 string', v)
+      ctx.typeErrorHidden(path, 'a base64 string', v)
       continue
     }
     const compact = v.replace(/\s+/g, '')
     if (compact.length % 4 !== 0 || !BASE64.test(compact)) {
-      ctx.add(path, 'MLT_CONFIG_INVALID_BASE64', `must be base64 (use stringData for plain text), got ${show(v)}`)
+      ctx.add(
+        path,
+        'MLT_CONFIG_INVALID_BASE64',
+        'must be base64 (use stringData for plain text); the value is not shown',
+      )
       continue
     }
     values.set(k, { text: Buffer.from(compact, 'base64').toString('utf8'), path })
   }
-  const stringData = ctx.obj(doc, 'stringData', 'stringData') ?? {}
+  const stringData = secretMap(ctx, doc, 'stringData')
   for (const [k, v] of Object.entries(stringData)) {
     const path = `stringData[${k}]`
     if (!checkKey(ctx, path, k)) continue
     if (typeof v !== 'string') {
-      ctx.typeError(path, 'a string', v)
+      ctx.typeErrorHidden(path, 'a string', v)
       continue
     }
     values.set(k, { text: v, path })
@@ -64,6 +71,15 @@ export function validateSecret(ctx: Ctx, doc: Obj, meta: ObjectMeta): Secret {
     if (cert !== null && key !== null) tls = { cert, key }
   }
   return { kind: 'Secret', meta, type, tls }
+}
+
+/** `data` or `stringData`: a map, or {} with a type error that does not show what was there instead. */
+function secretMap(ctx: Ctx, doc: Obj, key: 'data' | 'stringData'): Obj {
+  const v = doc[key]
+  if (v === undefined || v === null) return {}
+  if (isObj(v)) return v
+  ctx.typeErrorHidden(key, 'a map', v)
+  return {}
 }
 
 function checkKey(ctx: Ctx, path: string, k: string): boolean {

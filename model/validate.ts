@@ -5,7 +5,7 @@
 
 import type { Kind, KubeObject, ObjectMeta, SourceRef } from './objects.ts'
 import type { ObjectError } from './snapshot.ts'
-import { Ctx, isObj, show, type NameRule, type Obj } from './validate-common.ts'
+import { Ctx, isObj, show, withinCountLimits, type NameRule, type Obj } from './validate-common.ts'
 import { validateService } from './validate-service.ts'
 import { validatePod } from './validate-pod.ts'
 import { validateEndpoints, validateEndpointSlice } from './validate-endpoints.ts'
@@ -129,6 +129,7 @@ export function validateDocument(doc: unknown, source: SourceRef, pathPrefix = '
   }
   const meta = readMeta(ctx, doc, info)
   if (info === null) return { object: null, errors: ctx.errors, ignoredKind: null, id }
+  if (!withinCountLimits(ctx, kind ?? '', doc)) return { object: null, errors: ctx.errors, ignoredKind: null, id }
 
   const object = info.build(ctx, doc, meta)
   return ctx.errors.length > 0

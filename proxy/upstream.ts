@@ -67,12 +67,14 @@ export class Endpoint {
   async retire(): Promise<void> {
     this.retired = true
     while (this.idle.length > 0) this.idle.pop()!.destroy()
+    // undici rejects close() only for a pool already closed or destroyed: then there is nothing left to release.
     if (this.#pool !== null) await this.#pool.close().catch(() => {})
   }
 
   async destroy(): Promise<void> {
     this.retired = true
     while (this.idle.length > 0) this.idle.pop()!.destroy()
+    // undici's destroy() never rejects (its callbacks get no error); a pool being destroyed has nothing left to release.
     if (this.#pool !== null) await this.#pool.destroy().catch(() => {})
   }
 }

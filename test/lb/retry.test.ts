@@ -1,0 +1,49 @@
+// L4 retries (issue 13 item 13): a retry skips the endpoints this connection already failed to reach. With one of two
+// endpoints dead and no probes, a retry that took the shared round-robin cursor's next pick could land on the dead
+// endpoint again, because concurrent connections move the cursor between a connection's attempts.
+
+import t from 'tap'
+import { connect } from 'node:net'
+import { startMeshlet } from '../helpers/meshlet.ts'
+import { clusterIP, endpointsYaml, identifyServer, netOf, waitListener } from './helpers.ts'
+
+const net = netOf(7)
+
+/** One connection: 'ok' when the backend's identity line arrives, else the way it failed. */
+function oneConnection(host: string, port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s = connect({ host, port })
+    const timer = setTimeout(() => finish('TIMEOUT'), 10_000)
+    const finish = (r: string) => {
+      clearTimeout(timer)
+      s.destroy()
+      resolve(r)
+    }
+    s.once('data', () => finish('ok'))
+    s.once('error', (err: NodeJS.ErrnoException) => finish(err.code ?? 'error'))
+    s.once('close', () => finish('CLOSED'))
+  })
+}
+
+t.test('with 3 of 4 endpoints dead, every connection reaches the live one', { timeout: 60_000 }, async (t) => {
+  // .221-.223 have nothing listening on the port that .224 serves: each dial there is refused at once. Four attempts
+  // that each exclude what was tried must reach .224; picks from the shared cursor reach it only by luck.
+  const live = await identifyServer(t, net.ip(224))
+  const m = await startMeshlet(t, {
+    manifests: {
+      'svc.yaml': 'apiVersion: v1\nkind: Service\nmetadata: { name: flaky }\nspec: { ports: [{ port: 80 }] }\n',
+      'ep.yaml': endpointsYaml('flaky', [{ port: live.port }], [net.ip(221), net.ip(222), net.ip(223), net.ip(224)]),
+    },
+    args: ['--service-cidr', net.serviceCidr, '--node-address', net.ip(240)],
+  })
+  const vip = await clusterIP(m, 'default/flaky')
+  await waitListener(m, 'default/flaky', (l) => l.state === 'open')
+
+  // 10 rounds of 30 concurrent connections (bounded: 300 connections, each with a 10 s deadline).
+  const outcomes = new Map<string, number>()
+  for (let round = 0; round < 10; round++) {
+    const results = await Promise.all(Array.from({ length: 30 }, () => oneConnection(vip, 80)))
+    for (const r of results) outcomes.set(r, (outcomes.get(r) ?? 0) + 1)
+  }
+  t.same(Object.fromEntries(outcomes), { ok: 300 }, 'all 300 connections served, none reset')
+})
