@@ -6,15 +6,18 @@
 // request. After a big file (over BIG_TEXT) it ends once idle for IDLE_MS, so the memory that parse took goes back to
 // the system with the worker's heap; after small ones it stays, and an edit never waits for a cold start. Its heap is
 // capped; a worker that dies (out of memory, a bug) fails the requests it held with an error that becomes the file's
-// error (last good objects kept), and the next request starts a fresh worker.
+// error (last good objects kept), and the next request starts a fresh worker. Until the worker has loaded its modules,
+// a small file (up to SMALL_TEXT, a few milliseconds of parsing) is parsed on the calling thread instead of waiting.
 
 import { Worker } from 'node:worker_threads'
-import type { FileLoad } from './load.ts'
+import { parseManifestFile, type FileLoad } from './load.ts'
 
 /** A worker that parsed a big file and then had no request for this long is ended. */
 const IDLE_MS = 30_000
 /** Text length from which a parse counts as big (its garbage is worth a worker restart). */
 const BIG_TEXT = 256 * 1024
+/** Text length up to which a parse runs on the calling thread while the worker is still starting. */
+const SMALL_TEXT = 16 * 1024
 /** Heap cap of the worker: a 3 MiB file needs well under half of it. */
 const MAX_HEAP_MB = 512
 
@@ -30,6 +33,8 @@ export class ManifestParser {
   #idle: NodeJS.Timeout | null = null
   /** The running worker parsed a big file: end it once idle. */
   #sawBig = false
+  /** The running worker has loaded its modules. */
+  #ready = false
   #closed = false
 
   /** Starts the worker now, so that the first parse does not wait for its modules to load. */
@@ -41,6 +46,7 @@ export class ManifestParser {
   parse(text: string, file: string): Promise<FileLoad> {
     if (this.#closed) return Promise.resolve(failed(file, 'the manifest parser is closed'))
     const worker = this.#worker ?? this.#spawn()
+    if (!this.#ready && text.length <= SMALL_TEXT) return Promise.resolve(parseManifestFile(text, file))
     if (this.#idle !== null) clearTimeout(this.#idle)
     this.#idle = null
     if (text.length > BIG_TEXT) this.#sawBig = true
@@ -69,7 +75,11 @@ export class ManifestParser {
     })
     // The worker must not keep the process alive: `meshlet check` and tests end when their work is done.
     worker.unref()
-    worker.on('message', (m: { id: number; load: FileLoad }) => {
+    worker.on('message', (m: { id: number; load: FileLoad } | { ready: true }) => {
+      if ('ready' in m) {
+        if (this.#worker === worker) this.#ready = true
+        return
+      }
       const p = this.#pending.get(m.id)
       if (p === undefined) return
       this.#pending.delete(m.id)
@@ -88,6 +98,7 @@ export class ManifestParser {
     })
     this.#worker = worker
     this.#sawBig = false
+    this.#ready = false
     return worker
   }
 
