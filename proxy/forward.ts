@@ -142,6 +142,11 @@ export function dropResponseHeader(b: Buffer): boolean {
   }
 }
 
+/** A Transfer-Encoding value (all its lines joined) that is exactly `chunked`, any case, optional spaces. */
+function isChunkedOnly(te: string): boolean {
+  return te.length === 7 ? eqLower(te, 'chunked') : /^[ \t]*chunked[ \t]*$/i.test(te)
+}
+
 export const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
 
 export function isConnectFailure(code: string | undefined): boolean {
@@ -182,11 +187,19 @@ export const STATUS_TEXT = {
   408: 'Request Timeout',
   413: 'Payload Too Large',
   417: 'Expectation Failed',
+  426: 'Upgrade Required',
   431: 'Request Header Fields Too Large',
   502: 'Bad Gateway',
   503: 'Service Unavailable',
+  501: 'Not Implemented',
   504: 'Gateway Timeout',
+  505: 'HTTP Version Not Supported',
 } as Record<number, string>
+
+/** Built-in answers after which the connection cannot be trusted to be in step (framing or version refused). */
+export function closesConnection(status: number): boolean {
+  return status === 400 || status === 501 || status === 505
+}
 
 /** The body of a built-in answer (plain text). */
 export function replyBody(status: number): string {
@@ -345,10 +358,12 @@ export class Forwarder {
     res: DownstreamResponse | Http2ServerResponse,
     li: ListenerInfo,
   ): void {
-    const st = this.prepare(req as RequestHead, req.socket?.remoteAddress ?? '', li, false)
+    // node:http takes an `HTTP/2.0` request line as HTTP/1 with major 2; real HTTP/2 requests carry their stream.
+    const h1VersionBad = req.httpVersionMajor !== 1 && (req as Partial<Http2ServerRequest>).stream === undefined
+    const st = h1VersionBad ? 505 : this.prepare(req as RequestHead, req.socket?.remoteAddress ?? '', li, false)
     if (st !== 0) {
       const id = st === 400 ? null : this.newRequestId()
-      this.reply(res as DownstreamResponse, st, id, null, st === 400)
+      this.reply(res as DownstreamResponse, st, id, null, closesConnection(st))
       if (this.access !== null)
         this.access.info({ method: req.method, url: req.url, status: st, requestId: id }, 'request')
       return
@@ -377,7 +392,7 @@ export class Forwarder {
     let xfPort: string | null = null
     let connection: string | null = null
     let contentLength: string | null = null
-    let te = false
+    let te: string | null = null
     let cookie: string | undefined
     let upgradeValue: string | null = null
     let expect: string | null = null
@@ -420,7 +435,7 @@ export class Forwarder {
           out.push(name, value)
           break
         case H_TRANSFER_ENCODING:
-          te = true
+          te = te === null ? value : te + ',' + value
           break
         case H_UPGRADE:
           upgradeValue = value
@@ -436,7 +451,12 @@ export class Forwarder {
       }
     }
     // RFC 9112 §6.1: Transfer-Encoding on HTTP/1.0 is faulty framing; §3.2: more than one Host line is a 400.
-    if (te && req.httpVersionMajor === 1 && req.httpVersionMinor === 0) return 400
+    if (te !== null) {
+      if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) return 400
+      // `chunked` is the only coding meshlet frames (and llhttp lets `identity, chunked` through): anything else is
+      // a body whose end the proxy and the endpoint could read differently (400, as llhttp answers the others).
+      if (!isChunkedOnly(te)) return 400
+    }
     if (hostCount > 1) return 400
     if (authority2 !== null) {
       // HTTP/2: :authority is the host (RFC 9113 §8.3.1); the upstream HTTP/1.1 request carries it as Host.
@@ -450,6 +470,12 @@ export class Forwarder {
     const authority = target.authority ?? hostRaw
     const host = this.normalizeHost(authority)
     if (host === null) return 400
+    if (target.authority !== null && hostCount > 0 && hostRaw !== authority) {
+      // RFC 9112 §3.2.2: the authority of an absolute-form target wins over Host. The endpoint (and a redirect) get
+      // the host meshlet routed by, never the other one.
+      for (let i = 0; i < out.length; i += 2) if (classify(out[i]!) === H_HOST) out[i + 1] = authority
+      hostRaw = authority
+    }
     // An absolute-form target without a Host line: the upstream request names the same authority.
     if (hostCount === 0 && authority2 === null && authority !== '') out.push('host', authority)
     const path = target.path
@@ -517,7 +543,7 @@ export class Forwarder {
     p.query = query
     p.cookie = cookie
     p.contentLength = contentLength
-    p.chunked = te
+    p.chunked = te !== null
     p.tlsVhost =
       vhost !== null && route.kind !== 'Default' && (vhost.tls || (vhost === table.catchAll && this.#hostHasTls(host)))
     p.expect = expect

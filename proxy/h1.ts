@@ -23,6 +23,7 @@ import {
   ExchangeBase,
   IDEMPOTENT,
   STATUS_TEXT,
+  closesConnection,
   eqLower,
   isConnectFailure,
   replyBody,
@@ -31,7 +32,7 @@ import {
   type RequestHead,
 } from './forward.ts'
 import { UPSTREAM_CONNECTIONS, UPSTREAM_KEEPALIVE_MS, type Endpoint } from './upstream.ts'
-import { handleUpgrade, writeRawStatus } from './websocket.ts'
+import { handleUpgrade, isWebSocketUpgrade, writeRawStatus } from './websocket.ts'
 
 // ---------------------------------------------------------------- the parser binding
 
@@ -253,7 +254,7 @@ class Downstream {
   }
 
   onData(chunk: Buffer): void {
-    if (this.upgraded || this.closed) return
+    if (this.upgraded || this.closed || this.upgradeDropped) return
     this.afterExecute(this.parser.execute(chunk), chunk)
   }
 
@@ -263,6 +264,11 @@ class Downstream {
       this.parseError(r)
       return
     }
+    if (this.upgradeDropped && this.sink === null && !this.droppedPaused) {
+      // What follows a dropped upgrade is not HTTP to read: stop reading; the connection ends after the response.
+      this.droppedPaused = true
+      this.pause()
+    }
     const up = this.upgradeHead
     if (up !== null) {
       this.upgradeHead = null
@@ -271,6 +277,9 @@ class Downstream {
   }
 
   upgradeHead: RequestHead | null = null
+  /** An upgrade was refused or answered as plain HTTP: bytes after it are not parsed (llhttp took them as the new protocol). */
+  upgradeDropped = false
+  droppedPaused = false
 
   /** A request the parser refused: 400 (431 for an oversized head) and close, as node:http answers. */
   parseError(err: ParseError): void {
@@ -302,9 +311,24 @@ class Downstream {
         writeRawStatus(this.socket, 405)
         return
       }
-      this.upgradeHead = head
-      this.sink = null
-      return
+      if (this.active !== null || this.pending.length > 0) {
+        // An upgrade pipelined behind another request: it cannot be tunnelled in order; the connection ends after
+        // the response in progress (nothing of it reaches an endpoint).
+        this.closeAfter = true
+        this.sink = null
+        this.upgradeHead = null
+        this.upgradeDropped = true
+        return
+      }
+      if (isWebSocketUpgrade(head.rawHeaders)) {
+        this.upgradeHead = head
+        this.sink = null
+        return
+      }
+      // Upgrade to anything but websocket (h2c, …) is not a protocol meshlet switches to: the request is plain HTTP
+      // (its Upgrade header dropped); llhttp takes what follows for the new protocol, so the connection ends after it.
+      this.closeAfter = true
+      this.upgradeDropped = true
     }
     if (this.active !== null || this.pending.length > 0) {
       const p: Pending = { head, keepAlive, body: [], complete: false }
@@ -319,8 +343,9 @@ class Downstream {
   start(head: RequestHead, keepAlive: boolean, pending: Pending | null): void {
     if (!keepAlive) this.closeAfter = true
     const fwd = this.engine.fwd
+    // llhttp takes `HTTP/2.0` (and 0.9) on a request line: only HTTP/1.0 and 1.1 are spoken here (nginx: 505).
     // node:http's requireHostHeader: HTTP/1.1 without Host is a 400.
-    let st = head.httpVersionMajor === 1 && head.httpVersionMinor === 1 && !hasHost(head.rawHeaders) ? 400 : 0
+    let st = badVersion(head) ? 505 : head.httpVersionMinor === 1 && !hasHost(head.rawHeaders) ? 400 : 0
     if (st === 0) st = fwd.prepare(head, this.remote, this.engine.li, false)
     if (st !== 0) {
       if (pending === null || this.sink === pending) this.sink = null
@@ -328,7 +353,7 @@ class Downstream {
       fwd.metrics.countUnrouted(st)
       if (fwd.access !== null)
         fwd.access.info({ method: head.method, url: head.url, status: st, requestId: id }, 'request')
-      if (st === 400) this.closeAfter = true
+      if (closesConnection(st)) this.closeAfter = true
       this.writeReply(st, id, this.closeAfter, head.httpVersionMinor === 0)
       if (!this.closeAfter) this.next()
       return
@@ -457,6 +482,10 @@ function downOnError(this: Socket): void {
 
 function downOnClose(this: Socket): void {
   downOf(this).onClose()
+}
+
+function badVersion(head: RequestHead): boolean {
+  return head.httpVersionMajor !== 1 || head.httpVersionMinor > 1
 }
 
 function hasHost(raw: readonly string[]): boolean {

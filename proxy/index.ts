@@ -35,7 +35,7 @@ import { DEFAULT_PATH_OPTIONS, type PathOptions } from './normalize.ts'
 import { compile, type CompileResult, type IngressState } from './route-table.ts'
 import { generateSelfSigned, pickContext, SecureContextCache, type PemPair } from './tls.ts'
 import { EndpointRegistry } from './upstream.ts'
-import { handleUpgrade, writeRawStatus } from './websocket.ts'
+import { handleUpgrade, isWebSocketUpgrade, writeRawStatus } from './websocket.ts'
 
 export { CONTROLLER_ID } from './route-table.ts'
 
@@ -190,6 +190,10 @@ export class ProxyPlane implements Plane {
   /** WebSocket upgrades and CONNECT on a node:http (or HTTP/1.1-over-http2) server. */
   #h1Events(server: HttpServer | Http2SecureServer, li: ListenerInfo): void {
     const fwd = this.#fwd
+    // Only websocket is switched to: any other Upgrade (h2c, …) is an ordinary request, handled as HTTP.
+    ;(server as unknown as { shouldUpgradeCallback: (req: IncomingMessage) => boolean }).shouldUpgradeCallback = (
+      req: IncomingMessage,
+    ) => isWebSocketUpgrade(req.rawHeaders)
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) =>
       handleUpgrade(fwd, req as RequestHead, socket.remoteAddress ?? '', socket, head, li),
     )

@@ -1,0 +1,152 @@
+// Issue 13, Ingress part: one hostile client must not bypass routing, jam a Service or stall the process. Each test
+// here failed on the code before the fix it names; all use real sockets on loopback, bounded in count and time.
+
+import t from 'tap'
+import { createServer, type Server, type Socket } from 'node:net'
+import type { AddressInfo } from 'node:net'
+import { echoBackend, ingress, type Teardown, pod, rawRequest, service, startRouter, type Router } from './helpers.ts'
+
+const ENGINES = ['raw', 'node'] as const
+
+/** A TCP backend that records every request line it reads and answers with `answer(firstLine)`. */
+async function rawBackend(
+  t: Teardown,
+  answer: (line: string, sock: Socket) => void,
+): Promise<{ host: string; port: number; lines: string[]; server: Server }> {
+  const lines: string[] = []
+  const server = createServer((sock) => {
+    let buf = ''
+    sock.setEncoding('latin1')
+    sock.on('error', () => {})
+    sock.on('data', (d: string) => {
+      buf += d
+      for (;;) {
+        const end = buf.indexOf('\r\n\r\n')
+        if (end < 0) return
+        const head = buf.slice(0, end)
+        buf = buf.slice(end + 4)
+        const line = head.split('\r\n')[0]!
+        lines.push(head)
+        answer(line, sock)
+      }
+    })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())))
+  return { host: '127.0.0.1', port: (server.address() as AddressInfo).port, lines, server }
+}
+
+const WS_HEAD =
+  'GET /socket HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+  'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n'
+
+function wsObjects(host: string, port: number) {
+  return [
+    service('ws'),
+    pod('ws-1', 'ws', host, port),
+    ingress('ws', [{ host: 'ws.test', paths: [['/socket', 'Prefix', 'ws']] }]),
+  ]
+}
+
+for (const engine of ENGINES) {
+  t.test(`${engine}: an Upgrade the endpoint does not switch never tunnels the next request`, async (t) => {
+    const b = await rawBackend(t, (_line, sock) => {
+      sock.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok')
+    })
+    const r = await startRouter(t, wsObjects(b.host, b.port), { extra: { engine } })
+    const smuggled = 'GET /private HTTP/1.1\r\nHost: elsewhere.test\r\nX-Real-IP: 6.6.6.6\r\n\r\n'
+    const out = await rawRequest(r.http, WS_HEAD + smuggled, 3000)
+    t.match(out, /^HTTP\/1\.1 200 OK\r\n/, 'the refusal is relayed')
+    t.match(out, /connection: close/i, 'and the connection closes after it')
+    t.equal(b.lines.length, 1, 'the endpoint saw one request')
+    t.notOk(
+      b.lines.some((l) => l.startsWith('GET /private')),
+      'the pipelined request never reached the endpoint',
+    )
+    t.equal((out.match(/HTTP\/1\.1 /g) ?? []).length, 1, 'one response')
+  })
+
+  t.test(`${engine}: an endpoint that resets before 101 gets the client a 502`, async (t) => {
+    const b = await rawBackend(t, (_line, sock) => sock.resetAndDestroy())
+    const r = await startRouter(t, wsObjects(b.host, b.port), { extra: { engine } })
+    const out = await rawRequest(r.http, WS_HEAD, 3000)
+    t.match(out, /^HTTP\/1\.1 502 /)
+  })
+
+  t.test(`${engine}: a chunked refusal is relayed whole and the connection closes`, async (t) => {
+    const b = await rawBackend(t, (_line, sock) => {
+      sock.write('HTTP/1.1 403 Forbidden\r\ntransfer-encoding: chunked\r\n\r\n5\r\nnope!\r\n0\r\n\r\n')
+    })
+    const r = await startRouter(t, wsObjects(b.host, b.port), { extra: { engine } })
+    const started = Date.now()
+    const out = await rawRequest(r.http, WS_HEAD, 5000)
+    t.match(out, /^HTTP\/1\.1 403 Forbidden\r\n[\s\S]*\r\n\r\n5\r\nnope!\r\n0\r\n\r\n$/)
+    t.ok(Date.now() - started < 4000, 'closed at the end of the body, not by a timeout')
+  })
+
+  t.test(`${engine}: Upgrade: h2c is plain HTTP (no tunnel, no Upgrade forwarded)`, async (t) => {
+    const echo = await echoBackend(t, 'e')
+    const r = await startRouter(
+      t,
+      [
+        service('web'),
+        pod('web-1', 'web', echo.host, echo.port),
+        ingress('web', [{ host: 'a.test', paths: [['/', 'Prefix', 'web']] }]),
+      ],
+      { extra: { engine } },
+    )
+    const out = await rawRequest(
+      r.http,
+      'GET /x HTTP/1.1\r\nHost: a.test\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings, close\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n',
+      3000,
+    )
+    t.match(out, /^HTTP\/1\.1 200 /)
+    const body = JSON.parse(out.slice(out.indexOf('{'), out.lastIndexOf('}') + 1)) as {
+      headers: Record<string, string>
+    }
+    t.equal(body.headers.upgrade, undefined, 'Upgrade is not forwarded')
+    t.equal(body.headers['http2-settings'], undefined, 'nor the headers Connection names')
+  })
+
+  t.test(`${engine}: an absolute-form target wins over Host (RFC 9112 §3.2.2)`, async (t) => {
+    const echo = await echoBackend(t, 'e')
+    const r = await routerFor(t, echo, engine)
+    const out = await rawRequest(r.http, 'GET http://a.test/x HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n')
+    t.match(out, /^HTTP\/1\.1 200 /)
+    const body = JSON.parse(out.slice(out.indexOf('{'), out.lastIndexOf('}') + 1)) as {
+      headers: Record<string, string>
+    }
+    t.equal(body.headers.host, 'a.test', 'the endpoint gets the host meshlet routed by')
+    t.equal(body.headers['x-forwarded-host'], 'a.test')
+  })
+
+  t.test(`${engine}: Host port above 65535, HTTP/2.0 on an HTTP/1 line, TE other than chunked`, async (t) => {
+    const echo = await echoBackend(t, 'e')
+    const r = await routerFor(t, echo, engine)
+    const ok = await rawRequest(r.http, 'GET / HTTP/1.1\r\nHost: a.test:65535\r\nConnection: close\r\n\r\n')
+    t.match(ok, /^HTTP\/1\.1 200 /, 'port 65535 is fine')
+    const port = await rawRequest(r.http, 'GET / HTTP/1.1\r\nHost: a.test:65536\r\n\r\n')
+    t.match(port, /^HTTP\/1\.1 400 /, 'port 65536 → 400')
+    const h2 = await rawRequest(r.http, 'GET / HTTP/2.0\r\nHost: a.test\r\n\r\n')
+    t.match(h2, /^HTTP\/1\.1 505 /, 'HTTP/2.0 on a request line → 505')
+    const te = await rawRequest(
+      r.http,
+      'POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: identity, chunked\r\n\r\n1\r\na\r\n0\r\n\r\n',
+    )
+    t.match(te, /^HTTP\/1\.1 400 /, 'identity, chunked → refused')
+    t.equal(echo.count, 1, 'only the valid request reached the endpoint')
+  })
+}
+
+async function routerFor(t: Teardown, echo: { host: string; port: number }, engine: 'raw' | 'node'): Promise<Router> {
+  return startRouter(
+    t,
+    [
+      service('web'),
+      pod('web-1', 'web', echo.host, echo.port),
+      ingress('web', [{ host: 'a.test', paths: [['/', 'Prefix', 'web']] }]),
+      ingress('other', [{ host: 'b.test', paths: [['/', 'Prefix', 'none']] }]),
+    ],
+    { extra: { engine } },
+  )
+}
