@@ -12,6 +12,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
 import type { Logger } from 'pino'
 import { randomBytes } from 'node:crypto'
+import type { Socket } from 'node:net'
 import type { Cidr } from '../model/ip.ts'
 import { cidrContains } from '../model/ip.ts'
 import type { UpstreamReporter } from '../model/snapshot.ts'
@@ -286,7 +287,7 @@ export class Forwarder {
   #idCounter = 0
   /** Requests being forwarded (drain waits for 0). */
   inflight = 0
-  readonly tunnels = new Set<import('node:net').Socket>()
+  readonly tunnels = new Set<Socket>()
   /** Reused by `prepare` (the hot path is synchronous until the exchange copies it). */
   readonly #target: Target = { authority: null, path: '/', query: '' }
   readonly p: Prepared = {

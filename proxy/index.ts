@@ -121,7 +121,6 @@ export class ProxyPlane implements Plane {
   async #listen(name: 'http' | 'https', addr: ListenAddress, pem: PemPair | null): Promise<void> {
     const st: ListenerState = { name, requested: addr, state: 'starting', address: null, port: null, error: null }
     this.#listeners.push(st)
-    const fwd = this.#fwd
     const li: ListenerInfo = { name, scheme: name, port: '' }
     const listener =
       pem !== null
