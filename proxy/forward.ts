@@ -20,6 +20,7 @@ import type { CanaryConfig } from './annotations.ts'
 import { ProxyError } from './errors.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { hostWithoutPort, normalizeHost, parseTarget, type PathOptions, type Target } from './normalize.ts'
+import { matchGroups } from './regex.ts'
 import { EMPTY_TABLE, pickRoute, pickVHost, type Route, type RouteTable } from './route-table.ts'
 import type { Endpoint } from './upstream.ts'
 
@@ -239,7 +240,7 @@ function useCanary(c: CanaryConfig, req: RequestHead, cookieHeader: string | und
       if (c.headerValue !== null) {
         if (v === c.headerValue) return true
       } else if (c.headerPattern !== null) {
-        if (c.headerPattern.test(v)) return true
+        if (c.headerPattern.testExact(v)) return true
       } else if (v === 'always') return true
       else if (v === 'never') return false
     }
@@ -617,8 +618,7 @@ export class ExchangeBase {
   upstreamPath(): string {
     const target = this.route.config.rewriteTarget
     if (target === null) return this.query === '' ? this.path : this.path + this.query
-    let m: RegExpExecArray | null = null
-    if (this.route.regex !== null) m = this.route.regex.exec(this.path)
+    const m = this.route.regex === null ? null : matchGroups(this.route.regex, this.path)
     const rewritten = target.replace(/\$(\d)/g, (_s, d: string) => (m !== null ? (m[Number(d)] ?? '') : ''))
     return rewritten + this.query
   }

@@ -150,3 +150,37 @@ async function routerFor(t: Teardown, echo: { host: string; port: number }, engi
     { extra: { engine } },
   )
 }
+
+t.test('ReDoS: a use-regex path runs in linear time; the event loop is never stalled', async (t) => {
+  const echo = await echoBackend(t, 'e')
+  const r = await startRouter(t, [
+    service('web'),
+    pod('web-1', 'web', echo.host, echo.port),
+    // Passed the old "no nested quantifiers" heuristic; each extra "a" doubled V8's backtracking time.
+    ingress('evil', [{ host: 'a.test', paths: [['/x(a|aa)+$', 'ImplementationSpecific', 'web']] }], {
+      annotations: { 'nginx.ingress.kubernetes.io/use-regex': 'true' },
+    }),
+    ingress('other', [{ host: 'b.test', paths: [['/', 'Prefix', 'web']] }]),
+  ])
+  let ticks = 0
+  let worstGap = 0
+  let last = performance.now()
+  const timer = setInterval(() => {
+    const now = performance.now()
+    worstGap = Math.max(worstGap, now - last)
+    last = now
+    ticks++
+  }, 10)
+  t.teardown(() => clearInterval(timer))
+  const started = performance.now()
+  const evil = await rawRequest(
+    r.http,
+    `GET /x${'a'.repeat(36)}b HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n`,
+  )
+  const took = performance.now() - started
+  t.match(evil, /^HTTP\/1\.1 404 /, 'no match: 404')
+  t.ok(took < 1500, `answered in ${took.toFixed(0)} ms (the backtracking engine took seconds)`)
+  const good = await rawRequest(r.http, `GET /xaa HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n`)
+  t.match(good, /^HTTP\/1\.1 200 /, 'the pattern still matches what it should')
+  t.ok(worstGap < 1000, `the event loop kept turning (worst gap ${worstGap.toFixed(0)} ms, ${ticks} ticks)`)
+})
