@@ -49,6 +49,12 @@ export interface IngressConfig {
    * operations". Time spent waiting for the client to send more body does not count.
    */
   readonly sendTimeoutMs: number
+  /**
+   * client-body-timeout, ms; default 60 s (ingress-nginx's `client-body-timeout`): how long the client may send no
+   * request-body bytes while meshlet is ready to read them → 408 and both connections closed. Time the endpoint
+   * keeps meshlet from reading (backpressure) does not count.
+   */
+  readonly clientBodyTimeoutMs: number
   /** Idle limit of an upgraded (WebSocket) connection: proxy-read-timeout when annotated, else 1 h. */
   readonly tunnelIdleMs: number
   /** proxy-body-size in bytes; default 1m; 0 = unlimited. Over → 413. */
@@ -74,6 +80,7 @@ export const DEFAULT_CONFIG: IngressConfig = {
   connectTimeoutMs: 5000,
   readTimeoutMs: 60000,
   sendTimeoutMs: 60000,
+  clientBodyTimeoutMs: 60000,
   tunnelIdleMs: 3600_000,
   bodySizeLimit: 1024 * 1024,
   sslRedirect: true,
@@ -90,6 +97,7 @@ const KNOWN = new Set([
   'proxy-connect-timeout',
   'proxy-read-timeout',
   'proxy-send-timeout',
+  'client-body-timeout',
   'proxy-body-size',
   'ssl-redirect',
   'force-ssl-redirect',
@@ -177,6 +185,7 @@ export function parseAnnotations(annotations: Readonly<Record<string, string>>):
   const connectTimeoutMs = num('proxy-connect-timeout', seconds, DEFAULT_CONFIG.connectTimeoutMs)
   const readTimeoutMs = num('proxy-read-timeout', seconds, DEFAULT_CONFIG.readTimeoutMs)
   const sendTimeoutMs = num('proxy-send-timeout', seconds, DEFAULT_CONFIG.sendTimeoutMs)
+  const clientBodyTimeoutMs = num('client-body-timeout', seconds, DEFAULT_CONFIG.clientBodyTimeoutMs)
   const tunnelIdleMs = get('proxy-read-timeout') !== undefined ? readTimeoutMs : DEFAULT_CONFIG.tunnelIdleMs
   const bodySizeLimit = num('proxy-body-size', parseSize, DEFAULT_CONFIG.bodySizeLimit)
   const useRegex = flag('use-regex', false)
@@ -255,6 +264,7 @@ export function parseAnnotations(annotations: Readonly<Record<string, string>>):
       connectTimeoutMs,
       readTimeoutMs,
       sendTimeoutMs,
+      clientBodyTimeoutMs,
       tunnelIdleMs,
       bodySizeLimit,
       sslRedirect: flag('ssl-redirect', true),

@@ -472,6 +472,12 @@ function downOnDrain(this: Socket): void {
 /** The client half-closed (allowHalfOpen, as node:http): finish the response in progress, then close. */
 function downOnEnd(this: Socket): void {
   const d = downOf(this)
+  if (d.sink !== null) {
+    // The client left in the middle of a request body: it can never complete. Cut both sides now, so the endpoint's
+    // connection (one of its pool's slots) is freed instead of waiting on a body that will not come.
+    this.destroy()
+    return
+  }
   d.closeAfter = true
   if (d.active === null && d.pending.length === 0) d.end()
 }
@@ -854,6 +860,11 @@ export class H1Exchange extends ExchangeBase {
   responseStarted = false
   /** The response is chunk-encoded by meshlet (the endpoint sent no Content-Length to an HTTP/1.1 client). */
   chunkOut = false
+  /** Date.now() since waiting for a free connection of the endpoint's pool (bounded by proxy-connect-timeout); 0 when not. */
+  queuedAt = 0
+  /** client-body-timeout bookkeeping, done by the sweep: body bytes seen at its last look, and when they last grew. */
+  bodySeen = 0
+  bodyProgressAt = 0
   /** Date.now() since the endpoint has not taken a body write (proxy-send-timeout); 0 when it is keeping up. */
   sendBlocked = 0
   waitingDownDrain = false
@@ -909,16 +920,21 @@ export class H1Exchange extends ExchangeBase {
     const idle = ep.idle.pop()
     if (idle !== undefined) idle.assign(this)
     else if (ep.open < UPSTREAM_CONNECTIONS) this.open(ep)
-    else ep.waiting.push(this)
+    else {
+      this.queuedAt = Date.now()
+      ep.waiting.push(this)
+    }
   }
 
   open(ep: Endpoint): void {
+    this.queuedAt = 0
     this.conn = new UpstreamConn(this.down.engine, ep, this)
   }
 
   /** A connection is ready: write the request head and whatever body has arrived. */
   connected(c: UpstreamConn): void {
     this.conn = c
+    this.queuedAt = 0
     let h = `${this.method} ${this.upstreamPath()} HTTP/1.1\r\n`
     const hs = this.headers
     for (let i = 0; i < hs.length; i += 2) h += `${hs[i]}: ${hs[i + 1]}\r\n`
@@ -1170,9 +1186,29 @@ export class H1Exchange extends ExchangeBase {
 
   /** Timeout checks (called by the engine's sweep). */
   sweep(now: number): void {
-    const c = this.conn
-    if (c === null || this.done) return
+    if (this.done) return
     const cfg = this.route.config
+    if (this.hasBody && !this.bodyComplete) {
+      if (this.bodyBytes !== this.bodySeen || this.pausedDown || this.bodyProgressAt === 0) {
+        // Progress, or meshlet itself is not reading (backpressure, no connection yet): the client is not idle.
+        this.bodySeen = this.bodyBytes
+        this.bodyProgressAt = now
+      } else if (now - this.bodyProgressAt >= cfg.clientBodyTimeoutMs) {
+        this.abort(408)
+        return
+      }
+    }
+    const c = this.conn
+    if (c === null) {
+      // Waiting for a slot of the endpoint's pool: never longer than a connect may take (ingress-nginx answers 503
+      // when an upstream queue times out), so a pool full of stuck work cannot hold requests forever.
+      if (this.queuedAt > 0 && now - this.queuedAt >= cfg.connectTimeoutMs) {
+        this.#unqueue()
+        this.queuedAt = 0
+        this.reply(503, false)
+      }
+      return
+    }
     if (c.state === C_CONNECTING) {
       if (now - c.last >= cfg.connectTimeoutMs) {
         this.conn = null

@@ -4,7 +4,17 @@
 import t from 'tap'
 import { createServer, type Server, type Socket } from 'node:net'
 import type { AddressInfo } from 'node:net'
-import { echoBackend, ingress, type Teardown, pod, rawRequest, service, startRouter, type Router } from './helpers.ts'
+import {
+  echoBackend,
+  eventually,
+  ingress,
+  type Teardown,
+  pod,
+  rawRequest,
+  service,
+  startRouter,
+  type Router,
+} from './helpers.ts'
 
 const ENGINES = ['raw', 'node'] as const
 
@@ -183,4 +193,86 @@ t.test('ReDoS: a use-regex path runs in linear time; the event loop is never sta
   const good = await rawRequest(r.http, `GET /xaa HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n`)
   t.match(good, /^HTTP\/1\.1 200 /, 'the pattern still matches what it should')
   t.ok(worstGap < 1000, `the event loop kept turning (worst gap ${worstGap.toFixed(0)} ms, ${ticks} ticks)`)
+})
+
+/** A backend that reads request heads and never answers; counts the connections it has open. */
+async function silentBackend(t: Teardown): Promise<{ host: string; port: number; server: Server; open(): number }> {
+  const sockets = new Set<Socket>()
+  const server = createServer((sock) => {
+    sockets.add(sock)
+    sock.on('error', () => {})
+    sock.on('close', () => sockets.delete(sock))
+    sock.resume()
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  t.teardown(() => {
+    for (const s of sockets) s.destroy()
+    return new Promise<void>((r) => server.close(() => r()))
+  })
+  return { host: '127.0.0.1', port: (server.address() as AddressInfo).port, server, open: () => sockets.size }
+}
+
+function postHead(host: string, length: number): string {
+  return `POST /up HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${length}\r\n\r\n`
+}
+
+/** Opens a client connection to the router and writes `bytes`; resolves once connected and written. */
+async function client(t: Teardown, addr: { host: string; port: number }, bytes: string): Promise<Socket> {
+  const { connect } = await import('node:net')
+  const s = connect(addr.port, addr.host)
+  s.on('error', () => {})
+  t.teardown(() => s.destroy())
+  await new Promise<void>((r) => s.once('connect', () => r()))
+  s.write(bytes)
+  return s
+}
+
+function uploadObjects(backend: { host: string; port: number }, annotations: Record<string, string> = {}) {
+  return [
+    service('up'),
+    pod('up-1', 'up', backend.host, backend.port),
+    ingress('up', [{ host: 'up.test', paths: [['/', 'Prefix', 'up']] }], {
+      annotations: { 'nginx.ingress.kubernetes.io/proxy-read-timeout': '60', ...annotations },
+    }),
+  ]
+}
+
+t.test('aborted uploads free their upstream connections at once', async (t) => {
+  const b = await silentBackend(t)
+  const r = await startRouter(t, uploadObjects(b))
+  const clients: Socket[] = []
+  for (let i = 0; i < 20; i++) clients.push(await client(t, r.http, postHead('up.test', 1000) + 'x'.repeat(10)))
+  await eventually(() => b.open() === 20, 5000)
+  t.equal(b.open(), 20, 'each upload has its upstream connection')
+  for (const c of clients) c.end() // the client leaves mid-body (FIN)
+  await eventually(() => b.open() === 0, 3000).catch(() => {})
+  t.equal(b.open(), 0, 'every upstream connection is closed once its client left')
+  t.equal(r.status().inflight, 0, 'nothing counted in flight')
+})
+
+t.test('client-body-timeout: a client that stops sending its body gets 408 and frees the endpoint', async (t) => {
+  const b = await silentBackend(t)
+  const r = await startRouter(t, uploadObjects(b, { 'nginx.ingress.kubernetes.io/client-body-timeout': '1' }))
+  const c = await client(t, r.http, postHead('up.test', 100) + 'x'.repeat(10))
+  let out = ''
+  c.setEncoding('latin1')
+  c.on('data', (d: string) => (out += d))
+  const started = Date.now()
+  await eventually(() => out.length > 0, 6000).catch(() => {})
+  t.match(out, /^HTTP\/1\.1 408 /, '408 once the body stalled for client-body-timeout')
+  t.ok(Date.now() - started < 6000, 'within the timeout and a sweep')
+  await eventually(() => b.open() === 0, 3000).catch(() => {})
+  t.equal(b.open(), 0, 'the upstream connection is closed')
+})
+
+t.test('a full pool answers 503 after proxy-connect-timeout instead of queueing forever', async (t) => {
+  const b = await silentBackend(t)
+  const r = await startRouter(t, uploadObjects(b, { 'nginx.ingress.kubernetes.io/proxy-connect-timeout': '1' }))
+  // 256 requests the endpoint never answers fill its pool (UPSTREAM_CONNECTIONS).
+  for (let i = 0; i < 256; i++) await client(t, r.http, 'GET /held HTTP/1.1\r\nHost: up.test\r\n\r\n')
+  await eventually(() => b.open() === 256, 10000)
+  const started = Date.now()
+  const out = await rawRequest(r.http, 'GET /late HTTP/1.1\r\nHost: up.test\r\nConnection: close\r\n\r\n', 6000)
+  t.match(out, /^HTTP\/1\.1 503 /, 'the 257th request gets 503')
+  t.ok(Date.now() - started < 6000, 'after about proxy-connect-timeout')
 })
