@@ -30,6 +30,8 @@ export interface RuntimeOptions {
   readonly dnsWorkers?: number
   readonly ingressClass: string
   readonly accessLog: boolean
+  /** --max-connections: client connections per Ingress listener; null/absent = derived from RLIMIT_NOFILE (proxy/limits.ts). */
+  readonly maxConnections?: number | null
   /** CIDRs whose X-Forwarded-* headers are trusted. */
   readonly trustForwardedFrom: readonly Cidr[]
   /** Prefix for exec probes, e.g. "docker exec {pod}"; null runs commands on this host. */

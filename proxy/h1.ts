@@ -1259,16 +1259,34 @@ export class H1Engine {
   readonly downstreams = new Set<Downstream>()
   readonly upstreams = new Set<UpstreamConn>()
   closing = false
+  /** Client connections allowed at once (proxy/limits.ts); tunnels count too. */
+  readonly maxConnections: number
+  /** Client sockets open (downstreams and tunnels). */
+  connections = 0
+  /** Idle keep-alive connections closed to make room at the cap, and connections refused there (none idle). */
+  closedForRoom = 0
+  refused = 0
   #sweep: NodeJS.Timeout | null = null
+  readonly #onSocketClose = (): void => {
+    this.connections--
+  }
 
-  constructor(fwd: Forwarder, li: ListenerInfo) {
+  constructor(fwd: Forwarder, li: ListenerInfo, maxConnections: number) {
     this.fwd = fwd
     this.li = li
+    this.maxConnections = maxConnections
     this.server = createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
       if (this.closing) {
         socket.destroy()
         return
       }
+      if (this.connections >= this.maxConnections && !this.#makeRoom()) {
+        this.refused++
+        socket.destroy()
+        return
+      }
+      this.connections++
+      socket.once('close', this.#onSocketClose)
       this.downstreams.add(new Downstream(this, socket))
     })
     this.#sweep = setInterval(() => this.#check(), SWEEP_MS)
@@ -1290,6 +1308,21 @@ export class H1Engine {
     for (const c of this.upstreams) {
       if (c.state === C_IDLE && now - c.last >= UPSTREAM_KEEPALIVE_MS) c.destroy()
     }
+  }
+
+  /**
+   * At the cap: closes the longest-connected idle keep-alive connection (the Set is in accept order), as nginx reuses
+   * idle keep-alive connections when worker_connections run out. False when every connection is busy.
+   */
+  #makeRoom(): boolean {
+    for (const d of this.downstreams) {
+      if (d.active === null && d.pending.length === 0 && d.headStart === 0 && !d.closed) {
+        this.closedForRoom++
+        d.socket.destroy()
+        return true
+      }
+    }
+    return false
   }
 
   /** Stops accepting; idle connections close now, busy ones after their response. */

@@ -276,3 +276,56 @@ t.test('a full pool answers 503 after proxy-connect-timeout instead of queueing 
   t.match(out, /^HTTP\/1\.1 503 /, 'the 257th request gets 503')
   t.ok(Date.now() - started < 6000, 'after about proxy-connect-timeout')
 })
+
+t.test('connection cap: idle keep-alive connections are closed first; busy ones are never cut', async (t) => {
+  const echo = await echoBackend(t, 'e')
+  const r = await startRouter(
+    t,
+    [service('web'), pod('web-1', 'web', echo.host, echo.port), ingress('web', [{ paths: [['/', 'Prefix', 'web']] }])],
+    { options: { maxConnections: 3 } },
+  )
+  const closed = new Set<number>()
+  const open = async (i: number, bytes: string, waitAnswer: boolean): Promise<Socket> => {
+    const s = await client(t, r.http, bytes)
+    s.on('close', () => closed.add(i))
+    if (waitAnswer) await new Promise((res) => s.once('data', res))
+    return s
+  }
+  const get = 'GET / HTTP/1.1\r\nHost: a.test\r\n\r\n'
+  for (let i = 0; i < 3; i++) await open(i, get, true) // three idle keep-alive connections
+  await open(3, get, true) // a fourth: room is made
+  await eventually(() => closed.has(0), 3000).catch(() => {})
+  t.ok(closed.has(0), 'the oldest idle connection was closed to make room')
+  t.notOk(closed.has(1) || closed.has(2) || closed.has(3), 'the others stay')
+  // Three connections in the middle of a request head take the idle ones' places; then nothing is idle, and a new
+  // connection is refused while the busy ones are kept.
+  for (const i of [4, 5, 6]) {
+    await open(i, 'GET / HTTP/1.1\r\nHost: a', false)
+    await eventually(() => closed.size === i - 2, 3000).catch(() => {})
+  }
+  t.same([...closed].sort(), [0, 1, 2, 3], 'each busy newcomer closed one idle connection')
+  await open(7, 'GET / HTTP/1.1\r\nHost: a', false)
+  await eventually(() => closed.has(7), 3000).catch(() => {})
+  t.ok(closed.has(7), 'a connection over the cap with nothing idle is refused')
+  t.notOk(closed.has(4) || closed.has(5) || closed.has(6), 'connections in the middle of a request are not cut')
+  t.equal(r.status().listeners.http.connections.refused, 1)
+})
+
+t.test('default connection cap from RLIMIT_NOFILE', async (t) => {
+  const { defaultMaxConnections, readFileLimit } = await import('../../proxy/limits.ts')
+  t.equal(defaultMaxConnections(20000), 4744)
+  t.equal(defaultMaxConnections(1024), 192)
+  t.equal(defaultMaxConnections(1048576), 65536)
+  t.equal(defaultMaxConnections(null), 192, 'unknown limit: sized for 1024')
+  t.same(
+    readFileLimit(
+      'Limit  Soft Limit  Hard Limit  Units\nMax open files            1024                 4096                 files\n',
+    ),
+    {
+      soft: 1024,
+      hard: 4096,
+    },
+  )
+  const mine = readFileLimit()
+  if (mine !== null) t.equal(mine.soft, mine.hard, 'Node raised the soft limit to the hard one at start')
+})
