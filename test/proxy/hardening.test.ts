@@ -329,3 +329,40 @@ t.test('default connection cap from RLIMIT_NOFILE', async (t) => {
   const mine = readFileLimit()
   if (mine !== null) t.equal(mine.soft, mine.hard, 'Node raised the soft limit to the hard one at start')
 })
+
+t.test('meshlet check rejects the Ingresses meshlet up rejects', async (t) => {
+  const { execFile } = await import('node:child_process')
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const dir = mkdtempSync(`${tmpdir()}/meshlet-check-`)
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const manifest = (path: string) => `apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: rx
+  annotations: {nginx.ingress.kubernetes.io/use-regex: "true"}
+spec:
+  ingressClassName: meshlet
+  rules:
+    - host: a.test
+      http:
+        paths:
+          - {path: '${path}', pathType: ImplementationSpecific, backend: {service: {name: web, port: {number: 80}}}}
+`
+  const run = (file: string) =>
+    new Promise<{ code: number; out: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        [new URL('../../bin/meshlet.ts', import.meta.url).pathname, 'check', '-f', file],
+        { timeout: 20000 },
+        (err, stdout, stderr) => resolve({ code: err === null ? 0 : Number(err.code ?? 1), out: stdout + stderr }),
+      )
+    })
+  writeFileSync(`${dir}/bad.yaml`, manifest('/(a)\\1'))
+  writeFileSync(`${dir}/good.yaml`, manifest('/x(a|aa)+$'))
+  const bad = await run(`${dir}/bad.yaml`)
+  t.equal(bad.code, 1, 'a regex up would reject fails check')
+  t.match(bad.out, /Ingress default\/rx\): spec\.rules\[0\]\.http\.paths\[0\]\.path: regex/, 'with the path named')
+  const good = await run(`${dir}/good.yaml`)
+  t.equal(good.code, 0, 'a regex up accepts passes check')
+})
