@@ -26,9 +26,28 @@ const STATUS_LINE: Record<number, string> = {
 export function writeRawStatus(socket: Socket, status: number, extra = ''): void {
   if (socket.destroyed) return
   const body = `${status} ${STATUS_LINE[status] ?? ''}\n`
-  socket.end(
+  socket.write(
     `HTTP/1.1 ${status} ${STATUS_LINE[status] ?? ''}\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\n${extra}\r\n${body}`,
   )
+  lingerClose(socket)
+}
+
+/** How long a closing client connection may stay half-open after meshlet's FIN. */
+const LINGER_MS = 5000
+
+/**
+ * Ends a client connection meshlet will read nothing more from: FIN now (an immediate close with unread input would
+ * send a reset that can destroy the answer before the client reads it), what the client still sends is discarded,
+ * and the socket is destroyed at the client's FIN or after LINGER_MS, so a client that never closes holds no
+ * descriptor (the http listener allows half-open connections).
+ */
+function lingerClose(socket: Socket): void {
+  socket.end()
+  socket.resume()
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS)
+  timer.unref()
+  socket.once('close', () => clearTimeout(timer))
+  socket.once('end', () => socket.destroy())
 }
 
 /** Whether a request's Upgrade header asks for websocket (the only protocol meshlet tunnels). */
@@ -116,7 +135,8 @@ class Tunnel {
     this.fwd = fwd
     this.ex = ex
     this.client = client
-    this.held = head
+    // A copy: the engine's read buffer may be reused before the endpoint's 101 arrives.
+    this.held = head.length === 0 ? head : Buffer.from(head)
   }
 
   connect(ep: Endpoint): void {
@@ -330,6 +350,7 @@ class Tunnel {
         ? new BodyFramer(-1, true)
         : new BodyFramer(length ?? -1, false)
     this.client.write(out, 'latin1')
+    this.client.resume() // what the client sends now is dropped (#clientData); its FIN is seen
     this.#relay(rest)
   }
 
@@ -352,7 +373,7 @@ class Tunnel {
     if (this.phase !== T_RELAY) return
     this.phase = T_DONE
     this.upstream?.destroy()
-    this.client.end()
+    lingerClose(this.client)
     this.ex.finish(this.ex.status)
   }
 }
