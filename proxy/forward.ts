@@ -760,6 +760,34 @@ function onSendTimeout(ex: Exchange): void {
   ex.abortUpstream?.(err)
 }
 
+/** Bytes read so far on the connection a request arrived on (HTTP/2: the session's, shared by its streams). */
+function connectionBytesRead(req: DownstreamRequest): number {
+  if (req.httpVersionMajor === 2) return (req as unknown as Http2ServerRequest).stream.session?.socket?.bytesRead ?? 0
+  return req.socket?.bytesRead ?? 0
+}
+
+/**
+ * client-body-timeout on the node:http / node:http2 engine: checked once per period rather than per body chunk (the
+ * body is read by undici, not here). Progress is the connection's byte count; a body held back by the endpoint (the
+ * send timer runs) is not the client's fault.
+ */
+function onBodyTimeout(ex: Exchange): void {
+  ex.bodyTimer = null
+  const req = ex.req
+  if (ex.done || req.complete) return
+  const read = connectionBytesRead(req)
+  if (read !== ex.bodyRead || ex.sendTimer !== null) {
+    ex.bodyRead = read
+    ex.bodyTimer = setTimeout(onBodyTimeout, ex.route.config.clientBodyTimeoutMs, ex)
+    return
+  }
+  // Answer first: aborting the upstream request reports an error back (onError), which then finds the exchange done.
+  ex.status = 408
+  ex.fwd.reply(ex.res, 408, ex.requestId, ex.route, true)
+  ex.finish(408)
+  ex.abortUpstream?.(new ProxyError('MLT_PROXY_UPSTREAM_ERROR', 'client-body-timeout: the client stopped sending'))
+}
+
 /** The node:http / node:http2 engine's exchange: the undici dispatch handler. */
 export class Exchange extends ExchangeBase {
   readonly req: DownstreamRequest
@@ -776,6 +804,9 @@ export class Exchange extends ExchangeBase {
   abortUpstream: ((err?: Error) => void) | null = null
   resume: (() => void) | null = null
   sendTimer: NodeJS.Timeout | null = null
+  /** client-body-timeout while the request body is incomplete (see onBodyTimeout); bytes read at its last look. */
+  bodyTimer: NodeJS.Timeout | null = null
+  bodyRead = -1
 
   constructor(fwd: Forwarder, li: ListenerInfo, req: DownstreamRequest, res: DownstreamResponse, p: Prepared) {
     super(fwd, li, req.method!, p)
@@ -829,6 +860,10 @@ export class Exchange extends ExchangeBase {
       ;(req as unknown as Record<symbol, Exchange>)[kExchange] = this
       req.on('pause', onReqPause)
       req.on('resume', onReqResume)
+    }
+    if (this.opts.body !== null && !req.complete) {
+      this.bodyRead = connectionBytesRead(req)
+      this.bodyTimer = setTimeout(onBodyTimeout, cfg.clientBodyTimeoutMs, this)
     }
     this.opts.path = this.upstreamPath()
     res.on('close', onResClose)
@@ -964,6 +999,10 @@ export class Exchange extends ExchangeBase {
 
   override finish(status: number): void {
     this.clearSendTimer()
+    if (this.bodyTimer !== null) {
+      clearTimeout(this.bodyTimer)
+      this.bodyTimer = null
+    }
     super.finish(status)
   }
 }

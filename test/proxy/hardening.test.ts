@@ -366,3 +366,43 @@ spec:
   const good = await run(`${dir}/good.yaml`)
   t.equal(good.code, 0, 'a regex up accepts passes check')
 })
+
+t.test('client-body-timeout on the https listener (HTTP/1.1 over TLS and HTTP/2)', async (t) => {
+  const { connect: tlsConnect } = await import('node:tls')
+  const { connect: h2connect } = await import('node:http2')
+  const b = await silentBackend(t)
+  const r = await startRouter(t, uploadObjects(b, { 'nginx.ingress.kubernetes.io/client-body-timeout': '1' }), {
+    options: { https: { host: '127.0.0.1', port: 0 } },
+  })
+  const port = r.https!.port
+  // HTTP/1.1 over TLS: 10 of 100 bytes, then silence.
+  const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] })
+  s.on('error', () => {})
+  t.teardown(() => s.destroy())
+  await new Promise<void>((res) => s.once('secureConnect', () => res()))
+  let out = ''
+  s.setEncoding('latin1')
+  s.on('data', (d: string) => (out += d))
+  s.write(postHead('up.test', 100) + 'x'.repeat(10))
+  await eventually(() => out.length > 0, 8000).catch(() => {})
+  t.match(out, /^HTTP\/1\.1 408 /, 'HTTP/1.1: 408')
+  // HTTP/2: a stream whose body stops.
+  const session = h2connect(`https://127.0.0.1:${port}`, { rejectUnauthorized: false })
+  session.on('error', () => {})
+  t.teardown(() => session.destroy())
+  const stream = session.request({
+    ':method': 'POST',
+    ':path': '/up',
+    ':authority': 'up.test',
+    'content-length': '100',
+  })
+  stream.on('error', () => {})
+  stream.write('x'.repeat(10))
+  const status = await new Promise<number>((res) => {
+    stream.once('response', (h) => res(Number(h[':status'])))
+    setTimeout(() => res(0), 8000).unref()
+  })
+  t.equal(status, 408, 'HTTP/2: 408')
+  await eventually(() => b.open() === 0, 3000).catch(() => {})
+  t.equal(b.open(), 0, 'the upstream connections are closed')
+})
