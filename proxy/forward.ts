@@ -22,7 +22,7 @@ import type { ProxyMetrics } from './metrics.ts'
 import { hostWithoutPort, normalizeHost, parseTarget, type PathOptions, type Target } from './normalize.ts'
 import { matchGroups } from './regex.ts'
 import { EMPTY_TABLE, pickRoute, pickVHost, type Route, type RouteTable } from './route-table.ts'
-import type { Endpoint } from './upstream.ts'
+import { UPSTREAM_CONNECTIONS, type Endpoint } from './upstream.ts'
 
 /** What `prepare` reads of a request: an IncomingMessage, an Http2ServerRequest or the raw engine's head. */
 export interface RequestHead {
@@ -788,6 +788,15 @@ function onBodyTimeout(ex: Exchange): void {
   ex.abortUpstream?.(new ProxyError('MLT_PROXY_UPSTREAM_ERROR', 'client-body-timeout: the client stopped sending'))
 }
 
+/** Still waiting for a pool connection after proxy-connect-timeout: 503, as the raw engine answers (h1.ts sweep). */
+function onQueueTimeout(ex: Exchange): void {
+  ex.queueTimer = null
+  if (ex.done || ex.abortUpstream !== null) return
+  ex.status = 503
+  ex.fwd.reply(ex.res, 503, ex.requestId, ex.route, ex.opts.body !== null)
+  ex.finish(503)
+}
+
 /** The node:http / node:http2 engine's exchange: the undici dispatch handler. */
 export class Exchange extends ExchangeBase {
   readonly req: DownstreamRequest
@@ -807,6 +816,8 @@ export class Exchange extends ExchangeBase {
   /** client-body-timeout while the request body is incomplete (see onBodyTimeout); bytes read at its last look. */
   bodyTimer: NodeJS.Timeout | null = null
   bodyRead = -1
+  /** Set while the request may be queued for one of the endpoint's pool connections (see send). */
+  queueTimer: NodeJS.Timeout | null = null
 
   constructor(fwd: Forwarder, li: ListenerInfo, req: DownstreamRequest, res: DownstreamResponse, p: Prepared) {
     super(fwd, li, req.method!, p)
@@ -874,6 +885,11 @@ export class Exchange extends ExchangeBase {
 
   send(ep: Endpoint): void {
     this.attempt(ep)
+    this.abortUpstream = null
+    // More requests in flight to the endpoint than its pool has connections: this one may queue in undici, which has
+    // no deadline for that; bound the wait like a connect (onQueueTimeout). Only then does a request cost a timer.
+    if (ep.inflight > UPSTREAM_CONNECTIONS && this.queueTimer === null)
+      this.queueTimer = setTimeout(onQueueTimeout, this.route.config.connectTimeoutMs, this)
     ep.pool.dispatch(this.opts as never, this as never)
   }
 
@@ -893,7 +909,11 @@ export class Exchange extends ExchangeBase {
 
   onConnect(abort: (err?: Error) => void): void {
     this.abortUpstream = abort
-    if (this.done) abort()
+    if (this.queueTimer !== null) {
+      clearTimeout(this.queueTimer)
+      this.queueTimer = null
+    }
+    if (this.done) abort() // answered meanwhile (queue wait, client-body-timeout, client gone): never sent
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, _statusText: string): boolean {
@@ -1002,6 +1022,10 @@ export class Exchange extends ExchangeBase {
     if (this.bodyTimer !== null) {
       clearTimeout(this.bodyTimer)
       this.bodyTimer = null
+    }
+    if (this.queueTimer !== null) {
+      clearTimeout(this.queueTimer)
+      this.queueTimer = null
     }
     super.finish(status)
   }

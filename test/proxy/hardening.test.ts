@@ -406,3 +406,27 @@ t.test('client-body-timeout on the https listener (HTTP/1.1 over TLS and HTTP/2)
   await eventually(() => b.open() === 0, 3000).catch(() => {})
   t.equal(b.open(), 0, 'the upstream connections are closed')
 })
+
+t.test('https listener: a full pool answers 503 after proxy-connect-timeout', async (t) => {
+  const { connect: h2connect } = await import('node:http2')
+  const b = await silentBackend(t)
+  const r = await startRouter(t, uploadObjects(b, { 'nginx.ingress.kubernetes.io/proxy-connect-timeout': '1' }), {
+    options: { https: { host: '127.0.0.1', port: 0 } },
+  })
+  // 258 HTTP/2 streams over 3 sessions (100 concurrent streams each at most): 256 fill the endpoint's pool.
+  const statuses: number[] = []
+  for (let s = 0; s < 3; s++) {
+    const session = h2connect(`https://127.0.0.1:${r.https!.port}`, { rejectUnauthorized: false })
+    session.on('error', () => {})
+    t.teardown(() => session.destroy())
+    for (let i = 0; i < 86; i++) {
+      const stream = session.request({ ':path': `/held/${s}/${i}`, ':authority': 'up.test' })
+      stream.on('error', () => {})
+      stream.on('response', (h) => statuses.push(Number(h[':status'])))
+      stream.end()
+    }
+  }
+  await eventually(() => statuses.length >= 2, 8000).catch(() => {})
+  t.same(statuses, [503, 503], 'the two requests beyond the pool get 503; the others still wait for the endpoint')
+  t.equal(b.open(), 256, 'the endpoint holds the pool')
+})
