@@ -75,6 +75,10 @@ export const UP_FLAGS = {
   },
   'ingress-class': { type: 'string', default: 'meshlet', help: 'the IngressClass name meshlet serves' },
   'access-log': { type: 'string', default: 'on', help: 'on | off: one log line per proxied request' },
+  'max-connections': {
+    type: 'string',
+    help: 'client connections per Ingress listener (default: from RLIMIT_NOFILE, keeping descriptors for probes, DNS, admin)',
+  },
   'trust-forwarded-from': {
     type: 'string',
     multiple: true,
@@ -207,6 +211,10 @@ export function runtimeOptions(argv: readonly string[], env: NodeJS.ProcessEnv):
   const accessLog = str('access-log')
   if (accessLog !== 'on' && accessLog !== 'off')
     throw new UsageError(`--access-log: expected on or off, got "${accessLog}"`)
+  const maxConnRaw = str('max-connections')
+  const maxConnections = maxConnRaw === undefined ? null : Number(maxConnRaw)
+  if (maxConnections !== null && (!Number.isInteger(maxConnections) || maxConnections < 1 || maxConnections > 1e7))
+    throw new UsageError(`--max-connections: expected a positive integer, got "${maxConnRaw}"`)
   const level = str('log-level')!
   if (!LOG_LEVELS.has(level)) throw new UsageError(`--log-level: unknown level "${level}"`)
   const peerPort = Number(str('peer-port'))
@@ -245,6 +253,7 @@ export function runtimeOptions(argv: readonly string[], env: NodeJS.ProcessEnv):
     dnsWorkers,
     ingressClass: str('ingress-class')!,
     accessLog: accessLog === 'on',
+    maxConnections,
     trustForwardedFrom: parseCidrList('trust-forwarded-from', list('trust-forwarded-from')),
     execPrefix: str('exec-prefix') ?? null,
     onLivenessFailure: str('on-liveness-failure') ?? null,

@@ -24,6 +24,7 @@ import { startDns } from '../dns/index.ts'
 import { startLb } from '../lb/index.ts'
 import { startMembership } from '../membership/index.ts'
 import { startProxy } from '../proxy/index.ts'
+import { checkIngresses } from '../proxy/check.ts'
 import { startHealth } from '../health/index.ts'
 import { UP_FLAGS, UsageError, helpText, parseFlags, runtimeOptions } from './cli-options.ts'
 
@@ -168,6 +169,7 @@ async function up(argv: readonly string[]): Promise<number> {
 
 const CHECK_FLAGS = {
   file: UP_FLAGS.file,
+  'ingress-class': UP_FLAGS['ingress-class'],
   help: UP_FLAGS.help,
 } as const
 
@@ -181,9 +183,14 @@ async function check(argv: readonly string[]): Promise<number> {
   if (files.length === 0) throw new UsageError('check: at least one -f PATH is required')
   const result = await loadPaths(files)
   for (const e of result.errors) process.stdout.write(formatObjectError(e) + '\n')
+  // The Ingress checks `up` runs in the proxy plane (regexes, annotations, TLS Secrets), on the same objects.
+  const ingressProblems = checkIngresses(result.objects, v['ingress-class'] as string)
+  for (const p of ingressProblems)
+    for (const why of p.reasons) process.stdout.write(`${p.source} (Ingress ${p.ingress}): ${why}\n`)
+  const errors = result.errors.length + ingressProblems.length
   for (const kind of result.ignoredKinds) process.stderr.write(`ignored: kind ${kind} is not used by meshlet\n`)
-  process.stderr.write(`${result.objects.length} valid object(s), ${result.errors.length} error(s)\n`)
-  return result.errors.length === 0 ? 0 : 1
+  process.stderr.write(`${result.objects.length - ingressProblems.length} valid object(s), ${errors} error(s)\n`)
+  return errors === 0 ? 0 : 1
 }
 
 const RESOLV_FLAGS = {

@@ -57,6 +57,11 @@ export interface RuntimeOptions {
   readonly ingressClass: string
   /** --access-log: one log line per proxied request. Default: true (on). */
   readonly accessLog: boolean
+  /**
+   * --max-connections: client connections per Ingress listener. Default: null (also when absent) = derived from
+   * RLIMIT_NOFILE (proxy/limits.ts).
+   */
+  readonly maxConnections?: number | null
   /** --trust-forwarded-from: CIDRs whose X-Forwarded-* headers are trusted. Default: empty = none. */
   readonly trustForwardedFrom: readonly Cidr[]
   /** --exec-prefix: prefix for exec probes, e.g. "docker exec {pod}". Default: null = run commands on this host. */

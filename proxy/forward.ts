@@ -12,6 +12,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
 import type { Logger } from 'pino'
 import { randomBytes } from 'node:crypto'
+import type { Socket } from 'node:net'
 import type { Cidr } from '../model/ip.ts'
 import { cidrContains } from '../model/ip.ts'
 import type { UpstreamReporter } from '../model/snapshot.ts'
@@ -19,8 +20,9 @@ import type { CanaryConfig } from './annotations.ts'
 import { ProxyError } from './errors.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { hostWithoutPort, normalizeHost, parseTarget, type PathOptions, type Target } from './normalize.ts'
+import { matchGroups } from './regex.ts'
 import { EMPTY_TABLE, pickRoute, pickVHost, type Route, type RouteTable } from './route-table.ts'
-import type { Endpoint } from './upstream.ts'
+import { UPSTREAM_CONNECTIONS, type Endpoint } from './upstream.ts'
 
 /** What `prepare` reads of a request: an IncomingMessage, an Http2ServerRequest or the raw engine's head. */
 export interface RequestHead {
@@ -142,6 +144,11 @@ export function dropResponseHeader(b: Buffer): boolean {
   }
 }
 
+/** A Transfer-Encoding value (all its lines joined) that is exactly `chunked`, any case, optional spaces. */
+function isChunkedOnly(te: string): boolean {
+  return te.length === 7 ? eqLower(te, 'chunked') : /^[ \t]*chunked[ \t]*$/i.test(te)
+}
+
 export const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
 
 export function isConnectFailure(code: string | undefined): boolean {
@@ -182,11 +189,19 @@ export const STATUS_TEXT = {
   408: 'Request Timeout',
   413: 'Payload Too Large',
   417: 'Expectation Failed',
+  426: 'Upgrade Required',
   431: 'Request Header Fields Too Large',
   502: 'Bad Gateway',
   503: 'Service Unavailable',
+  501: 'Not Implemented',
   504: 'Gateway Timeout',
+  505: 'HTTP Version Not Supported',
 } as Record<number, string>
+
+/** Built-in answers after which the connection cannot be trusted to be in step (framing or version refused). */
+export function closesConnection(status: number): boolean {
+  return status === 400 || status === 501 || status === 505
+}
 
 /** The body of a built-in answer (plain text). */
 export function replyBody(status: number): string {
@@ -225,7 +240,7 @@ function useCanary(c: CanaryConfig, req: RequestHead, cookieHeader: string | und
       if (c.headerValue !== null) {
         if (v === c.headerValue) return true
       } else if (c.headerPattern !== null) {
-        if (c.headerPattern.test(v)) return true
+        if (c.headerPattern.testExact(v)) return true
       } else if (v === 'always') return true
       else if (v === 'never') return false
     }
@@ -273,7 +288,7 @@ export class Forwarder {
   #idCounter = 0
   /** Requests being forwarded (drain waits for 0). */
   inflight = 0
-  readonly tunnels = new Set<import('node:net').Socket>()
+  readonly tunnels = new Set<Socket>()
   /** Reused by `prepare` (the hot path is synchronous until the exchange copies it). */
   readonly #target: Target = { authority: null, path: '/', query: '' }
   readonly p: Prepared = {
@@ -345,10 +360,12 @@ export class Forwarder {
     res: DownstreamResponse | Http2ServerResponse,
     li: ListenerInfo,
   ): void {
-    const st = this.prepare(req as RequestHead, req.socket?.remoteAddress ?? '', li, false)
+    // node:http takes an `HTTP/2.0` request line as HTTP/1 with major 2; real HTTP/2 requests carry their stream.
+    const h1VersionBad = req.httpVersionMajor !== 1 && (req as Partial<Http2ServerRequest>).stream === undefined
+    const st = h1VersionBad ? 505 : this.prepare(req as RequestHead, req.socket?.remoteAddress ?? '', li, false)
     if (st !== 0) {
       const id = st === 400 ? null : this.newRequestId()
-      this.reply(res as DownstreamResponse, st, id, null, st === 400)
+      this.reply(res as DownstreamResponse, st, id, null, closesConnection(st))
       if (this.access !== null)
         this.access.info({ method: req.method, url: req.url, status: st, requestId: id }, 'request')
       return
@@ -377,7 +394,7 @@ export class Forwarder {
     let xfPort: string | null = null
     let connection: string | null = null
     let contentLength: string | null = null
-    let te = false
+    let te: string | null = null
     let cookie: string | undefined
     let upgradeValue: string | null = null
     let expect: string | null = null
@@ -420,7 +437,7 @@ export class Forwarder {
           out.push(name, value)
           break
         case H_TRANSFER_ENCODING:
-          te = true
+          te = te === null ? value : te + ',' + value
           break
         case H_UPGRADE:
           upgradeValue = value
@@ -436,7 +453,12 @@ export class Forwarder {
       }
     }
     // RFC 9112 §6.1: Transfer-Encoding on HTTP/1.0 is faulty framing; §3.2: more than one Host line is a 400.
-    if (te && req.httpVersionMajor === 1 && req.httpVersionMinor === 0) return 400
+    if (te !== null) {
+      if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) return 400
+      // `chunked` is the only coding meshlet frames (and llhttp lets `identity, chunked` through): anything else is
+      // a body whose end the proxy and the endpoint could read differently (400, as llhttp answers the others).
+      if (!isChunkedOnly(te)) return 400
+    }
     if (hostCount > 1) return 400
     if (authority2 !== null) {
       // HTTP/2: :authority is the host (RFC 9113 §8.3.1); the upstream HTTP/1.1 request carries it as Host.
@@ -450,6 +472,12 @@ export class Forwarder {
     const authority = target.authority ?? hostRaw
     const host = this.normalizeHost(authority)
     if (host === null) return 400
+    if (target.authority !== null && hostCount > 0 && hostRaw !== authority) {
+      // RFC 9112 §3.2.2: the authority of an absolute-form target wins over Host. The endpoint (and a redirect) get
+      // the host meshlet routed by, never the other one.
+      for (let i = 0; i < out.length; i += 2) if (classify(out[i]!) === H_HOST) out[i + 1] = authority
+      hostRaw = authority
+    }
     // An absolute-form target without a Host line: the upstream request names the same authority.
     if (hostCount === 0 && authority2 === null && authority !== '') out.push('host', authority)
     const path = target.path
@@ -517,7 +545,7 @@ export class Forwarder {
     p.query = query
     p.cookie = cookie
     p.contentLength = contentLength
-    p.chunked = te
+    p.chunked = te !== null
     p.tlsVhost =
       vhost !== null && route.kind !== 'Default' && (vhost.tls || (vhost === table.catchAll && this.#hostHasTls(host)))
     p.expect = expect
@@ -590,8 +618,7 @@ export class ExchangeBase {
   upstreamPath(): string {
     const target = this.route.config.rewriteTarget
     if (target === null) return this.query === '' ? this.path : this.path + this.query
-    let m: RegExpExecArray | null = null
-    if (this.route.regex !== null) m = this.route.regex.exec(this.path)
+    const m = this.route.regex === null ? null : matchGroups(this.route.regex, this.path)
     const rewritten = target.replace(/\$(\d)/g, (_s, d: string) => (m !== null ? (m[Number(d)] ?? '') : ''))
     return rewritten + this.query
   }
@@ -733,6 +760,43 @@ function onSendTimeout(ex: Exchange): void {
   ex.abortUpstream?.(err)
 }
 
+/** Bytes read so far on the connection a request arrived on (HTTP/2: the session's, shared by its streams). */
+function connectionBytesRead(req: DownstreamRequest): number {
+  if (req.httpVersionMajor === 2) return (req as unknown as Http2ServerRequest).stream.session?.socket?.bytesRead ?? 0
+  return req.socket?.bytesRead ?? 0
+}
+
+/**
+ * client-body-timeout on the node:http / node:http2 engine: checked once per period rather than per body chunk (the
+ * body is read by undici, not here). Progress is the connection's byte count; a body held back by the endpoint (the
+ * send timer runs) is not the client's fault.
+ */
+function onBodyTimeout(ex: Exchange): void {
+  ex.bodyTimer = null
+  const req = ex.req
+  if (ex.done || req.complete) return
+  const read = connectionBytesRead(req)
+  if (read !== ex.bodyRead || ex.sendTimer !== null) {
+    ex.bodyRead = read
+    ex.bodyTimer = setTimeout(onBodyTimeout, ex.route.config.clientBodyTimeoutMs, ex)
+    return
+  }
+  // Answer first: aborting the upstream request reports an error back (onError), which then finds the exchange done.
+  ex.status = 408
+  ex.fwd.reply(ex.res, 408, ex.requestId, ex.route, true)
+  ex.finish(408)
+  ex.abortUpstream?.(new ProxyError('MLT_PROXY_UPSTREAM_ERROR', 'client-body-timeout: the client stopped sending'))
+}
+
+/** Still waiting for a pool connection after proxy-connect-timeout: 503, as the raw engine answers (h1.ts sweep). */
+function onQueueTimeout(ex: Exchange): void {
+  ex.queueTimer = null
+  if (ex.done || ex.abortUpstream !== null) return
+  ex.status = 503
+  ex.fwd.reply(ex.res, 503, ex.requestId, ex.route, ex.opts.body !== null)
+  ex.finish(503)
+}
+
 /** The node:http / node:http2 engine's exchange: the undici dispatch handler. */
 export class Exchange extends ExchangeBase {
   readonly req: DownstreamRequest
@@ -749,6 +813,11 @@ export class Exchange extends ExchangeBase {
   abortUpstream: ((err?: Error) => void) | null = null
   resume: (() => void) | null = null
   sendTimer: NodeJS.Timeout | null = null
+  /** client-body-timeout while the request body is incomplete (see onBodyTimeout); bytes read at its last look. */
+  bodyTimer: NodeJS.Timeout | null = null
+  bodyRead = -1
+  /** Set while the request may be queued for one of the endpoint's pool connections (see send). */
+  queueTimer: NodeJS.Timeout | null = null
 
   constructor(fwd: Forwarder, li: ListenerInfo, req: DownstreamRequest, res: DownstreamResponse, p: Prepared) {
     super(fwd, li, req.method!, p)
@@ -803,6 +872,10 @@ export class Exchange extends ExchangeBase {
       req.on('pause', onReqPause)
       req.on('resume', onReqResume)
     }
+    if (this.opts.body !== null && !req.complete) {
+      this.bodyRead = connectionBytesRead(req)
+      this.bodyTimer = setTimeout(onBodyTimeout, cfg.clientBodyTimeoutMs, this)
+    }
     this.opts.path = this.upstreamPath()
     res.on('close', onResClose)
     fwd.inflight++
@@ -812,6 +885,11 @@ export class Exchange extends ExchangeBase {
 
   send(ep: Endpoint): void {
     this.attempt(ep)
+    this.abortUpstream = null
+    // More requests in flight to the endpoint than its pool has connections: this one may queue in undici, which has
+    // no deadline for that; bound the wait like a connect (onQueueTimeout). Only then does a request cost a timer.
+    if (ep.inflight > UPSTREAM_CONNECTIONS && this.queueTimer === null)
+      this.queueTimer = setTimeout(onQueueTimeout, this.route.config.connectTimeoutMs, this)
     ep.pool.dispatch(this.opts as never, this as never)
   }
 
@@ -831,7 +909,11 @@ export class Exchange extends ExchangeBase {
 
   onConnect(abort: (err?: Error) => void): void {
     this.abortUpstream = abort
-    if (this.done) abort()
+    if (this.queueTimer !== null) {
+      clearTimeout(this.queueTimer)
+      this.queueTimer = null
+    }
+    if (this.done) abort() // answered meanwhile (queue wait, client-body-timeout, client gone): never sent
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, _statusText: string): boolean {
@@ -937,6 +1019,14 @@ export class Exchange extends ExchangeBase {
 
   override finish(status: number): void {
     this.clearSendTimer()
+    if (this.bodyTimer !== null) {
+      clearTimeout(this.bodyTimer)
+      this.bodyTimer = null
+    }
+    if (this.queueTimer !== null) {
+      clearTimeout(this.queueTimer)
+      this.queueTimer = null
+    }
     super.finish(status)
   }
 }

@@ -23,6 +23,7 @@ import {
   ExchangeBase,
   IDEMPOTENT,
   STATUS_TEXT,
+  closesConnection,
   eqLower,
   isConnectFailure,
   replyBody,
@@ -31,7 +32,7 @@ import {
   type RequestHead,
 } from './forward.ts'
 import { UPSTREAM_CONNECTIONS, UPSTREAM_KEEPALIVE_MS, type Endpoint } from './upstream.ts'
-import { handleUpgrade, writeRawStatus } from './websocket.ts'
+import { handleUpgrade, isWebSocketUpgrade, writeRawStatus } from './websocket.ts'
 
 // ---------------------------------------------------------------- the parser binding
 
@@ -253,7 +254,7 @@ class Downstream {
   }
 
   onData(chunk: Buffer): void {
-    if (this.upgraded || this.closed) return
+    if (this.upgraded || this.closed || this.upgradeDropped) return
     this.afterExecute(this.parser.execute(chunk), chunk)
   }
 
@@ -263,6 +264,11 @@ class Downstream {
       this.parseError(r)
       return
     }
+    if (this.upgradeDropped && this.sink === null && !this.droppedPaused) {
+      // What follows a dropped upgrade is not HTTP to read: stop reading; the connection ends after the response.
+      this.droppedPaused = true
+      this.pause()
+    }
     const up = this.upgradeHead
     if (up !== null) {
       this.upgradeHead = null
@@ -271,6 +277,9 @@ class Downstream {
   }
 
   upgradeHead: RequestHead | null = null
+  /** An upgrade was refused or answered as plain HTTP: bytes after it are not parsed (llhttp took them as the new protocol). */
+  upgradeDropped = false
+  droppedPaused = false
 
   /** A request the parser refused: 400 (431 for an oversized head) and close, as node:http answers. */
   parseError(err: ParseError): void {
@@ -302,9 +311,24 @@ class Downstream {
         writeRawStatus(this.socket, 405)
         return
       }
-      this.upgradeHead = head
-      this.sink = null
-      return
+      if (this.active !== null || this.pending.length > 0) {
+        // An upgrade pipelined behind another request: it cannot be tunnelled in order; the connection ends after
+        // the response in progress (nothing of it reaches an endpoint).
+        this.closeAfter = true
+        this.sink = null
+        this.upgradeHead = null
+        this.upgradeDropped = true
+        return
+      }
+      if (isWebSocketUpgrade(head.rawHeaders)) {
+        this.upgradeHead = head
+        this.sink = null
+        return
+      }
+      // Upgrade to anything but websocket (h2c, …) is not a protocol meshlet switches to: the request is plain HTTP
+      // (its Upgrade header dropped); llhttp takes what follows for the new protocol, so the connection ends after it.
+      this.closeAfter = true
+      this.upgradeDropped = true
     }
     if (this.active !== null || this.pending.length > 0) {
       const p: Pending = { head, keepAlive, body: [], complete: false }
@@ -319,8 +343,9 @@ class Downstream {
   start(head: RequestHead, keepAlive: boolean, pending: Pending | null): void {
     if (!keepAlive) this.closeAfter = true
     const fwd = this.engine.fwd
+    // llhttp takes `HTTP/2.0` (and 0.9) on a request line: only HTTP/1.0 and 1.1 are spoken here (nginx: 505).
     // node:http's requireHostHeader: HTTP/1.1 without Host is a 400.
-    let st = head.httpVersionMajor === 1 && head.httpVersionMinor === 1 && !hasHost(head.rawHeaders) ? 400 : 0
+    let st = badVersion(head) ? 505 : head.httpVersionMinor === 1 && !hasHost(head.rawHeaders) ? 400 : 0
     if (st === 0) st = fwd.prepare(head, this.remote, this.engine.li, false)
     if (st !== 0) {
       if (pending === null || this.sink === pending) this.sink = null
@@ -328,7 +353,7 @@ class Downstream {
       fwd.metrics.countUnrouted(st)
       if (fwd.access !== null)
         fwd.access.info({ method: head.method, url: head.url, status: st, requestId: id }, 'request')
-      if (st === 400) this.closeAfter = true
+      if (closesConnection(st)) this.closeAfter = true
       this.writeReply(st, id, this.closeAfter, head.httpVersionMinor === 0)
       if (!this.closeAfter) this.next()
       return
@@ -447,6 +472,12 @@ function downOnDrain(this: Socket): void {
 /** The client half-closed (allowHalfOpen, as node:http): finish the response in progress, then close. */
 function downOnEnd(this: Socket): void {
   const d = downOf(this)
+  if (d.sink !== null) {
+    // The client left in the middle of a request body: it can never complete. Cut both sides now, so the endpoint's
+    // connection (one of its pool's slots) is freed instead of waiting on a body that will not come.
+    this.destroy()
+    return
+  }
   d.closeAfter = true
   if (d.active === null && d.pending.length === 0) d.end()
 }
@@ -457,6 +488,10 @@ function downOnError(this: Socket): void {
 
 function downOnClose(this: Socket): void {
   downOf(this).onClose()
+}
+
+function badVersion(head: RequestHead): boolean {
+  return head.httpVersionMajor !== 1 || head.httpVersionMinor > 1
 }
 
 function hasHost(raw: readonly string[]): boolean {
@@ -825,6 +860,11 @@ export class H1Exchange extends ExchangeBase {
   responseStarted = false
   /** The response is chunk-encoded by meshlet (the endpoint sent no Content-Length to an HTTP/1.1 client). */
   chunkOut = false
+  /** Date.now() since waiting for a free connection of the endpoint's pool (bounded by proxy-connect-timeout); 0 when not. */
+  queuedAt = 0
+  /** client-body-timeout bookkeeping, done by the sweep: body bytes seen at its last look, and when they last grew. */
+  bodySeen = 0
+  bodyProgressAt = 0
   /** Date.now() since the endpoint has not taken a body write (proxy-send-timeout); 0 when it is keeping up. */
   sendBlocked = 0
   waitingDownDrain = false
@@ -880,16 +920,21 @@ export class H1Exchange extends ExchangeBase {
     const idle = ep.idle.pop()
     if (idle !== undefined) idle.assign(this)
     else if (ep.open < UPSTREAM_CONNECTIONS) this.open(ep)
-    else ep.waiting.push(this)
+    else {
+      this.queuedAt = Date.now()
+      ep.waiting.push(this)
+    }
   }
 
   open(ep: Endpoint): void {
+    this.queuedAt = 0
     this.conn = new UpstreamConn(this.down.engine, ep, this)
   }
 
   /** A connection is ready: write the request head and whatever body has arrived. */
   connected(c: UpstreamConn): void {
     this.conn = c
+    this.queuedAt = 0
     let h = `${this.method} ${this.upstreamPath()} HTTP/1.1\r\n`
     const hs = this.headers
     for (let i = 0; i < hs.length; i += 2) h += `${hs[i]}: ${hs[i + 1]}\r\n`
@@ -1141,9 +1186,29 @@ export class H1Exchange extends ExchangeBase {
 
   /** Timeout checks (called by the engine's sweep). */
   sweep(now: number): void {
-    const c = this.conn
-    if (c === null || this.done) return
+    if (this.done) return
     const cfg = this.route.config
+    if (this.hasBody && !this.bodyComplete) {
+      if (this.bodyBytes !== this.bodySeen || this.pausedDown || this.bodyProgressAt === 0) {
+        // Progress, or meshlet itself is not reading (backpressure, no connection yet): the client is not idle.
+        this.bodySeen = this.bodyBytes
+        this.bodyProgressAt = now
+      } else if (now - this.bodyProgressAt >= cfg.clientBodyTimeoutMs) {
+        this.abort(408)
+        return
+      }
+    }
+    const c = this.conn
+    if (c === null) {
+      // Waiting for a slot of the endpoint's pool: never longer than a connect may take (ingress-nginx answers 503
+      // when an upstream queue times out), so a pool full of stuck work cannot hold requests forever.
+      if (this.queuedAt > 0 && now - this.queuedAt >= cfg.connectTimeoutMs) {
+        this.#unqueue()
+        this.queuedAt = 0
+        this.reply(503, false)
+      }
+      return
+    }
     if (c.state === C_CONNECTING) {
       if (now - c.last >= cfg.connectTimeoutMs) {
         this.conn = null
@@ -1194,16 +1259,34 @@ export class H1Engine {
   readonly downstreams = new Set<Downstream>()
   readonly upstreams = new Set<UpstreamConn>()
   closing = false
+  /** Client connections allowed at once (proxy/limits.ts); tunnels count too. */
+  readonly maxConnections: number
+  /** Client sockets open (downstreams and tunnels). */
+  connections = 0
+  /** Idle keep-alive connections closed to make room at the cap, and connections refused there (none idle). */
+  closedForRoom = 0
+  refused = 0
   #sweep: NodeJS.Timeout | null = null
+  readonly #onSocketClose = (): void => {
+    this.connections--
+  }
 
-  constructor(fwd: Forwarder, li: ListenerInfo) {
+  constructor(fwd: Forwarder, li: ListenerInfo, maxConnections: number) {
     this.fwd = fwd
     this.li = li
+    this.maxConnections = maxConnections
     this.server = createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
       if (this.closing) {
         socket.destroy()
         return
       }
+      if (this.connections >= this.maxConnections && !this.#makeRoom()) {
+        this.refused++
+        socket.destroy()
+        return
+      }
+      this.connections++
+      socket.once('close', this.#onSocketClose)
       this.downstreams.add(new Downstream(this, socket))
     })
     this.#sweep = setInterval(() => this.#check(), SWEEP_MS)
@@ -1225,6 +1308,21 @@ export class H1Engine {
     for (const c of this.upstreams) {
       if (c.state === C_IDLE && now - c.last >= UPSTREAM_KEEPALIVE_MS) c.destroy()
     }
+  }
+
+  /**
+   * At the cap: closes the longest-connected idle keep-alive connection (the Set is in accept order), as nginx reuses
+   * idle keep-alive connections when worker_connections run out. False when every connection is busy.
+   */
+  #makeRoom(): boolean {
+    for (const d of this.downstreams) {
+      if (d.active === null && d.pending.length === 0 && d.headStart === 0 && !d.closed) {
+        this.closedForRoom++
+        d.socket.destroy()
+        return true
+      }
+    }
+    return false
   }
 
   /** Stops accepting; idle connections close now, busy ones after their response. */

@@ -35,7 +35,8 @@ import { DEFAULT_PATH_OPTIONS, type PathOptions } from './normalize.ts'
 import { compile, type CompileResult, type IngressState } from './route-table.ts'
 import { generateSelfSigned, pickContext, SecureContextCache, type PemPair } from './tls.ts'
 import { EndpointRegistry } from './upstream.ts'
-import { handleUpgrade, writeRawStatus } from './websocket.ts'
+import { defaultMaxConnections, readFileLimit } from './limits.ts'
+import { handleUpgrade, isWebSocketUpgrade, writeRawStatus } from './websocket.ts'
 
 export { CONTROLLER_ID } from './route-table.ts'
 
@@ -62,6 +63,8 @@ interface Listener {
   closeIdle(): void
   /** Close everything now. */
   closeAll(): void
+  /** Connection counts for /status. */
+  connections(): { open: number; closedForRoom: number; refused: number } | null
 }
 
 export interface ProxyExtraOptions {
@@ -92,9 +95,17 @@ export class ProxyPlane implements Plane {
   #version = 0
   #unsubscribe: (() => void) | null = null
   #closing = false
+  /** Client connections per listener (--max-connections, else derived from RLIMIT_NOFILE). */
+  readonly #maxConnections: number
 
   constructor(ctx: PlaneContext, extra: ProxyExtraOptions = {}) {
     this.#ctx = ctx
+    const nofile = readFileLimit()
+    this.#maxConnections = ctx.options.maxConnections ?? defaultMaxConnections(nofile?.soft ?? null)
+    ctx.log.info({ maxConnections: this.#maxConnections, nofile }, 'client connection limit per listener')
+    if (nofile !== null && nofile.soft < nofile.hard)
+      // Node raises the soft limit to the hard one at start; if it could not, there is no public API to retry.
+      ctx.log.warn({ nofile }, 'RLIMIT_NOFILE soft limit is below the hard limit')
     this.#extra = extra
     this.#pathOptions = extra.pathOptions ?? DEFAULT_PATH_OPTIONS
     this.#metrics = new ProxyMetrics(ctx.metrics)
@@ -123,7 +134,6 @@ export class ProxyPlane implements Plane {
   async #listen(name: 'http' | 'https', addr: ListenAddress, pem: PemPair | null): Promise<void> {
     const st: ListenerState = { name, requested: addr, state: 'starting', address: null, port: null, error: null }
     this.#listeners.push(st)
-    const fwd = this.#fwd
     const li: ListenerInfo = { name, scheme: name, port: '' }
     const listener =
       pem !== null
@@ -163,12 +173,17 @@ export class ProxyPlane implements Plane {
 
   /** The http listener on the raw HTTP/1.1 engine. */
   #raw(li: ListenerInfo): Listener {
-    const engine = new H1Engine(this.#fwd, li)
+    const engine = new H1Engine(this.#fwd, li, this.#maxConnections)
     return {
       server: engine.server,
       stop: () => engine.stopAccepting(),
       closeIdle: () => engine.closeIdle(),
       closeAll: () => engine.closeAll(),
+      connections: () => ({
+        open: engine.connections,
+        closedForRoom: engine.closedForRoom,
+        refused: engine.refused,
+      }),
     }
   }
 
@@ -180,18 +195,26 @@ export class ProxyPlane implements Plane {
     server.headersTimeout = CLIENT_HEADER_TIMEOUT_MS
     // Long uploads and downloads are bounded by the per-route read timeouts, not by a whole-request limit.
     server.requestTimeout = 0
+    // node:http refuses connections beyond the cap; idle keep-alive ones are closed when that happens.
+    server.maxConnections = this.#maxConnections
+    server.on('drop', () => server.closeIdleConnections())
     this.#h1Events(server, li)
     return {
       server,
       stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
       closeIdle: () => server.closeIdleConnections(),
       closeAll: () => server.closeAllConnections(),
+      connections: () => null,
     }
   }
 
   /** WebSocket upgrades and CONNECT on a node:http (or HTTP/1.1-over-http2) server. */
   #h1Events(server: HttpServer | Http2SecureServer, li: ListenerInfo): void {
     const fwd = this.#fwd
+    // Only websocket is switched to: any other Upgrade (h2c, …) is an ordinary request, handled as HTTP.
+    ;(server as unknown as { shouldUpgradeCallback: (req: IncomingMessage) => boolean }).shouldUpgradeCallback = (
+      req: IncomingMessage,
+    ) => isWebSocketUpgrade(req.rawHeaders)
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) =>
       handleUpgrade(fwd, req as RequestHead, socket.remoteAddress ?? '', socket, head, li),
     )
@@ -225,6 +248,8 @@ export class ProxyPlane implements Plane {
     h1.keepAliveTimeout = CLIENT_KEEPALIVE_MS
     h1.headersTimeout = CLIENT_HEADER_TIMEOUT_MS
     h1.requestTimeout = 0
+    // Beyond the cap new connections are refused (idle-first closing is the raw engine's only).
+    server.maxConnections = this.#maxConnections
     this.#h1Events(server, li)
     const sockets = new Set<TLSSocket>()
     const sessions = new Set<ServerHttp2Session>()
@@ -248,6 +273,7 @@ export class ProxyPlane implements Plane {
         for (const s of sessions) s.destroy()
         for (const s of sockets) s.destroy()
       },
+      connections: () => null,
     }
   }
 
@@ -312,7 +338,17 @@ export class ProxyPlane implements Plane {
     return {
       snapshot: this.#version,
       listeners: Object.fromEntries(
-        this.#listeners.map((l) => [l.name, { state: l.state, address: l.address, port: l.port, error: l.error }]),
+        this.#listeners.map((l, i) => [
+          l.name,
+          {
+            state: l.state,
+            address: l.address,
+            port: l.port,
+            error: l.error,
+            maxConnections: this.#maxConnections,
+            connections: this.#servers[i]?.connections() ?? null,
+          },
+        ]),
       ),
       ingresses: r?.ingresses ?? [],
       routes: r?.routes ?? [],

@@ -226,14 +226,17 @@ export function normalizeHost(raw: string): string | null {
   return name
 }
 
+/** A Host port: 1 to 5 digits, at most 65535 (RFC 3986 allows any digits; no TCP port is above 65535). */
 function validPort(s: string, from: number): boolean {
   const len = s.length - from
   if (len < 1 || len > 5) return false
+  let v = 0
   for (let i = from; i < s.length; i++) {
     const c = s.charCodeAt(i)
     if (c < 48 || c > 57) return false
+    v = v * 10 + c - 48
   }
-  return true
+  return v <= 65535
 }
 
 /** The host part of a Host value, port removed, case kept (redirect Location uses the host as sent). */

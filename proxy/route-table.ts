@@ -10,9 +10,10 @@
 import type { Ingress, IngressServiceBackend, Secret } from '../model/objects.ts'
 import { objectKey } from '../model/objects.ts'
 import type { ServiceState, Snapshot } from '../model/snapshot.ts'
-import { parseAnnotations, unsafeRegexReason, DEFAULT_CONFIG, type IngressConfig } from './annotations.ts'
+import { parseAnnotations, DEFAULT_CONFIG, type IngressConfig } from './annotations.ts'
 import type { ProxyMetrics, RouteStats } from './metrics.ts'
 import { normalizePath, type PathOptions } from './normalize.ts'
+import { compileRegex, matchLength, regexReason, type UserRegex } from './regex.ts'
 import { EMPTY_TLS, type SecureContextCache, type TlsIndex } from './tls.ts'
 import { UpstreamGroup, usableEndpoints, type Endpoint, type EndpointRegistry } from './upstream.ts'
 import type { SecureContext } from 'node:tls'
@@ -42,7 +43,8 @@ export interface Route {
   readonly kind: RouteKind
   /** Exact: the normalised path; Prefix: the normalised path minus one trailing "/"; Regex: the pattern. */
   readonly key: string
-  readonly regex: RegExp | null
+  /** Regex routes: the pattern, anchored at the start, case-insensitive, run by the linear-time engine. */
+  readonly regex: UserRegex | null
   readonly backend: Backend
   readonly config: IngressConfig
   readonly stats: RouteStats
@@ -128,8 +130,7 @@ export function pickRoute(v: VHost, p: string): Route | null {
   if (v.regex.length > 0) {
     const L = found === null ? -1 : found.key === '/' ? 0 : found.key.length
     for (const r of v.regex) {
-      const m = r.regex!.exec(p)
-      if (m !== null && m[0].length > L) return r
+      if (matchLength(r.regex!, p) > L) return r
     }
   }
   return found
@@ -361,7 +362,7 @@ export function compile(input: CompileInput): CompileResult {
         const at = `spec.rules[${ri}].http.paths[${pi}]`
         const regex = p.pathType === 'ImplementationSpecific' && config.useRegex
         if (regex) {
-          const why = unsafeRegexReason(p.path)
+          const why = regexReason(p.path)
           if (why) reasons.push(`${at}.path: regex "${p.path}": ${why}`)
         } else if (p.pathType === 'ImplementationSpecific') {
           if (!p.path.startsWith('/'))
@@ -471,7 +472,7 @@ export function compile(input: CompileInput): CompileResult {
           path: p.path,
           kind,
           key: routeKey,
-          regex: regex ? new RegExp('^' + p.path, 'i') : null,
+          regex: regex ? (compileRegex(p.path, true) as UserRegex) : null,
           backend,
           config,
           stats: input.metrics.stats(key, p.path, backend.label),

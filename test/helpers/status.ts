@@ -98,11 +98,21 @@ export interface DnsStatusJson {
 /** proxy's status (its plane types it `unknown`; the tests read these fields). */
 export interface ProxyStatusJson {
   readonly listeners: Readonly<
-    Record<string, { readonly state: string; readonly address: string; readonly port: number } | undefined>
+    Record<
+      string,
+      | {
+          readonly state: string
+          readonly address: string
+          readonly port: number
+          readonly connections: { readonly open: number; readonly closedForRoom: number; readonly refused: number }
+        }
+      | undefined
+    >
   >
   readonly ingresses: readonly IngressStatus[]
   readonly routes: readonly RouteStatus[]
   readonly tunnels: number
+  readonly inflight: number
 }
 
 export interface StatusJson {
