@@ -165,8 +165,10 @@ export function relay(
   } else {
     let n = 0
     let size = pos
-    while (n < an && size + scan.rrEnd[n]! - scan.rrStart[n]! <= limit)
-      ((size += scan.rrEnd[n]! - scan.rrStart[n]!), n++)
+    while (n < an && size + scan.rrEnd[n]! - scan.rrStart[n]! <= limit) {
+      size += scan.rrEnd[n]! - scan.rrStart[n]!
+      n++
+    }
     copyTo = n
     ancount = n
     nscount = 0
@@ -329,9 +331,13 @@ export class MessageWriter {
     let prefix = 0
     let names = 0
     if (type === TYPE.CNAME || type === TYPE.NS || type === TYPE.PTR) names = 1
-    else if (type === TYPE.MX) ((prefix = 2), (names = 1))
-    else if (type === TYPE.SRV) ((prefix = 6), (names = 1))
-    else if (type === TYPE.SOA) names = 2
+    else if (type === TYPE.MX) {
+      prefix = 2
+      names = 1
+    } else if (type === TYPE.SRV) {
+      prefix = 6
+      names = 1
+    } else if (type === TYPE.SOA) names = 2
     if (names === 0) {
       src.copy(this.buf, this.pos, rd, rd + rdlen)
       this.pos += rdlen

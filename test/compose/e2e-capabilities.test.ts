@@ -28,7 +28,7 @@ const skip = topologySkip ?? ((await exec(['setpriv', '--version'])).code !== 0 
 
 // tap's skip (reported as skipped, and refused in CI by .ci/no-skips.sh), never a pass.
 if (skip) {
-  t.test('Compose topology with the compose file\'s capabilities', { skip }, () => {})
+  t.test("Compose topology with the compose file's capabilities", { skip }, () => {})
 } else {
   t.same(composeFile.services.meshlet.cap_drop, ['ALL'], 'the compose file drops every other capability')
 
