@@ -6,10 +6,7 @@
 // MLT_CHILD_SPAWN; a program that started and then failed resolves with its exit code, so callers decide.
 
 import { spawn, type ChildProcess } from 'node:child_process'
-import { MeshletError } from './errors.ts'
-
-/** The catalogue of this module: the program could not start; it exited non-zero (runChecked only). */
-export type ChildProcessErrorCode = 'MLT_CHILD_SPAWN' | 'MLT_CHILD_EXIT'
+import { MeshletError, type ChildProcessErrorCode } from './errors.ts'
 
 export class ChildProcessError extends MeshletError {
   declare readonly code: ChildProcessErrorCode

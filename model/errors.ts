@@ -17,3 +17,9 @@ export class MeshletError extends Error {
     return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[BRAND] === true
   }
 }
+
+/**
+ * The catalogue of model/child-process.ts: MLT_CHILD_SPAWN, the program could not start (ENOENT, EPERM, E2BIG...);
+ * MLT_CHILD_EXIT, it exited non-zero where the caller needs it to work (runChecked only).
+ */
+export type ChildProcessErrorCode = 'MLT_CHILD_SPAWN' | 'MLT_CHILD_EXIT'

@@ -58,7 +58,7 @@ export interface RuntimeOptions {
   /** --access-log: one log line per proxied request. Default: true (on). */
   readonly accessLog: boolean
   /**
-   * --max-connections: client connections per Ingress listener. Default: null (also when absent) = derived from
+   * --max-connections: client connections per Ingress listener, a count. Default: null (also when absent) = derived from
    * RLIMIT_NOFILE (proxy/limits.ts).
    */
   readonly maxConnections?: number | null

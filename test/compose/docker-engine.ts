@@ -548,9 +548,5 @@ async function walk(t: Test): Promise<void> {
   })
 }
 
-if (skip) {
-  t.comment(`skipped: ${skip}`)
-  t.plan(0, skip)
-} else {
-  t.test('the Compose example on a real Docker engine', { timeout: 1_500_000 }, (t) => walk(t))
-}
+// tap's skip (reported as skipped, and refused in CI by .ci/no-skips.sh, which runs after this step too).
+t.test('the Compose example on a real Docker engine', { timeout: 1_500_000, skip: skip ?? false }, (t) => walk(t))
