@@ -111,45 +111,55 @@ const cases: Case[] = [
   { name: 'foo.localhost', type: 'AAAA', status: 'NOERROR', data: ['::1'] },
 ]
 
+/**
+ * Runs `each` over `items`, at most DIG_CONCURRENCY at a time. Sixty dig processes started at once on a loaded 2-core
+ * machine starved one of them past its 4 s timer (a CI failure with the answer already sent): what is tested is the
+ * answers, not how many processes the machine can start at once.
+ */
+const DIG_CONCURRENCY = 8
+async function inBatches<T>(items: readonly T[], each: (item: T) => Promise<void>): Promise<void> {
+  for (let i = 0; i < items.length; i += DIG_CONCURRENCY) {
+    await Promise.all(items.slice(i, i + DIG_CONCURRENCY).map(each))
+  }
+}
+
 t.test('zone answers over UDP and TCP, nothing in-zone forwarded', async (t) => {
   const upstream = await fakeUpstream(t)
   const dns = await startPlane(t, { upstreams: [`127.0.0.1:${upstream.port}`] })
   for (const transport of ['udp', 'tcp'] as const) {
     const extra = transport === 'tcp' ? ['+tcp'] : []
-    await Promise.all(
-      cases.map(async (c) => {
-        const r = await dig(dns.port, c.name, c.type, extra)
-        const label = `${transport} ${c.type} ${c.name}`
-        t.equal(r.status, c.status, `${label}: status`)
-        if (c.status === 'REFUSED') return
-        t.ok(r.flags.includes('ra'), `${label}: RA=1`)
-        if (c.data) {
-          const type = c.type === 'TYPE65' ? 'TYPE65' : c.type
-          t.same(datas(r, type), [...c.data].sort(), `${label}: answer`)
-          if (c.data.length === 0) t.equal(r.answer.length, 0, `${label}: NODATA has an empty answer`)
-        }
-        if (c.additional) {
-          t.same(
-            r.additional
-              .filter((a) => a.type === 'A' || a.type === 'AAAA')
-              .map((a) => a.data)
-              .sort(),
-            [...c.additional].sort(),
-            `${label}: additional`,
-          )
-        }
-        const negative = c.status === 'NXDOMAIN' || c.data?.length === 0
-        if (negative && !c.name.endsWith('.arpa') && !c.name.endsWith('localhost')) {
-          t.equal(r.authority.length, 1, `${label}: one SOA in authority`)
-          t.match(r.authority[0], { name: `${Z}.`, ttl: 5, type: 'SOA' }, `${label}: zone SOA`)
-          t.match(
-            r.authority[0]?.data ?? '',
-            new RegExp(`^ns\\.dns\\.${Z}\\. hostmaster\\.${Z}\\. \\d+ 7200 1800 86400 5$`),
-          )
-        }
-        if (!c.name.endsWith('localhost')) t.ok(r.flags.includes('aa'), `${label}: AA=1`)
-      }),
-    )
+    await inBatches(cases, async (c) => {
+      const r = await dig(dns.port, c.name, c.type, extra)
+      const label = `${transport} ${c.type} ${c.name}`
+      t.equal(r.status, c.status, `${label}: status`)
+      if (c.status === 'REFUSED') return
+      t.ok(r.flags.includes('ra'), `${label}: RA=1`)
+      if (c.data) {
+        const type = c.type === 'TYPE65' ? 'TYPE65' : c.type
+        t.same(datas(r, type), [...c.data].sort(), `${label}: answer`)
+        if (c.data.length === 0) t.equal(r.answer.length, 0, `${label}: NODATA has an empty answer`)
+      }
+      if (c.additional) {
+        t.same(
+          r.additional
+            .filter((a) => a.type === 'A' || a.type === 'AAAA')
+            .map((a) => a.data)
+            .sort(),
+          [...c.additional].sort(),
+          `${label}: additional`,
+        )
+      }
+      const negative = c.status === 'NXDOMAIN' || c.data?.length === 0
+      if (negative && !c.name.endsWith('.arpa') && !c.name.endsWith('localhost')) {
+        t.equal(r.authority.length, 1, `${label}: one SOA in authority`)
+        t.match(r.authority[0], { name: `${Z}.`, ttl: 5, type: 'SOA' }, `${label}: zone SOA`)
+        t.match(
+          r.authority[0]?.data ?? '',
+          new RegExp(`^ns\\.dns\\.${Z}\\. hostmaster\\.${Z}\\. \\d+ 7200 1800 86400 5$`),
+        )
+      }
+      if (!c.name.endsWith('localhost')) t.ok(r.flags.includes('aa'), `${label}: AA=1`)
+    })
   }
   const leaked = upstream.seen.filter(
     (s) => s.name.toLowerCase().endsWith(Z) || s.name.toLowerCase().endsWith('.arpa') || s.name.includes('localhost'),

@@ -116,11 +116,13 @@ t.test('failover to the next upstream; SERVFAIL within 3 s when all fail', async
   t.ok(s.upstreams[0]!.failures >= 1, 'failure counted')
 
   const dns2 = await startPlane(t, { upstreams: [`127.0.0.1:${dead.port}`] })
+  // Timed with a raw UDP query: a dig process started on a loaded machine adds its own start-up to the figure.
   const t0 = Date.now()
-  const f = await dig(dns2.port, 'nothing.example.org', 'A')
+  const raw = await udpRaw(dns2.port, query('nothing.example.org', 'A'), 5000)
   const took = Date.now() - t0
-  t.equal(f.status, 'SERVFAIL')
+  t.equal(raw && rcodeOf(decode(raw)), 'SERVFAIL')
   t.ok(took < 3300, `SERVFAIL after ${took} ms`)
+  t.equal((await dig(dns2.port, 'nothing2.example.org', 'A')).status, 'SERVFAIL', 'dig sees the SERVFAIL too')
   // In-zone names keep working while the upstream is down.
   const local = await dig(dns2.port, `web.default.svc.${Z}`, 'A')
   t.same(datas(local, 'A'), ['10.96.0.10'])
