@@ -140,7 +140,10 @@ endpoints:
   await t.test('no local endpoint: refused at once on that node, served on the other', async (t) => {
     const r = await connectError(addrA, nodePort(sa, 'only-b'))
     t.equal(r.code, 'ECONNREFUSED', 'node a refuses the Local NodePort (no fallback to node b)')
-    t.ok(r.ms < 50, `in ${r.ms.toFixed(1)} ms`)
+    t.ok(
+      r.ms < 1000,
+      `refused in ${r.ms.toFixed(1)} ms, not held (ECONNREFUSED, not TIMEOUT, is the check; 1 s allows a loaded machine)`,
+    )
     t.equal(await identify(addrB, nodePort(sb, 'only-b')), podB.id, 'node b serves it')
     // The same endpoints with externalTrafficPolicy Cluster are reachable from node a.
     t.equal(
@@ -157,7 +160,10 @@ endpoints:
       t.equal(await identify(vip(sb, 'int'), 80), podB.id, `node b ClusterIP → Pod on b (${i + 1})`)
     const r = await connectError(vip(sa, 'int-b'), 80)
     t.equal(r.code, 'ECONNREFUSED', 'no local endpoint on a: the ClusterIP refuses')
-    t.ok(r.ms < 50, `in ${r.ms.toFixed(1)} ms`)
+    t.ok(
+      r.ms < 1000,
+      `refused in ${r.ms.toFixed(1)} ms, not held (ECONNREFUSED, not TIMEOUT, is the check; 1 s allows a loaded machine)`,
+    )
     t.equal(await identify(vip(sb, 'int-b'), 80), podB.id, 'node b serves it')
   })
 
