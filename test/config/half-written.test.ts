@@ -51,32 +51,54 @@ function harness(
 
 t.test('an editor that renames a temp file over the manifest is read at once', async (t) => {
   const dir = t.testdir({ 'web.yaml': svc('a') })
-  // A long quiet period: a reload that waited for it would take a second.
-  const h = harness(t, [dir], { debounceMs: 1000 })
+  // A long quiet period: a reload that waited for it would take three seconds.
+  const h = harness(t, [dir], { debounceMs: 3000 })
   await h.source.start()
   writeFileSync(join(dir, '.web.yaml.swp'), 'swap') // the editor's own files are not manifests
   writeFileSync(join(dir, 'web.yaml.tmp'), svc('b'))
   const renamedAt = Date.now()
   renameSync(join(dir, 'web.yaml.tmp'), join(dir, 'web.yaml'))
   const u = await h.until('b applied', (u) => u.names.includes('b'))
-  t.ok(u.at - renamedAt < 500, `applied ${u.at - renamedAt} ms after the rename (quiet period 1000 ms)`)
+  t.ok(u.at - renamedAt < 1500, `applied ${u.at - renamedAt} ms after the rename (quiet period 3000 ms)`)
 })
 
-t.test('a save written in place in chunks is read once the file is quiet', async (t) => {
-  const dir = t.testdir({ 'web.yaml': svc('a') })
-  const h = harness(t, [dir], { debounceMs: 100 })
-  await h.source.start()
-  // Five chunks 60 ms apart (the writer never pauses for the 100 ms quiet period): only the whole file counts.
+// The writer pauses 50 ms between chunks, a tenth of the 500 ms quiet period. A loaded machine can still stretch one
+// pause past the quiet period, and then applying the part written so far is right: such a try is repeated.
+const QUIET_MS = 500
+const PAUSE_MS = 50
+
+/** Writes the five Services in chunks in place; resolves with the longest pause the writer really made. */
+async function writeInChunks(file: string): Promise<number> {
   const whole = ['a', 'b', 'c', 'd', 'e'].map((n) => `---\n${svc(n)}`)
-  const fd = openSync(join(dir, 'web.yaml'), 'w')
+  const fd = openSync(file, 'w')
+  let longest = 0
   for (const chunk of whole) {
+    const before = Date.now()
     writeSync(fd, chunk)
-    await sleep(60)
+    await sleep(PAUSE_MS)
+    longest = Math.max(longest, Date.now() - before)
   }
   closeSync(fd)
-  await h.until('whole file applied', (u) => u.names.length === 5)
-  const partial = h.updates.slice(1).filter((u) => u.names.length !== 5)
-  t.same(partial, [], 'no update with part of the file')
+  return longest
+}
+
+t.test('a save written in place in chunks is read once the file is quiet', async (t) => {
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    const dir = t.testdir({ 'web.yaml': svc('a') })
+    const h = harness(t, [dir], { debounceMs: QUIET_MS })
+    await h.source.start()
+    const longest = await writeInChunks(join(dir, 'web.yaml'))
+    await h.until('whole file applied', (u) => u.names.length === 5)
+    h.source.close()
+    if (longest >= QUIET_MS) {
+      t.comment(`try ${attempt}: the writer paused ${longest} ms (machine busy), past the quiet period; again`)
+      continue
+    }
+    const partial = h.updates.slice(1).filter((u) => u.names.length !== 5)
+    t.same(partial, [], 'no update with part of the file')
+    return
+  }
+  t.fail('three tries in which the machine never let the writer keep its pauses under the quiet period')
 })
 
 t.test('truncated, then written again: the objects never go', async (t) => {
