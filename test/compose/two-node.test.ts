@@ -330,6 +330,6 @@ async function run(t: Test) {
 // tap reports a skipped test as skipped (not passed); .ci/run fails when a test is skipped under root.
 t.test(
   'two meshlet nodes: node-local traffic policies, one LoadBalancer owner, failover',
-  { timeout: 60000, skip },
+  { timeout: 150000, skip },
   async (t) => run(t),
 )
