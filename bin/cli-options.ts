@@ -7,9 +7,14 @@ import { parseArgs } from 'node:util'
 import type { ListenAddress, RuntimeOptions } from '../model/options.ts'
 import { parseCidr, type Cidr } from '../model/ip.ts'
 import { isIP } from 'node:net'
+import { CliError } from './errors.ts'
 
-export class UsageError extends Error {
-  readonly code = 'MLT_CLI_USAGE'
+/** A usage error: exit code 2, with the usage text. */
+export class UsageError extends CliError {
+  constructor(message: string) {
+    super('MLT_CLI_USAGE', message)
+    this.name = 'UsageError'
+  }
 }
 
 interface FlagSpec {

@@ -12,8 +12,12 @@ export class MeshletError extends Error {
     ;(this as unknown as Record<symbol, boolean>)[BRAND] = true
   }
 
-  /** instanceof that holds across two loaded copies of the module (undici's Symbol.for brand). */
+  /**
+   * instanceof that holds across two loaded copies of the module (undici's Symbol.for brand). Subclasses inherit this
+   * static method, so for them it falls back to the prototype chain: a ConfigError is not `instanceof UsageError`.
+   */
   static [Symbol.hasInstance](value: unknown): boolean {
+    if (this !== MeshletError) return Function.prototype[Symbol.hasInstance].call(this, value)
     return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[BRAND] === true
   }
 }

@@ -15,6 +15,7 @@ import type {
   Service,
   SourceRef,
 } from './objects.ts'
+import type { ConfigErrorCode } from './config-errors.ts'
 
 /** One backend address:port of one Service port, with Kubernetes' endpoint conditions (specs/l4-health.md §2.1). */
 export interface EndpointState {
@@ -103,7 +104,8 @@ export interface ObjectError {
   /** "Service default/web", or null when the error is about a whole document or file. */
   readonly object: string | null
   readonly path: string
-  readonly code: string
+  /** One of model/config-errors.ts's codes: callers branch on it, never on the message. */
+  readonly code: ConfigErrorCode
   readonly message: string
 }
 

@@ -14,6 +14,8 @@ export const PROXY_ERRORS = {
   MLT_PROXY_NO_ENDPOINTS: { status: 503, message: 'no ready endpoints' },
   /** Connect refused or reset, or the upstream closed before a full response head. */
   MLT_PROXY_UPSTREAM_ERROR: { status: 502, message: 'upstream error' },
+  /** The upstream's response does not parse as HTTP/1.1 (a bad status line, header or chunk): answered 502. */
+  MLT_PROXY_BAD_RESPONSE: { status: 502, message: 'upstream response does not parse' },
   /** Connect timeout or read timeout before the response head. */
   MLT_PROXY_UPSTREAM_TIMEOUT: { status: 504, message: 'upstream timeout' },
   /** Request body over proxy-body-size. */

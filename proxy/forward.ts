@@ -17,7 +17,7 @@ import type { Cidr } from '../model/ip.ts'
 import { cidrContains } from '../model/ip.ts'
 import type { UpstreamReporter } from '../model/snapshot.ts'
 import type { CanaryConfig } from './annotations.ts'
-import { ProxyError } from './errors.ts'
+import { ProxyError, type ProxyErrorCode } from './errors.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { hostWithoutPort, normalizeHost, parseTarget, type PathOptions, type Target } from './normalize.ts'
 import { matchGroups } from './regex.ts'
@@ -198,6 +198,24 @@ export const STATUS_TEXT = {
   505: 'HTTP Version Not Supported',
 } as Record<number, string>
 
+/**
+ * The catalogue code of a built-in answer given before a route is chosen (access log, /status `unrouted`): what the
+ * 400/404/405 of prepare() and the engines' own 400/431/505 mean.
+ */
+export function unroutedCode(status: number): ProxyErrorCode {
+  switch (status) {
+    case 404:
+      return 'MLT_PROXY_NO_ROUTE'
+    case 405:
+      return 'MLT_PROXY_METHOD_NOT_ALLOWED'
+    case 413:
+      return 'MLT_PROXY_BODY_TOO_LARGE'
+    default:
+      // 400, 431, 501, 505: the request itself cannot be read or framed.
+      return 'MLT_PROXY_BAD_REQUEST'
+  }
+}
+
 /** Built-in answers after which the connection cannot be trusted to be in step (framing or version refused). */
 export function closesConnection(status: number): boolean {
   return status === 400 || status === 501 || status === 505
@@ -308,7 +326,7 @@ export class Forwarder {
 
   constructor(o: ForwarderOptions) {
     this.log = o.log
-    this.access = o.accessLog ? o.log.child({ access: true }) : null
+    this.access = o.accessLog ? o.log.child({ sub: 'access' }) : null
     this.reporter = o.reporter
     this.metrics = o.metrics
     this.pathOptions = o.pathOptions
@@ -367,7 +385,10 @@ export class Forwarder {
       const id = st === 400 ? null : this.newRequestId()
       this.reply(res as DownstreamResponse, st, id, null, closesConnection(st))
       if (this.access !== null)
-        this.access.info({ method: req.method, url: req.url, status: st, requestId: id }, 'request')
+        this.access.info(
+          { method: req.method, url: req.url, status: st, code: unroutedCode(st), requestId: id },
+          'request',
+        )
       return
     }
     const ex = new Exchange(this, li, req as DownstreamRequest, res as DownstreamResponse, this.p)

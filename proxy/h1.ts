@@ -27,6 +27,7 @@ import {
   eqLower,
   isConnectFailure,
   replyBody,
+  unroutedCode,
   type Forwarder,
   type ListenerInfo,
   type RequestHead,
@@ -352,7 +353,10 @@ class Downstream {
       const id = st === 400 ? null : fwd.newRequestId()
       fwd.metrics.countUnrouted(st)
       if (fwd.access !== null)
-        fwd.access.info({ method: head.method, url: head.url, status: st, requestId: id }, 'request')
+        fwd.access.info(
+          { method: head.method, url: head.url, status: st, code: unroutedCode(st), requestId: id },
+          'request',
+        )
       if (closesConnection(st)) this.closeAfter = true
       this.writeReply(st, id, this.closeAfter, head.httpVersionMinor === 0)
       if (!this.closeAfter) this.next()

@@ -28,7 +28,7 @@ import type { Plane, PlaneContext, PlaneFactory } from '../model/plane.ts'
 import type { Snapshot } from '../model/snapshot.ts'
 import type { ListenAddress } from '../model/options.ts'
 import { ProxyError } from './errors.ts'
-import { Forwarder, type ListenerInfo, type RequestHead } from './forward.ts'
+import { Forwarder, unroutedCode, type ListenerInfo, type RequestHead } from './forward.ts'
 import { H1Engine, rawEngineAvailable } from './h1.ts'
 import { ProxyMetrics } from './metrics.ts'
 import { DEFAULT_PATH_OPTIONS, type PathOptions } from './normalize.ts'
@@ -320,7 +320,13 @@ export class ProxyPlane implements Plane {
         )
       else
         this.#ctx.log.warn(
-          { ingress: i.ingress, state: i.state, reasons: i.reasons, servingLastGood: i.servingLastGood },
+          {
+            ingress: i.ingress,
+            state: i.state,
+            code: i.code,
+            reasons: i.reasons,
+            servingLastGood: i.servingLastGood,
+          },
           `ingress ${i.state}`,
         )
     }
@@ -352,6 +358,8 @@ export class ProxyPlane implements Plane {
       ),
       ingresses: r?.ingresses ?? [],
       routes: r?.routes ?? [],
+      // Requests answered before a route was chosen (404 no route, 405, 400...), counted by catalogue code.
+      unrouted: this.#unrouted(),
       defaultBackend: r?.table.defaultRoute
         ? { ingress: r.table.defaultRoute.ingress, service: r.table.defaultRoute.backend.label }
         : null,
@@ -367,6 +375,15 @@ export class ProxyPlane implements Plane {
       inflight: this.#fwd.inflight,
       tunnels: this.#fwd.tunnels.size,
     }
+  }
+
+  #unrouted(): Record<string, number> {
+    const out: Record<string, number> = {}
+    for (const [status, n] of this.#fwd.metrics.unrouted) {
+      const code = unroutedCode(status)
+      out[code] = (out[code] ?? 0) + n
+    }
+    return out
   }
 
   /** Stop accepting; let in-flight requests and tunnels finish until `deadline`; then close everything. */

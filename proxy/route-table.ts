@@ -11,6 +11,7 @@ import type { Ingress, IngressServiceBackend, Secret } from '../model/objects.ts
 import { objectKey } from '../model/objects.ts'
 import type { ServiceState, Snapshot } from '../model/snapshot.ts'
 import { parseAnnotations, DEFAULT_CONFIG, type IngressConfig } from './annotations.ts'
+import type { ProxyErrorCode } from './errors.ts'
 import type { ProxyMetrics, RouteStats } from './metrics.ts'
 import { normalizePath, type PathOptions } from './normalize.ts'
 import { compileRegex, matchLength, regexReason, type UserRegex } from './regex.ts'
@@ -154,6 +155,8 @@ export interface IngressStatus {
   readonly ingress: string
   state: IngressState
   readonly source: string
+  /** MLT_PROXY_INGRESS_INVALID when rejected, so /status readers branch on it; null when accepted or ignored. */
+  code: ProxyErrorCode | null
   /** Why it is rejected or ignored. */
   readonly reasons: string[]
   /** Non-fatal problems: unparsable annotation values, conflicts lost, missing Services. */
@@ -171,6 +174,8 @@ export interface RouteStatus {
   readonly service: string
   readonly endpoints: number
   readonly error: string | null
+  /** MLT_PROXY_NO_ENDPOINTS when the route answers 503 (its Service, port or ready endpoints are missing). */
+  readonly code: ProxyErrorCode | null
   readonly canary: string | null
 }
 
@@ -415,6 +420,7 @@ export function compile(input: CompileInput): CompileResult {
       ingress: key,
       state: 'accepted',
       source: `${current.meta.source.file} doc ${current.meta.source.doc}`,
+      code: null,
       reasons: [],
       warnings: [],
       unknownAnnotations: [],
@@ -433,6 +439,7 @@ export function compile(input: CompileInput): CompileResult {
     const reasons = validate(ing, parsed.config, parsed.errors)
     if (reasons.length > 0) {
       status.state = 'rejected'
+      status.code = 'MLT_PROXY_INGRESS_INVALID'
       status.reasons.push(...reasons)
       const last = input.lastGood.get(key)
       if (!last || last === current) continue
@@ -592,16 +599,20 @@ export function compile(input: CompileInput): CompileResult {
   }
 
   const routes: RouteStatus[] = []
-  const describe = (r: Route): RouteStatus => ({
-    host: r.host || '*',
-    path: r.path,
-    kind: r.kind,
-    ingress: r.ingress,
-    service: r.backend.label,
-    endpoints: r.backend.group?.endpoints.length ?? 0,
-    error: r.backend.error,
-    canary: r.canary ? `${r.canary.ingress} → ${r.canary.backend.label}` : null,
-  })
+  const describe = (r: Route): RouteStatus => {
+    const endpoints = r.backend.group?.endpoints.length ?? 0
+    return {
+      host: r.host || '*',
+      path: r.path,
+      kind: r.kind,
+      ingress: r.ingress,
+      service: r.backend.label,
+      endpoints,
+      error: r.backend.error,
+      code: endpoints === 0 ? 'MLT_PROXY_NO_ENDPOINTS' : null,
+      canary: r.canary ? `${r.canary.ingress} → ${r.canary.backend.label}` : null,
+    }
+  }
   for (const v of [...exact.values(), ...wild.values(), ...(catchAll ? [catchAll as VHost] : [])]) {
     for (const r of [...v.exact.values(), ...v.prefix.values(), ...v.regex]) routes.push(describe(r))
   }

@@ -111,6 +111,8 @@ export interface ProxyStatusJson {
   >
   readonly ingresses: readonly IngressStatus[]
   readonly routes: readonly RouteStatus[]
+  /** Requests answered before a route was chosen, by proxy/errors.ts code. */
+  readonly unrouted: Readonly<Record<string, number>>
   readonly tunnels: number
   readonly inflight: number
 }

@@ -97,6 +97,12 @@ t.test('no endpoints, missing Service, missing port → 503', async (t) => {
   }
   const routes = r.status().routes
   t.match(routes.find((x) => x.path === '/missing')?.error, /not found/)
+  for (const p of ['/empty', '/missing', '/port'])
+    t.equal(routes.find((x) => x.path === p)?.code, 'MLT_PROXY_NO_ENDPOINTS', `${p}: code in /status`)
+  t.same(r.status().unrouted, {}, 'nothing answered without a route yet')
+  t.equal((await get(r, 'other', '/')).status, 404, 'a host with no route and no default backend')
+  t.equal((await get(r, 'h', '/', { method: 'TRACE' })).status, 405)
+  t.same(r.status().unrouted, { MLT_PROXY_NO_ROUTE: 1, MLT_PROXY_METHOD_NOT_ALLOWED: 1 }, 'unrouted answers by code')
 })
 
 t.test('slow backend: proxy-read-timeout → 504', async (t) => {

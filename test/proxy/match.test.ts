@@ -260,6 +260,7 @@ t.test('per-Ingress validation rejects one Ingress, keeps the others (§1.2)', a
     const r = build([ing, good])
     const st = r.ingresses.find((i) => i.ingress === 'default/x')!
     t.equal(st.state, 'rejected', name)
+    t.equal(st.code, 'MLT_PROXY_INGRESS_INVALID', `${name}: the code /status readers branch on`)
     t.match(st.reasons.join('\n'), reason, name)
     t.equal(who(r, 'ok', '/'), 'Prefix / → s', `${name}: the other Ingress still serves`)
   }
