@@ -1,20 +1,21 @@
-// Error codes of the L4 balancer. Callers branch on `code`.
+// The L4 balancer's error catalogue (STYLE.md "Errors"): one code per way a listener, a connection or an address
+// allocation can fail. /status and the log lines carry the code beside the text, so callers branch on `code`. No lb
+// failure is thrown across a module boundary (each is a state shown in /status), so there is no LbError class.
 
-import { MeshletError } from '../model/errors.ts'
+export const LB_ERRORS = {
+  /** A listener could not bind its address (EADDRINUSE, EADDRNOTAVAIL, EACCES): /status listener `code`, error log. */
+  MLT_LB_BIND: 'listener could not bind',
+  /** Every dial attempt to the Service's endpoints failed (or none was usable); the client is reset. */
+  MLT_LB_NO_UPSTREAM: 'no endpoint could be dialled',
+  /** `ip address replace` failed in interface mode: the listener stays in error, not ready. */
+  MLT_LB_VIP_INTERFACE: 'address could not be added to the interface',
+  /** A LoadBalancer Service got no address: every IPAddressPool it may use is full (MetalLB "no available IPs"). */
+  MLT_LB_POOL_EXHAUSTED: 'no available IPs',
+  /**
+   * A LoadBalancer Service got no address because the pools cannot honour its request: a requested IP outside every
+   * pool, an unknown address-pool, a sharing conflict, both loadBalancerIPs and spec.loadBalancerIP.
+   */
+  MLT_LB_ADDRESS_REQUEST: 'requested address cannot be given',
+} as const
 
-export type LbErrorCode =
-  /** A listener could not bind its address (EADDRINUSE, EADDRNOTAVAIL, EACCES). */
-  | 'MLT_LB_BIND'
-  /** Every dial attempt to the Service's endpoints failed; the client is reset. */
-  | 'MLT_LB_NO_UPSTREAM'
-  /** `ip address add/del` failed in interface mode. */
-  | 'MLT_LB_VIP_INTERFACE'
-  /** A LoadBalancer Service got no address from any IPAddressPool. */
-  | 'MLT_LB_POOL_EXHAUSTED'
-
-export class LbError extends MeshletError {
-  constructor(code: LbErrorCode, message: string, options?: { cause?: unknown }) {
-    super(code, message, options)
-    this.name = 'LbError'
-  }
-}
+export type LbErrorCode = keyof typeof LB_ERRORS

@@ -14,7 +14,7 @@ import { localReadyIps } from './usable-endpoints.ts'
 import { type BaseListener, TcpListener, type ListenerDeps } from './tcp-listener.ts'
 import { UdpListener } from './udp-listener.ts'
 import { VipInterface } from './vip-interface.ts'
-import { poolUsage, type PoolUsage } from './pool-usage.ts'
+import { pendingCode, poolUsage, type PoolUsage } from './pool-usage.ts'
 
 interface DesiredListener {
   readonly protocol: 'TCP' | 'UDP'
@@ -291,6 +291,7 @@ export class LbPlane implements Plane {
         this.#vipPending.delete(id)
         if (err) {
           listener.error = err
+          listener.code = 'MLT_LB_VIP_INTERFACE'
           listener.state = 'error'
         } else listener.want(listener.runtime.list(listener.kind).length > 0)
       })
@@ -390,7 +391,11 @@ export class LbPlane implements Plane {
     this.#pendingLogged.set(svc.key, reason)
     const pools = this.#snapshot ? poolUsage(this.#snapshot) : []
     this.#log.warn(
-      { service: svc.key, pools: pools.map((p) => ({ pool: p.pool, assigned: p.assigned, capacity: p.capacity })) },
+      {
+        service: svc.key,
+        code: pendingCode(reason),
+        pools: pools.map((p) => ({ pool: p.pool, assigned: p.assigned, capacity: p.capacity })),
+      },
       reason,
     )
   }
@@ -409,7 +414,7 @@ export class LbPlane implements Plane {
       address: l.address,
       port: l.port,
     }
-    if (l.state === 'error' && l.error) this.#logOnce(`listener|${l.id}`, l.error, fields)
+    if (l.state === 'error' && l.error) this.#logOnce(`listener|${l.id}`, l.error, { ...fields, code: l.code })
     else if (l.state === 'open') {
       this.#errorsLogged.delete(`listener|${l.id}`)
       this.#log.debug(fields, 'listening')
@@ -447,8 +452,17 @@ export class LbPlane implements Plane {
           port: l.port,
           kind: l.kind,
           state: l.state,
-          ...(l.error ? { error: l.error } : {}),
+          ...(l.error ? { error: l.error, code: l.code } : {}),
           ...(l instanceof TcpListener ? { connections: l.connections } : {}),
+          ...(l.refused > 0
+            ? {
+                refused: {
+                  code: 'MLT_LB_NO_UPSTREAM',
+                  count: l.refused,
+                  last: new Date(l.refusedAt).toISOString(),
+                },
+              }
+            : {}),
           ...(l instanceof UdpListener ? { flows: l.flows } : {}),
         }))
       list.push({

@@ -4,6 +4,7 @@
 import type { Snapshot } from '../model/snapshot.ts'
 import type { IPAddressPool, LabelSelector } from '../model/objects.ts'
 import { poolCapacity } from '../model/lb-allocator.ts'
+import type { LbErrorCode } from './errors.ts'
 
 export interface PoolUsage {
   readonly pool: string
@@ -12,7 +13,23 @@ export interface PoolUsage {
   readonly assignedIPv4: number
   readonly assignedIPv6: number
   readonly advertised: boolean
-  readonly pending: readonly { service: string; reason: string }[]
+  readonly pending: readonly PendingService[]
+}
+
+/** A LoadBalancer Service without an address: MetalLB's event text, and the code to branch on. */
+export interface PendingService {
+  readonly service: string
+  readonly code: LbErrorCode
+  readonly reason: string
+}
+
+/**
+ * The code of a pending reason. The allocator (model/lb-allocator.ts) keeps MetalLB's event texts word for word, so
+ * users can search them; its exhaustion texts are "no available IPs" and "no available IPs in pool NAME". Every
+ * other reason is a request the pools cannot honour (an address outside them, an unknown pool, a sharing conflict).
+ */
+export function pendingCode(reason: string): LbErrorCode {
+  return reason.includes(': no available IPs') ? 'MLT_LB_POOL_EXHAUSTED' : 'MLT_LB_ADDRESS_REQUEST'
 }
 
 function matches(sel: LabelSelector, labels: Readonly<Record<string, string>>): boolean {
@@ -31,7 +48,7 @@ function advertised(s: Snapshot, pool: IPAddressPool): boolean {
 export function poolUsage(s: Snapshot): PoolUsage[] {
   const pending = s.services
     .filter((svc) => svc.loadBalancerPending !== null)
-    .map((svc) => ({ service: svc.key, reason: svc.loadBalancerPending! }))
+    .map((svc) => ({ service: svc.key, code: pendingCode(svc.loadBalancerPending!), reason: svc.loadBalancerPending! }))
   return s.pools.map((pool) => {
     const cap = poolCapacity(pool)
     let v4 = 0

@@ -5,6 +5,7 @@
 
 import { connect, createServer, type Server, type Socket } from 'node:net'
 import type { EndpointState, UpstreamReporter } from '../model/snapshot.ts'
+import type { LbErrorCode } from './errors.ts'
 import type { LbMetrics } from './lb-metrics.ts'
 import type { ListenerKind, PortRuntime } from './port-runtime.ts'
 import { proxyHeader } from './proxy-protocol.ts'
@@ -30,6 +31,14 @@ export abstract class BaseListener {
   runtime: PortRuntime
   state: ListenerState = 'closed'
   error: string | null = null
+  /** Why the listener is in error (MLT_LB_BIND, MLT_LB_VIP_INTERFACE), for /status readers and the log line. */
+  code: LbErrorCode | null = null
+  /**
+   * Client connections reset because no endpoint could be dialled (MLT_LB_NO_UPSTREAM), and when the last one was
+   * (epoch ms): /status shows them per listener, beside the per-Service meshlet_lb_refused_total.
+   */
+  refused = 0
+  refusedAt = 0
   protected wanted = false
   readonly deps: ListenerDeps
 
@@ -57,9 +66,10 @@ export abstract class BaseListener {
     else if (!open && this.state === 'open') this.doClose()
   }
 
-  protected setState(state: ListenerState, error: string | null = null): void {
+  protected setState(state: ListenerState, error: string | null = null, code: LbErrorCode | null = null): void {
     this.state = state
     this.error = error
+    this.code = code
     this.deps.onState(this)
     if (state === 'open' && !this.wanted) this.doClose()
     else if (state === 'closed' && this.wanted) this.startOpen()
@@ -110,7 +120,11 @@ export class TcpListener extends BaseListener {
     this.#server = server
     server.once('error', (err: NodeJS.ErrnoException) => {
       this.#server = null
-      this.setState('error', `${err.code ?? 'error'}: cannot listen on ${this.address}:${this.port} (${err.message})`)
+      this.setState(
+        'error',
+        `${err.code ?? 'error'}: cannot listen on ${this.address}:${this.port} (${err.message})`,
+        'MLT_LB_BIND',
+      )
     })
     server.listen({ host: this.address, port: this.port, exclusive: true }, () => {
       server.removeAllListeners('error')
@@ -139,6 +153,7 @@ export class TcpListener extends BaseListener {
     const first = rt.pick(this.kind, client.remoteAddress ?? '', Date.now())
     if (!first) {
       m.refused.inc()
+      this.noteRefused()
       client.resetAndDestroy()
       return
     }
@@ -158,6 +173,12 @@ export class TcpListener extends BaseListener {
 
   get connections(): number {
     return this.#conns.size
+  }
+
+  /** A client was reset: every dial failed, or no endpoint was usable for it (MLT_LB_NO_UPSTREAM). */
+  noteRefused(): void {
+    this.refused++
+    this.refusedAt = Date.now()
   }
 }
 
@@ -236,6 +257,7 @@ function onUpstreamError(this: ConnSocket): void {
   if (next) dial(conn, next)
   else {
     rt.metrics.refused.inc()
+    listener.noteRefused()
     client.resetAndDestroy()
   }
 }

@@ -42,7 +42,11 @@ export class UdpListener extends BaseListener {
     sock.once('error', (err: NodeJS.ErrnoException) => {
       this.#socket = null
       sock.close()
-      this.setState('error', `${err.code ?? 'error'}: cannot listen on ${this.address}:${this.port} (${err.message})`)
+      this.setState(
+        'error',
+        `${err.code ?? 'error'}: cannot listen on ${this.address}:${this.port} (${err.message})`,
+        'MLT_LB_BIND',
+      )
     })
     sock.on('message', (msg, rinfo) => this.#onDatagram(msg, rinfo))
     sock.bind({ address: this.address, port: this.port, exclusive: true }, () => {

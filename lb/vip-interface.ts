@@ -44,7 +44,7 @@ export class VipInterface {
     } catch (err) {
       this.#added.delete(ip)
       const msg = `ip address add ${ip}/${prefix} dev ${this.#iface} failed: ${(err as Error).message}`
-      this.#log.error({ ip, interface: this.#iface }, msg)
+      this.#log.error({ ip, interface: this.#iface, code: 'MLT_LB_VIP_INTERFACE' }, msg)
       return msg
     }
     this.#log.info({ ip, interface: this.#iface }, 'address added')

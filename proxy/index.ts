@@ -38,8 +38,6 @@ import { EndpointRegistry } from './upstream.ts'
 import { defaultMaxConnections, readFileLimit } from './limits.ts'
 import { handleUpgrade, isWebSocketUpgrade, writeRawStatus } from './websocket.ts'
 
-export { CONTROLLER_ID } from './route-table.ts'
-
 /** Client keep-alive idle time (ingress-nginx `keep-alive: 75`). */
 const CLIENT_KEEPALIVE_MS = 75_000
 /** Time allowed to send the request head (ingress-nginx `client-header-timeout: 60`). */

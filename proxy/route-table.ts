@@ -10,7 +10,7 @@
 import type { Ingress, IngressServiceBackend, Secret } from '../model/objects.ts'
 import { objectKey } from '../model/objects.ts'
 import type { ServiceState, Snapshot } from '../model/snapshot.ts'
-import { parseAnnotations, DEFAULT_CONFIG, type IngressConfig } from './annotations.ts'
+import { parseAnnotations, type IngressConfig } from './annotations.ts'
 import type { ProxyErrorCode } from './errors.ts'
 import type { ProxyMetrics, RouteStats } from './metrics.ts'
 import { normalizePath, type PathOptions } from './normalize.ts'
@@ -638,5 +638,3 @@ export function compile(input: CompileInput): CompileResult {
 function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0
 }
-
-export { DEFAULT_CONFIG }

@@ -68,8 +68,12 @@ export interface LbListenerJson {
   readonly kind: string
   readonly state: string
   readonly error?: string
+  /** lb/errors.ts code of `error` (MLT_LB_BIND, MLT_LB_VIP_INTERFACE). */
+  readonly code?: string | null
   readonly connections?: number
   readonly flows?: number
+  /** Client connections reset because no endpoint could be dialled. */
+  readonly refused?: { readonly code: string; readonly count: number; readonly last: string }
 }
 
 export interface LbPortJson {

@@ -64,7 +64,11 @@ spec:
   const lbPool = s1.planes.lb?.pools.find((p) => p.pool === 'loop')
   t.equal(lbPool?.capacity, 10, 'pool capacity 10 in /status')
   t.equal(lbPool?.assigned, 10, 'pool fully assigned')
-  t.same(lbPool?.pending, [{ service: 'default/svc-11', reason: pendingText }], 'pending list in /status')
+  t.same(
+    lbPool?.pending,
+    [{ service: 'default/svc-11', code: 'MLT_LB_POOL_EXHAUSTED', reason: pendingText }],
+    'pending list in /status, with the code to branch on',
+  )
   t.equal(lbPool?.advertised, true, 'the pool is advertised')
 
   // Every allocated address really listens.
@@ -86,7 +90,7 @@ spec: { ports: [{ port: 9 }] }
   t.equal(warnings.length, 1, 'one warning line for the pending Service')
   t.match(
     warnings[0],
-    { service: 'default/svc-11', pools: [{ pool: 'loop', assigned: 10, capacity: 10 }] },
+    { service: 'default/svc-11', code: 'MLT_LB_POOL_EXHAUSTED', pools: [{ pool: 'loop', assigned: 10, capacity: 10 }] },
     'it names the pool and its use',
   )
 

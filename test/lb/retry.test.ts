@@ -3,7 +3,7 @@
 // endpoint again, because concurrent connections move the cursor between a connection's attempts.
 
 import t from 'tap'
-import { connect } from 'node:net'
+import { connect, createServer } from 'node:net'
 import { startMeshlet } from '../helpers/meshlet.ts'
 import { clusterIP, endpointsYaml, identifyServer, netOf, waitListener } from './helpers.ts'
 
@@ -46,4 +46,36 @@ t.test('with 3 of 4 endpoints dead, every connection reaches the live one', { ti
     for (const r of results) outcomes.set(r, (outcomes.get(r) ?? 0) + 1)
   }
   t.same(Object.fromEntries(outcomes), { ok: 300 }, 'all 300 connections served, none reset')
+  t.notOk((await waitListener(m, 'default/flaky', (l) => l.state === 'open'))?.refused, 'no refusal in /status')
+
+  // Only dead endpoints left: every dial fails, the client is reset, and /status says so with its code.
+  m.writeManifest('ep.yaml', endpointsYaml('flaky', [{ port: live.port }], [net.ip(221), net.ip(222), net.ip(223)]))
+  await m.waitForStatus((s) => s.planes.lb?.services['default/flaky']?.[0]?.usable.cluster === 3)
+  t.not(await oneConnection(vip, 80), 'ok', 'no live endpoint: the connection is not served')
+  const l = await waitListener(m, 'default/flaky', (l) => l.refused !== undefined)
+  t.equal(l?.refused?.code, 'MLT_LB_NO_UPSTREAM')
+  t.equal(l?.refused?.count, 1)
+})
+
+t.test('a listener that cannot bind: MLT_LB_BIND in /status and in its error line', { timeout: 60_000 }, async (t) => {
+  const live = await identifyServer(t, net.ip(225))
+  // Something else holds the ClusterIP's port before meshlet starts.
+  const squatter = createServer()
+  await new Promise<void>((resolve, reject) => {
+    squatter.once('error', reject)
+    squatter.listen({ host: net.ip(100), port: 80, exclusive: true }, () => resolve())
+  })
+  t.teardown(() => squatter.close())
+  const m = await startMeshlet(t, {
+    manifests: {
+      'svc.yaml': `apiVersion: v1\nkind: Service\nmetadata: { name: taken }\nspec: { clusterIP: ${net.ip(100)}, ports: [{ port: 80 }] }\n`,
+      'ep.yaml': endpointsYaml('taken', [{ port: live.port }], [net.ip(225)]),
+    },
+    args: ['--service-cidr', net.serviceCidr, '--node-address', net.ip(240)],
+  })
+  const l = await waitListener(m, 'default/taken', (l) => l.state === 'error')
+  t.equal(l?.code, 'MLT_LB_BIND', 'the code beside the error text')
+  t.match(l?.error, /EADDRINUSE/)
+  const line = await m.waitForLog((x) => x.code === 'MLT_LB_BIND')
+  t.match(line, { level: 50, service: 'default/taken', address: net.ip(100), port: 80 })
 })
