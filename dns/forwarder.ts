@@ -260,7 +260,7 @@ export class Forwarder {
       this.#metrics.upstreamFailures.inc({ upstream: u.text, reason: 'timeout' })
       if (u.state === 'ok' && u.consecutiveFailures >= FAILING_AFTER) {
         u.state = 'failing'
-        this.#log.warn({ upstream: u.text }, 'upstream not answering')
+        this.#log.warn({ upstream: u.text, code: 'MLT_DNS_UPSTREAM_FAILED' }, 'upstream not answering')
       }
     }
     return null

@@ -196,6 +196,13 @@ export const startDns: PlaneFactory = async (ctx) => {
       upstreams: forwarder.upstreams.map((u) => ({
         address: u.text,
         state: u.state,
+        // dns/errors.ts: why the upstream is not used (or used last), for /status readers to branch on.
+        code:
+          u.state === 'failing'
+            ? 'MLT_DNS_UPSTREAM_FAILED'
+            : u.state === 'loop' || u.state === 'self'
+              ? 'MLT_DNS_UPSTREAM_LOOP'
+              : null,
         failures: u.failures,
         reason: u.reason,
       })),

@@ -123,6 +123,11 @@ t.test('failover to the next upstream; SERVFAIL within 3 s when all fail', async
   t.equal(raw && rcodeOf(decode(raw)), 'SERVFAIL')
   t.ok(took < 3300, `SERVFAIL after ${took} ms`)
   t.equal((await dig(dns2.port, 'nothing2.example.org', 'A')).status, 'SERVFAIL', 'dig sees the SERVFAIL too')
+  t.match(
+    (dns2.plane.status() as { upstreams: unknown[] }).upstreams[0],
+    { state: 'failing', code: 'MLT_DNS_UPSTREAM_FAILED' },
+    'the silent upstream is failing in /status, with its code',
+  )
   // In-zone names keep working while the upstream is down.
   const local = await dig(dns2.port, `web.default.svc.${Z}`, 'A')
   t.same(datas(local, 'A'), ['10.96.0.10'])
@@ -179,7 +184,7 @@ t.test('forwarding loops: an upstream that sends the probe back is refused', asy
   )
   t.ok(ok, 'looping upstream detected by the probe')
   const s = dns.plane.status() as { upstreams: { state: string; reason: string | null }[] }
-  t.match(s.upstreams[0]?.reason, /loop probe/)
+  t.match(s.upstreams[0], { reason: /loop probe/, code: 'MLT_DNS_UPSTREAM_LOOP' })
   const before = relayed
   const r = await dig(dns.port, 'www.example.org', 'A')
   t.equal(r.status, 'SERVFAIL', 'no usable upstream: SERVFAIL, no loop')
