@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import type { ListenAddress } from '../model/options.ts'
+import { publishListener } from '../model/diagnostics.ts'
 import type { Plane } from '../model/plane.ts'
 import type { Store } from '../model/store.ts'
 import type { Snapshot } from '../model/snapshot.ts'
@@ -158,11 +159,16 @@ export class AdminServer {
 
   listen(addr: ListenAddress): Promise<AddressInfo> {
     return new Promise((resolve, reject) => {
-      this.#server.once('error', reject)
+      const failed = (err: Error) => {
+        publishListener('admin', 'admin', addr.host, addr.port, err)
+        reject(err)
+      }
+      this.#server.once('error', failed)
       this.#server.listen(addr.port, addr.host, () => {
-        this.#server.off('error', reject)
+        this.#server.off('error', failed)
         const info = this.#server.address() as AddressInfo
         this.#log.info({ listener: 'admin', address: info.address, port: info.port }, 'listening')
+        publishListener('admin', 'admin', info.address, info.port, null)
         resolve(info)
       })
     })

@@ -10,6 +10,7 @@
 
 import { networkInterfaces } from 'node:os'
 import { Counter, Gauge, Histogram } from 'prom-client'
+import { publishApplied, publishListener } from '../model/diagnostics.ts'
 import type { Plane, PlaneFactory } from '../model/plane.ts'
 import { COUNTED_TYPES, RCODE_SLOTS, Resolver } from './answer.ts'
 import { Query, parseQuery } from './wire.ts'
@@ -51,9 +52,13 @@ export const startDns: PlaneFactory = async (ctx) => {
   let workers: DnsWorkers | null = null
   let address: string
   let port: number
+  const failed = (err: Error): never => {
+    publishListener('dns', 'dns', listen.host, listen.port, err)
+    throw err
+  }
   if (workerCount <= 1) {
     listener = new DnsListener(resolver, log)
-    await listener.listen(listen.host, listen.port)
+    await listener.listen(listen.host, listen.port).catch(failed)
     address = listener.address
     port = listener.port
   } else {
@@ -69,11 +74,12 @@ export const startDns: PlaneFactory = async (ctx) => {
         return resolver.resolve(msg, q, tcp, client)
       },
       allowRecursion.map((c) => c.text),
-    )
+    ).catch(failed)
     address = listen.host
     port = workers.port
   }
   log.info({ listener: 'dns', address, port, transport: 'udp+tcp', workers: workerCount }, 'listening')
+  publishListener('dns', 'dns', address, port, null)
   // Once, so a REFUSED answer can be traced to the rule (the node's networks are re-read later as they change).
   log.info(
     { nodeNetworks: nodeNetworks().map((c) => c.text), allowRecursion: allowRecursion.map((c) => c.text) },
@@ -162,6 +168,7 @@ export const startDns: PlaneFactory = async (ctx) => {
   let index = new ZoneIndex(zoneOptions)
   let first = true
   const unsubscribe = ctx.store.subscribe((snapshot) => {
+    const started = performance.now()
     try {
       const { zone, changed } = index.apply(snapshot, resolver.zone.serial)
       resolver.setZone(zone, first ? null : changed)
@@ -170,6 +177,7 @@ export const startDns: PlaneFactory = async (ctx) => {
       workers?.post(snapshot)
       if (lastError !== null) log.info('zone rebuilt')
       lastError = null
+      publishApplied('dns', snapshot.version, started)
     } catch (err) {
       // What was applied before the failure keeps serving; the next Snapshot rebuilds from a fresh index.
       index = new ZoneIndex(zoneOptions)

@@ -2,6 +2,7 @@
 // it subscribes to the Store, runs one worker per (Pod, container, probe kind), and writes each Pod's verdict
 // (`setPodHealth`) and each ejection (`setEjected`) back; every plane then drops the endpoint from the next Snapshot.
 
+import { publishApplied } from '../model/diagnostics.ts'
 import type { Plane, PlaneContext } from '../model/plane.ts'
 import type { PodHealth, Snapshot, UpstreamReporter } from '../model/snapshot.ts'
 import { registerHealthMetrics, type HealthMetrics } from './metrics.ts'
@@ -41,7 +42,11 @@ export class HealthPlane implements Plane {
   }
 
   start(): void {
-    this.#unsubscribe = this.#ctx.store.subscribe((s) => this.#apply(s))
+    this.#unsubscribe = this.#ctx.store.subscribe((s) => {
+      const started = performance.now()
+      this.#apply(s)
+      publishApplied('health', s.version, started)
+    })
   }
 
   #apply(snapshot: Snapshot): void {

@@ -4,6 +4,7 @@
 // changed and established connections keep running.
 
 import type { Logger } from 'pino'
+import { publishApplied, publishListener } from '../model/diagnostics.ts'
 import type { Plane, PlaneContext } from '../model/plane.ts'
 import type { ServicePortState, ServiceState, Snapshot } from '../model/snapshot.ts'
 import { HealthCheckServer } from './health-check-server.ts'
@@ -80,7 +81,11 @@ export class LbPlane implements Plane {
   }
 
   start(): void {
-    this.#unsubscribe = this.#ctx.store.subscribe((s) => this.apply(s))
+    this.#unsubscribe = this.#ctx.store.subscribe((s) => {
+      const started = performance.now()
+      this.apply(s)
+      publishApplied('lb', s.version, started)
+    })
   }
 
   ready(): boolean {
@@ -414,9 +419,12 @@ export class LbPlane implements Plane {
       address: l.address,
       port: l.port,
     }
-    if (l.state === 'error' && l.error) this.#logOnce(`listener|${l.id}`, l.error, { ...fields, code: l.code })
-    else if (l.state === 'open') {
+    if (l.state === 'error' && l.error) {
+      this.#logOnce(`listener|${l.id}`, l.error, { ...fields, code: l.code })
+      publishListener('lb', l.id, l.address, l.port, new Error(l.error))
+    } else if (l.state === 'open') {
       this.#errorsLogged.delete(`listener|${l.id}`)
+      publishListener('lb', l.id, l.address, l.port, null)
       this.#log.debug(fields, 'listening')
     } else if (l.state === 'closed') this.#log.debug(fields, 'listener closed')
   }

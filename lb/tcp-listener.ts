@@ -4,6 +4,7 @@
 // ways with backpressure and half-close (specs/l4-health.md §3.5).
 
 import { connect, createServer, type Server, type Socket } from 'node:net'
+import { publishConnectError } from '../model/diagnostics.ts'
 import type { EndpointState, UpstreamReporter } from '../model/snapshot.ts'
 import type { LbErrorCode } from './errors.ts'
 import type { LbMetrics } from './lb-metrics.ts'
@@ -231,7 +232,7 @@ function onUpstreamConnect(this: ConnSocket): void {
 }
 
 /** Before the connect: a failed dial, retried on the next endpoint in rotation. After it: a reset, passed on. */
-function onUpstreamError(this: ConnSocket): void {
+function onUpstreamError(this: ConnSocket, err: Error): void {
   const conn = this[CONN]!
   if (conn.upstream !== this) return
   if (conn.connected) {
@@ -244,6 +245,7 @@ function onUpstreamError(this: ConnSocket): void {
   const ep = conn.endpoint!
   const listener = conn.listener
   listener.deps.reporter.report(rt.svc.key, ep.ip, ep.port, false)
+  publishConnectError('lb', rt.svc.key, ep.ip, ep.port, err)
   rt.metrics.connectFailures.inc()
   const client = conn.client
   if (client.destroyed) return

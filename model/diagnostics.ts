@@ -30,7 +30,7 @@ export interface SnapshotAppliedMessage {
 /** A listener opened (after bind) or failed to open; `error` is set when it failed. */
 export interface ListenerMessage {
   readonly component: string
-  /** The listener's name as in the `listening` log line (dns, http, https, admin) or "ip:port/protocol" for lb. */
+  /** The listener's name as in the `listening` log line (dns, http, https, admin), or "PROTOCOL|address|port" for lb. */
   readonly listener: string
   readonly address: string
   readonly port: number
@@ -65,3 +65,41 @@ export const upstreamConnectError: DiagnosticsChannel<UpstreamConnectErrorMessag
   'meshlet:upstream:connect-error',
 )
 export const probeVerdict: DiagnosticsChannel<ProbeVerdictMessage> = channel('meshlet:health:probe-verdict')
+
+// Publishing helpers: one call at each site, nothing allocated (no message object) while nobody subscribes.
+
+/** `meshlet:listener:opened` when `error` is null, else `meshlet:listener:failed`. */
+export function publishListener(
+  component: string,
+  listener: string,
+  address: string,
+  port: number,
+  error: Error | null,
+): void {
+  const ch = error === null ? listenerOpened : listenerFailed
+  if (ch.hasSubscribers) ch.publish({ component, listener, address, port, error })
+}
+
+/** `meshlet:snapshot:applied`; `started` is performance.now() when the plane began applying. */
+export function publishApplied(component: string, version: number, started: number): void {
+  if (snapshotApplied.hasSubscribers)
+    snapshotApplied.publish({ component, version, durationSeconds: (performance.now() - started) / 1000 })
+}
+
+/** `meshlet:upstream:connect-error`; `error` is made only for a subscriber when the caller has none (a code). */
+export function publishConnectError(
+  component: string,
+  service: string,
+  address: string,
+  port: number,
+  error: Error | string,
+): void {
+  if (upstreamConnectError.hasSubscribers)
+    upstreamConnectError.publish({
+      component,
+      service,
+      address,
+      port,
+      error: typeof error === 'string' ? new Error(error) : error,
+    })
+}

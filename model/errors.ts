@@ -22,8 +22,12 @@ export class MeshletError extends Error {
   }
 }
 
-/**
- * The catalogue of model/child-process.ts: MLT_CHILD_SPAWN, the program could not start (ENOENT, EPERM, E2BIG...);
- * MLT_CHILD_EXIT, it exited non-zero where the caller needs it to work (runChecked only).
- */
-export type ChildProcessErrorCode = 'MLT_CHILD_SPAWN' | 'MLT_CHILD_EXIT'
+/** The catalogue of model/child-process.ts (the one way meshlet runs ip, arping, openssl, exec probes). */
+export const CHILD_PROCESS_ERRORS = {
+  /** The program could not start (ENOENT, EACCES, EPERM, E2BIG...): install it, or give the process the right. */
+  MLT_CHILD_SPAWN: 'program could not start',
+  /** It exited non-zero where the caller needs it to work (runChecked only); its stderr is in the message. */
+  MLT_CHILD_EXIT: 'program failed',
+} as const
+
+export type ChildProcessErrorCode = keyof typeof CHILD_PROCESS_ERRORS

@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto'
 import type { Socket } from 'node:net'
 import type { Cidr } from '../model/ip.ts'
 import { cidrContains } from '../model/ip.ts'
+import { publishConnectError } from '../model/diagnostics.ts'
 import type { UpstreamReporter } from '../model/snapshot.ts'
 import type { CanaryConfig } from './annotations.ts'
 import { ProxyError, type ProxyErrorCode } from './errors.ts'
@@ -990,7 +991,10 @@ export class Exchange extends ExchangeBase {
       return
     }
     const connectFail = isConnectFailure(code)
-    if (connectFail) this.route.stats.connectErrors++
+    if (connectFail) {
+      this.route.stats.connectErrors++
+      publishConnectError('proxy', this.route.backend.service, ep.host, ep.port, err)
+    }
     this.fwd.reporter.report(this.route.backend.service, ep.host, ep.port, false)
     if (this.responseStarted) {
       // Mid-response: nothing sensible can be sent; cut the downstream connection so the client sees it.

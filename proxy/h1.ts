@@ -32,6 +32,7 @@ import {
   type ListenerInfo,
   type RequestHead,
 } from './forward.ts'
+import { publishConnectError } from '../model/diagnostics.ts'
 import { UPSTREAM_CONNECTIONS, UPSTREAM_KEEPALIVE_MS, type Endpoint } from './upstream.ts'
 import { handleUpgrade, isWebSocketUpgrade, writeRawStatus } from './websocket.ts'
 
@@ -1123,7 +1124,10 @@ export class H1Exchange extends ExchangeBase {
     this.release()
     this.sendBlocked = 0
     const connectFail = isConnectFailure(code)
-    if (connectFail) this.route.stats.connectErrors++
+    if (connectFail) {
+      this.route.stats.connectErrors++
+      publishConnectError('proxy', this.route.backend.service, ep.host, ep.port, err ?? code)
+    }
     this.fwd.reporter.report(this.route.backend.service, ep.host, ep.port, false)
     if (this.responseStarted) {
       // Mid-response: nothing sensible can be sent; cut the downstream connection so the client sees it.

@@ -23,6 +23,7 @@ import type { Server, Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import { createSecureContext, type SecureContext } from 'node:tls'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { publishApplied, publishListener } from '../model/diagnostics.ts'
 import type { Ingress } from '../model/objects.ts'
 import type { Plane, PlaneContext, PlaneFactory } from '../model/plane.ts'
 import type { Snapshot } from '../model/snapshot.ts'
@@ -126,7 +127,11 @@ export class ProxyPlane implements Plane {
       this.#fwd.httpsPort = this.#listeners.find((l) => l.name === 'https')?.port ?? null
     }
     if (options.http) await this.#listen('http', options.http, null)
-    this.#unsubscribe = this.#ctx.store.subscribe((s) => this.apply(s))
+    this.#unsubscribe = this.#ctx.store.subscribe((s) => {
+      const started = performance.now()
+      this.apply(s)
+      publishApplied('proxy', s.version, started)
+    })
   }
 
   async #listen(name: 'http' | 'https', addr: ListenAddress, pem: PemPair | null): Promise<void> {
@@ -152,6 +157,7 @@ export class ProxyPlane implements Plane {
     } catch (err) {
       st.state = 'failed'
       st.error = (err as Error).message
+      publishListener('proxy', name, addr.host, addr.port, err as Error)
       throw new ProxyError(
         'MLT_PROXY_LISTEN',
         `${name} listener on ${addr.host}:${addr.port}: ${(err as Error).message}`,
@@ -167,6 +173,7 @@ export class ProxyPlane implements Plane {
     }
     st.state = 'listening'
     this.#ctx.log.info({ listener: name, address: st.address, port: st.port }, 'listening')
+    publishListener('proxy', name, st.address ?? addr.host, st.port ?? addr.port, null)
   }
 
   /** The http listener on the raw HTTP/1.1 engine. */

@@ -11,6 +11,7 @@
 import { connect, type Socket } from 'node:net'
 import { ExchangeBase, eqLower, type Forwarder, type ListenerInfo, type RequestHead } from './forward.ts'
 import type { Endpoint } from './upstream.ts'
+import { publishConnectError } from '../model/diagnostics.ts'
 
 const STATUS_LINE: Record<number, string> = {
   308: 'Permanent Redirect',
@@ -164,6 +165,7 @@ class Tunnel {
     const ex = this.ex
     this.fwd.reporter.report(ex.route.backend.service, ep.host, ep.port, false)
     ex.route.stats.connectErrors++
+    publishConnectError('proxy', ex.route.backend.service, ep.host, ep.port, err)
     this.phase = T_DONE
     if (ex.tries < ex.route.config.tries && !this.client.destroyed) {
       const next = ex.nextEndpoint(ep)
