@@ -126,12 +126,16 @@ function classify(name: string): number {
   }
 }
 
-/** Hop-by-hop response headers (spec §1.8.4), on undici's raw Buffer names. */
+/** Hop-by-hop response headers (spec §1.8.4), on undici's raw Buffer names: the length test spares the string. */
 export function dropResponseHeader(b: Buffer): boolean {
   const n = b.length
   if (n !== 10 && n !== 17 && n !== 16 && n !== 7 && n !== 2) return false
-  const s = b.toString('latin1')
-  switch (n) {
+  return dropResponseHeaderName(b.toString('latin1'))
+}
+
+/** Hop-by-hop response headers (spec §1.8.4), on string names (the raw engine's parser gives strings). */
+export function dropResponseHeaderName(s: string): boolean {
+  switch (s.length) {
     case 10:
       return eqLower(s, 'connection') || eqLower(s, 'keep-alive')
     case 17:
@@ -140,8 +144,10 @@ export function dropResponseHeader(b: Buffer): boolean {
       return eqLower(s, 'proxy-connection')
     case 7:
       return eqLower(s, 'upgrade') || eqLower(s, 'trailer')
-    default:
+    case 2:
       return eqLower(s, 'te')
+    default:
+      return false
   }
 }
 

@@ -24,6 +24,7 @@ import {
   IDEMPOTENT,
   STATUS_TEXT,
   closesConnection,
+  dropResponseHeaderName,
   eqLower,
   isConnectFailure,
   replyBody,
@@ -160,24 +161,6 @@ const CRLF_0 = '0\r\n\r\n'
 /** Response pieces up to this size are gathered into one write. */
 const COALESCE_MAX = 16384
 const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n'
-
-/** Hop-by-hop response headers (spec §1.8.4), on the parser's string names. */
-function dropResponseHeader(s: string): boolean {
-  switch (s.length) {
-    case 10:
-      return eqLower(s, 'connection') || eqLower(s, 'keep-alive')
-    case 17:
-      return eqLower(s, 'transfer-encoding')
-    case 16:
-      return eqLower(s, 'proxy-connection')
-    case 7:
-      return eqLower(s, 'upgrade') || eqLower(s, 'trailer')
-    case 2:
-      return eqLower(s, 'te')
-    default:
-      return false
-  }
-}
 
 // ---------------------------------------------------------------- downstream (client connections)
 
@@ -1033,7 +1016,7 @@ export class H1Exchange extends ExchangeBase {
     let length = false
     for (let i = 0; i < headers.length; i += 2) {
       const name = headers[i]!
-      if (dropResponseHeader(name)) continue
+      if (dropResponseHeaderName(name)) continue
       if (name.length === 14 && eqLower(name, 'content-length')) length = true
       h += `${name}: ${headers[i + 1]}\r\n`
     }
