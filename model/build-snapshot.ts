@@ -67,6 +67,8 @@ interface ServiceMemo {
  * every per-Service object whose inputs are the same, so planes find what changed by identity.
  */
 export interface BuildMemo {
+  /** What was derived from the objects alone (and the allocations they gave). */
+  readonly fromObjects: ObjectsMemo
   readonly objects: ReadonlyMap<string, KubeObject>
   readonly pods: ReadonlyMap<string, PodState>
   readonly services: ReadonlyMap<string, ServiceMemo>
@@ -75,6 +77,74 @@ export interface BuildMemo {
   readonly podList: readonly PodState[]
   readonly namespaces: readonly string[]
   readonly namespaceCounts: ReadonlyMap<string, number>
+  /** The PodStates of each namespace, as the Services of that namespace saw them. */
+  readonly podsByNamespace: ReadonlyMap<string, readonly PodState[]>
+  /** Each Service's ejections as one string (ejectionsByService). */
+  readonly ejections: ReadonlyMap<string, string>
+}
+
+/**
+ * Everything a build derives from the objects array alone. A build whose objects array is the previous build's (a
+ * probe verdict, an ejection, a node's liveness: the Store passes the same array again) reuses it whole and re-derives
+ * only the Services the change reaches: the selector Services of the namespaces whose Pods changed, and the Services
+ * whose ejections changed (issue 14: a flip at 10,000 Services costs what it touches, not a pass over every object).
+ */
+interface ObjectsMemo {
+  readonly input: readonly KubeObject[]
+  readonly g: ByKind
+  readonly interned: ReadonlyMap<string, KubeObject>
+  readonly alloc: ReadonlyMap<string, ServiceAllocation>
+  readonly lbAlloc: ReadonlyMap<string, LoadBalancerAllocation>
+  readonly zones: ReadonlyMap<string, string>
+  readonly zonesText: string
+  readonly slicesByService: ReadonlyMap<string, EndpointSlice[]>
+  readonly endpointsByKey: ReadonlyMap<string, Endpoints>
+  /** Positions in g.services of the selector Services, by namespace. */
+  readonly selectorServices: ReadonlyMap<string, readonly number[]>
+  /** Position in g.services by Service key. */
+  readonly positions: ReadonlyMap<string, number>
+}
+
+/** Groups the objects, allocates addresses and indexes endpoints sources: the part of a build a flip does not need. */
+function deriveFromObjects(input: BuildInput, options: BuildOptions, memo: BuildMemo | null): ObjectsMemo {
+  const interned = new Map<string, KubeObject>()
+  const g = groupByKind(input.objects, memo, interned)
+  const zones = new Map<string, string>()
+  for (const n of g.nodes) if (n.zone) zones.set(n.meta.name, n.zone)
+  const alloc = allocateAddresses(g.services, options.serviceCidrs, input.previous?.services ?? null)
+  const lbAlloc = allocateLoadBalancers(g.services, g.pools, input.previous?.loadBalancers ?? null)
+  const slicesByService = new Map<string, EndpointSlice[]>()
+  for (const sl of g.slices) {
+    if (!sl.serviceName) continue
+    const key = `${sl.meta.namespace}/${sl.serviceName}`
+    let list = slicesByService.get(key)
+    if (!list) slicesByService.set(key, (list = []))
+    list.push(sl)
+  }
+  const endpointsByKey = new Map<string, Endpoints>()
+  for (const e of g.endpoints) endpointsByKey.set(keyOf(e), e)
+  const selectorServices = new Map<string, number[]>()
+  const positions = new Map<string, number>()
+  g.services.forEach((s, i) => {
+    positions.set(keyOf(s), i)
+    if (s.spec.type === 'ExternalName' || s.spec.selector === null) return
+    let list = selectorServices.get(s.meta.namespace)
+    if (!list) selectorServices.set(s.meta.namespace, (list = []))
+    list.push(i)
+  })
+  return {
+    input: input.objects,
+    g,
+    interned,
+    alloc,
+    lbAlloc,
+    zones,
+    zonesText: [...zones].join(';'),
+    slicesByService,
+    endpointsByKey,
+    selectorServices,
+    positions,
+  }
 }
 
 export interface BuildInput {
@@ -556,26 +626,10 @@ export function buildSnapshot(
   options: BuildOptions,
 ): { snapshot: Snapshot; allocations: AllocationState } {
   const memo = input.previous?.memo ?? null
-  const interned = new Map<string, KubeObject>()
-  const g = groupByKind(input.objects, memo, interned)
+  const same = memo !== null && memo.fromObjects.input === input.objects ? memo.fromObjects : null
+  const om = same ?? deriveFromObjects(input, options, memo)
+  const { g, interned, alloc, lbAlloc } = om
   const pods = podStates(g.pods, input.health, memo?.pods ?? null)
-  const zones = new Map<string, string>()
-  for (const n of g.nodes) if (n.zone) zones.set(n.meta.name, n.zone)
-  const zonesText = [...zones].join(';')
-
-  const alloc = allocateAddresses(g.services, options.serviceCidrs, input.previous?.services ?? null)
-  const lbAlloc = allocateLoadBalancers(g.services, g.pools, input.previous?.loadBalancers ?? null)
-
-  const slicesByService = new Map<string, EndpointSlice[]>()
-  for (const sl of g.slices) {
-    if (!sl.serviceName) continue
-    const key = `${sl.meta.namespace}/${sl.serviceName}`
-    let list = slicesByService.get(key)
-    if (!list) slicesByService.set(key, (list = []))
-    list.push(sl)
-  }
-  const endpointsByKey = new Map<string, Endpoints>()
-  for (const e of g.endpoints) endpointsByKey.set(keyOf(e), e)
   const podsByNamespace = new Map<string, PodState[]>()
   for (const ps of pods) {
     let list = podsByNamespace.get(ps.pod.meta.namespace)
@@ -584,20 +638,16 @@ export function buildSnapshot(
   }
   const ejections = ejectionsByService(input.ejected)
 
-  const serviceMemos = new Map<string, ServiceMemo>()
-  const services: ServiceState[] = []
-  for (const s of g.services) {
+  const serviceAt = (s: Service, old: ServiceMemo | undefined): ServiceMemo => {
     const key = keyOf(s)
     const a = alloc.get(key)
     const lb = lbAlloc.get(key)
     const selector = s.spec.type !== 'ExternalName' && s.spec.selector !== null
     const nsPods = selector ? (podsByNamespace.get(s.meta.namespace) ?? []) : null
-    const slices = slicesByService.get(key) ?? null
-    const endpoints = endpointsByKey.get(key) ?? null
-    const zonesKey = selector ? zonesText : ''
+    const slices = om.slicesByService.get(key) ?? null
+    const endpoints = om.endpointsByKey.get(key) ?? null
+    const zonesKey = selector ? om.zonesText : ''
     const ejected = ejections.get(key) ?? ''
-    const old = memo?.services.get(key)
-    let state: ServiceState
     if (
       old &&
       old.service === s &&
@@ -609,41 +659,85 @@ export function buildSnapshot(
       sameRefs(old.slices, slices) &&
       sameRefs(old.pods, nsPods)
     ) {
-      state = old.state
-    } else {
-      state = deriveService(s, key, a, lb, { pods: nsPods, slices, endpoints, zones, ejected: input.ejected })
+      return old
     }
-    services.push(state)
-    serviceMemos.set(key, {
-      state,
-      service: s,
+    const state = deriveService(s, key, a, lb, {
+      pods: nsPods,
       slices,
       endpoints,
-      alloc: a,
-      lb,
-      pods: nsPods,
-      zones: zonesKey,
-      ejected,
+      zones: om.zones,
+      ejected: input.ejected,
     })
+    return { state, service: s, slices, endpoints, alloc: a, lb, pods: nsPods, zones: zonesKey, ejected }
   }
 
-  const namespaceCounts = countNamespaces(interned, memo)
-  const namespaces = sameList([...namespaceCounts.keys()].sort(), memo?.namespaces)
+  let serviceMemos: Map<string, ServiceMemo>
+  let services: ServiceState[]
+  let changedServices: Set<string> | null = null
+  if (same !== null && memo !== null) {
+    // The same objects: only the Services a Pod verdict or an ejection reaches can differ.
+    const touched = new Set<number>()
+    const namespaces = new Set<string>([...podsByNamespace.keys(), ...memo.podsByNamespace.keys()])
+    for (const ns of namespaces) {
+      if (sameRefs(podsByNamespace.get(ns) ?? null, memo.podsByNamespace.get(ns) ?? null)) continue
+      for (const i of same.selectorServices.get(ns) ?? []) touched.add(i)
+    }
+    const touch = (key: string) => {
+      const i = same.positions.get(key)
+      if (i !== undefined) touched.add(i)
+    }
+    for (const [k, v] of ejections) if (memo.ejections.get(k) !== v) touch(k)
+    for (const k of memo.ejections.keys()) if (!ejections.has(k)) touch(k)
+    serviceMemos = memo.services as Map<string, ServiceMemo>
+    services = memo.serviceList as ServiceState[]
+    changedServices = new Set()
+    let copied = false
+    for (const i of touched) {
+      const s = g.services[i]!
+      const key = keyOf(s)
+      const old = memo.services.get(key)
+      const next = serviceAt(s, old)
+      if (next === old) continue
+      if (!copied) {
+        // Copy on first write: the previous build's memo and list stay as they were.
+        serviceMemos = new Map(memo.services)
+        services = [...memo.serviceList]
+        copied = true
+      }
+      serviceMemos.set(key, next)
+      services[i] = next.state
+      if (next.state !== old?.state) changedServices.add(key)
+    }
+  } else {
+    serviceMemos = new Map<string, ServiceMemo>()
+    services = []
+    for (const s of g.services) {
+      const m = serviceAt(s, memo?.services.get(keyOf(s)))
+      services.push(m.state)
+      serviceMemos.set(keyOf(s), m)
+    }
+  }
+
+  const namespaceCounts = same && memo ? memo.namespaceCounts : countNamespaces(interned, memo)
+  const namespaces = same && memo ? memo.namespaces : sameList([...namespaceCounts.keys()].sort(), memo?.namespaces)
 
   const ejected: Record<string, string> = {}
   for (const [k, v] of input.ejected) ejected[k] = v
   const nodeLiveness: Record<string, boolean> = {}
   for (const [k, v] of input.nodeLiveness ?? []) if (k !== options.nodeName) nodeLiveness[k] = v
 
-  const lists = {} as Record<keyof ByKind, readonly unknown[]>
-  for (const k of Object.keys(g) as (keyof ByKind)[]) lists[k] = sameList(g[k] as unknown[], memo?.lists[k])
+  let lists = {} as Record<keyof ByKind, readonly unknown[]>
+  if (same && memo) lists = memo.lists
+  else for (const k of Object.keys(g) as (keyof ByKind)[]) lists[k] = sameList(g[k] as unknown[], memo?.lists[k])
   const serviceList = sameList(services, memo?.serviceList)
   const podList = sameList(pods, memo?.podList)
 
   let changes: SnapshotChanges | undefined
   if (memo) {
-    const changedServices = new Set<string>()
-    keysOf(serviceList, memo.serviceList, (x) => x.key, changedServices)
+    if (changedServices === null) {
+      changedServices = new Set<string>()
+      keysOf(serviceList, memo.serviceList, (x) => x.key, changedServices)
+    }
     const changedPods = new Set<string>()
     keysOf(podList, memo.podList, (x) => x.key, changedPods)
     const changedIngresses = new Set<string>()
@@ -681,6 +775,9 @@ export function buildSnapshot(
       services: alloc,
       loadBalancers: lbAlloc,
       memo: {
+        fromObjects: om,
+        podsByNamespace,
+        ejections,
         objects: interned,
         pods: podMemos,
         services: serviceMemos,
