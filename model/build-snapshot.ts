@@ -91,6 +91,8 @@ export interface BuildMemo {
  */
 interface ObjectsMemo {
   readonly input: readonly KubeObject[]
+  /** The same objects, for identity lookups by the next build. */
+  readonly inputSet: ReadonlySet<KubeObject>
   readonly g: ByKind
   readonly interned: ReadonlyMap<string, KubeObject>
   readonly alloc: ReadonlyMap<string, ServiceAllocation>
@@ -103,47 +105,192 @@ interface ObjectsMemo {
   readonly selectorServices: ReadonlyMap<string, readonly number[]>
   /** Position in g.services by Service key. */
   readonly positions: ReadonlyMap<string, number>
+  /** Objects per namespace. */
+  readonly namespaceCounts: ReadonlyMap<string, number>
+}
+
+interface Grouped {
+  readonly g: ByKind
+  readonly interned: Map<string, KubeObject>
+  /** Ids the previous build did not have. */
+  readonly fresh: string[]
+  /** Kinds whose list is not the previous build's. */
+  readonly touched: ReadonlySet<keyof ByKind>
+  /** The input objects as a Set. */
+  readonly inputSet: ReadonlySet<KubeObject>
+}
+
+/**
+ * The grouping of the previous build, patched with what differs by identity from its input array (issue 14: a reload
+ * of one file among a hundred gives back the other files' objects as the same objects, so a Set lookup per object
+ * replaces a key computation, a Map lookup and a deep comparison each). Null when a full grouping is needed.
+ */
+function groupChanged(objects: readonly KubeObject[], memo: BuildMemo): Grouped | null {
+  const prevInput = memo.fromObjects.input
+  const prevSet = memo.fromObjects.inputSet
+  const current = new Set(objects)
+  if (current.size !== objects.length) return null
+  const added: KubeObject[] = []
+  for (const o of objects) if (!prevSet.has(o)) added.push(o)
+  const removed: KubeObject[] = []
+  if (prevInput.length !== objects.length - added.length)
+    for (const o of prevInput) if (!current.has(o)) removed.push(o)
+  const interned = new Map(memo.objects)
+  const touched = new Set<keyof ByKind>()
+  /** Per kind: interned objects replaced (old → new), gone, or new. */
+  const replaced = new Map<KubeObject, KubeObject>()
+  const gone = new Set<KubeObject>()
+  const fresh: string[] = []
+  const freshByKind = new Map<keyof ByKind, KubeObject[]>()
+  const goneIds = new Set<string>()
+  for (const raw of removed) {
+    const id = idOf(raw)
+    if (!interned.delete(id)) return null
+    goneIds.add(id)
+  }
+  const seen = new Set<string>()
+  for (const raw of added) {
+    const id = idOf(raw)
+    if (seen.has(id) || (interned.has(id) && !goneIds.has(id))) return null // two objects with one id
+    seen.add(id)
+    const prev = memo.objects.get(id)
+    const o = prev !== undefined && (prev === raw || sameData(prev, raw)) ? prev : raw
+    interned.set(id, o)
+    goneIds.delete(id)
+    const kind = KINDS[o.kind]
+    if (kind === undefined) throw new Error(`unhandled kind ${o.kind}`)
+    if (prev === undefined) {
+      fresh.push(id)
+      if (kind === null) continue
+      touched.add(kind)
+      let list = freshByKind.get(kind)
+      if (!list) freshByKind.set(kind, (list = []))
+      list.push(o)
+    } else if (o !== prev) {
+      replaced.set(prev, o)
+      if (kind !== null) touched.add(kind)
+    }
+  }
+  for (const id of goneIds) {
+    const o = memo.objects.get(id)!
+    gone.add(o)
+    const kind = KINDS[o.kind]
+    if (kind) touched.add(kind)
+  }
+  const before = memo.fromObjects.g
+  const g = { ...before }
+  for (const kind of touched) {
+    const list: KubeObject[] = []
+    const add = (freshByKind.get(kind) ?? []).sort(byKey)
+    let a = 0
+    for (const b of before[kind] as readonly KubeObject[]) {
+      if (gone.has(b)) continue
+      const cur = replaced.get(b) ?? b
+      while (a < add.length && byKey(add[a]!, cur) < 0) list.push(add[a++]!)
+      list.push(cur)
+    }
+    while (a < add.length) list.push(add[a++]!)
+    ;(g as Record<keyof ByKind, KubeObject[]>)[kind] = list
+  }
+  return { g, interned, fresh, touched, inputSet: current }
+}
+
+/** "namespace/name" of the Service an EndpointSlice belongs to, once per slice. */
+const sliceService = new WeakMap<EndpointSlice, string>()
+function serviceOfSlice(sl: EndpointSlice): string {
+  let k = sliceService.get(sl)
+  if (k === undefined) sliceService.set(sl, (k = `${sl.meta.namespace}/${sl.serviceName}`))
+  return k
 }
 
 /** Groups the objects, allocates addresses and indexes endpoints sources: the part of a build a flip does not need. */
 function deriveFromObjects(input: BuildInput, options: BuildOptions, memo: BuildMemo | null): ObjectsMemo {
-  const interned = new Map<string, KubeObject>()
-  const g = groupByKind(input.objects, memo, interned)
-  const zones = new Map<string, string>()
-  for (const n of g.nodes) if (n.zone) zones.set(n.meta.name, n.zone)
-  const alloc = allocateAddresses(g.services, options.serviceCidrs, input.previous?.services ?? null)
-  const lbAlloc = allocateLoadBalancers(g.services, g.pools, input.previous?.loadBalancers ?? null)
-  const slicesByService = new Map<string, EndpointSlice[]>()
-  for (const sl of g.slices) {
-    if (!sl.serviceName) continue
-    const key = `${sl.meta.namespace}/${sl.serviceName}`
-    let list = slicesByService.get(key)
-    if (!list) slicesByService.set(key, (list = []))
-    list.push(sl)
+  const before = memo?.fromObjects ?? null
+  let grouped = memo ? groupChanged(input.objects, memo) : null
+  if (grouped === null) {
+    const interned = new Map<string, KubeObject>()
+    const fresh: string[] = []
+    const g = groupByKind(input.objects, memo, interned, fresh)
+    grouped = {
+      g,
+      interned,
+      fresh,
+      touched: new Set(Object.keys(g) as (keyof ByKind)[]),
+      inputSet: new Set(input.objects),
+    }
   }
-  const endpointsByKey = new Map<string, Endpoints>()
-  for (const e of g.endpoints) endpointsByKey.set(keyOf(e), e)
-  const selectorServices = new Map<string, number[]>()
-  const positions = new Map<string, number>()
-  g.services.forEach((s, i) => {
-    positions.set(keyOf(s), i)
-    if (s.spec.type === 'ExternalName' || s.spec.selector === null) return
-    let list = selectorServices.get(s.meta.namespace)
-    if (!list) selectorServices.set(s.meta.namespace, (list = []))
-    list.push(i)
-  })
+  const { g, interned, fresh, touched, inputSet } = grouped
+  // Each index below is rebuilt only when a kind it reads changed (the others are the previous build's).
+  const keep = (...kinds: (keyof ByKind)[]) => before !== null && kinds.every((k) => !touched.has(k))
+  let zones: ReadonlyMap<string, string>
+  if (keep('nodes')) zones = before!.zones
+  else {
+    const z = new Map<string, string>()
+    for (const n of g.nodes) if (n.zone) z.set(n.meta.name, n.zone)
+    zones = z
+  }
+  const previousAlloc = input.previous?.services ?? null
+  const alloc =
+    keep('services') && previousAlloc === before!.alloc
+      ? before!.alloc
+      : allocateAddresses(g.services, options.serviceCidrs, previousAlloc)
+  const previousLb = input.previous?.loadBalancers ?? null
+  const lbAlloc =
+    keep('services', 'pools') && previousLb === before!.lbAlloc
+      ? before!.lbAlloc
+      : allocateLoadBalancers(g.services, g.pools, previousLb)
+  let slicesByService: ReadonlyMap<string, EndpointSlice[]>
+  if (keep('slices')) slicesByService = before!.slicesByService
+  else {
+    const m = new Map<string, EndpointSlice[]>()
+    for (const sl of g.slices) {
+      if (!sl.serviceName) continue
+      const key = serviceOfSlice(sl)
+      let list = m.get(key)
+      if (!list) m.set(key, (list = []))
+      list.push(sl)
+    }
+    slicesByService = m
+  }
+  let endpointsByKey: ReadonlyMap<string, Endpoints>
+  if (keep('endpoints')) endpointsByKey = before!.endpointsByKey
+  else {
+    const m = new Map<string, Endpoints>()
+    for (const e of g.endpoints) m.set(keyOf(e), e)
+    endpointsByKey = m
+  }
+  let selectorServices: ReadonlyMap<string, readonly number[]>
+  let positions: ReadonlyMap<string, number>
+  if (keep('services')) {
+    selectorServices = before!.selectorServices
+    positions = before!.positions
+  } else {
+    const sel = new Map<string, number[]>()
+    const pos = new Map<string, number>()
+    g.services.forEach((s, i) => {
+      pos.set(keyOf(s), i)
+      if (s.spec.type === 'ExternalName' || s.spec.selector === null) return
+      let list = sel.get(s.meta.namespace)
+      if (!list) sel.set(s.meta.namespace, (list = []))
+      list.push(i)
+    })
+    selectorServices = sel
+    positions = pos
+  }
   return {
     input: input.objects,
+    inputSet,
     g,
     interned,
     alloc,
     lbAlloc,
     zones,
-    zonesText: [...zones].join(';'),
+    zonesText: keep('nodes') ? before!.zonesText : [...zones].join(';'),
     slicesByService,
     endpointsByKey,
     selectorServices,
     positions,
+    namespaceCounts: countNamespaces(interned, fresh, memo),
   }
 }
 
@@ -190,10 +337,6 @@ export function sameData(a: unknown, b: unknown): boolean {
   return true
 }
 
-/**
- * Groups by kind, sorted by key, each object replaced by the previous build's when equal: a reload that parsed a file
- * again gives back the same objects for what did not change. `interned` receives kind|key → object.
- */
 /** "namespace/name" of an object, computed once per object (objects are immutable). */
 const keyCache = new WeakMap<KubeObject, string>()
 export function keyOf(o: KubeObject): string {
@@ -225,13 +368,14 @@ const KINDS: Record<KubeObject['kind'], keyof ByKind | null> = {
 
 /**
  * Groups by kind, sorted by key, each object replaced by the previous build's when equal: a reload that parsed a file
- * again gives back the same objects for what did not change. `interned` receives kind|key → object. A kind whose
- * keys are the previous build's keeps that order without sorting again.
+ * again gives back the same objects for what did not change. `interned` receives kind|key → object, `fresh` the ids
+ * the previous build did not have. A kind keeps the previous build's order, new keys merged in, without sorting again.
  */
 function groupByKind(
   objects: readonly KubeObject[],
   memo: BuildMemo | null,
   interned: Map<string, KubeObject>,
+  fresh: string[],
 ): ByKind {
   const g: ByKind = {
     services: [],
@@ -246,28 +390,46 @@ function groupByKind(
     l2: [],
   }
   const previous = memo?.objects ?? null
-  /** Kinds that gained an object whose key the previous build did not have. */
-  const grown = new Set<keyof ByKind>()
+  /** Per kind, the objects whose key the previous build did not have. */
+  const grown = new Map<keyof ByKind, KubeObject[]>()
+  let duplicates = false
   for (const raw of objects) {
     const id = idOf(raw)
     const prev = previous?.get(id)
     const o = prev !== undefined && (prev === raw || sameData(prev, raw)) ? prev : raw
+    if (interned.has(id)) duplicates = true
+    else if (prev === undefined) fresh.push(id)
     interned.set(id, o)
     const kind = KINDS[o.kind]
     if (kind === null) continue
     if (kind === undefined) throw new Error(`unhandled kind ${o.kind}`)
     ;(g[kind] as KubeObject[]).push(o)
-    if (prev === undefined) grown.add(kind)
+    if (prev === undefined) {
+      let added = grown.get(kind)
+      if (!added) grown.set(kind, (added = []))
+      added.push(o)
+    }
   }
   for (const kind of Object.keys(g) as (keyof ByKind)[]) {
     const list = g[kind] as KubeObject[]
     const before = memo?.lists[kind] as readonly KubeObject[] | undefined
-    if (before && !grown.has(kind) && before.length === list.length) {
-      // Same keys as before (none new, none gone): the previous order, with each object's current version.
-      for (let i = 0; i < before.length; i++) list[i] = interned.get(idOf(before[i]!))!
+    if (before === undefined || duplicates) {
+      list.sort(byKey)
       continue
     }
-    list.sort(byKey)
+    // The previous order of the keys still present, each object's current version, with the new keys merged in:
+    // sorting 10,000 Services again because one was added is what a one-Service edit must not cost.
+    const added = (grown.get(kind) ?? []).sort(byKey)
+    let n = 0
+    let a = 0
+    for (const b of before) {
+      const cur = interned.get(idOf(b))
+      if (cur === undefined) continue
+      while (a < added.length && byKey(added[a]!, cur) < 0) list[n++] = added[a++]!
+      list[n++] = cur
+    }
+    while (a < added.length) list[n++] = added[a++]!
+    list.length = n
   }
   return g
 }
@@ -517,7 +679,14 @@ function applyEjections(
 }
 
 /** Objects per namespace, from the previous counts and what was added or removed since. */
-function countNamespaces(interned: ReadonlyMap<string, KubeObject>, memo: BuildMemo | null): Map<string, number> {
+function countNamespaces(
+  interned: ReadonlyMap<string, KubeObject>,
+  fresh: readonly string[],
+  memo: BuildMemo | null,
+): ReadonlyMap<string, number> {
+  const before = memo?.objects
+  // Nothing added and nothing gone (every id but the fresh ones was there before): the same counts.
+  if (memo && before && fresh.length === 0 && before.size === interned.size) return memo.namespaceCounts
   const counts = new Map<string, number>(memo?.namespaceCounts ?? [])
   const bump = (ns: string, by: number) => {
     if (!ns) return
@@ -525,9 +694,11 @@ function countNamespaces(interned: ReadonlyMap<string, KubeObject>, memo: BuildM
     if (n === 0) counts.delete(ns)
     else counts.set(ns, n)
   }
-  const before = memo?.objects
-  for (const [id, o] of interned) if (!before?.has(id)) bump(o.meta.namespace, 1)
-  if (before) for (const [id, o] of before) if (!interned.has(id)) bump(o.meta.namespace, -1)
+  if (before) for (const id of fresh) bump(interned.get(id)!.meta.namespace, 1)
+  else for (const o of interned.values()) bump(o.meta.namespace, 1)
+  if (before && before.size !== interned.size - fresh.length) {
+    for (const [id, o] of before) if (!interned.has(id)) bump(o.meta.namespace, -1)
+  }
   return counts
 }
 
@@ -628,7 +799,7 @@ export function buildSnapshot(
   const memo = input.previous?.memo ?? null
   const same = memo !== null && memo.fromObjects.input === input.objects ? memo.fromObjects : null
   const om = same ?? deriveFromObjects(input, options, memo)
-  const { g, interned, alloc, lbAlloc } = om
+  const { g, alloc, lbAlloc } = om
   const pods = podStates(g.pods, input.health, memo?.pods ?? null)
   const podsByNamespace = new Map<string, PodState[]>()
   for (const ps of pods) {
@@ -711,14 +882,29 @@ export function buildSnapshot(
   } else {
     serviceMemos = new Map<string, ServiceMemo>()
     services = []
+    // What changed, found on the way instead of by comparing the lists afterwards.
+    const changed = new Set<string>()
+    let carried = 0
     for (const s of g.services) {
-      const m = serviceAt(s, memo?.services.get(keyOf(s)))
+      const key = keyOf(s)
+      const old = memo?.services.get(key)
+      const m = serviceAt(s, old)
       services.push(m.state)
-      serviceMemos.set(keyOf(s), m)
+      serviceMemos.set(key, m)
+      if (old === undefined) changed.add(key)
+      else {
+        carried++
+        if (old.state !== m.state) changed.add(key)
+      }
+    }
+    // Two Services with one key (an error elsewhere) make the counts meaningless: the lists are compared instead.
+    if (memo && serviceMemos.size === g.services.length) {
+      if (memo.services.size !== carried) for (const k of memo.services.keys()) if (!serviceMemos.has(k)) changed.add(k)
+      changedServices = changed
     }
   }
 
-  const namespaceCounts = same && memo ? memo.namespaceCounts : countNamespaces(interned, memo)
+  const namespaceCounts = om.namespaceCounts
   const namespaces = same && memo ? memo.namespaces : sameList([...namespaceCounts.keys()].sort(), memo?.namespaces)
 
   const ejected: Record<string, string> = {}
@@ -778,7 +964,7 @@ export function buildSnapshot(
         fromObjects: om,
         podsByNamespace,
         ejections,
-        objects: interned,
+        objects: om.interned,
         pods: podMemos,
         services: serviceMemos,
         lists,
