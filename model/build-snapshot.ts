@@ -91,8 +91,6 @@ export interface BuildMemo {
  */
 interface ObjectsMemo {
   readonly input: readonly KubeObject[]
-  /** The same objects, for identity lookups by the next build. */
-  readonly inputSet: ReadonlySet<KubeObject>
   readonly g: ByKind
   readonly interned: ReadonlyMap<string, KubeObject>
   readonly alloc: ReadonlyMap<string, ServiceAllocation>
@@ -107,17 +105,18 @@ interface ObjectsMemo {
   readonly positions: ReadonlyMap<string, number>
   /** Objects per namespace. */
   readonly namespaceCounts: ReadonlyMap<string, number>
+  /** Set when a later build took over `interned` (and the Service memos) to change them in place. */
+  readonly claim: { taken: boolean }
 }
 
 interface Grouped {
   readonly g: ByKind
   readonly interned: Map<string, KubeObject>
-  /** Ids the previous build did not have. */
-  readonly fresh: string[]
+  /** Objects whose id the previous build did not have, and objects of the previous build whose id is gone. */
+  readonly fresh: readonly KubeObject[]
+  readonly gone: readonly KubeObject[]
   /** Kinds whose list is not the previous build's. */
   readonly touched: ReadonlySet<keyof ByKind>
-  /** The input objects as a Set. */
-  readonly inputSet: ReadonlySet<KubeObject>
 }
 
 /**
@@ -127,40 +126,53 @@ interface Grouped {
  */
 function groupChanged(objects: readonly KubeObject[], memo: BuildMemo): Grouped | null {
   const prevInput = memo.fromObjects.input
-  const prevSet = memo.fromObjects.inputSet
-  const current = new Set(objects)
-  if (current.size !== objects.length) return null
-  const added: KubeObject[] = []
-  for (const o of objects) if (!prevSet.has(o)) added.push(o)
-  const removed: KubeObject[] = []
-  if (prevInput.length !== objects.length - added.length)
-    for (const o of prevInput) if (!current.has(o)) removed.push(o)
-  const interned = new Map(memo.objects)
-  const touched = new Set<keyof ByKind>()
-  /** Per kind: interned objects replaced (old → new), gone, or new. */
-  const replaced = new Map<KubeObject, KubeObject>()
-  const gone = new Set<KubeObject>()
-  const fresh: string[] = []
-  const freshByKind = new Map<keyof ByKind, KubeObject[]>()
-  const goneIds = new Set<string>()
+  // config/ concatenates files in a stable order, so a reload of some files leaves a common prefix and suffix: what
+  // lies between is removed (previous) and added (current). An unchanged object that falls in between is removed and
+  // added again, and interning gives it back its identity: correct, only slower.
+  let head = 0
+  const min = Math.min(prevInput.length, objects.length)
+  while (head < min && prevInput[head] === objects[head]) head++
+  let tail = 0
+  while (tail < min - head && prevInput[prevInput.length - 1 - tail] === objects[objects.length - 1 - tail]) tail++
+  const removed = prevInput.slice(head, prevInput.length - tail)
+  const added = objects.slice(head, objects.length - tail)
+  const previous = memo.objects
+  const removedIds = new Set<string>()
   for (const raw of removed) {
     const id = idOf(raw)
-    if (!interned.delete(id)) return null
-    goneIds.add(id)
+    if (removedIds.has(id) || !previous.has(id)) return null
+    removedIds.add(id)
   }
-  const seen = new Set<string>()
+  const addedIds = new Set<string>()
   for (const raw of added) {
     const id = idOf(raw)
-    if (seen.has(id) || (interned.has(id) && !goneIds.has(id))) return null // two objects with one id
-    seen.add(id)
-    const prev = memo.objects.get(id)
+    if (addedIds.has(id) || (previous.has(id) && !removedIds.has(id))) return null // two objects with one id
+    addedIds.add(id)
+  }
+  // Valid: the previous build's id map becomes this build's, changed in place (copying 20,000 entries per reload is
+  // what this avoids); the previous memo can no longer be built from (`claim`).
+  memo.fromObjects.claim.taken = true
+  const interned = previous as Map<string, KubeObject>
+  const touched = new Set<keyof ByKind>()
+  /** Interned objects replaced (old → new) or gone; per kind, the new ones. */
+  const replaced = new Map<KubeObject, KubeObject>()
+  const gone = new Set<KubeObject>()
+  const fresh: KubeObject[] = []
+  const freshByKind = new Map<keyof ByKind, KubeObject[]>()
+  const before = new Map<string, KubeObject>()
+  for (const id of removedIds) {
+    before.set(id, interned.get(id)!)
+    interned.delete(id)
+  }
+  for (const raw of added) {
+    const id = idOf(raw)
+    const prev = before.get(id)
     const o = prev !== undefined && (prev === raw || sameData(prev, raw)) ? prev : raw
     interned.set(id, o)
-    goneIds.delete(id)
     const kind = KINDS[o.kind]
     if (kind === undefined) throw new Error(`unhandled kind ${o.kind}`)
     if (prev === undefined) {
-      fresh.push(id)
+      fresh.push(o)
       if (kind === null) continue
       touched.add(kind)
       let list = freshByKind.get(kind)
@@ -171,19 +183,19 @@ function groupChanged(objects: readonly KubeObject[], memo: BuildMemo): Grouped 
       if (kind !== null) touched.add(kind)
     }
   }
-  for (const id of goneIds) {
-    const o = memo.objects.get(id)!
+  for (const [id, o] of before) {
+    if (addedIds.has(id)) continue
     gone.add(o)
     const kind = KINDS[o.kind]
     if (kind) touched.add(kind)
   }
-  const before = memo.fromObjects.g
-  const g = { ...before }
+  const lists = memo.fromObjects.g
+  const g = { ...lists }
   for (const kind of touched) {
     const list: KubeObject[] = []
     const add = (freshByKind.get(kind) ?? []).sort(byKey)
     let a = 0
-    for (const b of before[kind] as readonly KubeObject[]) {
+    for (const b of lists[kind] as readonly KubeObject[]) {
       if (gone.has(b)) continue
       const cur = replaced.get(b) ?? b
       while (a < add.length && byKey(add[a]!, cur) < 0) list.push(add[a++]!)
@@ -192,7 +204,7 @@ function groupChanged(objects: readonly KubeObject[], memo: BuildMemo): Grouped 
     while (a < add.length) list.push(add[a++]!)
     ;(g as Record<keyof ByKind, KubeObject[]>)[kind] = list
   }
-  return { g, interned, fresh, touched, inputSet: current }
+  return { g, interned, fresh, gone: [...gone], touched }
 }
 
 /** "namespace/name" of the Service an EndpointSlice belongs to, once per slice. */
@@ -205,21 +217,19 @@ function serviceOfSlice(sl: EndpointSlice): string {
 
 /** Groups the objects, allocates addresses and indexes endpoints sources: the part of a build a flip does not need. */
 function deriveFromObjects(input: BuildInput, options: BuildOptions, memo: BuildMemo | null): ObjectsMemo {
-  const before = memo?.fromObjects ?? null
-  let grouped = memo ? groupChanged(input.objects, memo) : null
+  // A memo another build already took the id map of cannot be built from again: a full grouping then.
+  const usable = memo !== null && !memo.fromObjects.claim.taken ? memo : null
+  const before = usable?.fromObjects ?? null
+  let grouped = usable ? groupChanged(input.objects, usable) : null
   if (grouped === null) {
     const interned = new Map<string, KubeObject>()
-    const fresh: string[] = []
-    const g = groupByKind(input.objects, memo, interned, fresh)
-    grouped = {
-      g,
-      interned,
-      fresh,
-      touched: new Set(Object.keys(g) as (keyof ByKind)[]),
-      inputSet: new Set(input.objects),
-    }
+    const fresh: KubeObject[] = []
+    const g = groupByKind(input.objects, usable, interned, fresh)
+    const gone: KubeObject[] = []
+    if (usable) for (const [id, o] of usable.objects) if (!interned.has(id)) gone.push(o)
+    grouped = { g, interned, fresh, gone, touched: new Set(Object.keys(g) as (keyof ByKind)[]) }
   }
-  const { g, interned, fresh, touched, inputSet } = grouped
+  const { g, interned, fresh, gone, touched } = grouped
   // Each index below is rebuilt only when a kind it reads changed (the others are the previous build's).
   const keep = (...kinds: (keyof ByKind)[]) => before !== null && kinds.every((k) => !touched.has(k))
   let zones: ReadonlyMap<string, string>
@@ -279,7 +289,6 @@ function deriveFromObjects(input: BuildInput, options: BuildOptions, memo: Build
   }
   return {
     input: input.objects,
-    inputSet,
     g,
     interned,
     alloc,
@@ -290,7 +299,8 @@ function deriveFromObjects(input: BuildInput, options: BuildOptions, memo: Build
     endpointsByKey,
     selectorServices,
     positions,
-    namespaceCounts: countNamespaces(interned, fresh, memo),
+    namespaceCounts: countNamespaces(interned, fresh, gone, before?.namespaceCounts ?? null),
+    claim: { taken: false },
   }
 }
 
@@ -368,14 +378,14 @@ const KINDS: Record<KubeObject['kind'], keyof ByKind | null> = {
 
 /**
  * Groups by kind, sorted by key, each object replaced by the previous build's when equal: a reload that parsed a file
- * again gives back the same objects for what did not change. `interned` receives kind|key → object, `fresh` the ids
- * the previous build did not have. A kind keeps the previous build's order, new keys merged in, without sorting again.
+ * again gives back the same objects for what did not change. `interned` receives kind|key → object, `fresh` the
+ * objects whose id the previous build did not have. A kind keeps the previous build's order, new keys merged in, without sorting again.
  */
 function groupByKind(
   objects: readonly KubeObject[],
   memo: BuildMemo | null,
   interned: Map<string, KubeObject>,
-  fresh: string[],
+  fresh: KubeObject[],
 ): ByKind {
   const g: ByKind = {
     services: [],
@@ -398,7 +408,7 @@ function groupByKind(
     const prev = previous?.get(id)
     const o = prev !== undefined && (prev === raw || sameData(prev, raw)) ? prev : raw
     if (interned.has(id)) duplicates = true
-    else if (prev === undefined) fresh.push(id)
+    else if (prev === undefined) fresh.push(raw)
     interned.set(id, o)
     const kind = KINDS[o.kind]
     if (kind === null) continue
@@ -681,24 +691,21 @@ function applyEjections(
 /** Objects per namespace, from the previous counts and what was added or removed since. */
 function countNamespaces(
   interned: ReadonlyMap<string, KubeObject>,
-  fresh: readonly string[],
-  memo: BuildMemo | null,
+  fresh: readonly KubeObject[],
+  gone: readonly KubeObject[],
+  previous: ReadonlyMap<string, number> | null,
 ): ReadonlyMap<string, number> {
-  const before = memo?.objects
-  // Nothing added and nothing gone (every id but the fresh ones was there before): the same counts.
-  if (memo && before && fresh.length === 0 && before.size === interned.size) return memo.namespaceCounts
-  const counts = new Map<string, number>(memo?.namespaceCounts ?? [])
+  if (previous && fresh.length === 0 && gone.length === 0) return previous
+  const counts = new Map<string, number>(previous ?? [])
   const bump = (ns: string, by: number) => {
     if (!ns) return
     const n = (counts.get(ns) ?? 0) + by
     if (n === 0) counts.delete(ns)
     else counts.set(ns, n)
   }
-  if (before) for (const id of fresh) bump(interned.get(id)!.meta.namespace, 1)
+  if (previous) for (const o of fresh) bump(o.meta.namespace, 1)
   else for (const o of interned.values()) bump(o.meta.namespace, 1)
-  if (before && before.size !== interned.size - fresh.length) {
-    for (const [id, o] of before) if (!interned.has(id)) bump(o.meta.namespace, -1)
-  }
+  for (const o of gone) bump(o.meta.namespace, -1)
   return counts
 }
 
@@ -797,8 +804,10 @@ export function buildSnapshot(
   options: BuildOptions,
 ): { snapshot: Snapshot; allocations: AllocationState } {
   const memo = input.previous?.memo ?? null
-  const same = memo !== null && memo.fromObjects.input === input.objects ? memo.fromObjects : null
-  const om = same ?? deriveFromObjects(input, options, memo)
+  const same =
+    memo !== null && memo.fromObjects.input === input.objects && !memo.fromObjects.claim.taken ? memo.fromObjects : null
+  // The same objects: this build takes the previous one's derivations over (a fresh claim for the next build).
+  const om = same ? { ...same, claim: { taken: false } } : deriveFromObjects(input, options, memo)
   const { g, alloc, lbAlloc } = om
   const pods = podStates(g.pods, input.health, memo?.pods ?? null)
   const podsByNamespace = new Map<string, PodState[]>()
@@ -870,8 +879,9 @@ export function buildSnapshot(
       const next = serviceAt(s, old)
       if (next === old) continue
       if (!copied) {
-        // Copy on first write: the previous build's memo and list stay as they were.
-        serviceMemos = new Map(memo.services)
+        // On first write: the Service memos change in place (the previous build's are claimed); the list is copied,
+        // as the previous Snapshot publishes it.
+        same.claim.taken = true
         services = [...memo.serviceList]
         copied = true
       }
