@@ -10,7 +10,7 @@
 //   - RSS and heap at the end.
 // The floors are not meshlet's: a file change waits for config/'s 100 ms debounce, a flip for the 1 s probe period.
 // Flags: --sizes=1000,10000,20000 --edits=50 --flips=50 --rewrites=20 (all bounded; a change not visible in 60 s is
-// reported as a timeout).
+// reported as a timeout); --cpu-prof=DIR writes a V8 CPU profile of each meshlet run into DIR.
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createSocket, type Socket } from 'node:dgram'
@@ -260,8 +260,9 @@ interface Running {
   readyMs: number
 }
 
-async function startMeshlet(dir: string): Promise<Running> {
+async function startMeshlet(dir: string, profileDir: string | null): Promise<Running> {
   const args = [
+    ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
     MESHLET,
     'up',
     '-f',
@@ -339,10 +340,11 @@ async function heapMb(adminPort: number): Promise<number> {
   return m ? Number(m[1]) / 1048576 : NaN
 }
 
-async function stopMeshlet(r: Running): Promise<void> {
+async function stopMeshlet(r: Running, profiling: boolean): Promise<void> {
   const exited = new Promise((resolve) => r.proc.once('exit', resolve))
   r.proc.kill('SIGTERM')
-  const timer = setTimeout(() => r.proc.kill('SIGKILL'), 15_000)
+  // Writing a CPU profile of a long run takes a while after the drain.
+  const timer = setTimeout(() => r.proc.kill('SIGKILL'), profiling ? 120_000 : 15_000)
   await exited
   clearTimeout(timer)
 }
@@ -404,7 +406,11 @@ interface SizeResult {
   failures: string
 }
 
-async function runSize(n: number, counts: { edits: number; flips: number; rewrites: number }): Promise<SizeResult> {
+async function runSize(
+  n: number,
+  counts: { edits: number; flips: number; rewrites: number },
+  profileDir: string | null,
+): Promise<SizeResult> {
   const dir = mkdtempSync(join(tmpdir(), 'meshlet-scale-'))
   let ready = true
   const backend: Server = createServer((_req, res) => res.end('ok'))
@@ -424,7 +430,7 @@ async function runSize(n: number, counts: { edits: number; flips: number; rewrit
   for (let f = 0; f < files; f++) write(f)
   writeFileSync(join(dir, 'base.yaml'), baseFile(backendPort, togglePort))
 
-  const m = await startMeshlet(dir)
+  const m = await startMeshlet(dir, profileDir)
   const agent = new Agent({ connections: 4 })
   const dns = new DnsClient('127.0.0.1', m.dns)
   let watch: Watch | null = null
@@ -512,7 +518,7 @@ async function runSize(n: number, counts: { edits: number; flips: number; rewrit
     await watch?.stop()
     dns.close()
     await agent.close()
-    await stopMeshlet(m)
+    await stopMeshlet(m, profileDir !== null)
     backend.close()
     toggle.close()
     rmSync(dir, { recursive: true, force: true })
@@ -523,7 +529,8 @@ export default async function runBench(args: string[]): Promise<void> {
   const sizes = argList(args, 'sizes', [1000, 10000, 20000])
   const counts = { edits: arg(args, 'edits', 50), flips: arg(args, 'flips', 50), rewrites: arg(args, 'rewrites', 20) }
   const results: SizeResult[] = []
-  for (const n of sizes) results.push(await runSize(n, counts))
+  const profileDir = args.find((a) => a.startsWith('--cpu-prof='))?.slice('--cpu-prof='.length) ?? null
+  for (const n of sizes) results.push(await runSize(n, counts, profileDir))
   const rows: [string, (r: SizeResult) => string][] = [
     ['start → /readyz 200', (r) => `${(r.readyMs / 1000).toFixed(2)} s`],
     ['RSS / heap after start', (r) => `${r.rssStart.toFixed(0)} / ${r.heapStart.toFixed(0)} MB`],

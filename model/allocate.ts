@@ -48,7 +48,10 @@ function wantedFamilies(s: Service, cidrs: readonly Cidr[]): (4 | 6)[] {
 }
 
 class SlotTable {
-  #taken = new Set<string>()
+  readonly #taken: Set<string>
+  constructor(taken: Set<string> = new Set()) {
+    this.#taken = taken
+  }
   has(v: string): boolean {
     return this.#taken.has(v)
   }
@@ -87,6 +90,39 @@ const madeFor = new WeakMap<ServiceAllocation, Service>()
 /** The CIDRs of the last full pass (an incremental one is valid only for the same). */
 let lastCidrs: readonly Cidr[] | null = null
 
+/** What an allocation map holds as a whole: the addresses and ports taken, and whether any allocation failed. */
+interface Held {
+  readonly ips: ReadonlySet<string>
+  readonly ports: ReadonlySet<number>
+  readonly errors: boolean
+}
+const heldBy = new WeakMap<AllocationMap, Held>()
+
+function heldOf(map: AllocationMap): Held {
+  let h = heldBy.get(map)
+  if (h === undefined) {
+    const ips = new Set<string>()
+    const ports = new Set<number>()
+    let errors = false
+    for (const a of map.values()) {
+      if (a.errors.length > 0) errors = true
+      for (const ip of a.clusterIPs) ips.add(ip)
+      for (const p of a.nodePorts) if (p !== null) ports.add(p)
+      if (a.healthCheckNodePort !== null) ports.add(a.healthCheckNodePort)
+    }
+    heldBy.set(map, (h = { ips, ports, errors }))
+  }
+  return h
+}
+
+/** "namespace/name" of a Service, once per object. */
+const keys = new WeakMap<Service, string>()
+function keyOf(s: Service): string {
+  let k = keys.get(s)
+  if (k === undefined) keys.set(s, (k = objectKey(s.meta)))
+  return k
+}
+
 function writesAny(s: Service): boolean {
   return (
     s.spec.clusterIPs.length > 0 ||
@@ -107,7 +143,7 @@ export function allocateAddresses(
   services: readonly Service[],
   cidrs: readonly Cidr[],
   previous: AllocationMap | null,
-): Map<string, ServiceAllocation> {
+): AllocationMap {
   const quick = previous !== null && cidrs === lastCidrs ? allocateChanged(services, cidrs, previous) : null
   if (quick) return quick
   lastCidrs = cidrs
@@ -123,12 +159,13 @@ function allocateChanged(
   services: readonly Service[],
   cidrs: readonly Cidr[],
   previous: AllocationMap,
-): Map<string, ServiceAllocation> | null {
+): AllocationMap | null {
+  const before = heldOf(previous)
+  if (before.errors) return null
   const result = new Map<string, ServiceAllocation>()
   const changed: Service[] = []
-  for (const prev of previous.values()) if (prev.errors.length > 0) return null
   for (const s of services) {
-    const key = objectKey(s.meta)
+    const key = keyOf(s)
     const prev = previous.get(key)
     if (prev && madeFor.get(prev) === s) result.set(key, prev)
     else {
@@ -136,18 +173,40 @@ function allocateChanged(
       changed.push(s)
     }
   }
-  if (changed.length === 0 && result.size === previous.size) return result
-  // The slots every unchanged Service holds, then the full passes over the changed ones alone.
-  const taken = new Map<string, ServiceAllocation>()
-  for (const [key, a] of result) taken.set(key, a)
-  const fresh = allocateAll(changed, cidrs, previous, taken)
+  // Nothing changed: the same map, so the next build sees the same allocations by identity.
+  if (changed.length === 0 && result.size === previous.size) return previous
+  // The slots every unchanged Service holds: the previous map's, less what changed or went away.
+  const ips = new Set(before.ips)
+  const ports = new Set(before.ports)
+  const release = (a: ServiceAllocation) => {
+    for (const ip of a.clusterIPs) ips.delete(ip)
+    for (const p of a.nodePorts) if (p !== null) ports.delete(p)
+    if (a.healthCheckNodePort !== null) ports.delete(a.healthCheckNodePort)
+  }
+  let carried = result.size
+  const changedKeys = new Set<string>()
   for (const s of changed) {
-    const key = objectKey(s.meta)
+    const key = keyOf(s)
+    changedKeys.add(key)
+    const prev = previous.get(key)
+    if (prev) {
+      release(prev)
+      carried++
+    }
+  }
+  if (carried !== previous.size) {
+    for (const [key, a] of previous) if (!result.has(key) && !changedKeys.has(key)) release(a)
+  }
+  const fresh = allocateAll(changed, cidrs, previous, { ips, ports })
+  for (const s of changed) {
+    const key = keyOf(s)
     const a = fresh.get(key)!
     if (a.errors.length > 0) return null
     madeFor.set(a, s)
     result.set(key, a)
   }
+  // allocateAll took the changed Services' slots into the same sets.
+  heldBy.set(result, { ips, ports, errors: false })
   return result
 }
 
@@ -156,18 +215,13 @@ function allocateAll(
   services: readonly Service[],
   cidrs: readonly Cidr[],
   previous: AllocationMap | null,
-  held: AllocationMap | null = null,
+  held: { ips: Set<string>; ports: Set<number> } | null = null,
 ): Map<string, ServiceAllocation> {
   const keyOf = new Map<Service, string>()
   for (const s of services) keyOf.set(s, objectKey(s.meta))
   const sorted = [...services].sort((a, b) => (keyOf.get(a)! < keyOf.get(b)! ? -1 : 1))
-  const ips = new SlotTable()
-  const ports = new Set<number>()
-  for (const a of held?.values() ?? []) {
-    for (const ip of a.clusterIPs) ips.take(ip)
-    for (const p of a.nodePorts) if (p !== null) ports.add(p)
-    if (a.healthCheckNodePort !== null) ports.add(a.healthCheckNodePort)
-  }
+  const ips = new SlotTable(held?.ips)
+  const ports = held?.ports ?? new Set<number>()
   const errors = new Map<string, string[]>()
   const err = (key: string, msg: string) => {
     let list = errors.get(key)

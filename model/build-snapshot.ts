@@ -67,6 +67,8 @@ interface ServiceMemo {
  * every per-Service object whose inputs are the same, so planes find what changed by identity.
  */
 export interface BuildMemo {
+  /** What was derived from the objects alone (and the allocations they gave). */
+  readonly fromObjects: ObjectsMemo
   readonly objects: ReadonlyMap<string, KubeObject>
   readonly pods: ReadonlyMap<string, PodState>
   readonly services: ReadonlyMap<string, ServiceMemo>
@@ -75,6 +77,231 @@ export interface BuildMemo {
   readonly podList: readonly PodState[]
   readonly namespaces: readonly string[]
   readonly namespaceCounts: ReadonlyMap<string, number>
+  /** The PodStates of each namespace, as the Services of that namespace saw them. */
+  readonly podsByNamespace: ReadonlyMap<string, readonly PodState[]>
+  /** Each Service's ejections as one string (ejectionsByService). */
+  readonly ejections: ReadonlyMap<string, string>
+}
+
+/**
+ * Everything a build derives from the objects array alone. A build whose objects array is the previous build's (a
+ * probe verdict, an ejection, a node's liveness: the Store passes the same array again) reuses it whole and re-derives
+ * only the Services the change reaches: the selector Services of the namespaces whose Pods changed, and the Services
+ * whose ejections changed (issue 14: a flip at 10,000 Services costs what it touches, not a pass over every object).
+ */
+interface ObjectsMemo {
+  readonly input: readonly KubeObject[]
+  readonly g: ByKind
+  readonly interned: ReadonlyMap<string, KubeObject>
+  readonly alloc: ReadonlyMap<string, ServiceAllocation>
+  readonly lbAlloc: ReadonlyMap<string, LoadBalancerAllocation>
+  readonly zones: ReadonlyMap<string, string>
+  readonly zonesText: string
+  readonly slicesByService: ReadonlyMap<string, EndpointSlice[]>
+  readonly endpointsByKey: ReadonlyMap<string, Endpoints>
+  /** Positions in g.services of the selector Services, by namespace. */
+  readonly selectorServices: ReadonlyMap<string, readonly number[]>
+  /** Position in g.services by Service key. */
+  readonly positions: ReadonlyMap<string, number>
+  /** Objects per namespace. */
+  readonly namespaceCounts: ReadonlyMap<string, number>
+  /** Set when a later build took over `interned` (and the Service memos) to change them in place. */
+  readonly claim: { taken: boolean }
+}
+
+interface Grouped {
+  readonly g: ByKind
+  readonly interned: Map<string, KubeObject>
+  /** Objects whose id the previous build did not have, and objects of the previous build whose id is gone. */
+  readonly fresh: readonly KubeObject[]
+  readonly gone: readonly KubeObject[]
+  /** Kinds whose list is not the previous build's. */
+  readonly touched: ReadonlySet<keyof ByKind>
+}
+
+/**
+ * The grouping of the previous build, patched with what differs by identity from its input array (issue 14: a reload
+ * of one file among a hundred gives back the other files' objects as the same objects, so a Set lookup per object
+ * replaces a key computation, a Map lookup and a deep comparison each). Null when a full grouping is needed.
+ */
+function groupChanged(objects: readonly KubeObject[], memo: BuildMemo): Grouped | null {
+  const prevInput = memo.fromObjects.input
+  // config/ concatenates files in a stable order, so a reload of some files leaves a common prefix and suffix: what
+  // lies between is removed (previous) and added (current). An unchanged object that falls in between is removed and
+  // added again, and interning gives it back its identity: correct, only slower.
+  let head = 0
+  const min = Math.min(prevInput.length, objects.length)
+  while (head < min && prevInput[head] === objects[head]) head++
+  let tail = 0
+  while (tail < min - head && prevInput[prevInput.length - 1 - tail] === objects[objects.length - 1 - tail]) tail++
+  const removed = prevInput.slice(head, prevInput.length - tail)
+  const added = objects.slice(head, objects.length - tail)
+  const previous = memo.objects
+  const removedIds = new Set<string>()
+  for (const raw of removed) {
+    const id = idOf(raw)
+    if (removedIds.has(id) || !previous.has(id)) return null
+    removedIds.add(id)
+  }
+  const addedIds = new Set<string>()
+  for (const raw of added) {
+    const id = idOf(raw)
+    if (addedIds.has(id) || (previous.has(id) && !removedIds.has(id))) return null // two objects with one id
+    addedIds.add(id)
+  }
+  // Valid: the previous build's id map becomes this build's, changed in place (copying 20,000 entries per reload is
+  // what this avoids); the previous memo can no longer be built from (`claim`).
+  memo.fromObjects.claim.taken = true
+  const interned = previous as Map<string, KubeObject>
+  const touched = new Set<keyof ByKind>()
+  /** Interned objects replaced (old → new) or gone; per kind, the new ones. */
+  const replaced = new Map<KubeObject, KubeObject>()
+  const gone = new Set<KubeObject>()
+  const fresh: KubeObject[] = []
+  const freshByKind = new Map<keyof ByKind, KubeObject[]>()
+  const before = new Map<string, KubeObject>()
+  for (const id of removedIds) {
+    before.set(id, interned.get(id)!)
+    interned.delete(id)
+  }
+  for (const raw of added) {
+    const id = idOf(raw)
+    const prev = before.get(id)
+    const o = prev !== undefined && (prev === raw || sameData(prev, raw)) ? prev : raw
+    interned.set(id, o)
+    const kind = KINDS[o.kind]
+    if (kind === undefined) throw new Error(`unhandled kind ${o.kind}`)
+    if (prev === undefined) {
+      fresh.push(o)
+      if (kind === null) continue
+      touched.add(kind)
+      let list = freshByKind.get(kind)
+      if (!list) freshByKind.set(kind, (list = []))
+      list.push(o)
+    } else if (o !== prev) {
+      replaced.set(prev, o)
+      if (kind !== null) touched.add(kind)
+    }
+  }
+  for (const [id, o] of before) {
+    if (addedIds.has(id)) continue
+    gone.add(o)
+    const kind = KINDS[o.kind]
+    if (kind) touched.add(kind)
+  }
+  const lists = memo.fromObjects.g
+  const g = { ...lists }
+  for (const kind of touched) {
+    const list: KubeObject[] = []
+    const add = (freshByKind.get(kind) ?? []).sort(byKey)
+    let a = 0
+    for (const b of lists[kind] as readonly KubeObject[]) {
+      if (gone.has(b)) continue
+      const cur = replaced.get(b) ?? b
+      while (a < add.length && byKey(add[a]!, cur) < 0) list.push(add[a++]!)
+      list.push(cur)
+    }
+    while (a < add.length) list.push(add[a++]!)
+    ;(g as Record<keyof ByKind, KubeObject[]>)[kind] = list
+  }
+  return { g, interned, fresh, gone: [...gone], touched }
+}
+
+/** "namespace/name" of the Service an EndpointSlice belongs to, once per slice. */
+const sliceService = new WeakMap<EndpointSlice, string>()
+function serviceOfSlice(sl: EndpointSlice): string {
+  let k = sliceService.get(sl)
+  if (k === undefined) sliceService.set(sl, (k = `${sl.meta.namespace}/${sl.serviceName}`))
+  return k
+}
+
+/** Groups the objects, allocates addresses and indexes endpoints sources: the part of a build a flip does not need. */
+function deriveFromObjects(input: BuildInput, options: BuildOptions, memo: BuildMemo | null): ObjectsMemo {
+  // A memo another build already took the id map of cannot be built from again: a full grouping then.
+  const usable = memo !== null && !memo.fromObjects.claim.taken ? memo : null
+  const before = usable?.fromObjects ?? null
+  let grouped = usable ? groupChanged(input.objects, usable) : null
+  if (grouped === null) {
+    const interned = new Map<string, KubeObject>()
+    const fresh: KubeObject[] = []
+    const g = groupByKind(input.objects, usable, interned, fresh)
+    const gone: KubeObject[] = []
+    if (usable) for (const [id, o] of usable.objects) if (!interned.has(id)) gone.push(o)
+    grouped = { g, interned, fresh, gone, touched: new Set(Object.keys(g) as (keyof ByKind)[]) }
+  }
+  const { g, interned, fresh, gone, touched } = grouped
+  // Each index below is rebuilt only when a kind it reads changed (the others are the previous build's).
+  const keep = (...kinds: (keyof ByKind)[]) => before !== null && kinds.every((k) => !touched.has(k))
+  let zones: ReadonlyMap<string, string>
+  if (keep('nodes')) zones = before!.zones
+  else {
+    const z = new Map<string, string>()
+    for (const n of g.nodes) if (n.zone) z.set(n.meta.name, n.zone)
+    zones = z
+  }
+  const previousAlloc = input.previous?.services ?? null
+  const alloc =
+    keep('services') && previousAlloc === before!.alloc
+      ? before!.alloc
+      : allocateAddresses(g.services, options.serviceCidrs, previousAlloc)
+  const previousLb = input.previous?.loadBalancers ?? null
+  const lbAlloc =
+    keep('services', 'pools') && previousLb === before!.lbAlloc
+      ? before!.lbAlloc
+      : allocateLoadBalancers(g.services, g.pools, previousLb)
+  let slicesByService: ReadonlyMap<string, EndpointSlice[]>
+  if (keep('slices')) slicesByService = before!.slicesByService
+  else {
+    const m = new Map<string, EndpointSlice[]>()
+    for (const sl of g.slices) {
+      if (!sl.serviceName) continue
+      const key = serviceOfSlice(sl)
+      let list = m.get(key)
+      if (!list) m.set(key, (list = []))
+      list.push(sl)
+    }
+    slicesByService = m
+  }
+  let endpointsByKey: ReadonlyMap<string, Endpoints>
+  if (keep('endpoints')) endpointsByKey = before!.endpointsByKey
+  else {
+    const m = new Map<string, Endpoints>()
+    for (const e of g.endpoints) m.set(keyOf(e), e)
+    endpointsByKey = m
+  }
+  let selectorServices: ReadonlyMap<string, readonly number[]>
+  let positions: ReadonlyMap<string, number>
+  if (keep('services')) {
+    selectorServices = before!.selectorServices
+    positions = before!.positions
+  } else {
+    const sel = new Map<string, number[]>()
+    const pos = new Map<string, number>()
+    g.services.forEach((s, i) => {
+      pos.set(keyOf(s), i)
+      if (s.spec.type === 'ExternalName' || s.spec.selector === null) return
+      let list = sel.get(s.meta.namespace)
+      if (!list) sel.set(s.meta.namespace, (list = []))
+      list.push(i)
+    })
+    selectorServices = sel
+    positions = pos
+  }
+  return {
+    input: input.objects,
+    g,
+    interned,
+    alloc,
+    lbAlloc,
+    zones,
+    zonesText: keep('nodes') ? before!.zonesText : [...zones].join(';'),
+    slicesByService,
+    endpointsByKey,
+    selectorServices,
+    positions,
+    namespaceCounts: countNamespaces(interned, fresh, gone, before?.namespaceCounts ?? null),
+    claim: { taken: false },
+  }
 }
 
 export interface BuildInput {
@@ -120,10 +347,6 @@ export function sameData(a: unknown, b: unknown): boolean {
   return true
 }
 
-/**
- * Groups by kind, sorted by key, each object replaced by the previous build's when equal: a reload that parsed a file
- * again gives back the same objects for what did not change. `interned` receives kind|key → object.
- */
 /** "namespace/name" of an object, computed once per object (objects are immutable). */
 const keyCache = new WeakMap<KubeObject, string>()
 export function keyOf(o: KubeObject): string {
@@ -155,13 +378,14 @@ const KINDS: Record<KubeObject['kind'], keyof ByKind | null> = {
 
 /**
  * Groups by kind, sorted by key, each object replaced by the previous build's when equal: a reload that parsed a file
- * again gives back the same objects for what did not change. `interned` receives kind|key → object. A kind whose
- * keys are the previous build's keeps that order without sorting again.
+ * again gives back the same objects for what did not change. `interned` receives kind|key → object, `fresh` the
+ * objects whose id the previous build did not have. A kind keeps the previous build's order, new keys merged in, without sorting again.
  */
 function groupByKind(
   objects: readonly KubeObject[],
   memo: BuildMemo | null,
   interned: Map<string, KubeObject>,
+  fresh: KubeObject[],
 ): ByKind {
   const g: ByKind = {
     services: [],
@@ -176,28 +400,46 @@ function groupByKind(
     l2: [],
   }
   const previous = memo?.objects ?? null
-  /** Kinds that gained an object whose key the previous build did not have. */
-  const grown = new Set<keyof ByKind>()
+  /** Per kind, the objects whose key the previous build did not have. */
+  const grown = new Map<keyof ByKind, KubeObject[]>()
+  let duplicates = false
   for (const raw of objects) {
     const id = idOf(raw)
     const prev = previous?.get(id)
     const o = prev !== undefined && (prev === raw || sameData(prev, raw)) ? prev : raw
+    if (interned.has(id)) duplicates = true
+    else if (prev === undefined) fresh.push(raw)
     interned.set(id, o)
     const kind = KINDS[o.kind]
     if (kind === null) continue
     if (kind === undefined) throw new Error(`unhandled kind ${o.kind}`)
     ;(g[kind] as KubeObject[]).push(o)
-    if (prev === undefined) grown.add(kind)
+    if (prev === undefined) {
+      let added = grown.get(kind)
+      if (!added) grown.set(kind, (added = []))
+      added.push(o)
+    }
   }
   for (const kind of Object.keys(g) as (keyof ByKind)[]) {
     const list = g[kind] as KubeObject[]
     const before = memo?.lists[kind] as readonly KubeObject[] | undefined
-    if (before && !grown.has(kind) && before.length === list.length) {
-      // Same keys as before (none new, none gone): the previous order, with each object's current version.
-      for (let i = 0; i < before.length; i++) list[i] = interned.get(idOf(before[i]!))!
+    if (before === undefined || duplicates) {
+      list.sort(byKey)
       continue
     }
-    list.sort(byKey)
+    // The previous order of the keys still present, each object's current version, with the new keys merged in:
+    // sorting 10,000 Services again because one was added is what a one-Service edit must not cost.
+    const added = (grown.get(kind) ?? []).sort(byKey)
+    let n = 0
+    let a = 0
+    for (const b of before) {
+      const cur = interned.get(idOf(b))
+      if (cur === undefined) continue
+      while (a < added.length && byKey(added[a]!, cur) < 0) list[n++] = added[a++]!
+      list[n++] = cur
+    }
+    while (a < added.length) list[n++] = added[a++]!
+    list.length = n
   }
   return g
 }
@@ -447,17 +689,23 @@ function applyEjections(
 }
 
 /** Objects per namespace, from the previous counts and what was added or removed since. */
-function countNamespaces(interned: ReadonlyMap<string, KubeObject>, memo: BuildMemo | null): Map<string, number> {
-  const counts = new Map<string, number>(memo?.namespaceCounts ?? [])
+function countNamespaces(
+  interned: ReadonlyMap<string, KubeObject>,
+  fresh: readonly KubeObject[],
+  gone: readonly KubeObject[],
+  previous: ReadonlyMap<string, number> | null,
+): ReadonlyMap<string, number> {
+  if (previous && fresh.length === 0 && gone.length === 0) return previous
+  const counts = new Map<string, number>(previous ?? [])
   const bump = (ns: string, by: number) => {
     if (!ns) return
     const n = (counts.get(ns) ?? 0) + by
     if (n === 0) counts.delete(ns)
     else counts.set(ns, n)
   }
-  const before = memo?.objects
-  for (const [id, o] of interned) if (!before?.has(id)) bump(o.meta.namespace, 1)
-  if (before) for (const [id, o] of before) if (!interned.has(id)) bump(o.meta.namespace, -1)
+  if (previous) for (const o of fresh) bump(o.meta.namespace, 1)
+  else for (const o of interned.values()) bump(o.meta.namespace, 1)
+  for (const o of gone) bump(o.meta.namespace, -1)
   return counts
 }
 
@@ -556,26 +804,12 @@ export function buildSnapshot(
   options: BuildOptions,
 ): { snapshot: Snapshot; allocations: AllocationState } {
   const memo = input.previous?.memo ?? null
-  const interned = new Map<string, KubeObject>()
-  const g = groupByKind(input.objects, memo, interned)
+  const same =
+    memo !== null && memo.fromObjects.input === input.objects && !memo.fromObjects.claim.taken ? memo.fromObjects : null
+  // The same objects: this build takes the previous one's derivations over (a fresh claim for the next build).
+  const om = same ? { ...same, claim: { taken: false } } : deriveFromObjects(input, options, memo)
+  const { g, alloc, lbAlloc } = om
   const pods = podStates(g.pods, input.health, memo?.pods ?? null)
-  const zones = new Map<string, string>()
-  for (const n of g.nodes) if (n.zone) zones.set(n.meta.name, n.zone)
-  const zonesText = [...zones].join(';')
-
-  const alloc = allocateAddresses(g.services, options.serviceCidrs, input.previous?.services ?? null)
-  const lbAlloc = allocateLoadBalancers(g.services, g.pools, input.previous?.loadBalancers ?? null)
-
-  const slicesByService = new Map<string, EndpointSlice[]>()
-  for (const sl of g.slices) {
-    if (!sl.serviceName) continue
-    const key = `${sl.meta.namespace}/${sl.serviceName}`
-    let list = slicesByService.get(key)
-    if (!list) slicesByService.set(key, (list = []))
-    list.push(sl)
-  }
-  const endpointsByKey = new Map<string, Endpoints>()
-  for (const e of g.endpoints) endpointsByKey.set(keyOf(e), e)
   const podsByNamespace = new Map<string, PodState[]>()
   for (const ps of pods) {
     let list = podsByNamespace.get(ps.pod.meta.namespace)
@@ -584,20 +818,16 @@ export function buildSnapshot(
   }
   const ejections = ejectionsByService(input.ejected)
 
-  const serviceMemos = new Map<string, ServiceMemo>()
-  const services: ServiceState[] = []
-  for (const s of g.services) {
+  const serviceAt = (s: Service, old: ServiceMemo | undefined): ServiceMemo => {
     const key = keyOf(s)
     const a = alloc.get(key)
     const lb = lbAlloc.get(key)
     const selector = s.spec.type !== 'ExternalName' && s.spec.selector !== null
     const nsPods = selector ? (podsByNamespace.get(s.meta.namespace) ?? []) : null
-    const slices = slicesByService.get(key) ?? null
-    const endpoints = endpointsByKey.get(key) ?? null
-    const zonesKey = selector ? zonesText : ''
+    const slices = om.slicesByService.get(key) ?? null
+    const endpoints = om.endpointsByKey.get(key) ?? null
+    const zonesKey = selector ? om.zonesText : ''
     const ejected = ejections.get(key) ?? ''
-    const old = memo?.services.get(key)
-    let state: ServiceState
     if (
       old &&
       old.service === s &&
@@ -609,41 +839,101 @@ export function buildSnapshot(
       sameRefs(old.slices, slices) &&
       sameRefs(old.pods, nsPods)
     ) {
-      state = old.state
-    } else {
-      state = deriveService(s, key, a, lb, { pods: nsPods, slices, endpoints, zones, ejected: input.ejected })
+      return old
     }
-    services.push(state)
-    serviceMemos.set(key, {
-      state,
-      service: s,
+    const state = deriveService(s, key, a, lb, {
+      pods: nsPods,
       slices,
       endpoints,
-      alloc: a,
-      lb,
-      pods: nsPods,
-      zones: zonesKey,
-      ejected,
+      zones: om.zones,
+      ejected: input.ejected,
     })
+    return { state, service: s, slices, endpoints, alloc: a, lb, pods: nsPods, zones: zonesKey, ejected }
   }
 
-  const namespaceCounts = countNamespaces(interned, memo)
-  const namespaces = sameList([...namespaceCounts.keys()].sort(), memo?.namespaces)
+  let serviceMemos: Map<string, ServiceMemo>
+  let services: ServiceState[]
+  let changedServices: Set<string> | null = null
+  if (same !== null && memo !== null) {
+    // The same objects: only the Services a Pod verdict or an ejection reaches can differ.
+    const touched = new Set<number>()
+    const namespaces = new Set<string>([...podsByNamespace.keys(), ...memo.podsByNamespace.keys()])
+    for (const ns of namespaces) {
+      if (sameRefs(podsByNamespace.get(ns) ?? null, memo.podsByNamespace.get(ns) ?? null)) continue
+      for (const i of same.selectorServices.get(ns) ?? []) touched.add(i)
+    }
+    const touch = (key: string) => {
+      const i = same.positions.get(key)
+      if (i !== undefined) touched.add(i)
+    }
+    for (const [k, v] of ejections) if (memo.ejections.get(k) !== v) touch(k)
+    for (const k of memo.ejections.keys()) if (!ejections.has(k)) touch(k)
+    serviceMemos = memo.services as Map<string, ServiceMemo>
+    services = memo.serviceList as ServiceState[]
+    changedServices = new Set()
+    let copied = false
+    for (const i of touched) {
+      const s = g.services[i]!
+      const key = keyOf(s)
+      const old = memo.services.get(key)
+      const next = serviceAt(s, old)
+      if (next === old) continue
+      if (!copied) {
+        // On first write: the Service memos change in place (the previous build's are claimed); the list is copied,
+        // as the previous Snapshot publishes it.
+        same.claim.taken = true
+        services = [...memo.serviceList]
+        copied = true
+      }
+      serviceMemos.set(key, next)
+      services[i] = next.state
+      if (next.state !== old?.state) changedServices.add(key)
+    }
+  } else {
+    serviceMemos = new Map<string, ServiceMemo>()
+    services = []
+    // What changed, found on the way instead of by comparing the lists afterwards.
+    const changed = new Set<string>()
+    let carried = 0
+    for (const s of g.services) {
+      const key = keyOf(s)
+      const old = memo?.services.get(key)
+      const m = serviceAt(s, old)
+      services.push(m.state)
+      serviceMemos.set(key, m)
+      if (old === undefined) changed.add(key)
+      else {
+        carried++
+        if (old.state !== m.state) changed.add(key)
+      }
+    }
+    // Two Services with one key (an error elsewhere) make the counts meaningless: the lists are compared instead.
+    if (memo && serviceMemos.size === g.services.length) {
+      if (memo.services.size !== carried) for (const k of memo.services.keys()) if (!serviceMemos.has(k)) changed.add(k)
+      changedServices = changed
+    }
+  }
+
+  const namespaceCounts = om.namespaceCounts
+  const namespaces = same && memo ? memo.namespaces : sameList([...namespaceCounts.keys()].sort(), memo?.namespaces)
 
   const ejected: Record<string, string> = {}
   for (const [k, v] of input.ejected) ejected[k] = v
   const nodeLiveness: Record<string, boolean> = {}
   for (const [k, v] of input.nodeLiveness ?? []) if (k !== options.nodeName) nodeLiveness[k] = v
 
-  const lists = {} as Record<keyof ByKind, readonly unknown[]>
-  for (const k of Object.keys(g) as (keyof ByKind)[]) lists[k] = sameList(g[k] as unknown[], memo?.lists[k])
+  let lists = {} as Record<keyof ByKind, readonly unknown[]>
+  if (same && memo) lists = memo.lists
+  else for (const k of Object.keys(g) as (keyof ByKind)[]) lists[k] = sameList(g[k] as unknown[], memo?.lists[k])
   const serviceList = sameList(services, memo?.serviceList)
   const podList = sameList(pods, memo?.podList)
 
   let changes: SnapshotChanges | undefined
   if (memo) {
-    const changedServices = new Set<string>()
-    keysOf(serviceList, memo.serviceList, (x) => x.key, changedServices)
+    if (changedServices === null) {
+      changedServices = new Set<string>()
+      keysOf(serviceList, memo.serviceList, (x) => x.key, changedServices)
+    }
     const changedPods = new Set<string>()
     keysOf(podList, memo.podList, (x) => x.key, changedPods)
     const changedIngresses = new Set<string>()
@@ -681,7 +971,10 @@ export function buildSnapshot(
       services: alloc,
       loadBalancers: lbAlloc,
       memo: {
-        objects: interned,
+        fromObjects: om,
+        podsByNamespace,
+        ejections,
+        objects: om.interned,
         pods: podMemos,
         services: serviceMemos,
         lists,
