@@ -470,7 +470,7 @@ export default async function run(_args: string[]): Promise<void> {
   const pad = (s: string, n: number) => s.padEnd(n)
   const num = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '-')
   process.stdout.write(
-    `\n${pad('mix', 26)}${pad('server', 12)}${pad('qps', 10)}${pad('cpu µs/q', 10)}${pad('p99 ms@5k', 11)}${pad('lost@5k', 8)}${pad('lost@max', 9)}${pad('foreign', 9)}${pad('×dnsmasq', 10)}×unbound\n`,
+    `\n${pad('mix', 26)}${pad('server', 12)}${pad('qps', 10)}${pad('cpu µs/q', 10)}${pad('p99 ms@5k', 11)}${pad('lost@5k', 8)}${pad('lost@max', 9)}${pad('foreign', 9)}${pad('×dnsmasq', 10)}${pad('×unbound', 10)}cpu×dnsmasq\n`,
   )
   for (const mix of mixes) {
     const peers = { dnsmasq: results.get('dnsmasq')?.get(mix.name), unbound: results.get('unbound')?.get(mix.name) }
@@ -478,9 +478,12 @@ export default async function run(_args: string[]): Promise<void> {
       const r = byMix.get(mix.name)
       if (!r) continue
       const ratio = (p: Result | undefined) => (p && name.startsWith('meshlet') ? (r.qps / p.qps).toFixed(2) : '')
+      // CPU per query against dnsmasq's: steadier than q/s when other processes take the CPUs.
+      const cpuRatio = (p: Result | undefined) =>
+        p && name.startsWith('meshlet') ? (r.cpuUsPerQuery / p.cpuUsPerQuery).toFixed(2) : ''
       const mark = r.foreign > FOREIGN_LIMIT ? '*' : ''
       process.stdout.write(
-        `${pad(mix.name, 26)}${pad(name + mark, 12)}${pad(num(r.qps), 10)}${pad(num(r.cpuUsPerQuery, 1), 10)}${pad(num(r.p99ms, 3), 11)}${pad(String(r.lost), 8)}${pad(String(r.saturatedLost), 9)}${pad(`${num(r.foreign * 100)}%`, 9)}${pad(ratio(peers.dnsmasq), 10)}${ratio(peers.unbound)}\n`,
+        `${pad(mix.name, 26)}${pad(name + mark, 12)}${pad(num(r.qps), 10)}${pad(num(r.cpuUsPerQuery, 1), 10)}${pad(num(r.p99ms, 3), 11)}${pad(String(r.lost), 8)}${pad(String(r.saturatedLost), 9)}${pad(`${num(r.foreign * 100)}%`, 9)}${pad(ratio(peers.dnsmasq), 10)}${pad(ratio(peers.unbound), 10)}${cpuRatio(peers.dnsmasq)}\n`,
       )
     }
   }
