@@ -100,10 +100,13 @@ export function keyBytes(key: string): Buffer {
   return b
 }
 
+/** Where variants are relayed before being copied out at their size (one per thread: fills are synchronous). */
+const scratch = Buffer.alloc(65535 + 2)
+
 /** The client's answer relayed from `src`; null when it had to be cut (more than `limit`). */
 function variant(src: Buffer, scan: Scan, question: Buffer, edns: boolean, dnssecOk: boolean, limit: number) {
   const client: ClientView = { id: 0, rd: false, cd: false, edns, dnssecOk, question, limit }
-  const out = Buffer.alloc(65535 + 2)
+  const out = scratch
   const len = relay(src, scan, client, 0, out, false)
   // Every RR kept, not truncated: otherwise this client size goes to the general path.
   if ((out[2]! & 0x02) !== 0) return null
@@ -337,7 +340,8 @@ export class FastCache {
     if (now >= e.expires) return null
     const v = edns ? e.edns : e.plain
     if (v === null || v.buf.length > limit) return null
-    const elapsed = ((now - e.storedAt) / 1000) | 0
+    // A clock stepped back never raises a TTL above the upstream's.
+    const elapsed = now > e.storedAt ? ((now - e.storedAt) / 1000) | 0 : 0
     let out = v.buf
     if (busy) out = Buffer.from(out)
     if (elapsed !== v.elapsed) {
