@@ -6,6 +6,7 @@ import { Query, RCODE, TYPE, UDP_PAYLOAD_CAP, lowerKey, nameKey, parseQuery } fr
 import type { NameEntry, Zone } from './zone.ts'
 import type { Forwarder } from './forwarder.ts'
 import { FastPath } from './fast.ts'
+import { FastCache } from './fast-cache.ts'
 import type { RecursionAcl } from './recursion-acl.ts'
 import { MessageWriter, readName, relay, scanMessage, shuffleFixed, writeOpt, type ClientView } from './message.ts'
 
@@ -86,20 +87,36 @@ export class Resolver {
   delegate: ((msg: Buffer, tcp: boolean, client: string) => Promise<Buffer | null>) | null = null
   /** Who may have names outside the zone forwarded (dns/recursion-acl.ts); null: everyone. */
   acl: RecursionAcl | null = null
+  /**
+   * Cached forwards answered on the fast path (dns/fast-cache.ts), a mirror of the forwarder's cache filled by its
+   * owner (index.ts, or the main thread's broadcast in a worker); null where this thread does not serve UDP.
+   */
+  readonly cache: FastCache | null
 
-  constructor(initial: Zone, opts: { counts?: Float64Array; fast?: boolean } = {}) {
+  /** `cacheHits`: where the fast cache counts its hits (a SharedArrayBuffer's view in a worker). */
+  constructor(initial: Zone, opts: { counts?: Float64Array; fast?: boolean; cacheHits?: Float64Array } = {}) {
     this.#zone = initial
     this.counts = opts.counts ?? new Float64Array(COUNTERS)
     this.#wantFast = opts.fast ?? true
+    this.cache = this.#wantFast ? new FastCache(this.counts, countIndex, opts.cacheHits) : null
   }
 
   /**
    * The UDP reply from the fast path, or null when `resolve` must answer. `busy`: the socket has a queued send
-   * (the returned Buffer may be a template that a queued send still references; then it is copied).
+   * (the returned Buffer may be a template that a queued send still references; then it is copied). `client`: the
+   * source address, for the recursion ACL on cached forwards.
    */
-  fast(msg: Buffer, busy: boolean): Buffer | null {
+  fast(msg: Buffer, busy: boolean, client: string): Buffer | null {
     const f = this.#fast
-    return f === null ? null : f.answer(msg, busy)
+    if (f !== null) {
+      const r = f.answer(msg, busy)
+      if (r !== null) return r
+    }
+    const c = this.cache
+    if (c === null || c.size === 0) return null
+    // A client that may not recurse gets REFUSED from the general path, cached or not.
+    if (this.acl !== null && !this.acl.allows(client)) return null
+    return c.answer(msg, busy)
   }
 
   get zone(): Zone {

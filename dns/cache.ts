@@ -2,6 +2,9 @@
 // entries with least-recently-used eviction (a Map keeps insertion order; a hit re-inserts). Positive TTL = the
 // smallest answer TTL, at most 3600 s; negative TTL = min(SOA TTL, SOA MINIMUM), at most 1800 s (RFC 2308 §5).
 // Truncated replies, SERVFAIL and anything else are never cached.
+//
+// It is the owner of what is cached: every store and every removal (expiry found by `get`, eviction, clear) is told
+// to `listener`, which keeps the fast-path mirrors (dns/fast-cache.ts, one per thread that answers UDP) in step.
 
 import type { Scan } from './message.ts'
 
@@ -24,9 +27,17 @@ export function cacheTtl(scan: Scan): number {
   return 0
 }
 
+/** Told of every change, in order. */
+export interface CacheListener {
+  stored(key: string, entry: CacheEntry): void
+  removed(key: string): void
+  cleared(): void
+}
+
 export class ReplyCache {
   readonly #max: number
   readonly #map = new Map<string, CacheEntry>()
+  listener: CacheListener | null = null
 
   constructor(max: number) {
     this.#max = max
@@ -41,6 +52,7 @@ export class ReplyCache {
     if (!e) return null
     if (Date.now() >= e.expires) {
       this.#map.delete(key)
+      this.listener?.removed(key)
       return null
     }
     this.#map.delete(key)
@@ -54,14 +66,17 @@ export class ReplyCache {
     entry.expires = entry.storedAt + ttl * 1000
     this.#map.delete(key)
     this.#map.set(key, entry)
+    this.listener?.stored(key, entry)
     while (this.#map.size > this.#max) {
       const oldest = this.#map.keys().next().value
       if (oldest === undefined) break
       this.#map.delete(oldest)
+      this.listener?.removed(oldest)
     }
   }
 
   clear(): void {
     this.#map.clear()
+    this.listener?.cleared()
   }
 }

@@ -7,6 +7,8 @@
 // process: the loop probe must be recognised whichever worker it comes back to, the cache is not split N ways, and
 // upstream state, metrics and /status have one owner. Workers hand forwarded names and ExternalName chases over with
 // the whole query and send the reply they get back. The main thread keeps a zone too (chases of in-zone targets).
+// What the cache holds is mirrored into each UDP-serving thread's fast path (dns/fast-cache.ts): here with one
+// thread, in every worker (broadcast on each store) with several, so cache hits never cross a thread.
 
 import { networkInterfaces } from 'node:os'
 import { Counter, Gauge, Histogram } from 'prom-client'
@@ -86,11 +88,18 @@ export const startDns: PlaneFactory = async (ctx) => {
     'recursion allowed for loopback, the node networks and --allow-recursion; other clients get REFUSED',
   )
 
+  let fastHitsReported = 0
   const metrics = {
     cacheHits: new Counter({
       name: 'meshlet_dns_cache_hits_total',
       help: 'Forwarded names answered from the cache',
       registers: [ctx.metrics],
+      // Hits on the fast paths are counted in plain arrays (shared ones in workers) and added at scrape time.
+      collect() {
+        const total = (resolver.cache?.hits[0] ?? 0) + (workers?.cacheHits ?? 0)
+        if (total > fastHitsReported) this.inc(total - fastHitsReported)
+        fastHitsReported = total
+      },
     }),
     cacheMisses: new Counter({
       name: 'meshlet_dns_cache_misses_total',
@@ -141,6 +150,21 @@ export const startDns: PlaneFactory = async (ctx) => {
 
   const upstreams = options.upstreams.length > 0 ? options.upstreams : defaultUpstreams()
   const forwarder = new Forwarder(upstreams, { host: address, port }, log.child({ sub: 'forwarder' }), metrics)
+  const mirror = resolver.cache
+  forwarder.cache.listener = {
+    stored: (key, e) => {
+      mirror?.put(key, e.buf, e.storedAt, e.expires)
+      workers?.cacheStored(key, e.buf, e.storedAt, e.expires)
+    },
+    removed: (key) => {
+      mirror?.delete(key)
+      workers?.cacheRemoved(key)
+    },
+    cleared: () => {
+      mirror?.clear()
+      workers?.cacheRemoved(null)
+    },
+  }
   await forwarder.start()
   resolver.forwarder = forwarder
   if (forwarder.usable === 0) log.warn({ upstreams }, 'no usable upstream: names outside the zone get SERVFAIL')
@@ -214,7 +238,8 @@ export const startDns: PlaneFactory = async (ctx) => {
         failures: u.failures,
         reason: u.reason,
       })),
-      cache: { size: forwarder.cache.size },
+      // fastHits: cached forwards answered on the fast paths (this thread's and the workers').
+      cache: { size: forwarder.cache.size, fastHits: (resolver.cache?.hits[0] ?? 0) + (workers?.cacheHits ?? 0) },
       error: lastError,
     }),
     close: async (deadline) => {

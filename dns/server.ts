@@ -136,8 +136,9 @@ export class DnsListener {
   #onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
     const udp = this.#udp
     if (udp === null) return
-    // In-zone answers without decoding or allocating (dns/fast.ts); everything else below.
-    const fast = this.#resolver.fast(msg, udp.getSendQueueCount() > 0)
+    // In-zone answers and cached forwards without decoding or allocating (dns/fast.ts, dns/fast-cache.ts); everything
+    // else below.
+    const fast = this.#resolver.fast(msg, udp.getSendQueueCount() > 0, rinfo.address)
     if (fast !== null) {
       udp.send(fast, rinfo.port, rinfo.address)
       return

@@ -3,7 +3,11 @@
 // ExternalName chases are handed to the main thread with the whole query (it owns the forwarder, its cache, the loop
 // probe and the upstream metrics) and the reply comes back to be sent from this worker's socket.
 //
-// Messages, main → worker: {type: 'snapshot', snapshot} | {type: 'reply', id, buf} | {type: 'close', deadline}.
+// Cached forwards are answered here too: the main thread broadcasts every store into (and removal from) its cache to
+// this worker's fast-path mirror (dns/fast-cache.ts).
+//
+// Messages, main → worker: {type: 'snapshot', snapshot} | {type: 'reply', id, buf} | {type: 'close', deadline} |
+// {type: 'cache', key, buf, storedAt, expires} | {type: 'uncache', key (null: all)}.
 // Worker → main: {type: 'listening', port} | {type: 'failed', message} | {type: 'applied', version, error} |
 // {type: 'query', id, msg, tcp, client} | {type: 'log', line} | {type: 'closed'}.
 
@@ -26,6 +30,8 @@ export interface WorkerInit {
   readonly counts: SharedArrayBuffer
   /** Int32Array over it: [0] open TCP connections. */
   readonly stats: SharedArrayBuffer
+  /** Float64Array(1) over it: cached forwards answered on this worker's fast path. */
+  readonly cacheHits: SharedArrayBuffer
   readonly logLevel: string
   /** --allow-recursion CIDRs (text): the worker refuses forwarded names to other clients itself. */
   readonly allowRecursion: readonly string[]
@@ -35,6 +41,14 @@ type FromMain =
   | { readonly type: 'snapshot'; readonly snapshot: Snapshot }
   | { readonly type: 'reply'; readonly id: number; readonly buf: Uint8Array | null }
   | { readonly type: 'close'; readonly deadline: number }
+  | {
+      readonly type: 'cache'
+      readonly key: string
+      readonly buf: Uint8Array
+      readonly storedAt: number
+      readonly expires: number
+    }
+  | { readonly type: 'uncache'; readonly key: string | null }
 
 const port = parentPort!
 const init = workerData as WorkerInit
@@ -42,7 +56,10 @@ const init = workerData as WorkerInit
 const log = pino({ level: init.logLevel }, { write: (line: string) => port.postMessage({ type: 'log', line }) })
 const counts = new Float64Array(init.counts)
 const stats = new Int32Array(init.stats)
-const resolver = new Resolver(buildZone(EMPTY_SNAPSHOT, init.zoneOptions, 0), { counts })
+const resolver = new Resolver(buildZone(EMPTY_SNAPSHOT, init.zoneOptions, 0), {
+  counts,
+  cacheHits: new Float64Array(init.cacheHits),
+})
 resolver.acl = new RecursionAcl(init.allowRecursion.map((c) => parseCidr(c)!))
 const pending = new Map<number, (b: Buffer | null) => void>()
 let nextId = 1
@@ -81,6 +98,13 @@ port.on('message', (m: FromMain) => {
       port.postMessage({ type: 'applied', version: m.snapshot.version, error })
       break
     }
+    case 'cache':
+      resolver.cache?.put(m.key, Buffer.from(m.buf.buffer, m.buf.byteOffset, m.buf.byteLength), m.storedAt, m.expires)
+      break
+    case 'uncache':
+      if (m.key === null) resolver.cache?.clear()
+      else resolver.cache?.delete(m.key)
+      break
     case 'reply': {
       const done = pending.get(m.id)
       if (!done) break

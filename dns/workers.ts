@@ -1,7 +1,8 @@
 // The main-thread side of --dns-workers N (N ≥ 2): starts N worker threads (dns/worker.ts) on one address with
 // SO_REUSEPORT (the first one binds, possibly port 0; the others join its port), posts every Snapshot to each, answers
 // the queries they hand over (forwarded names, ExternalName chases) through the main thread's resolver, and drains
-// them on close. Readiness: every worker is listening and has applied the newest Snapshot posted to it at least once.
+// them on close. Every store into the forwarder's cache, and every removal, is broadcast to each worker's fast-path
+// mirror (dns/fast-cache.ts), so a name filled through one worker is a cache hit in all of them. Readiness: every worker is listening and has applied the newest Snapshot posted to it at least once.
 
 import { Worker } from 'node:worker_threads'
 import type { Logger } from 'pino'
@@ -42,6 +43,8 @@ class Entry {
   readonly worker: Worker
   readonly counts: Float64Array
   readonly stats: Int32Array
+  /** [0]: cached forwards this worker answered on its fast path. */
+  readonly cacheHits: Float64Array
   listening = false
   /** Version of the last Snapshot applied; 0 before the first. */
   applied = 0
@@ -49,11 +52,12 @@ class Entry {
   exited = false
   closed: Promise<void>
 
-  constructor(index: number, worker: Worker, counts: Float64Array, stats: Int32Array) {
+  constructor(index: number, worker: Worker, counts: Float64Array, stats: Int32Array, cacheHits: Float64Array) {
     this.index = index
     this.worker = worker
     this.counts = counts
     this.stats = stats
+    this.cacheHits = cacheHits
     this.closed = new Promise((resolve) => worker.once('exit', () => resolve()))
   }
 }
@@ -101,11 +105,18 @@ export class DnsWorkers {
       zoneOptions,
       counts: new SharedArrayBuffer(COUNTERS * 8),
       stats: new SharedArrayBuffer(4 * 4),
+      cacheHits: new SharedArrayBuffer(8),
       logLevel: this.#log.level,
       allowRecursion: this.#allowRecursion,
     }
     const worker = new Worker(new URL('./worker.ts', import.meta.url), { workerData: init, name: `dns-${index}` })
-    const e = new Entry(index, worker, new Float64Array(init.counts), new Int32Array(init.stats))
+    const e = new Entry(
+      index,
+      worker,
+      new Float64Array(init.counts),
+      new Int32Array(init.stats),
+      new Float64Array(init.cacheHits),
+    )
     this.#entries.push(e)
     return new Promise<number>((resolve, reject) => {
       worker.on('message', (m: FromWorker) => {
@@ -194,6 +205,31 @@ export class DnsWorkers {
     }
   }
 
+  /**
+   * A reply the forwarder cached, to every worker's fast-path mirror. Posted before the reply that filled it goes
+   * back to the worker that asked (one port, in order), so that worker's next query for the name is a hit.
+   */
+  cacheStored(key: string, buf: Buffer, storedAt: number, expires: number): void {
+    for (const e of this.#entries) {
+      if (e.exited) continue
+      // A copy of exactly the reply: a Buffer view would clone its whole pool.
+      const copy = new Uint8Array(buf)
+      e.worker.postMessage({ type: 'cache', key, buf: copy, storedAt, expires }, [copy.buffer])
+    }
+  }
+
+  /** A key the forwarder's cache dropped (expired or evicted); null: all of them. */
+  cacheRemoved(key: string | null): void {
+    for (const e of this.#entries) if (!e.exited) e.worker.postMessage({ type: 'uncache', key })
+  }
+
+  /** Cached forwards the workers answered on their fast paths. */
+  get cacheHits(): number {
+    let n = 0
+    for (const e of this.#entries) n += e.cacheHits[0]!
+    return n
+  }
+
   /** Posts a Snapshot to every worker (structured clone); each builds its own zone index. */
   post(snapshot: Snapshot): void {
     this.#posted = snapshot.version
@@ -224,13 +260,22 @@ export class DnsWorkers {
     return this.#entries.map((e) => e.counts)
   }
 
-  status(): { worker: number; listening: boolean; snapshotVersion: number; queries: number; error: string | null }[] {
+  status(): {
+    worker: number
+    listening: boolean
+    snapshotVersion: number
+    queries: number
+    cacheHits: number
+    error: string | null
+  }[] {
     return this.#entries.map((e) => ({
       worker: e.index,
       listening: e.listening && !e.exited,
       snapshotVersion: e.applied,
       // Queries this worker answered itself (handed-over ones are counted by the main thread).
       queries: e.counts.reduce((a, b) => a + b, 0),
+      // Cached forwards it answered on its fast path (included in queries).
+      cacheHits: e.cacheHits[0]!,
       error: e.error,
     }))
   }

@@ -107,7 +107,7 @@ t.test('fast path replies equal the general path', async (t) => {
         // Upper case first: the template keeps it, and the lower-case query after it must not see it.
         for (const n of [upper(name), name]) {
           const msg = encode(n, type, { ...v, id: (compared * 7919) & 0xffff })
-          const got = fast.fast(msg, false)
+          const got = fast.fast(msg, false, '127.0.0.1')
           const inZone = name.toLowerCase().endsWith(Z) && !name.startsWith('x')
           if (got === null) continue
           if (!inZone && !name.endsWith('.arpa')) t.fail(`only zone and owned reverse names are answered fast: ${name}`)
@@ -140,22 +140,26 @@ t.test('fast path replies equal the general path', async (t) => {
 t.test('fast path leaves the general cases alone', async (t) => {
   const zone = zoneOf()
   const r = new Resolver(zone)
-  t.equal(r.fast(encode(`web.default.svc.${Z}`, 'A', {}), false), null, 'no fast answer before the first Snapshot')
+  t.equal(
+    r.fast(encode(`web.default.svc.${Z}`, 'A', {}), false, '127.0.0.1'),
+    null,
+    'no fast answer before the first Snapshot',
+  )
   r.setZone(zone)
   const hit = encode(`web.default.svc.${Z}`, 'A', {})
-  t.not(r.fast(hit, false), null, 'a hit is fast')
-  t.equal(r.fast(encode('www.example.org', 'A', {}), false), null, 'forwarded name')
-  t.equal(r.fast(encode(`ext.default.svc.${Z}`, 'A', {}), false), null, 'ExternalName chase')
+  t.not(r.fast(hit, false, '127.0.0.1'), null, 'a hit is fast')
+  t.equal(r.fast(encode('www.example.org', 'A', {}), false, '127.0.0.1'), null, 'forwarded name')
+  t.equal(r.fast(encode(`ext.default.svc.${Z}`, 'A', {}), false, '127.0.0.1'), null, 'ExternalName chase')
   const badvers = encode(`web.default.svc.${Z}`, 'A', { edns: 1232 })
   badvers[badvers.length - 5] = 1
-  t.equal(r.fast(badvers, false), null, 'EDNS version 1 (BADVERS)')
+  t.equal(r.fast(badvers, false, '127.0.0.1'), null, 'EDNS version 1 (BADVERS)')
   const response = Buffer.from(hit)
   response[2] = response[2]! | 0x80
-  t.equal(r.fast(response, false), null, 'QR=1')
-  t.equal(r.fast(hit.subarray(0, hit.length - 1), false), null, 'short question')
+  t.equal(r.fast(response, false, '127.0.0.1'), null, 'QR=1')
+  t.equal(r.fast(hit.subarray(0, hit.length - 1), false, '127.0.0.1'), null, 'short question')
   const trailing = Buffer.concat([hit, Buffer.from([0])])
-  t.equal(r.fast(trailing, false), null, 'trailing bytes')
-  const srv = r.fast(encode(`_postgres._tcp.db.data.svc.${Z}`, 'SRV', {}), false)
+  t.equal(r.fast(trailing, false, '127.0.0.1'), null, 'trailing bytes')
+  const srv = r.fast(encode(`_postgres._tcp.db.data.svc.${Z}`, 'SRV', {}), false, '127.0.0.1')
   t.equal(srv?.readUInt16BE(10), 2, 'SRV with its additional addresses is fast')
 })
 
@@ -163,16 +167,16 @@ t.test('templates: reused when the socket is idle, copied when a send is queued'
   const zone = zoneOf()
   const r = new Resolver(zone)
   r.setZone(zone)
-  const a = r.fast(encode(`web.default.svc.${Z}`, 'A', { id: 1 }), false)!
-  const b = r.fast(encode(`web.default.svc.${Z}`, 'A', { id: 2 }), false)!
+  const a = r.fast(encode(`web.default.svc.${Z}`, 'A', { id: 1 }), false, '127.0.0.1')!
+  const b = r.fast(encode(`web.default.svc.${Z}`, 'A', { id: 2 }), false, '127.0.0.1')!
   t.equal(a, b, 'the same template buffer when idle')
   t.equal(b.readUInt16BE(0), 2)
-  const c = r.fast(encode(`web.default.svc.${Z}`, 'A', { id: 3 }), true)!
+  const c = r.fast(encode(`web.default.svc.${Z}`, 'A', { id: 3 }), true, '127.0.0.1')!
   t.not(c, b, 'a copy when busy')
   t.equal(b.readUInt16BE(0), 2, 'the queued buffer is untouched')
   t.equal(c.readUInt16BE(0), 3)
-  const up = r.fast(encode(`WEB.default.svc.${Z}`, 'A', { id: 4 }), false)!
+  const up = r.fast(encode(`WEB.default.svc.${Z}`, 'A', { id: 4 }), false, '127.0.0.1')!
   t.equal(up.toString('latin1', 13, 16), 'WEB', 'case echoed')
-  const low = r.fast(encode(`web.default.svc.${Z}`, 'A', { id: 5 }), false)!
+  const low = r.fast(encode(`web.default.svc.${Z}`, 'A', { id: 5 }), false, '127.0.0.1')!
   t.equal(low.toString('latin1', 13, 16), 'web', 'earlier case does not leak')
 })
