@@ -11,6 +11,8 @@ export type LbErrorCode =
   | 'MLT_LB_VIP_INTERFACE'
   /** A LoadBalancer Service got no address from any IPAddressPool. */
   | 'MLT_LB_POOL_EXHAUSTED'
+  /** --l4-mode nftables: `nft` cannot run here, or a transaction on meshlet's table failed. */
+  | 'MLT_LB_NFT'
 
 export class LbError extends MeshletError {
   constructor(code: LbErrorCode, message: string, options?: { cause?: unknown }) {

@@ -74,6 +74,8 @@ function withDefaults(args: readonly string[]): string[] {
     '--node': 'test-node',
     '--service-cidr': randomServiceCidr(),
     '--log-level': 'info',
+    // As root, auto would pick nftables: tests of the userspace plane must not change with the machine.
+    '--l4-mode': 'userspace',
   }
   const out = [...args]
   for (const [flag, value] of Object.entries(defaults)) if (!args.includes(flag)) out.push(flag, value)
