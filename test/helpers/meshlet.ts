@@ -11,6 +11,11 @@ import type { StatusJson } from './status.ts'
 
 export const MESHLET_BIN = fileURLToPath(new URL('../../bin/meshlet.ts', import.meta.url))
 
+// As root, --l4-mode auto would pick nftables in the host's network namespace, where parallel test processes would
+// replace each other's table: every meshlet a test starts (here or with MESHLET_BIN) inherits userspace unless the
+// test passes --l4-mode (test/lb/l4-modes.test.ts does, in namespaces of its own).
+process.env.MESHLET_L4_MODE ??= 'userspace'
+
 export interface Address {
   readonly host: string
   readonly port: number
@@ -74,8 +79,6 @@ function withDefaults(args: readonly string[]): string[] {
     '--node': 'test-node',
     '--service-cidr': randomServiceCidr(),
     '--log-level': 'info',
-    // As root, auto would pick nftables: tests of the userspace plane must not change with the machine.
-    '--l4-mode': 'userspace',
   }
   const out = [...args]
   for (const [flag, value] of Object.entries(defaults)) if (!args.includes(flag)) out.push(flag, value)
