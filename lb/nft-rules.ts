@@ -226,7 +226,10 @@ function servicePort(
     const f = familyOf(e.ip)
     const name = ident('ep', `${portKey}|${id}|${affinity}`, `${readable}__${e.ip}/${e.port}`)
     epChain.set(id, name)
-    const rules = [`${ipKw(f)} saddr ${e.ip} jump mark-for-masquerade`]
+    // Hairpin: an endpoint reaching itself through the Service from another host's point of view (a container
+    // forwarded through this node) is masqueraded, or it would answer itself directly. A local client whose address
+    // is the endpoint's needs nothing: the reply stays on this host (and masquerading on lo breaks it).
+    const rules = [`fib saddr type != local ${ipKw(f)} saddr ${e.ip} jump mark-for-masquerade`]
     if (affinity !== null) {
       // The timeout is part of the set's name: a changed timeoutSeconds is a new set, not an altered one.
       const set = ident('aff', `${portKey}|${id}|${affinity}`, `${readable}__${e.ip}/${e.port}`)

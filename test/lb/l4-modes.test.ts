@@ -135,7 +135,7 @@ ${pod('local-a', be(2, 1), 'a', 'local')}${pod('local-b', be(2, 2), 'b', 'local'
 const tcp8080 = [{ port: 8080 }]
 
 async function inNamespace(mode: 'userspace' | 'nftables'): Promise<void> {
-  const nftTable = async () => (await exec(['nft', 'list', 'table', 'inet', 'meshlet'])).stdout
+  const nftTable = async () => (await exec(['nft', '-a', 'list', 'table', 'inet', 'meshlet'])).stdout
   if (mode === 'nftables') {
     // A table left by a crashed run (with a chain meshlet never makes) and a table that is someone else's.
     await must(['nft', 'add table inet meshlet; add chain inet meshlet stale-from-a-crash'])
@@ -269,8 +269,17 @@ async function inNamespace(mode: 'userspace' | 'nftables'): Promise<void> {
       const pump = setInterval(() => conns.forEach((c) => c.socket.write('x'.repeat(512))), 10)
       t.teardown(() => clearInterval(pump))
       await sleep(300)
+      const rrRules = async () => (await nftTable()).split('\n').filter((l) => l.includes('127.10.0.'))
+      const rrBefore = mode === 'nftables' ? await rrRules() : []
       m.writeManifest('load.yaml', endpointsYaml('load', tcp8080, [be(4, 1)]))
       await synced(m, 'default/load', (ips) => ips.length === 1)
+      if (mode === 'nftables') {
+        // `nft -a` prints each rule's handle: a rule rewritten gets a new one. Only default/load changed.
+        t.ok(rrBefore.length >= 3, 'default/rr endpoint rules listed with handles')
+        t.same(await rrRules(), rrBefore, 'the transaction left default/rr untouched (same rule handles)')
+        const sync = (lbOf(await m.status()) as { lastSync?: { seconds: number } }).lastSync
+        t.comment(`transaction for the endpoint leaving: ${((sync?.seconds ?? NaN) * 1000).toFixed(1)} ms`)
+      }
       const marks = others.map((c) => c.echoed)
       await sleep(1_000)
       clearInterval(pump)
