@@ -1,12 +1,16 @@
-// `npm run bench -- lb`: the L4 balancer against HAProxy in `mode tcp` (one thread) and a direct connection, same
-// backends, alternating rounds:
+// `npm run bench -- lb`: the L4 balancer in both data planes (--l4-mode userspace, and nftables as root) against
+// HAProxy in `mode tcp` (one thread) and a direct connection, same backends, alternating rounds:
 //   - bulk throughput: iperf3 -c through each to one `iperf3 -s`;
-//   - new connections per second and p99: wrk -H 'Connection: close' through each to a one-worker nginx answering 200.
-// Pinning (taskset): proxy and backend on CPU 0, the load generator on CPU 1. Bounded: about 70 s with the defaults.
-// Flags: --seconds=N (per measurement, default 4), --rounds=N (default 2), --connections=N (wrk, default 32).
+//   - new connections per second and p99: wrk -H 'Connection: close' through each to a one-worker nginx answering 200;
+//   - CPU per connection during the wrk run: wrk (its `times`) + nginx's worker + the proxy process, from /proc, so
+//     the kernel's share is counted wherever it runs on behalf of those processes; `− direct` is the proxy's cost.
+// As root everything runs in a network namespace the bench creates (the nftables table stays there), else in the
+// caller's without the nftables row. Pinning (taskset): proxy and backend on CPU 0, the load generator on CPU 1.
+// Bounded: about 100 s with the defaults. Flags: --seconds=N (per measurement, default 4), --rounds=N (default 2),
+// --connections=N (wrk, default 32).
 
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -17,6 +21,8 @@ import { promisify } from 'node:util'
 const run = promisify(execFile)
 const MESHLET = fileURLToPath(new URL('../bin/meshlet.ts', import.meta.url))
 const HOST = '127.0.0.1'
+const NETNS_ENV = 'MESHLET_BENCH_LB_NETNS'
+const CLK_TCK = 100
 const PROXY_CPU = '0'
 const LOAD_CPU = '1'
 
@@ -59,6 +65,48 @@ interface Rate {
   cps: number
   p99ms: number
   errors: string | null
+  /** wrk's own user+system CPU seconds. */
+  cpu: number
+  requests: number
+}
+
+/** utime+stime of a process and of the children listed in /proc (nginx's worker), in seconds; 0 when gone. */
+function cpuOf(pid: number | undefined): number {
+  if (pid === undefined) return 0
+  const one = (p: string) => {
+    try {
+      const f = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ')
+      return (Number(f[11]) + Number(f[12])) / CLK_TCK
+    } catch {
+      return 0
+    }
+  }
+  let children: string[] = []
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)
+  } catch {
+    // no children file: the process alone
+  }
+  return one(String(pid)) + children.reduce((sum, c) => sum + one(c), 0)
+}
+
+/** As root: the whole bench again inside a fresh network namespace (loopback up), then the namespace is removed. */
+async function inNamespace(args: string[]): Promise<void> {
+  const ns = `mlt-bench-lb-${process.pid}`
+  await run('ip', ['netns', 'add', ns])
+  try {
+    await run('ip', ['-n', ns, 'link', 'set', 'lo', 'up'])
+    const self = fileURLToPath(import.meta.url)
+    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, self, ...args], {
+      stdio: 'inherit',
+      env: { ...process.env, [NETNS_ENV]: '1' },
+    })
+    await new Promise<void>((resolve, reject) =>
+      child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`bench in ${ns} exited ${code}`)))),
+    )
+  } finally {
+    await run('ip', ['netns', 'del', ns]).catch(() => {})
+  }
 }
 
 function wrkLatencyMs(s: string): number {
@@ -76,6 +124,8 @@ function median(xs: number[]): number {
 }
 
 export default async function runBench(args: string[]): Promise<void> {
+  const root = process.getuid?.() === 0
+  if (root && process.env[NETNS_ENV] !== '1') return inNamespace(args)
   const seconds = arg(args, 'seconds', 4)
   const rounds = arg(args, 'rounds', 2)
   const connections = arg(args, 'connections', 32)
@@ -107,7 +157,7 @@ http {
       join(dir, 'nginx.conf'),
       process.getuid?.() === 0 ? conf.replace('daemon off;', 'daemon off;\nuser root;') : conf,
     )
-    start(PROXY_CPU, ['nginx', '-p', dir, '-c', join(dir, 'nginx.conf')])
+    const nginx = start(PROXY_CPU, ['nginx', '-p', dir, '-c', join(dir, 'nginx.conf')])
     await waitTcp(HOST, iperfPort, 'iperf3 -s')
     await waitTcp(HOST, httpPort, 'nginx')
 
@@ -132,14 +182,15 @@ listen http
   server s1 ${HOST}:${httpPort}
 `,
     )
-    start(PROXY_CPU, ['haproxy', '-db', '-f', join(dir, 'haproxy.cfg')])
+    const haproxy = start(PROXY_CPU, ['haproxy', '-db', '-f', join(dir, 'haproxy.cfg')])
     await waitTcp(HOST, haHttp, 'haproxy')
 
-    // meshlet: two ClusterIP Services with fixed addresses, one endpoint each.
-    const vip = `127.${120 + (process.pid % 50)}.0`
-    writeFileSync(
-      join(dir, 'lb.yaml'),
-      `apiVersion: v1
+    // meshlet: two ClusterIP Services with fixed addresses, one endpoint each; once per data plane.
+    const startMeshlet = async (mode: 'userspace' | 'nftables', vip: string) => {
+      const file = join(dir, `lb-${mode}.yaml`)
+      writeFileSync(
+        file,
+        `apiVersion: v1
 kind: Service
 metadata: { name: iperf }
 spec: { clusterIP: ${vip}.10, ports: [{ name: t, port: 5201 }] }
@@ -159,88 +210,123 @@ kind: Endpoints
 metadata: { name: http }
 subsets: [{ addresses: [{ ip: ${HOST} }], ports: [{ name: h, port: ${httpPort} }] }]
 `,
-    )
-    start(PROXY_CPU, [
-      process.execPath,
-      MESHLET,
-      'up',
-      '-f',
-      join(dir, 'lb.yaml'),
-      '--service-cidr',
-      `${vip}.0/24`,
-      '--node-address',
-      `${vip}.250`,
-      '--dns',
-      'off',
-      '--http',
-      'off',
-      '--https',
-      'off',
-      '--admin',
-      'off',
-      '--upstream',
-      '127.0.0.1:1',
-      '--discovery-resolver',
-      '127.0.0.1:1',
-      '--log-level',
-      'warn',
-    ])
-    const mIperf = { host: `${vip}.10`, port: 5201 }
-    const mHttp = { host: `${vip}.11`, port: 80 }
-    await waitTcp(mIperf.host, mIperf.port, 'meshlet (iperf Service)')
-    await waitTcp(mHttp.host, mHttp.port, 'meshlet (http Service)')
+      )
+      const proc = start(PROXY_CPU, [
+        process.execPath,
+        MESHLET,
+        'up',
+        '-f',
+        file,
+        '--l4-mode',
+        mode,
+        '--service-cidr',
+        `${vip}.0/24`,
+        '--node-address',
+        `${vip}.250`,
+        '--dns',
+        'off',
+        '--http',
+        'off',
+        '--https',
+        'off',
+        '--admin',
+        'off',
+        '--upstream',
+        '127.0.0.1:1',
+        '--discovery-resolver',
+        '127.0.0.1:1',
+        '--log-level',
+        'warn',
+      ])
+      const mIperf = { host: `${vip}.10`, port: 5201 }
+      const mHttp = { host: `${vip}.11`, port: 80 }
+      await waitTcp(mIperf.host, mIperf.port, `meshlet ${mode} (iperf Service)`)
+      await waitTcp(mHttp.host, mHttp.port, `meshlet ${mode} (http Service)`)
+      return { iperf: mIperf, http: mHttp, pid: proc.pid }
+    }
+    const block = 120 + (process.pid % 50)
+    const userspace = await startMeshlet('userspace', `127.${block}.0`)
+    // nftables needs CAP_NET_ADMIN in this namespace: as root, the namespace is the bench's own.
+    const nft = root ? await startMeshlet('nftables', `127.${block}.1`) : null
+    if (!nft) process.stdout.write('  nftables row left out: needs root (its own network namespace)\n')
 
-    const targets = {
+    const targets: Record<
+      string,
+      { iperf: { host: string; port: number }; http: { host: string; port: number }; pid?: number }
+    > = {
       direct: { iperf: { host: HOST, port: iperfPort }, http: { host: HOST, port: httpPort } },
-      haproxy: { iperf: { host: HOST, port: haIperf }, http: { host: HOST, port: haHttp } },
-      meshlet: { iperf: mIperf, http: mHttp },
-    } as const
-    const names = ['direct', 'haproxy', 'meshlet'] as const
-    const bulk: Record<string, number[]> = { direct: [], haproxy: [], meshlet: [] }
-    const cps: Record<string, number[]> = { direct: [], haproxy: [], meshlet: [] }
-    const p99: Record<string, number[]> = { direct: [], haproxy: [], meshlet: [] }
-    const deadline = Date.now() + 170_000
-    for (let r = 0; r < rounds && Date.now() < deadline - 4 * 6 * seconds * 1000; r++) {
+      haproxy: { iperf: { host: HOST, port: haIperf }, http: { host: HOST, port: haHttp }, pid: haproxy.pid },
+      meshlet: userspace,
+      ...(nft ? { nftables: nft } : {}),
+    }
+    const names = Object.keys(targets)
+    const bulk: Record<string, number[]> = {}
+    const cps: Record<string, number[]> = {}
+    const p99: Record<string, number[]> = {}
+    const cpuUs: Record<string, number[]> = {}
+    for (const n of names) {
+      bulk[n] = []
+      cps[n] = []
+      p99[n] = []
+      cpuUs[n] = []
+    }
+    const deadline = Date.now() + 240_000
+    for (let r = 0; r < rounds && Date.now() < deadline - names.length * 3 * seconds * 1000; r++) {
       for (const name of r % 2 === 0 ? names : [...names].reverse()) {
-        const tg = targets[name]
+        const tg = targets[name]!
         const b = await iperfTo(tg.iperf.host, tg.iperf.port, seconds)
         bulk[name]!.push(b.gbps)
         await sleep(500)
+        const before = cpuOf(nginx.pid) + cpuOf(tg.pid)
         const w = await wrkTo(tg.http.host, tg.http.port, seconds, connections)
+        const used = cpuOf(nginx.pid) + cpuOf(tg.pid) - before + w.cpu
         if (w.errors) process.stderr.write(`  ${name}: wrk ${w.errors}\n`)
         cps[name]!.push(w.cps)
         p99[name]!.push(w.p99ms)
+        cpuUs[name]!.push(w.requests > 0 ? (used / w.requests) * 1e6 : NaN)
         process.stdout.write(
-          `  round ${r + 1} ${name.padEnd(8)} bulk ${b.gbps.toFixed(2)} Gbit/s   ${w.cps.toFixed(0)} conn/s   p99 ${w.p99ms.toFixed(2)} ms\n`,
+          `  round ${r + 1} ${name.padEnd(9)} bulk ${b.gbps.toFixed(2)} Gbit/s   ${w.cps.toFixed(0)} conn/s   p99 ${w.p99ms.toFixed(2)} ms   CPU ${cpuUs[name]!.at(-1)!.toFixed(0)} µs/conn\n`,
         )
         await sleep(1000) // let TIME_WAIT and the CPU settle between runs
       }
     }
-    const row = (n: string) => ({ bulk: median(bulk[n]!), cps: median(cps[n]!), p99: median(p99[n]!) })
+    const row = (n: string) => ({
+      bulk: median(bulk[n]!),
+      cps: median(cps[n]!),
+      p99: median(p99[n]!),
+      cpu: median(cpuUs[n]!),
+    })
     const d = row('direct')
     const h = row('haproxy')
-    const m = row('meshlet')
     process.stdout.write(
-      `\nL4 balancer: medians of ${bulk.meshlet!.length} rounds, ${seconds} s each; proxy+backend on CPU ${PROXY_CPU}, load on CPU ${LOAD_CPU}\n`,
+      `\nL4 balancer: medians of ${bulk.direct!.length} rounds, ${seconds} s each; proxy+backend on CPU ${PROXY_CPU}, load on CPU ${LOAD_CPU}; load average ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]}\n`,
     )
     process.stdout.write(
-      `${'path'.padEnd(22)}${'bulk Gbit/s'.padStart(13)}${'new conn/s'.padStart(13)}${'p99 ms'.padStart(10)}\n`,
+      `${'path'.padEnd(24)}${'bulk Gbit/s'.padStart(13)}${'new conn/s'.padStart(13)}${'p99 ms'.padStart(10)}${'CPU µs/conn'.padStart(13)}${'− direct'.padStart(10)}\n`,
     )
-    for (const [label, x] of [
-      ['direct', d],
-      ['haproxy (mode tcp, 1t)', h],
-      ['meshlet', m],
-    ] as const) {
+    const labels: Record<string, string> = {
+      direct: 'direct',
+      haproxy: 'haproxy (mode tcp, 1t)',
+      meshlet: 'meshlet userspace',
+      nftables: 'meshlet nftables',
+    }
+    for (const n of names) {
+      const x = row(n)
       process.stdout.write(
-        `${label.padEnd(22)}${x.bulk.toFixed(2).padStart(13)}${x.cps.toFixed(0).padStart(13)}${x.p99.toFixed(2).padStart(10)}\n`,
+        `${labels[n]!.padEnd(24)}${x.bulk.toFixed(2).padStart(13)}${x.cps.toFixed(0).padStart(13)}${x.p99.toFixed(2).padStart(10)}${x.cpu.toFixed(0).padStart(13)}${(x.cpu - d.cpu).toFixed(0).padStart(10)}\n`,
       )
     }
-    process.stdout.write(
-      `${'meshlet / haproxy'.padEnd(22)}${(m.bulk / h.bulk).toFixed(2).padStart(12)}x${(m.cps / h.cps).toFixed(2).padStart(12)}x${(m.p99 / h.p99).toFixed(2).padStart(9)}x\n`,
-    )
-    process.stdout.write(
-      `${'meshlet / direct'.padEnd(22)}${(m.bulk / d.bulk).toFixed(2).padStart(12)}x${(m.cps / d.cps).toFixed(2).padStart(12)}x${(m.p99 / d.p99).toFixed(2).padStart(9)}x\n`,
-    )
+    for (const n of names.filter((x) => x === 'meshlet' || x === 'nftables')) {
+      const m = row(n)
+      for (const [base, label] of [
+        [h, 'haproxy'],
+        [d, 'direct'],
+      ] as const) {
+        process.stdout.write(
+          `${`${labels[n]!.slice(8)} / ${label}`.padEnd(24)}${(m.bulk / base.bulk).toFixed(2).padStart(12)}x${(m.cps / base.cps).toFixed(2).padStart(12)}x${(m.p99 / base.p99).toFixed(2).padStart(9)}x${(m.cpu / base.cpu).toFixed(2).padStart(12)}x\n`,
+        )
+      }
+    }
   } finally {
     for (const p of procs) p.kill('SIGTERM')
     await sleep(300)
@@ -257,22 +343,23 @@ async function iperfTo(host: string, port: number, seconds: number): Promise<Bul
 }
 
 async function wrkTo(host: string, port: number, seconds: number, connections: number): Promise<Rate> {
-  const [cmd, args] = pinned(LOAD_CPU, [
-    'wrk',
-    '-t1',
-    `-c${connections}`,
-    `-d${seconds}s`,
-    '--latency',
-    '-H',
-    'Connection: close',
-    `http://${host}:${port}/`,
-  ])
+  // `times` after wrk: the shell's children's user and system CPU, i.e. wrk's own, kernel work on its behalf included.
+  const wrk = `wrk -t1 -c${connections} -d${seconds}s --latency -H 'Connection: close' http://${host}:${port}/; times`
+  const [cmd, args] = pinned(LOAD_CPU, ['sh', '-c', wrk])
   const { stdout } = await run(cmd, args, { timeout: (seconds + 20) * 1000 })
   const errors = /Socket errors: .*|Non-2xx or 3xx responses: \d+/.exec(stdout)?.[0] ?? null
+  const lines = stdout.trim().split('\n')
+  const secs = (t: string) => {
+    const m = /(\d+)m([\d.]+)s/.exec(t)
+    return m ? Number(m[1]) * 60 + Number(m[2]) : 0
+  }
+  const [cu, cs] = (lines.at(-1) ?? '').split(/\s+/)
   return {
     cps: Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1]),
     p99ms: wrkLatencyMs(/^\s+99%\s+(\S+)/m.exec(stdout)?.[1] ?? ''),
     errors,
+    cpu: secs(cu ?? '') + secs(cs ?? ''),
+    requests: Number(/(\d+) requests in/.exec(stdout)?.[1] ?? 0),
   }
 }
 

@@ -99,6 +99,11 @@ export const UP_FLAGS = {
     default: '9901',
     help: "admin port of the other nodes, whose /healthz decides which node announces LoadBalancer addresses (a Node's meshlet.io/admin-port annotation wins)",
   },
+  'l4-mode': {
+    type: 'string',
+    default: 'auto',
+    help: 'userspace | nftables | auto: the L4 data plane (auto: nftables when nft works here, else userspace)',
+  },
   'log-level': { type: 'string', default: 'info', help: 'pino level: fatal error warn info debug trace silent' },
   help: { type: 'boolean', short: 'h', help: 'show this help' },
 } as const satisfies Record<string, FlagSpec>
@@ -225,6 +230,9 @@ export function runtimeOptions(argv: readonly string[], env: NodeJS.ProcessEnv):
   const peerPort = Number(str('peer-port'))
   if (!Number.isInteger(peerPort) || peerPort < 1 || peerPort > 65535)
     throw new UsageError(`--peer-port: expected 1-65535, got "${str('peer-port')}"`)
+  const l4Mode = str('l4-mode')!
+  if (l4Mode !== 'userspace' && l4Mode !== 'nftables' && l4Mode !== 'auto')
+    throw new UsageError(`--l4-mode: expected userspace, nftables or auto, got "${l4Mode}"`)
   const nodeAddress = str('node-address') ?? null
   if (nodeAddress !== null && !isIP(nodeAddress))
     throw new UsageError(`--node-address: "${nodeAddress}" is not an address`)
@@ -264,5 +272,6 @@ export function runtimeOptions(argv: readonly string[], env: NodeJS.ProcessEnv):
     onLivenessFailure: str('on-liveness-failure') ?? null,
     logLevel: level,
     peerPort,
+    l4Mode,
   }
 }

@@ -1,6 +1,8 @@
 // The L4 balancer's error catalogue (STYLE.md "Errors"): one code per way a listener, a connection or an address
 // allocation can fail. /status and the log lines carry the code beside the text, so callers branch on `code`. No lb
-// failure is thrown across a module boundary (each is a state shown in /status), so there is no LbError class.
+// failure is thrown across a module boundary (each is a state shown in /status) except MLT_LB_NFT at start.
+
+import { MeshletError } from '../model/errors.ts'
 
 export const LB_ERRORS = {
   /** A listener could not bind its address (EADDRINUSE, EADDRNOTAVAIL, EACCES): /status listener `code`, error log. */
@@ -16,6 +18,16 @@ export const LB_ERRORS = {
    * pool, an unknown address-pool, a sharing conflict, both loadBalancerIPs and spec.loadBalancerIP.
    */
   MLT_LB_ADDRESS_REQUEST: 'requested address cannot be given',
+  /** --l4-mode nftables: `nft` cannot run here, or a transaction on meshlet's table failed. */
+  MLT_LB_NFT: 'nftables data plane failed',
 } as const
 
 export type LbErrorCode = keyof typeof LB_ERRORS
+
+/** Thrown only at start (`--l4-mode nftables` where nft cannot run) and kept in /status for a failed transaction. */
+export class LbError extends MeshletError {
+  constructor(code: LbErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options)
+    this.name = 'LbError'
+  }
+}

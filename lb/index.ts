@@ -16,6 +16,8 @@ import { type BaseListener, TcpListener, type ListenerDeps } from './tcp-listene
 import { UdpListener } from './udp-listener.ts'
 import { VipInterface } from './vip-interface.ts'
 import { pendingCode, poolUsage, type PoolUsage } from './pool-usage.ts'
+import { LbError } from './errors.ts'
+import { NftPlane, nftUnavailable } from './nft.ts'
 
 interface DesiredListener {
   readonly protocol: 'TCP' | 'UDP'
@@ -62,9 +64,12 @@ export class LbPlane implements Plane {
   #unsubscribe: () => void = () => {}
   #sweep: NodeJS.Timeout
   #closing = false
+  /** Why --l4-mode resolved to userspace (shown in /status). */
+  readonly #modeReason: string
 
-  constructor(ctx: PlaneContext) {
+  constructor(ctx: PlaneContext, modeReason = '--l4-mode userspace') {
     this.#ctx = ctx
+    this.#modeReason = modeReason
     this.#log = ctx.log
     this.#metrics = lbMetrics(ctx.metrics)
     this.#vip =
@@ -482,6 +487,8 @@ export class LbPlane implements Plane {
       })
     }
     return {
+      l4Mode: 'userspace',
+      l4ModeReason: this.#modeReason,
       vipMode: this.#ctx.options.vipMode,
       interfaceAddresses: this.#vip?.addresses() ?? null,
       services,
@@ -526,8 +533,28 @@ function findService(list: readonly ServiceState[], key: string): ServiceState |
   return undefined
 }
 
-export async function startLb(ctx: PlaneContext): Promise<LbPlane> {
-  const plane = new LbPlane(ctx)
+/**
+ * --l4-mode: nftables when asked (an error when `nft` cannot work here), userspace when asked, and for auto
+ * nftables exactly when `nft` can program a table in this network namespace (root or CAP_NET_ADMIN, nft installed).
+ */
+export async function chooseL4Mode(
+  mode: 'userspace' | 'nftables' | 'auto',
+): Promise<{ mode: 'userspace' | 'nftables'; reason: string }> {
+  if (mode === 'userspace') return { mode, reason: '--l4-mode userspace' }
+  const why = await nftUnavailable()
+  if (mode === 'nftables') {
+    if (why !== null) throw new LbError('MLT_LB_NFT', `--l4-mode nftables: nft cannot run here: ${why}`)
+    return { mode, reason: '--l4-mode nftables' }
+  }
+  return why === null
+    ? { mode: 'nftables', reason: '--l4-mode auto: nft works in this network namespace' }
+    : { mode: 'userspace', reason: `--l4-mode auto: nft unusable (${why})` }
+}
+
+export async function startLb(ctx: PlaneContext): Promise<Plane> {
+  const choice = await chooseL4Mode(ctx.options.l4Mode ?? 'auto')
+  ctx.log.info({ l4Mode: choice.mode, reason: choice.reason }, `L4 data plane: ${choice.mode}`)
+  const plane = choice.mode === 'nftables' ? new NftPlane(ctx, choice.reason) : new LbPlane(ctx, choice.reason)
   plane.start()
   return plane
 }

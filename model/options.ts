@@ -75,4 +75,9 @@ export interface RuntimeOptions {
    * a TCP port (1-65535). Default: 9901 (also when absent).
    */
   readonly peerPort?: number
+  /**
+   * --l4-mode: the L4 data plane: userspace (Node listeners), nftables (kernel DNAT, lb/nft.ts) or auto (nftables
+   * when `nft` works in meshlet's network namespace, else userspace). Default: auto (also when absent).
+   */
+  readonly l4Mode?: 'userspace' | 'nftables' | 'auto'
 }

@@ -11,6 +11,11 @@ import type { StatusJson } from './status.ts'
 
 export const MESHLET_BIN = fileURLToPath(new URL('../../bin/meshlet.ts', import.meta.url))
 
+// As root, --l4-mode auto would pick nftables in the host's network namespace, where parallel test processes would
+// replace each other's table: every meshlet a test starts (here or with MESHLET_BIN) inherits userspace unless the
+// test passes --l4-mode (test/lb/l4-modes.test.ts does, in namespaces of its own).
+process.env.MESHLET_L4_MODE ??= 'userspace'
+
 export interface Address {
   readonly host: string
   readonly port: number

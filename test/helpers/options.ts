@@ -24,6 +24,8 @@ export function testRuntimeOptions(over: Partial<RuntimeOptions> = {}): RuntimeO
     execPrefix: null,
     onLivenessFailure: null,
     logLevel: 'silent',
+    // Tests of the userspace plane stay on it whatever the machine allows; nftables tests ask for it.
+    l4Mode: 'userspace',
     ...over,
   }
 }
