@@ -170,8 +170,15 @@ async function up(argv: readonly string[]): Promise<number> {
 const CHECK_FLAGS = {
   file: UP_FLAGS.file,
   'ingress-class': UP_FLAGS['ingress-class'],
+  strict: {
+    type: 'boolean',
+    help: 'unknown fields (not in the Kubernetes API for the kind) and duplicate fields are errors, not warnings',
+  },
   help: UP_FLAGS.help,
 } as const
+
+/** Codes that are warnings unless `check --strict` (config/strict-fields.ts); `up` logs them as warnings. */
+const STRICT_CODES = new Set(['MLT_CONFIG_UNKNOWN_FIELD', 'MLT_CONFIG_DUPLICATE_FIELD'])
 
 async function check(argv: readonly string[]): Promise<number> {
   const v = parseFlags(argv, CHECK_FLAGS, process.env)
@@ -182,14 +189,22 @@ async function check(argv: readonly string[]): Promise<number> {
   const files = (v.file as string[] | undefined) ?? []
   if (files.length === 0) throw new UsageError('check: at least one -f PATH is required')
   const result = await loadPaths(files)
-  for (const e of result.errors) process.stdout.write(formatObjectError(e) + '\n')
+  const strict = v.strict === true
+  // The same function formats what `up` logs, so both say the same words.
+  const warnings = strict ? [] : result.errors.filter((e) => STRICT_CODES.has(e.code))
+  const invalid = strict ? result.errors : result.errors.filter((e) => !STRICT_CODES.has(e.code))
+  for (const e of invalid) process.stdout.write(formatObjectError(e) + '\n')
+  for (const e of warnings) process.stderr.write(`warning: ${formatObjectError(e)}\n`)
   // The Ingress checks `up` runs in the proxy plane (regexes, annotations, TLS Secrets), on the same objects.
   const ingressProblems = checkIngresses(result.objects, v['ingress-class'] as string)
   for (const p of ingressProblems)
     for (const why of p.reasons) process.stdout.write(`${p.source} (Ingress ${p.ingress}): ${why}\n`)
-  const errors = result.errors.length + ingressProblems.length
+  const errors = invalid.length + ingressProblems.length
   for (const kind of result.ignoredKinds) process.stderr.write(`ignored: kind ${kind} is not used by meshlet\n`)
-  process.stderr.write(`${result.objects.length - ingressProblems.length} valid object(s), ${errors} error(s)\n`)
+  const warned = warnings.length > 0 ? `, ${warnings.length} warning(s) (errors with --strict)` : ''
+  process.stderr.write(
+    `${result.objects.length - ingressProblems.length} valid object(s), ${errors} error(s)${warned}\n`,
+  )
   return errors === 0 ? 0 : 1
 }
 
