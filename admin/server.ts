@@ -79,7 +79,9 @@ function countByKind(s: Snapshot): Record<string, number> {
 }
 
 export function isReady(src: AdminSources): boolean {
-  return src.store.current !== null && src.planes().every((p) => p.ready())
+  // No planes yet means they are still starting (bin/ hands them over once all have): not ready, not vacuously so.
+  const planes = src.planes()
+  return src.store.current !== null && planes.length > 0 && planes.every((p) => p.ready())
 }
 
 /**
@@ -88,6 +90,7 @@ export function isReady(src: AdminSources): boolean {
  */
 function notReadyText(src: AdminSources): string {
   if (src.store.current === null) return 'not ready: snapshot\n'
+  if (src.planes().length === 0) return 'not ready: planes starting\n'
   const waiting = src.planes().filter((p) => !p.ready())
   const lines = [`not ready: ${waiting.map((p) => p.name).join(', ')}`]
   for (const p of waiting) for (const why of p.unready?.() ?? []) lines.push(`${p.name}: ${why}`)

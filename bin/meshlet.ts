@@ -26,7 +26,7 @@ import { startMembership } from '../membership/index.ts'
 import { startProxy } from '../proxy/index.ts'
 import { checkIngresses } from '../proxy/check.ts'
 import { startHealth } from '../health/index.ts'
-import { UP_FLAGS, UsageError, helpText, parseFlags, runtimeOptions } from './cli-options.ts'
+import { UP_FLAGS, UsageError, helpText, parseFlags, runtimeOptions, type UpOptions } from './cli-options.ts'
 
 const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version
 /** How long SIGTERM lets in-flight requests and connections finish. */
@@ -44,9 +44,9 @@ commands:
 Run "meshlet <command> --help" for the flags of a command.
 `
 
-function makeLogger(level: string): Logger {
-  // Human-readable on a terminal, JSON otherwise (Compose, CI, log shippers).
-  if (process.stdout.isTTY) {
+function makeLogger(level: string, format: 'text' | 'json' = process.stdout.isTTY ? 'text' : 'json'): Logger {
+  // Human-readable on a terminal, JSON otherwise (Compose, CI, log shippers); --log-format overrides.
+  if (format === 'text') {
     return pino({
       level,
       transport: { target: 'pino-pretty', options: { destination: 1, translateTime: 'SYS:HH:MM:ss.l' } },
@@ -78,13 +78,41 @@ async function closeAll(planes: readonly Plane[], deadline: number, log: Logger)
   )
 }
 
+/**
+ * Error text once: causes wrapped in causes repeat their words ("bind EACCES 0.0.0.0:53: bind EACCES 0.0.0.0:53",
+ * "ENOENT: ENOENT: no such file"); a ": "-separated part equal to the one before it is dropped.
+ */
+function oneEach(message: string): string {
+  const parts = message.split(': ')
+  return parts.filter((p, i) => i === 0 || p !== parts[i - 1]).join(': ')
+}
+
+/** For a listener that cannot open: which flag moves it ("; --dns moves it (now 0.0.0.0:53)"), else "". */
+function bindHint(err: unknown, options: RuntimeOptions): string {
+  const message = String((err as Error)?.message ?? err)
+  if (!/EACCES|EADDRINUSE|EADDRNOTAVAIL|EPERM/.test(message)) return ''
+  const listeners = { dns: options.dns, http: options.http, https: options.https, admin: options.admin }
+  for (const [flag, addr] of Object.entries(listeners)) {
+    if (addr && message.includes(`${addr.host}:${addr.port}`))
+      return `; --${flag} ADDR:PORT moves it (now ${addr.host}:${addr.port}; ports below 1024 need root or CAP_NET_BIND_SERVICE)`
+  }
+  return '; --node-address ADDR moves NodePorts, --service-cidr moves ClusterIPs'
+}
+
 async function up(argv: readonly string[]): Promise<number> {
-  const options: RuntimeOptions & { help: boolean } = runtimeOptions(argv, process.env)
+  const options: UpOptions = runtimeOptions(argv, process.env)
   if (options.help) {
     process.stdout.write(helpText('up', UP_FLAGS, '-f PATH [-f PATH ...] [flags]'))
     return 0
   }
-  const log = makeLogger(options.logLevel)
+  const log = makeLogger(options.logLevel, options.logFormat)
+  if (options.unprivilegedDefaults.length > 0) {
+    log.info(
+      { chosen: options.unprivilegedDefaults },
+      `not running as root: listening on ${options.unprivilegedDefaults.join(' ')}; ` +
+        'give --dns, --http, --https or --node-address (or MESHLET_DNS, ...) to choose other addresses',
+    )
+  }
   const metrics = new Registry()
   const store = new Store({
     nodeName: options.nodeName,
@@ -131,7 +159,11 @@ async function up(argv: readonly string[]): Promise<number> {
     await startPlanes({ store, options, metrics }, log, started)
     planes = started
   } catch (err) {
-    log.fatal({ err }, 'start failed')
+    const hint = bindHint(err, options)
+    const why = `start failed: ${oneEach((err as Error).message ?? String(err))}${hint}`
+    log.fatal({ err }, why)
+    // A JSON line with a stack inside is for log shippers; whoever started meshlet reads one plain line too.
+    if (options.logFormat === 'json') process.stderr.write(`meshlet: ${why}\n`)
     await closeAll(started, Date.now() + 1000, log)
     if (started.length > 0) log.info({ planes: started.map((p) => p.name) }, 'closed the planes that had started')
     source.close()
@@ -260,7 +292,7 @@ async function main(argv: readonly string[]): Promise<number> {
       return 2
     }
     if (err instanceof MeshletError) {
-      process.stderr.write(`meshlet: ${err.message}\n`)
+      process.stderr.write(`meshlet: ${oneEach(err.message)}\n`)
       return 1
     }
     throw err
