@@ -26,6 +26,7 @@ import { startMembership } from '../membership/index.ts'
 import { startProxy } from '../proxy/index.ts'
 import { checkIngresses } from '../proxy/check.ts'
 import { startHealth } from '../health/index.ts'
+import { get } from './get.ts'
 import { UP_FLAGS, UsageError, helpText, parseFlags, runtimeOptions, type UpOptions } from './cli-options.ts'
 
 const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version
@@ -39,6 +40,8 @@ commands:
   check -f PATH [...]        validate only: exit 0 when valid, 1 with every error listed
   resolv-conf [--namespace NS] [--nameserver ADDR]
                              print the resolv.conf a client container needs
+  get services|endpoints|ingresses|pools|pods [-n NS] [-o wide|json|yaml]
+                             tables of what a running meshlet serves, from its admin API (--admin)
   version                    print the version
 
 Run "meshlet <command> --help" for the flags of a command.
@@ -273,6 +276,8 @@ async function main(argv: readonly string[]): Promise<number> {
         return await check(rest)
       case 'resolv-conf':
         return await resolvConf(rest)
+      case 'get':
+        return await get(rest)
       case 'version':
       case '--version':
         process.stdout.write(`meshlet ${VERSION}\n`)
