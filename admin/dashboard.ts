@@ -172,7 +172,13 @@ export class Dashboard {
     const admin = this.#src.admin()
     if (admin) listeners.push({ name: 'admin', ...admin, state: 'listening', error: null })
     for (const l of (dns?.listeners as { listener: string; address: string; port: number }[] | undefined) ?? [])
-      listeners.push({ name: `dns ${l.listener}`, address: l.address, port: l.port, state: 'listening', error: null })
+      listeners.push({
+        name: l.listener === 'dns' ? 'dns' : `dns ${l.listener}`,
+        address: l.address,
+        port: l.port,
+        state: 'listening',
+        error: null,
+      })
     const proxyListeners = (proxy?.listeners ?? {}) as Record<
       string,
       { address: string | null; port: number | null; state: string; error: string | null }
