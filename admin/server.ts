@@ -12,6 +12,7 @@ import { publishListener } from '../model/diagnostics.ts'
 import type { Plane } from '../model/plane.ts'
 import type { Store } from '../model/store.ts'
 import type { Snapshot } from '../model/snapshot.ts'
+import { Dashboard, UI_FILES } from './dashboard.ts'
 
 export interface AdminSources {
   readonly store: Store
@@ -80,7 +81,9 @@ function countByKind(s: Snapshot): Record<string, number> {
 }
 
 export function isReady(src: AdminSources): boolean {
-  return src.store.current !== null && src.planes().every((p) => p.ready())
+  // No planes yet means they are still starting (bin/ hands them over once all have): not ready, not vacuously so.
+  const planes = src.planes()
+  return src.store.current !== null && planes.length > 0 && planes.every((p) => p.ready())
 }
 
 /**
@@ -89,6 +92,7 @@ export function isReady(src: AdminSources): boolean {
  */
 function notReadyText(src: AdminSources): string {
   if (src.store.current === null) return 'not ready: snapshot\n'
+  if (src.planes().length === 0) return 'not ready: planes starting\n'
   const waiting = src.planes().filter((p) => !p.ready())
   const lines = [`not ready: ${waiting.map((p) => p.name).join(', ')}`]
   for (const p of waiting) for (const why of p.unready?.() ?? []) lines.push(`${p.name}: ${why}`)
@@ -100,10 +104,34 @@ function send(res: ServerResponse, status: number, type: string, body: string): 
   res.end(body)
 }
 
-async function handle(src: AdminSources, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const path = (req.url ?? '/').split('?')[0]
+/** The page's own script and the event stream only: no inline script, nothing from elsewhere. */
+const UI_CSP = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self'"
+
+async function handle(
+  src: AdminSources,
+  dashboard: Dashboard,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
+  const path = (req.url ?? '/').split('?')[0]!
   if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'method not allowed\n')
+  const ui = Object.hasOwn(UI_FILES, path) ? UI_FILES[path] : undefined
+  if (ui !== undefined) {
+    res.writeHead(200, {
+      'content-type': ui.type,
+      'cache-control': 'no-store',
+      'content-security-policy': UI_CSP,
+      'x-content-type-options': 'nosniff',
+    })
+    return void res.end(ui.body)
+  }
   switch (path) {
+    case '/':
+      res.writeHead(302, { location: '/ui' })
+      return void res.end()
+    case '/ui/events':
+      if (!dashboard.subscribe(res)) send(res, 503, 'text/plain', 'too many dashboard viewers\n')
+      return
     case '/healthz':
       return send(res, 200, 'text/plain', 'ok\n')
     case '/readyz': {
@@ -143,12 +171,23 @@ export class AdminServer {
   #server: Server
   #src: AdminSources
   #log: Logger
+  #dashboard: Dashboard
 
   constructor(src: AdminSources, log: Logger) {
     this.#src = src
     this.#log = log
+    this.#dashboard = new Dashboard({
+      snapshot: () => src.store.current,
+      planes: src.planes,
+      metrics: src.metrics,
+      ready: () => isReady(src),
+      admin: () => {
+        const a = this.#server.address()
+        return a !== null && typeof a === 'object' ? { address: a.address, port: a.port } : null
+      },
+    })
     this.#server = createServer((req, res) => {
-      handle(this.#src, req, res).catch((err: unknown) => {
+      handle(this.#src, this.#dashboard, req, res).catch((err: unknown) => {
         this.#log.error({ err }, 'admin request failed')
         if (!res.headersSent) send(res, 500, 'text/plain', 'internal error\n')
         else res.destroy()
@@ -175,6 +214,7 @@ export class AdminServer {
   }
 
   close(): Promise<void> {
+    this.#dashboard.close()
     return new Promise((resolve) => {
       this.#server.close(() => resolve())
       this.#server.closeAllConnections()

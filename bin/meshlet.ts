@@ -26,7 +26,8 @@ import { startMembership } from '../membership/index.ts'
 import { startProxy } from '../proxy/index.ts'
 import { checkIngresses } from '../proxy/check.ts'
 import { startHealth } from '../health/index.ts'
-import { UP_FLAGS, UsageError, helpText, parseFlags, runtimeOptions } from './cli-options.ts'
+import { get } from './get.ts'
+import { UP_FLAGS, UsageError, helpText, parseFlags, runtimeOptions, type UpOptions } from './cli-options.ts'
 
 const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version
 /** How long SIGTERM lets in-flight requests and connections finish. */
@@ -39,14 +40,16 @@ commands:
   check -f PATH [...]        validate only: exit 0 when valid, 1 with every error listed
   resolv-conf [--namespace NS] [--nameserver ADDR]
                              print the resolv.conf a client container needs
+  get services|endpoints|ingresses|pools|pods [-n NS] [-o wide|json|yaml]
+                             tables of what a running meshlet serves, from its admin API (--admin)
   version                    print the version
 
 Run "meshlet <command> --help" for the flags of a command.
 `
 
-function makeLogger(level: string): Logger {
-  // Human-readable on a terminal, JSON otherwise (Compose, CI, log shippers).
-  if (process.stdout.isTTY) {
+function makeLogger(level: string, format: 'text' | 'json' = process.stdout.isTTY ? 'text' : 'json'): Logger {
+  // Human-readable on a terminal, JSON otherwise (Compose, CI, log shippers); --log-format overrides.
+  if (format === 'text') {
     return pino({
       level,
       transport: { target: 'pino-pretty', options: { destination: 1, translateTime: 'SYS:HH:MM:ss.l' } },
@@ -78,13 +81,41 @@ async function closeAll(planes: readonly Plane[], deadline: number, log: Logger)
   )
 }
 
+/**
+ * Error text once: causes wrapped in causes repeat their words ("bind EACCES 0.0.0.0:53: bind EACCES 0.0.0.0:53",
+ * "ENOENT: ENOENT: no such file"); a ": "-separated part equal to the one before it is dropped.
+ */
+function oneEach(message: string): string {
+  const parts = message.split(': ')
+  return parts.filter((p, i) => i === 0 || p !== parts[i - 1]).join(': ')
+}
+
+/** For a listener that cannot open: which flag moves it ("; --dns moves it (now 0.0.0.0:53)"), else "". */
+function bindHint(err: unknown, options: RuntimeOptions): string {
+  const message = String((err as Error)?.message ?? err)
+  if (!/EACCES|EADDRINUSE|EADDRNOTAVAIL|EPERM/.test(message)) return ''
+  const listeners = { dns: options.dns, http: options.http, https: options.https, admin: options.admin }
+  for (const [flag, addr] of Object.entries(listeners)) {
+    if (addr && message.includes(`${addr.host}:${addr.port}`))
+      return `; --${flag} ADDR:PORT moves it (now ${addr.host}:${addr.port}; ports below 1024 need root or CAP_NET_BIND_SERVICE)`
+  }
+  return '; --node-address ADDR moves NodePorts, --service-cidr moves ClusterIPs'
+}
+
 async function up(argv: readonly string[]): Promise<number> {
-  const options: RuntimeOptions & { help: boolean } = runtimeOptions(argv, process.env)
+  const options: UpOptions = runtimeOptions(argv, process.env)
   if (options.help) {
     process.stdout.write(helpText('up', UP_FLAGS, '-f PATH [-f PATH ...] [flags]'))
     return 0
   }
-  const log = makeLogger(options.logLevel)
+  const log = makeLogger(options.logLevel, options.logFormat)
+  if (options.unprivilegedDefaults.length > 0) {
+    log.info(
+      { chosen: options.unprivilegedDefaults },
+      `not running as root: listening on ${options.unprivilegedDefaults.join(' ')}; ` +
+        'give --dns, --http, --https or --node-address (or MESHLET_DNS, ...) to choose other addresses',
+    )
+  }
   const metrics = new Registry()
   const store = new Store({
     nodeName: options.nodeName,
@@ -131,7 +162,11 @@ async function up(argv: readonly string[]): Promise<number> {
     await startPlanes({ store, options, metrics }, log, started)
     planes = started
   } catch (err) {
-    log.fatal({ err }, 'start failed')
+    const hint = bindHint(err, options)
+    const why = `start failed: ${oneEach((err as Error).message ?? String(err))}${hint}`
+    log.fatal({ err }, why)
+    // A JSON line with a stack inside is for log shippers; whoever started meshlet reads one plain line too.
+    if (options.logFormat === 'json') process.stderr.write(`meshlet: ${why}\n`)
     await closeAll(started, Date.now() + 1000, log)
     if (started.length > 0) log.info({ planes: started.map((p) => p.name) }, 'closed the planes that had started')
     source.close()
@@ -170,8 +205,15 @@ async function up(argv: readonly string[]): Promise<number> {
 const CHECK_FLAGS = {
   file: UP_FLAGS.file,
   'ingress-class': UP_FLAGS['ingress-class'],
+  strict: {
+    type: 'boolean',
+    help: 'unknown fields (not in the Kubernetes API for the kind) and duplicate fields are errors, not warnings',
+  },
   help: UP_FLAGS.help,
 } as const
+
+/** Codes that are warnings unless `check --strict` (config/strict-fields.ts); `up` logs them as warnings. */
+const STRICT_CODES = new Set(['MLT_CONFIG_UNKNOWN_FIELD', 'MLT_CONFIG_DUPLICATE_FIELD'])
 
 async function check(argv: readonly string[]): Promise<number> {
   const v = parseFlags(argv, CHECK_FLAGS, process.env)
@@ -182,14 +224,22 @@ async function check(argv: readonly string[]): Promise<number> {
   const files = (v.file as string[] | undefined) ?? []
   if (files.length === 0) throw new UsageError('check: at least one -f PATH is required')
   const result = await loadPaths(files)
-  for (const e of result.errors) process.stdout.write(formatObjectError(e) + '\n')
+  const strict = v.strict === true
+  // The same function formats what `up` logs, so both say the same words.
+  const warnings = strict ? [] : result.errors.filter((e) => STRICT_CODES.has(e.code))
+  const invalid = strict ? result.errors : result.errors.filter((e) => !STRICT_CODES.has(e.code))
+  for (const e of invalid) process.stdout.write(formatObjectError(e) + '\n')
+  for (const e of warnings) process.stderr.write(`warning: ${formatObjectError(e)}\n`)
   // The Ingress checks `up` runs in the proxy plane (regexes, annotations, TLS Secrets), on the same objects.
   const ingressProblems = checkIngresses(result.objects, v['ingress-class'] as string)
   for (const p of ingressProblems)
     for (const why of p.reasons) process.stdout.write(`${p.source} (Ingress ${p.ingress}): ${why}\n`)
-  const errors = result.errors.length + ingressProblems.length
+  const errors = invalid.length + ingressProblems.length
   for (const kind of result.ignoredKinds) process.stderr.write(`ignored: kind ${kind} is not used by meshlet\n`)
-  process.stderr.write(`${result.objects.length - ingressProblems.length} valid object(s), ${errors} error(s)\n`)
+  const warned = warnings.length > 0 ? `, ${warnings.length} warning(s) (errors with --strict)` : ''
+  process.stderr.write(
+    `${result.objects.length - ingressProblems.length} valid object(s), ${errors} error(s)${warned}\n`,
+  )
   return errors === 0 ? 0 : 1
 }
 
@@ -226,6 +276,8 @@ async function main(argv: readonly string[]): Promise<number> {
         return await check(rest)
       case 'resolv-conf':
         return await resolvConf(rest)
+      case 'get':
+        return await get(rest)
       case 'version':
       case '--version':
         process.stdout.write(`meshlet ${VERSION}\n`)
@@ -245,7 +297,7 @@ async function main(argv: readonly string[]): Promise<number> {
       return 2
     }
     if (err instanceof MeshletError) {
-      process.stderr.write(`meshlet: ${err.message}\n`)
+      process.stderr.write(`meshlet: ${oneEach(err.message)}\n`)
       return 1
     }
     throw err

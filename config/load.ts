@@ -15,6 +15,7 @@ import type { ObjectError } from '../model/snapshot.ts'
 import { ConfigError } from '../model/config-errors.ts'
 import { validateDocument } from '../model/validate.ts'
 import { MANIFEST_LIMITS, isObj } from '../model/validate-common.ts'
+import { duplicateJsonKeys, unknownFields } from './strict-fields.ts'
 
 export interface LoadResult {
   /** Valid objects, first definition wins, in file then document order. */
@@ -84,6 +85,8 @@ export function parseManifestFile(text: string, file: string): FileLoad {
   if (/\.json$/i.test(file)) {
     try {
       docs.push({ value: JSON.parse(text), doc: 1 })
+      const duplicates = duplicateJsonKeys(text, { file, doc: 1 })
+      if (duplicates.length > 0) entries.push({ source: { file, doc: 1 }, id: null, object: null, errors: duplicates })
     } catch (err) {
       parseError(1, `JSON syntax error: ${jsonMessage((err as Error).message)}`)
     }
@@ -111,7 +114,15 @@ export function parseManifestFile(text: string, file: string): FileLoad {
   const one = (value: unknown, source: SourceRef, prefix: string) => {
     const r = validateDocument(value, source, prefix)
     if (r.ignoredKind !== null) ignored(r.ignoredKind)
-    else entries.push({ source, id: r.id, object: r.object, errors: r.errors })
+    // Unknown fields are warnings that travel with the object's errors (code MLT_CONFIG_UNKNOWN_FIELD; the object
+    // stays valid): config/strict-fields.ts.
+    else
+      entries.push({
+        source,
+        id: r.id,
+        object: r.object,
+        errors: [...r.errors, ...unknownFields(value, source, prefix, r.id)],
+      })
   }
   for (const { value, doc } of docs) {
     if (value === null || value === undefined) continue

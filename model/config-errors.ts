@@ -53,6 +53,13 @@ export const CONFIG_ERROR_CODES = {
   MLT_CONFIG_LIMIT: 'over a size limit',
   /** Valid Kubernetes that meshlet cannot honour (Ingress `resource` backends, EndpointSlice ports without a number). */
   MLT_CONFIG_UNSUPPORTED: 'not supported by meshlet',
+  /**
+   * A field that is not in the Kubernetes API for its kind (`spec.selectr`): a warning in `up`, an error in
+   * `meshlet check --strict` (config/strict-fields.ts).
+   */
+  MLT_CONFIG_UNKNOWN_FIELD: 'unknown field',
+  /** A key twice in one JSON object (JSON.parse keeps the last): a warning in `up`, an error in `check --strict`. */
+  MLT_CONFIG_DUPLICATE_FIELD: 'duplicate field',
 } as const
 
 export type ConfigErrorCode = keyof typeof CONFIG_ERROR_CODES

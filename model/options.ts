@@ -55,7 +55,7 @@ export interface RuntimeOptions {
   readonly dnsWorkers?: number
   /** --ingress-class: the IngressClass name meshlet serves. Default: meshlet. */
   readonly ingressClass: string
-  /** --access-log: one log line per proxied request. Default: true (on). */
+  /** --access-log: one log line per proxied request. Default: false (off; issue 19 measured its cost). */
   readonly accessLog: boolean
   /**
    * --max-connections: client connections per Ingress listener, a count. Default: null (also when absent) = derived from

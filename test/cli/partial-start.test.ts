@@ -30,7 +30,7 @@ t.test('the proxy cannot bind: every plane that started is closed, exit 1', { ti
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as Record<string, unknown>)
   t.equal(code, 1, 'exit code 1')
-  const failed = lines.findIndex((l) => l.msg === 'start failed')
+  const failed = lines.findIndex((l) => String(l.msg).startsWith('start failed: '))
   t.ok(failed >= 0, 'start failed is logged')
   const closed = lines.find((l) => l.msg === 'closed the planes that had started')
   t.same(closed?.planes, ['health', 'dns', 'membership', 'lb'], 'the planes that started were closed')
