@@ -137,7 +137,7 @@ async function up(argv: readonly string[]): Promise<number> {
   const started: Plane[] = []
   try {
     if (admin && options.admin) await admin.listen(options.admin)
-    if (etcd) started.push(etcd.source)
+    if (etcd) started.push(...etcd.planes)
     await source.start()
     await startPlanes({ store, options, metrics }, log, started)
     planes = started

@@ -15,3 +15,5 @@ export function objectKey(prefix: string, apiVersion: string, o: KubeObject): st
   const ns = o.meta.namespace === '' ? '_' : o.meta.namespace
   return `${objectsPrefix(prefix)}${apiVersion.replace(/\//g, '.')}-${o.kind}/${ns}/${o.meta.name}`
 }
+export const nodesPrefix = (prefix: string) => `${prefix}/nodes/`
+export const nodeKey = (prefix: string, node: string) => `${nodesPrefix(prefix)}${node}`
