@@ -77,6 +77,9 @@ export function connect(opts: EtcdOptions, callTimeoutMs = 2000): Etcd3 {
         }
       : {}),
     dialTimeout: callTimeoutMs,
+    // A watch stream to a member that vanished without a reset (a partition) is noticed by a ping that gets no
+    // answer; 10 s stays above etcd's default --grpc-keepalive-min-time (5 s), below which it drops the connection.
+    grpcOptions: { 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 3000 },
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
     faultHandling: { watchBackoff: backoff(100) },
   })

@@ -2,7 +2,9 @@
 // etcd cluster in the bridge's namespace, a client. The LoadBalancer address's owner is elected from the nodes
 // holding a lease; SIGKILL of the owner moves the address to another node within the lease TTL + 1 s (its lease
 // expires in etcd, the others see its key go), learnt by the client through gratuitous ARP; the killed node,
-// restarted, takes part again without a second announcer lasting longer than a lease period.
+// restarted, takes part again without a second announcer lasting longer than a lease period. The owner cut off from
+// etcd (nftables) stops announcing before another node takes over, keeps serving its ClusterIP, and catches up from
+// the watch once healed.
 //
 //   lanL-PID (br0 198.18.6.1; etcd members 198.18.6.1:23721-23723)
 //     ├─ la/lb/lc-PID  nodes a, b, c: eth0 198.18.6.2/.3/.4, one Pod each (198.18.6.10/.20/.30)
@@ -23,8 +25,8 @@ const which = (cmd: string) => ['/usr/bin', '/usr/sbin', '/bin', '/sbin'].some((
 const skip =
   process.getuid?.() !== 0
     ? 'needs root (network namespaces); CI runs it as root'
-    : !['ip', 'curl', 'arping'].every(which)
-      ? 'needs ip, curl and arping'
+    : !['ip', 'curl', 'arping', 'nft'].every(which)
+      ? 'needs ip, curl, arping and nft (Debian nftables)'
       : (etcdMissing() ?? false)
 
 const PID = process.pid
@@ -237,6 +239,80 @@ async function run(t: Test) {
   t.equal(final.length, 1, `one announcer after the restart (${final.join()})`)
   t.comment(`restart of ${owner}: longest time with two announcers ${longestTwo} ms`)
   t.ok(longestTwo < LEASE_SECONDS * 1000, `never two owners longer than one lease period (${longestTwo} ms)`)
+
+  // Cut the owner off from etcd (nftables in its namespace): it stops announcing when its lease runs out by its own
+  // clock, before etcd expires the key and another node takes over; it keeps serving its ClusterIP meanwhile.
+  const cut = final[0]!
+  const admin = async (n: NodeName, path: string) =>
+    (await inNs(NS[n], ['curl', '-s', '--max-time', '2', '-w', '\n%{http_code}', `http://${NODE_IP[n]}:9901${path}`]))
+      .stdout
+  const statusOf = async (n: NodeName) => {
+    const out = await admin(n, '/status')
+    return JSON.parse(out.slice(0, out.lastIndexOf('\n'))) as {
+      snapshot: { services: { key: string; clusterIPs: string[] }[] }
+      planes: { lease?: { held: boolean } }
+    }
+  }
+  const clusterIp = (await statusOf(cut)).snapshot.services.find((x) => x.key === 'default/web')!.clusterIPs[0]!
+  await must(['ip', 'netns', 'exec', NS[cut], 'nft', 'add table inet iso'])
+  await must(['ip', 'netns', 'exec', NS[cut], 'nft', 'add chain inet iso out { type filter hook output priority 0 ; }'])
+  await must([
+    'ip',
+    'netns',
+    'exec',
+    NS[cut],
+    'nft',
+    'add rule inet iso out ip daddr 198.18.6.1 tcp dport 23721-23723 drop',
+  ])
+  const cutAt = Date.now()
+  cleanup.push(() => exec(['ip', 'netns', 'exec', NS[cut], 'nft', 'delete table inet iso']))
+  let both = 0
+  let withdrawnAt: number | null = null
+  let takenAt: number | null = null
+  for (let i = 0; i < 600 && (withdrawnAt === null || takenAt === null) && Date.now() - cutAt < 15000; i++) {
+    const h = await holders()
+    const now = Date.now()
+    if (h.includes(cut) && h.length > 1) both++
+    if (!h.includes(cut)) withdrawnAt ??= now
+    if (h.some((n) => n !== cut)) takenAt ??= now
+  }
+  t.ok(withdrawnAt !== null && takenAt !== null, 'the cut-off node withdrew and another took over')
+  t.comment(
+    `timing cut off ${cut} from etcd → it stops announcing: ${withdrawnAt! - cutAt} ms; another node announces: ${takenAt! - cutAt} ms`,
+  )
+  t.ok(withdrawnAt! - cutAt <= (LEASE_SECONDS + 1) * 1000, 'stops announcing within its lease (+1 s)')
+  t.ok(takenAt! - cutAt <= (LEASE_SECONDS + 2) * 1000, 'another node announces within the lease (+2 s)')
+  t.equal(both, 0, 'no sample with two announcers')
+  const ready = await admin(cut, '/readyz')
+  t.match(ready, /^ready\ndegraded: store: /, `/readyz of the cut-off node: 200, degraded (${ready.split('\n')[1]})`)
+  t.match(ready, /\n200$/)
+  const viaClusterIp = await inNs(NS[cut], ['curl', '-s', '--max-time', '2', `http://${clusterIp}/`])
+  t.match(hostOf(viaClusterIp.stdout), /^[abc]1$/, 'its ClusterIP still serves from the last Snapshot')
+
+  // A change while it is cut off reaches it after the heal, from the watch.
+  writeFileSync(
+    join(dir, 'web2.yaml'),
+    'apiVersion: v1\nkind: Service\nmetadata: { name: web2 }\nspec: { selector: { app: web }, ports: [{ port: 81, targetPort: http }] }\n',
+  )
+  t.equal(
+    (await inNs(NS.lan, [process.execPath, MESHLET_BIN, 'apply', '-f', join(dir, 'web2.yaml'), ...storeArgs], 30000))
+      .code,
+    0,
+  )
+  await must(['ip', 'netns', 'exec', NS[cut], 'nft', 'delete table inet iso'])
+  const healAt = Date.now()
+  await until(
+    'the healed node sees web2 and holds its lease again',
+    async () => {
+      const st = await statusOf(cut)
+      return st.snapshot.services.some((x) => x.key === 'default/web2') && st.planes.lease?.held === true
+    },
+    30000,
+    50,
+  )
+  t.comment(`timing heal → caught up (web2 seen, lease held): ${Date.now() - healAt} ms`)
+  await until('one announcer after the heal', async () => (await holders()).length === 1, 10000, 50)
+  t.pass('one announcer after the heal')
 }
 
 t.test(
