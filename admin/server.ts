@@ -99,6 +99,13 @@ function notReadyText(src: AdminSources): string {
   return lines.join('\n') + '\n'
 }
 
+/** One "degraded: plane: why" line per reason a ready plane serves older state (etcd mode's static stability). */
+function degradedText(src: AdminSources): string {
+  let out = ''
+  for (const p of src.planes()) for (const why of p.degraded?.() ?? []) out += `degraded: ${p.name}: ${why}\n`
+  return out
+}
+
 function send(res: ServerResponse, status: number, type: string, body: string): void {
   res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' })
   res.end(body)
@@ -135,7 +142,7 @@ async function handle(
     case '/healthz':
       return send(res, 200, 'text/plain', 'ok\n')
     case '/readyz': {
-      if (isReady(src)) return send(res, 200, 'text/plain', 'ready\n')
+      if (isReady(src)) return send(res, 200, 'text/plain', 'ready\n' + degradedText(src))
       return send(res, 503, 'text/plain', notReadyText(src))
     }
     case '/status': {

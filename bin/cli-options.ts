@@ -4,7 +4,8 @@
 
 import { hostname } from 'node:os'
 import { parseArgs } from 'node:util'
-import type { ListenAddress, RuntimeOptions } from '../model/options.ts'
+import type { EtcdOptions, ListenAddress, RuntimeOptions } from '../model/options.ts'
+import { normalizePrefix, parseStoreUrl } from '../store/client.ts'
 import { parseCidr, type Cidr } from '../model/ip.ts'
 import { isIP } from 'node:net'
 import { CliError } from './errors.ts'
@@ -121,6 +122,21 @@ export const UP_FLAGS = {
   'log-level': { type: 'string', default: 'info', help: 'pino level: fatal error warn info debug trace silent' },
   'log-format': { type: 'string', help: 'text | json (default: text on a terminal, json otherwise)' },
   help: { type: 'boolean', short: 'h', help: 'show this help' },
+  // etcd mode (issue 20, store/README.md); the file provider stays the default.
+  store: {
+    type: 'string',
+    default: 'file',
+    help: 'file (the -f manifests) or etcd://HOST:PORT[,HOST:PORT...]: objects, node leases and elections from etcd',
+  },
+  'etcd-prefix': { type: 'string', default: '/meshlet', help: 'key prefix of everything meshlet keeps in etcd' },
+  'etcd-cacert': { type: 'string', help: "PEM CA that verifies etcd's certificate (turns TLS on)" },
+  'etcd-cert': { type: 'string', help: 'PEM client certificate for etcd (with --etcd-key; turns TLS on)' },
+  'etcd-key': { type: 'string', help: 'PEM private key of --etcd-cert' },
+  'node-lease-seconds': {
+    type: 'string',
+    default: '3',
+    help: "TTL of this node's etcd lease: how long after it stops a dead node still owns LoadBalancer addresses",
+  },
 } as const satisfies Record<string, FlagSpec>
 
 /**
@@ -254,7 +270,12 @@ export function runtimeOptions(
   const str = (k: string) => v[k] as string | undefined
   const list = (k: string) => (v[k] as string[] | undefined) ?? []
   const files = list('file')
-  if (files.length === 0 && !v.help) throw new UsageError('up: at least one -f PATH is required')
+  const etcd = etcdOptions(v)
+  if (files.length === 0 && etcd === null && !v.help) throw new UsageError('up: at least one -f PATH is required')
+  if (files.length > 0 && etcd !== null) throw new UsageError('up: -f and --store etcd://... exclude each other')
+  const lease = Number(str('node-lease-seconds'))
+  if (!Number.isInteger(lease) || lease < 2 || lease > 3600)
+    throw new UsageError(`--node-lease-seconds: expected 2-3600, got "${str('node-lease-seconds')}"`)
   const vipMode = str('vip-mode')!
   if (vipMode !== 'loopback' && vipMode !== 'interface' && vipMode !== 'none') {
     throw new UsageError(`--vip-mode: expected loopback, interface or none, got "${vipMode}"`)
@@ -333,5 +354,25 @@ export function runtimeOptions(
     logLevel: level,
     peerPort,
     l4Mode,
+    etcd,
+    nodeLeaseSeconds: lease,
+  }
+}
+
+/** --store and the --etcd-* flags → where etcd is (null: the file provider). `apply` and `delete` share it. */
+export function etcdOptions(v: Record<string, string | string[] | boolean | undefined>): EtcdOptions | null {
+  const store = v.store as string | undefined
+  if (store === undefined || store === 'file') return null
+  const str = (k: string) => (v[k] as string | undefined) ?? null
+  try {
+    return {
+      endpoints: parseStoreUrl(store),
+      prefix: normalizePrefix(str('etcd-prefix') ?? '/meshlet'),
+      cacert: str('etcd-cacert'),
+      cert: str('etcd-cert'),
+      key: str('etcd-key'),
+    }
+  } catch (err) {
+    throw new UsageError((err as Error).message)
   }
 }

@@ -28,6 +28,8 @@ import { checkIngresses } from '../proxy/check.ts'
 import { startHealth } from '../health/index.ts'
 import { get } from './get.ts'
 import { UP_FLAGS, UsageError, helpText, parseFlags, runtimeOptions, type UpOptions } from './cli-options.ts'
+import { storeCommand } from './store-commands.ts'
+import { startEtcd } from '../store/index.ts'
 
 const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version
 /** How long SIGTERM lets in-flight requests and connections finish. */
@@ -38,6 +40,10 @@ const USAGE = `usage: meshlet <command> [flags]
 commands:
   up -f PATH [-f PATH ...]   run: cluster DNS, L4 balancer, Ingress router and probes from the manifests (watched)
   check -f PATH [...]        validate only: exit 0 when valid, 1 with every error listed
+  apply -f PATH --store etcd://HOST:PORT
+                             validate as check, then write the objects to etcd in one transaction
+  delete -f PATH --store etcd://HOST:PORT
+                             remove the files' objects from etcd in one transaction
   resolv-conf [--namespace NS] [--nameserver ADDR]
                              print the resolv.conf a client container needs
   get services|endpoints|ingresses|pools|pods [-n NS] [-o wide|json|yaml]
@@ -68,7 +74,8 @@ async function startPlanes(ctx: Omit<PlaneContext, 'reporter' | 'log'>, log: Log
   planes.push(health)
   const full = (component: string): PlaneContext => ({ ...ctx, log: child(component), reporter: health.reporter })
   if (ctx.options.dns) planes.push(await startDns(full('dns')))
-  planes.push(await startMembership(full('membership')))
+  // etcd mode: node leases say who is alive (store/node-lease.ts), no peer probing.
+  if (!ctx.options.etcd) planes.push(await startMembership(full('membership')))
   planes.push(await startLb(full('lb')))
   if (ctx.options.http || ctx.options.https) planes.push(await startProxy(full('proxy')))
 }
@@ -131,13 +138,16 @@ async function up(argv: readonly string[]): Promise<number> {
     log: log.child({ component: 'discovery' }),
     metrics,
   })
-  const source = new ManifestSource(options.files, {
-    log: log.child({ component: 'config' }),
-    onUpdate: (objects: readonly KubeObject[], errors: readonly ObjectError[]) => {
-      core.reloads.inc({ result: errors.length === 0 ? 'ok' : 'error' })
-      discovery.setObjects(objects, errors)
-    },
-  })
+  const onUpdate = (objects: readonly KubeObject[], errors: readonly ObjectError[]) => {
+    core.reloads.inc({ result: errors.length === 0 ? 'ok' : 'error' })
+    discovery.setObjects(objects, errors)
+  }
+  // etcd mode (store/README.md): the objects come from etcd instead of files, through the same callback.
+  const etcd = options.etcd
+    ? startEtcd(options.etcd, { store, metrics, onUpdate, log, options, version: VERSION })
+    : null
+  const source =
+    etcd?.source ?? new ManifestSource(options.files, { log: log.child({ component: 'config' }), onUpdate })
   let planes: Plane[] = []
   const admin = options.admin
     ? new AdminServer(
@@ -158,6 +168,7 @@ async function up(argv: readonly string[]): Promise<number> {
   const started: Plane[] = []
   try {
     if (admin && options.admin) await admin.listen(options.admin)
+    if (etcd) started.push(...etcd.planes)
     await source.start()
     await startPlanes({ store, options, metrics }, log, started)
     planes = started
@@ -169,9 +180,10 @@ async function up(argv: readonly string[]): Promise<number> {
     if (options.logFormat === 'json') process.stderr.write(`meshlet: ${why}\n`)
     await closeAll(started, Date.now() + 1000, log)
     if (started.length > 0) log.info({ planes: started.map((p) => p.name) }, 'closed the planes that had started')
-    source.close()
+    await source.close()
     discovery.close()
     await admin?.close()
+    await etcd?.close()
     return 1
   }
   log.info({ node: options.nodeName, version: VERSION }, 'meshlet up')
@@ -186,11 +198,12 @@ async function up(argv: readonly string[]): Promise<number> {
       }
       stopping = true
       log.info({ signal, drainSeconds: DRAIN_SECONDS }, 'draining')
-      source.close()
+      void source.close()
       discovery.close()
       // Nothing awaits the drain: the promise `up` returns resolves at its end, and a failure is logged, not thrown.
       void closeAll(planes, Date.now() + DRAIN_SECONDS * 1000, log)
         .then(() => admin?.close())
+        .then(() => etcd?.close())
         .catch((err: unknown) => log.error({ err }, 'admin did not close cleanly'))
         .then(() => {
           log.info('stopped')
@@ -278,6 +291,9 @@ async function main(argv: readonly string[]): Promise<number> {
         return await resolvConf(rest)
       case 'get':
         return await get(rest)
+      case 'apply':
+      case 'delete':
+        return await storeCommand(command, rest)
       case 'version':
       case '--version':
         process.stdout.write(`meshlet ${VERSION}\n`)

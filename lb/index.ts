@@ -212,6 +212,7 @@ export class LbPlane implements Plane {
     const ch = snapshot.changes
     if (!ch || ch.other || snapshot.version !== previous.version + 1 || this.#vip !== null) return false
     if (this.#conflicts.length > 0 || !sameRecord(previous.nodeLiveness, snapshot.nodeLiveness)) return false
+    if (previous.liveNodes !== snapshot.liveNodes) return false // etcd leases: the election may move
     const node = this.#ctx.options.nodeName
     const zone = snapshot.nodes.find((n) => n.meta.name === node)?.zone ?? null
     const plans: { key: string; svc: ServiceState | undefined }[] = []

@@ -3,6 +3,7 @@
 // with a serving endpoint of the Service are candidates; with no serving endpoint nobody announces.
 // Candidates stand in for MetalLB's memberlist: --node (always), plus every declared Node that does not carry the
 // exclude label, whose Ready condition is not False, and that membership/ has not seen dead (never probed = alive).
+// In etcd mode the candidates are the nodes holding a lease (Snapshot.liveNodes), --node only while it holds its own.
 
 import { createHash } from 'node:crypto'
 import type { Snapshot, ServiceState } from '../model/snapshot.ts'
@@ -10,6 +11,14 @@ import type { Snapshot, ServiceState } from '../model/snapshot.ts'
 const EXCLUDE_LABEL = 'node.kubernetes.io/exclude-from-external-load-balancers'
 
 export function candidates(snapshot: Snapshot): string[] {
+  // etcd mode: the lease holders are the members (MetalLB's memberlist); a declared Node can still exclude itself.
+  if (snapshot.liveNodes) {
+    const declared = new Map(snapshot.nodes.map((n) => [n.meta.name, n]))
+    return snapshot.liveNodes.filter((name) => {
+      const n = declared.get(name)
+      return !n || (!(EXCLUDE_LABEL in n.meta.labels) && n.ready !== false)
+    })
+  }
   const names = new Set<string>([snapshot.nodeName])
   for (const n of snapshot.nodes) {
     if (EXCLUDE_LABEL in n.meta.labels) continue

@@ -312,6 +312,8 @@ export interface BuildInput {
   readonly ejected: ReadonlyMap<string, string>
   /** Node name → alive, from membership/; absent in older callers = nothing known. */
   readonly nodeLiveness?: ReadonlyMap<string, boolean>
+  /** Nodes holding an etcd lease (etcd mode); null or absent in file mode. Kept by identity while unchanged. */
+  readonly liveNodes?: readonly string[] | null
   readonly previous: AllocationState | null
 }
 
@@ -961,6 +963,7 @@ export function buildSnapshot(
     errors: input.errors,
     ejected,
     nodeLiveness,
+    liveNodes: input.liveNodes ?? null,
     ...(changes ? { changes } : {}),
   }
   const podMemos = new Map<string, PodState>()

@@ -80,4 +80,27 @@ export interface RuntimeOptions {
    * when `nft` works in meshlet's network namespace, else userspace). Default: auto (also when absent).
    */
   readonly l4Mode?: 'userspace' | 'nftables' | 'auto'
+  /**
+   * --store etcd://HOST:PORT[,...] with --etcd-prefix, --etcd-cacert, --etcd-cert, --etcd-key: objects, node leases
+   * and LoadBalancer elections from etcd (store/README.md). Default: null (also when absent) = --store file, the -f
+   * manifests.
+   */
+  readonly etcd?: EtcdOptions | null
+  /**
+   * --node-lease-seconds: TTL of this node's etcd lease, in seconds (2-3600); etcd mode only. Default: 3 seconds (also
+   * when absent).
+   */
+  readonly nodeLeaseSeconds?: number
+}
+
+/** Where etcd is (store/client.ts connects). */
+export interface EtcdOptions {
+  /** "host:port" of each member. */
+  readonly endpoints: readonly string[]
+  /** Key prefix, leading slash, no trailing slash ("/meshlet"). */
+  readonly prefix: string
+  /** PEM file paths; null = none. A CA or a client certificate turns TLS on. */
+  readonly cacert: string | null
+  readonly cert: string | null
+  readonly key: string | null
 }

@@ -15,6 +15,11 @@ export interface Plane {
    * Optional: a plane without it is shown by name only.
    */
   unready?(): readonly string[]
+  /**
+   * Why the plane serves from older state than it should (etcd unreachable: the last Snapshot), one line each. Shown
+   * in /readyz under a 200: the node still serves. Optional.
+   */
+  degraded?(): readonly string[]
   /** JSON-able state for /status (listeners, errors, per-object state). */
   status(): unknown
   /** Stop accepting, let in-flight work finish until `deadline` (Date.now() ms), then release everything. */

@@ -151,6 +151,11 @@ export interface Snapshot {
    * record has never been probed and counts as alive (specs/l4-health.md §5.6); --node itself is never in it.
    */
   readonly nodeLiveness: Readonly<Record<string, boolean>>
+  /**
+   * etcd mode: the nodes whose lease is live (store/node-lease.ts), sorted; --node is in it only while this node holds
+   * its own lease. lb/l2-election.ts takes its candidates from here instead of declared Nodes. null in file mode.
+   */
+  readonly liveNodes?: readonly string[] | null
   /** Relative to the Snapshot of version - 1; absent for the first one (everything is new). */
   readonly changes?: SnapshotChanges
 }

@@ -16,6 +16,7 @@ export class Store {
   #health = new Map<string, PodHealth>()
   #ejected = new Map<string, string>()
   #liveness = new Map<string, boolean>()
+  #liveNodes: readonly string[] | null = null
   #allocations: AllocationState | null = null
   #current: Snapshot | null = null
   #subscribers = new Set<Subscriber>()
@@ -96,6 +97,19 @@ export class Store {
     this.#schedule()
   }
 
+  /**
+   * The nodes holding an etcd lease (etcd mode, store/node-lease.ts), this node only while it holds its own; null
+   * (file mode) leaves the election to declared Nodes and membership/.
+   */
+  setLiveNodes(names: readonly string[] | null): void {
+    const sorted = names === null ? null : [...names].sort()
+    const old = this.#liveNodes
+    if (old === sorted || (old && sorted && old.length === sorted.length && old.every((n, i) => n === sorted[i])))
+      return
+    this.#liveNodes = sorted
+    this.#schedule()
+  }
+
   /** Builds and publishes now, synchronously (tests and `meshlet check`). */
   flush(): Snapshot | null {
     this.#scheduled = false
@@ -108,6 +122,7 @@ export class Store {
         health: this.#health,
         ejected: this.#ejected,
         nodeLiveness: this.#liveness,
+        liveNodes: this.#liveNodes,
         previous: this.#allocations,
       },
       this.#options,

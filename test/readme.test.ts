@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { loadManifestText } from '../config/load.ts'
 import { layoutProblems, section } from './helpers/readme.ts'
 
-const COMPONENTS = ['config', 'model', 'dns', 'lb', 'proxy', 'health', 'admin', 'membership']
+const COMPONENTS = ['config', 'model', 'dns', 'lb', 'proxy', 'health', 'admin', 'membership', 'store']
 
 for (const name of COMPONENTS) {
   const path = fileURLToPath(new URL(`../${name}/README.md`, import.meta.url))

@@ -8,6 +8,7 @@ import type { ObjectError } from '../../model/snapshot.ts'
 import type { IngressStatus, RouteStatus } from '../../proxy/route-table.ts'
 import type { HealthStatus } from '../../health/index.ts'
 import type { MembershipStatus } from '../../membership/index.ts'
+import type { StoreStatus } from '../../store/source.ts'
 
 export interface EndpointJson {
   readonly ip: string
@@ -132,6 +133,8 @@ export interface StatusJson {
     readonly lb?: LbStatusJson
     readonly health?: HealthStatus
     readonly membership?: MembershipStatus
+    /** etcd mode only (store/source.ts). */
+    readonly store?: StoreStatus
   }
 }
 

@@ -1,0 +1,19 @@
+// What lives under the prefix (README "Behaviour"):
+//
+//   PREFIX/objects/<group.version-Kind>/<namespace|_>/<name>   one manifest document, JSON (meshlet apply)
+//   PREFIX/nodes/<node>                                         {addresses, adminPort, version}, on the node's lease
+//
+// The apiVersion's "/" becomes "." so that each object is exactly three segments below objects/ (etcdctl get --prefix
+// PREFIX/objects/v1-Service/default/ lists one namespace's Services); cluster-scoped kinds use "_" as namespace,
+// which no namespace can be (DNS label).
+
+import type { KubeObject } from '../model/objects.ts'
+
+export const objectsPrefix = (prefix: string) => `${prefix}/objects/`
+
+export function objectKey(prefix: string, apiVersion: string, o: KubeObject): string {
+  const ns = o.meta.namespace === '' ? '_' : o.meta.namespace
+  return `${objectsPrefix(prefix)}${apiVersion.replace(/\//g, '.')}-${o.kind}/${ns}/${o.meta.name}`
+}
+export const nodesPrefix = (prefix: string) => `${prefix}/nodes/`
+export const nodeKey = (prefix: string, node: string) => `${nodesPrefix(prefix)}${node}`
