@@ -40,7 +40,13 @@ export function entryOf(key: string, value: Buffer): Entry {
     doc = JSON.parse(value.toString('utf8'))
   } catch {
     // No quote of the value: it may be a Secret.
-    const error = { source, object: null, path: '', code: 'MLT_STORE_VALUE', message: 'not a JSON object' }
+    const error = {
+      source,
+      object: null,
+      path: '',
+      code: 'MLT_CONFIG_PARSE' as const,
+      message: 'stored value is not a JSON object',
+    }
     return { id: null, object: null, errors: [error] }
   }
   const r = validateDocument(doc, source)
