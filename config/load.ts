@@ -121,7 +121,7 @@ export function parseManifestFile(text: string, file: string): FileLoad {
         source,
         id: r.id,
         object: r.object,
-        errors: [...r.errors, ...unknownFields(value, source, prefix, r.id)],
+        errors: [...r.errors, ...unknownBeyond(r.errors, unknownFields(value, source, prefix, r.id))],
       })
   }
   for (const { value, doc } of docs) {
@@ -387,4 +387,11 @@ export async function loadPaths(paths: readonly string[]): Promise<LoadResult> {
   const loads: FileLoad[] = []
   for (const f of files) loads.push(await readManifestFile(f))
   return mergeFiles(loads)
+}
+
+/** Unknown-field warnings at paths validation already rejected (a forbidden field) would say the same thing twice. */
+function unknownBeyond(errors: readonly ObjectError[], unknown: readonly ObjectError[]): readonly ObjectError[] {
+  if (errors.length === 0 || unknown.length === 0) return unknown
+  const said = new Set(errors.map((e) => e.path))
+  return unknown.filter((u) => !said.has(u.path))
 }

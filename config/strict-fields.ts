@@ -6,7 +6,7 @@
 // Known fields are every field of the Kubernetes API for the kind, whether meshlet honours it or not: the API's
 // fields meshlet ignores (a Pod's volumes, a Service's sessionAffinityConfig, ...) are valid Kubernetes and must not be
 // flagged. They come from config/kube-fields.ts, generated from the Kubernetes OpenAPI schema through the
-// `kubernetes-types` typings (config/kube-fields-gen.ts says how); MetalLB's two CRDs are written below from MetalLB's
+// `kubernetes-types` typings (tools/kube-fields-gen.ts says how); MetalLB's two CRDs are written below from MetalLB's
 // CRD schema (metallb.io/v1beta1). Which fields each component honours is in its README's "Manifests" section.
 //
 // Duplicate keys: the YAML reader already rejects a document with a key twice (`Map keys must be unique`, with the

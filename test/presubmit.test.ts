@@ -23,8 +23,8 @@ import { layoutProblems, section } from './helpers/readme.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
-/** Top-level folders that are not components: the CLI (documented in ARCHITECTURE.md's CLI contract) and tooling. */
-const NOT_COMPONENTS = new Set(['bin', 'bench', 'test', 'examples', 'node_modules', 'coverage'])
+/** Top-level folders that are not components: the CLI (documented in ARCHITECTURE.md's CLI contract) and tooling (tools/: generators run by hand). */
+const NOT_COMPONENTS = new Set(['bin', 'bench', 'test', 'examples', 'tools', 'node_modules', 'coverage'])
 
 /** Metric name prefixes a component may use besides its own folder name. */
 const EXTRA_PREFIXES: Readonly<Record<string, readonly string[]>> = {

@@ -3,6 +3,8 @@
 
 import t from 'tap'
 import { spawn, spawnSync } from 'node:child_process'
+import { chmodSync, statSync } from 'node:fs'
+import { dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { MESHLET_BIN } from '../helpers/meshlet.ts'
 import { runtimeOptions } from '../../bin/cli-options.ts'
@@ -12,6 +14,27 @@ const ADMIN = '127.0.0.1:29119'
 const root = process.geteuid?.() === 0
 /** As root, run as nobody; otherwise as ourselves (already not root). */
 const asUser = root ? { uid: 65534, gid: 65534 } : {}
+
+/**
+ * nobody must reach the checkout and Node: a clone under `mktemp -d` sits in a 0700 directory. As root, give
+ * "others" search permission (x, not read) on each ancestor that lacks it, and take it back when the tests end.
+ */
+function letNobodyTraverse(paths: readonly string[]): void {
+  const changed = new Map<string, number>()
+  for (const path of paths) {
+    for (let dir = dirname(path); dir !== dirname(dir); dir = dirname(dir)) {
+      const mode = statSync(dir).mode & 0o7777
+      if ((mode & 0o001) === 0 && !changed.has(dir)) {
+        chmodSync(dir, mode | 0o001)
+        changed.set(dir, mode)
+      }
+    }
+  }
+  t.teardown(() => {
+    for (const [dir, mode] of changed) chmodSync(dir, mode)
+  })
+}
+if (root) letNobodyTraverse([MESHLET_BIN, process.execPath])
 
 t.test('runtimeOptions: loopback defaults when not root, per flag not given; none as root', async (t) => {
   const user = runtimeOptions(['-f', 'x', '--http', '127.0.0.1:9000'], { MESHLET_NODE_ADDRESS: '10.0.0.1' }, 1000)

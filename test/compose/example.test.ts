@@ -139,7 +139,7 @@ t.test('the image needs production dependencies only', async (t) => {
   for (const d of ['node_modules', 'test', 'bench']) t.ok(ignore.includes(d), `.dockerignore leaves out ${d}`)
 
   // Every package a runtime file imports must be a dependency (devDependencies are not in the image).
-  const runtimeDirs = ['bin', 'config', 'model', 'dns', 'lb', 'proxy', 'health', 'admin', 'membership']
+  const runtimeDirs = ['bin', 'config', 'model', 'dns', 'lb', 'proxy', 'health', 'admin', 'membership', 'store']
   const missing: string[] = []
   const walk = (dir: string): string[] => {
     let names: string[]
