@@ -2,7 +2,17 @@
 // router, with echo backends that report what they received.
 
 import t from 'tap'
-import { echoBackend, get, ingress, pod, service, startRouter, type EchoBackend, type PathSpec } from './helpers.ts'
+import {
+  echoBackend,
+  get,
+  ingress,
+  pod,
+  service,
+  startRouter,
+  engineTest,
+  type EchoBackend,
+  type PathSpec,
+} from './helpers.ts'
 import type { KubeObject } from '../../model/objects.ts'
 
 /** One Service + Pod per name, each Pod a live echo backend on its own loopback address. */
@@ -19,7 +29,7 @@ async function backends(names: string[]): Promise<{ objects: KubeObject[]; byNam
   return { objects, byName }
 }
 
-t.test('default_backend.feature', async (t) => {
+engineTest(t, 'default_backend.feature', async (t) => {
   const { objects } = await backends(['echo-service'])
   const r = await startRouter(t, [
     ...objects,
@@ -45,7 +55,7 @@ t.test('default_backend.feature', async (t) => {
   }
 })
 
-t.test('host_rules.feature (HTTP part; HTTPS in tls.test.ts)', async (t) => {
+engineTest(t, 'host_rules.feature (HTTP part; HTTPS in tls.test.ts)', async (t) => {
   const { objects } = await backends(['wildcard-foo-com', 'foo-bar-com'])
   const r = await startRouter(t, [
     ...objects,
@@ -71,7 +81,7 @@ t.test('host_rules.feature (HTTP part; HTTPS in tls.test.ts)', async (t) => {
   }
 })
 
-t.test('ingress_class.feature', async (t) => {
+engineTest(t, 'ingress_class.feature', async (t) => {
   const { objects } = await backends(['echo-service'])
   const r = await startRouter(t, [
     ...objects,
@@ -87,7 +97,7 @@ t.test('ingress_class.feature', async (t) => {
   t.match(ing?.reasons[0], /some-invalid-class-name/)
 })
 
-t.test('load_balancing.feature: 10 replicas, 100 requests, 10 distinct pods', async (t) => {
+engineTest(t, 'load_balancing.feature: 10 replicas, 100 requests, 10 distinct pods', async (t) => {
   const objects: KubeObject[] = [service('echo-service')]
   const base = 40 + (process.pid % 50)
   for (let i = 1; i <= 10; i++) {
@@ -105,7 +115,7 @@ t.test('load_balancing.feature: 10 replicas, 100 requests, 10 distinct pods', as
   t.equal(seen.size, 10)
 })
 
-t.test('path_rules.feature', async (t) => {
+engineTest(t, 'path_rules.feature', async (t) => {
   const names = [
     'foo-exact',
     'foo-prefix',

@@ -4,7 +4,7 @@
 import t from 'tap'
 import { request } from 'undici'
 import type { KubeObject } from '../../model/objects.ts'
-import { echoBackend, eventually, get, ingress, pod, service, startRouter } from './helpers.ts'
+import { echoBackend, eventually, get, ingress, pod, service, startRouter, engineTest } from './helpers.ts'
 
 const base = 80 + (process.pid % 50)
 const HEALTHY = { ready: true, started: true, restartCount: 0, reason: null }
@@ -41,7 +41,7 @@ async function load(
   return counts
 }
 
-t.test('backend not listening: 502; with a second endpoint the request is retried there', async (t) => {
+engineTest(t, 'backend not listening: 502; with a second endpoint the request is retried there', async (t) => {
   const dead = await echoBackend(t, 'dead', `127.4.${base}.1`)
   await dead.close()
   const reports: string[] = []
@@ -76,7 +76,7 @@ t.test('backend not listening: 502; with a second endpoint the request is retrie
   )
 })
 
-t.test('no endpoints, missing Service, missing port → 503', async (t) => {
+engineTest(t, 'no endpoints, missing Service, missing port → 503', async (t) => {
   const r = await startRouter(t, [
     service('empty'),
     ingress('i', [
@@ -105,7 +105,7 @@ t.test('no endpoints, missing Service, missing port → 503', async (t) => {
   t.same(r.status().unrouted, { MLT_PROXY_NO_ROUTE: 1, MLT_PROXY_METHOD_NOT_ALLOWED: 1 }, 'unrouted answers by code')
 })
 
-t.test('slow backend: proxy-read-timeout → 504', async (t) => {
+engineTest(t, 'slow backend: proxy-read-timeout → 504', async (t) => {
   const slow = await echoBackend(t, 'slow', `127.4.${base}.3`)
   slow.handler = (_req, res) => setTimeout(() => res.end('late'), 3000).unref()
   const r = await startRouter(t, [
@@ -122,7 +122,7 @@ t.test('slow backend: proxy-read-timeout → 504', async (t) => {
   t.equal(slow.count, 1, 'a read timeout is not retried (the request was sent)')
 })
 
-t.test('backend killed mid-load: no failed idempotent request while another endpoint is ready', async (t) => {
+engineTest(t, 'backend killed mid-load: no failed idempotent request while another endpoint is ready', async (t) => {
   const a = await echoBackend(t, 'a', `127.4.${base}.4`)
   const b = await echoBackend(t, 'b', `127.4.${base}.5`)
   const r = await startRouter(t, [
@@ -142,7 +142,7 @@ t.test('backend killed mid-load: no failed idempotent request while another endp
   t.ok(b.count > 300, 'the survivor took the rest')
 })
 
-t.test('endpoint going unready under load: no failed request, no new requests to it', async (t) => {
+engineTest(t, 'endpoint going unready under load: no failed request, no new requests to it', async (t) => {
   const a = await echoBackend(t, 'a', `127.4.${base}.6`)
   const b = await echoBackend(t, 'b', `127.4.${base}.7`)
   // Slow enough that requests are in flight on both when the table swaps.
@@ -172,7 +172,7 @@ t.test('endpoint going unready under load: no failed request, no new requests to
   t.equal(a.count, countAtSwap, 'no request reached the unready endpoint after the swap (in-flight ones finished)')
 })
 
-t.test('no ready endpoint but serving+terminating ones: those are used (kube-proxy fallback)', async (t) => {
+engineTest(t, 'no ready endpoint but serving+terminating ones: those are used (kube-proxy fallback)', async (t) => {
   const a = await echoBackend(t, 'term', `127.4.${base}.8`)
   const r = await startRouter(t, [
     service('web'),
@@ -184,7 +184,7 @@ t.test('no ready endpoint but serving+terminating ones: those are used (kube-pro
   t.equal(res.echo!.server, 'term')
 })
 
-t.test('close(deadline): stops accepting, finishes in-flight requests', async (t) => {
+engineTest(t, 'close(deadline): stops accepting, finishes in-flight requests', async (t) => {
   const slow = await echoBackend(t, 'slow', `127.4.${base}.9`)
   slow.handler = (_req, _res, echo) => setTimeout(echo, 400)
   const r = await startRouter(t, [

@@ -5,7 +5,17 @@ import t from 'tap'
 import { request } from 'undici'
 import { parseCidr } from '../../model/ip.ts'
 import type { KubeObject } from '../../model/objects.ts'
-import { echoBackend, get, ingress, pod, rawRequest, service, startRouter, type EchoBackend } from './helpers.ts'
+import {
+  echoBackend,
+  get,
+  ingress,
+  pod,
+  rawRequest,
+  service,
+  startRouter,
+  engineTest,
+  type EchoBackend,
+} from './helpers.ts'
 
 const base = 60 + (process.pid % 50)
 
@@ -24,44 +34,48 @@ async function withBackends(
   return { objects, b }
 }
 
-t.test('request headers: Host unchanged, X-Forwarded-*, X-Real-IP, X-Request-ID, hop-by-hop removed', async (t) => {
-  const { objects } = await withBackends(t, ['web'])
-  const r = await startRouter(t, [
-    ...objects,
-    ingress('i', [{ host: 'shop.example.com', paths: [['/', 'Prefix', 'web']] }]),
-  ])
-  const res = await get(r, 'Shop.Example.com:8080', '/x?q=1', {
-    headers: {
-      'x-forwarded-for': '6.6.6.6',
-      'x-forwarded-proto': 'https',
-      'x-real-ip': '6.6.6.6',
-      proxy: 'http://evil',
-      'x-custom': 'kept',
-    },
-  })
-  t.equal(res.status, 200)
-  const h = res.echo!.headers
-  t.equal(h.host, 'Shop.Example.com:8080', 'Host keeps its case and port (H6)')
-  t.equal(h['x-forwarded-for'], '127.0.0.1', 'untrusted XFF replaced by the client address')
-  t.equal(h['x-original-forwarded-for'], '6.6.6.6')
-  t.equal(h['x-real-ip'], '127.0.0.1')
-  t.equal(h['x-forwarded-proto'], 'http')
-  t.equal(h['x-forwarded-scheme'], 'http')
-  t.equal(h['x-scheme'], 'http')
-  t.equal(h['x-forwarded-host'], 'Shop.Example.com:8080')
-  t.equal(h['x-forwarded-port'], String(r.http.port))
-  t.match(h['x-request-id'], /^[0-9a-f]{32}$/)
-  t.equal(res.headers['x-request-id'], h['x-request-id'], 'the request id is returned to the client')
-  t.equal(h.proxy, undefined, 'Proxy header removed (httpoxy)')
-  t.equal(h['x-custom'], 'kept')
-  t.equal(res.echo!.url, '/x?q=1')
+engineTest(
+  t,
+  'request headers: Host unchanged, X-Forwarded-*, X-Real-IP, X-Request-ID, hop-by-hop removed',
+  async (t) => {
+    const { objects } = await withBackends(t, ['web'])
+    const r = await startRouter(t, [
+      ...objects,
+      ingress('i', [{ host: 'shop.example.com', paths: [['/', 'Prefix', 'web']] }]),
+    ])
+    const res = await get(r, 'Shop.Example.com:8080', '/x?q=1', {
+      headers: {
+        'x-forwarded-for': '6.6.6.6',
+        'x-forwarded-proto': 'https',
+        'x-real-ip': '6.6.6.6',
+        proxy: 'http://evil',
+        'x-custom': 'kept',
+      },
+    })
+    t.equal(res.status, 200)
+    const h = res.echo!.headers
+    t.equal(h.host, 'Shop.Example.com:8080', 'Host keeps its case and port (H6)')
+    t.equal(h['x-forwarded-for'], '127.0.0.1', 'untrusted XFF replaced by the client address')
+    t.equal(h['x-original-forwarded-for'], '6.6.6.6')
+    t.equal(h['x-real-ip'], '127.0.0.1')
+    t.equal(h['x-forwarded-proto'], 'http')
+    t.equal(h['x-forwarded-scheme'], 'http')
+    t.equal(h['x-scheme'], 'http')
+    t.equal(h['x-forwarded-host'], 'Shop.Example.com:8080')
+    t.equal(h['x-forwarded-port'], String(r.http.port))
+    t.match(h['x-request-id'], /^[0-9a-f]{32}$/)
+    t.equal(res.headers['x-request-id'], h['x-request-id'], 'the request id is returned to the client')
+    t.equal(h.proxy, undefined, 'Proxy header removed (httpoxy)')
+    t.equal(h['x-custom'], 'kept')
+    t.equal(res.echo!.url, '/x?q=1')
 
-  const again = await get(r, 'shop.example.com', '/', { headers: { 'x-request-id': 'abc-123' } })
-  t.equal(again.echo!.headers['x-request-id'], 'abc-123', 'an incoming X-Request-ID is kept')
-  t.equal(again.headers['x-request-id'], 'abc-123')
-})
+    const again = await get(r, 'shop.example.com', '/', { headers: { 'x-request-id': 'abc-123' } })
+    t.equal(again.echo!.headers['x-request-id'], 'abc-123', 'an incoming X-Request-ID is kept')
+    t.equal(again.headers['x-request-id'], 'abc-123')
+  },
+)
 
-t.test('--trust-forwarded-from: XFF appended and X-Forwarded-Proto kept from trusted peers', async (t) => {
+engineTest(t, '--trust-forwarded-from: XFF appended and X-Forwarded-Proto kept from trusted peers', async (t) => {
   const { objects } = await withBackends(t, ['web'])
   const r = await startRouter(t, [...objects, ingress('i', [{ paths: [['/', 'Prefix', 'web']] }])], {
     options: { trustForwardedFrom: [parseCidr('127.0.0.0/8')!] },
@@ -72,7 +86,7 @@ t.test('--trust-forwarded-from: XFF appended and X-Forwarded-Proto kept from tru
   t.equal(res.echo!.headers['x-forwarded-proto'], 'https')
 })
 
-t.test('Connection-listed headers are hop-by-hop', async (t) => {
+engineTest(t, 'Connection-listed headers are hop-by-hop', async (t) => {
   const { objects } = await withBackends(t, ['web'])
   const r = await startRouter(t, [...objects, ingress('i', [{ paths: [['/', 'Prefix', 'web']] }])])
   const out = await rawRequest(
@@ -87,7 +101,7 @@ t.test('Connection-listed headers are hop-by-hop', async (t) => {
   t.equal(body.headers['x-other'], '2')
 })
 
-t.test('path confusion: the normalised path is matched and forwarded (§1.4, §5 items 1-3)', async (t) => {
+engineTest(t, 'path confusion: the normalised path is matched and forwarded (§1.4, §5 items 1-3)', async (t) => {
   const { objects, b } = await withBackends(t, ['public', 'private'])
   const r = await startRouter(t, [
     ...objects,
@@ -122,7 +136,7 @@ t.test('path confusion: the normalised path is matched and forwarded (§1.4, §5
   void b
 })
 
-t.test('malformed requests are answered 400/405 and never reach a backend (§1.4)', async (t) => {
+engineTest(t, 'malformed requests are answered 400/405 and never reach a backend (§1.4)', async (t) => {
   const { objects, b } = await withBackends(t, ['web'])
   const r = await startRouter(t, [...objects, ingress('i', [{ paths: [['/', 'Prefix', 'web']] }])])
   const rows: [string, string, RegExp][] = [
@@ -169,20 +183,25 @@ t.test('malformed requests are answered 400/405 and never reach a backend (§1.4
   t.equal(b.web!.count, 0, 'the backend saw none of them')
 })
 
-t.test('absolute-form target overrides Host for routing; HTTP/1.0 without Host uses the catch-all', async (t) => {
-  const { objects } = await withBackends(t, ['a', 'b'])
-  const r = await startRouter(t, [
-    ...objects,
-    ingress('i', [{ host: 'a.test', paths: [['/', 'Prefix', 'a']] }, { paths: [['/', 'Prefix', 'b']] }]),
-  ])
-  let out = await rawRequest(r.http, 'GET http://A.TEST./x HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n')
-  t.match(out, /"server":"a"/)
-  t.match(out, /"url":"\/x"/)
-  out = await rawRequest(r.http, 'GET /y HTTP/1.0\r\n\r\n')
-  t.match(out, /"server":"b"/)
-})
+engineTest(
+  t,
+  'absolute-form target overrides Host for routing; HTTP/1.0 without Host uses the catch-all',
+  async (t) => {
+    const { objects } = await withBackends(t, ['a', 'b'])
+    const r = await startRouter(t, [
+      ...objects,
+      ingress('i', [{ host: 'a.test', paths: [['/', 'Prefix', 'a']] }, { paths: [['/', 'Prefix', 'b']] }]),
+    ])
+    let out = await rawRequest(r.http, 'GET http://A.TEST./x HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n')
+    t.match(out, /"server":"a"/)
+    t.match(out, /"url":"\/x"/)
+    out = await rawRequest(r.http, 'GET /y HTTP/1.0\r\n\r\n')
+    t.match(out, /"server":"b"/)
+  },
+)
 
-t.test(
+engineTest(
+  t,
   'proxy-body-size: Content-Length over the limit → 413; chunked over the limit → 413; under passes',
   async (t) => {
     const { objects, b } = await withBackends(t, ['web'])
@@ -212,7 +231,8 @@ t.test(
   },
 )
 
-t.test(
+engineTest(
+  t,
   'a large body streams both ways (no whole-body buffering limit by default beyond proxy-body-size)',
   async (t) => {
     const { objects, b } = await withBackends(t, ['web'])
@@ -252,7 +272,7 @@ t.test(
   },
 )
 
-t.test('rewrite-target with use-regex capture groups (ingress-nginx example)', async (t) => {
+engineTest(t, 'rewrite-target with use-regex capture groups (ingress-nginx example)', async (t) => {
   const { objects } = await withBackends(t, ['web'])
   const r = await startRouter(t, [
     ...objects,
@@ -275,7 +295,7 @@ t.test('rewrite-target with use-regex capture groups (ingress-nginx example)', a
   t.equal((await get(r, 'rewrite.bar.com', '/other')).status, 404)
 })
 
-t.test('canary by header, by cookie and by weight', async (t) => {
+engineTest(t, 'canary by header, by cookie and by weight', async (t) => {
   const { objects } = await withBackends(t, ['stable', 'canary', 'w-canary'])
   const r = await startRouter(t, [
     ...objects,
@@ -315,7 +335,7 @@ t.test('canary by header, by cookie and by weight', async (t) => {
   t.match(r.status().routes.find((x) => x.path === '/')?.canary, /default\/canary/)
 })
 
-t.test('affinity cookie pins a client to one endpoint', async (t) => {
+engineTest(t, 'affinity cookie pins a client to one endpoint', async (t) => {
   const objects: KubeObject[] = [service('web')]
   for (let i = 1; i <= 3; i++) {
     const ip = `127.3.${base}.${i}`
@@ -345,7 +365,7 @@ t.test('affinity cookie pins a client to one endpoint', async (t) => {
   t.match(String(stale.headers['set-cookie']), /^route=/, 'an unknown cookie gets a new endpoint and cookie')
 })
 
-t.test('metrics per Ingress path and Service', async (t) => {
+engineTest(t, 'metrics per Ingress path and Service', async (t) => {
   const { objects } = await withBackends(t, ['web'])
   const r = await startRouter(t, [...objects, ingress('m', [{ host: 'm', paths: [['/api', 'Prefix', 'web']] }])])
   await get(r, 'm', '/api/x')
@@ -362,35 +382,39 @@ t.test('metrics per Ingress path and Service', async (t) => {
   )
 })
 
-t.test('access log: one line per request with method, host, path, status, upstream, durations, bytes', async (t) => {
-  const { objects, b } = await withBackends(t, ['web'])
-  const lines: Record<string, unknown>[] = []
-  const { pino } = await import('pino')
-  const { Writable } = await import('node:stream')
-  const sink = new Writable({
-    write(c, _e, cb) {
-      lines.push(JSON.parse(String(c)))
-      cb()
-    },
-  })
-  const r = await startRouter(t, [...objects, ingress('l', [{ host: 'l', paths: [['/', 'Prefix', 'web']] }])], {
-    options: { accessLog: true },
-    log: pino({ level: 'info' }, sink),
-  })
-  await get(r, 'l', '/hello')
-  await new Promise((res) => setImmediate(res))
-  const line = lines.find((l) => l.msg === 'request')
-  t.ok(line)
-  t.match(line, {
-    method: 'GET',
-    host: 'l',
-    path: '/hello',
-    status: 200,
-    ingress: 'default/l',
-    service: 'default/web:8080',
-    upstream: `${b.web!.host}:${b.web!.port}`,
-  })
-  t.type(line?.duration, 'number')
-  t.type(line?.upstreamDuration, 'number')
-  t.ok(Number(line?.bytesOut) > 0)
-})
+engineTest(
+  t,
+  'access log: one line per request with method, host, path, status, upstream, durations, bytes',
+  async (t) => {
+    const { objects, b } = await withBackends(t, ['web'])
+    const lines: Record<string, unknown>[] = []
+    const { pino } = await import('pino')
+    const { Writable } = await import('node:stream')
+    const sink = new Writable({
+      write(c, _e, cb) {
+        lines.push(JSON.parse(String(c)))
+        cb()
+      },
+    })
+    const r = await startRouter(t, [...objects, ingress('l', [{ host: 'l', paths: [['/', 'Prefix', 'web']] }])], {
+      options: { accessLog: true },
+      log: pino({ level: 'info' }, sink),
+    })
+    await get(r, 'l', '/hello')
+    await new Promise((res) => setImmediate(res))
+    const line = lines.find((l) => l.msg === 'request')
+    t.ok(line)
+    t.match(line, {
+      method: 'GET',
+      host: 'l',
+      path: '/hello',
+      status: 200,
+      ingress: 'default/l',
+      service: 'default/web:8080',
+      upstream: `${b.web!.host}:${b.web!.port}`,
+    })
+    t.type(line?.duration, 'number')
+    t.type(line?.upstreamDuration, 'number')
+    t.ok(Number(line?.bytesOut) > 0)
+  },
+)

@@ -1,12 +1,12 @@
-// The raw HTTP/1.1 engine of the http listener (proxy/h1.ts): framing both ways, pipelining, Expect, HEAD, HTTP/1.0
+// The http listener's HTTP/1.1 framing, on every engine: framing both ways, pipelining, Expect, HEAD, HTTP/1.0
 // clients, upstream keep-alive reuse. (Smuggling and normalisation cases are in forwarding.test.ts.)
 
 import t from 'tap'
-import { echoBackend, ingress, pod, rawRequest, service, startRouter } from './helpers.ts'
+import { echoBackend, ingress, pod, rawRequest, service, startRouter, engineTest } from './helpers.ts'
 
 const base = 10 + (process.pid % 50)
 
-t.test('raw engine framing and connection handling', async (t) => {
+engineTest(t, 'framing and connection handling', async (t) => {
   const web = await echoBackend(t, 'web', `127.8.${base}.1`)
   let connections = 0
   web.server.on('connection', () => connections++)

@@ -14,6 +14,8 @@ import type { RuntimeOptions } from '../../model/options.ts'
 import { noopReporter, type UpstreamReporter } from '../../model/snapshot.ts'
 import { Store } from '../../model/store.ts'
 import { startProxyWith, type ProxyExtraOptions, type ProxyPlane } from '../../proxy/index.ts'
+import { rawEngineAvailable } from '../../proxy/h1.ts'
+import type { Test } from 'tap'
 
 export interface Teardown {
   teardown(fn: () => unknown): void
@@ -188,6 +190,29 @@ export function runtimeOptions(over: Partial<RuntimeOptions> = {}): RuntimeOptio
   return testRuntimeOptions({ http: { host: '127.0.0.1', port: 0 }, ...over })
 }
 
+// ---------------------------------------------------------------- engines
+
+/** Every engine the http listener ships: the conformance suites run once per engine, so none is untested. */
+export const ENGINES = ['raw', 'node'] as const
+export type EngineName = (typeof ENGINES)[number]
+
+/** The engine a test registered by `engineTest` runs on; `startRouter` reads it for routers that test starts. */
+const engineOfTest = new WeakMap<Teardown, EngineName>()
+
+/**
+ * Registers `name` once per engine (`name [raw]`, `name [node]`). Routers started with the subtest's `t` use that
+ * engine unless the test passes `extra.engine` itself. The raw engine's run fails, rather than quietly testing the
+ * fallback twice, if this Node cannot load it.
+ */
+export function engineTest(parent: Test, name: string, fn: (t: Test, engine: EngineName) => Promise<void>): void {
+  for (const engine of ENGINES)
+    parent.test(`${name} [${engine}]`, async (t) => {
+      if (engine === 'raw' && !rawEngineAvailable) t.fail('the raw engine does not load on this Node')
+      engineOfTest.set(t, engine)
+      await fn(t, engine)
+    })
+}
+
 export interface Router {
   readonly store: Store
   readonly plane: ProxyPlane
@@ -216,12 +241,18 @@ export async function startRouter(
   const log = opts.log ?? pino({ level: 'silent' })
   store.setObjects(objects, [])
   store.flush()
-  const plane = await startProxyWith(
-    { store, options, log, metrics, reporter: opts.reporter ?? noopReporter },
-    opts.extra ?? {},
-  )
+  const engine = engineOfTest.get(t)
+  const extra: ProxyExtraOptions = engine !== undefined ? { engine, ...opts.extra } : (opts.extra ?? {})
+  const plane = await startProxyWith({ store, options, log, metrics, reporter: opts.reporter ?? noopReporter }, extra)
   t.teardown(() => plane.close(Date.now() + 500))
   const st = plane.status() as ProxyStatusJson
+  // The raw engine alone counts its connections in /status: proof that the engine asked for is the one running.
+  if (
+    engine !== undefined &&
+    st.listeners.http &&
+    (st.listeners.http.connections !== null) !== (extra.engine === 'raw')
+  )
+    throw new Error(`the http listener does not run the ${extra.engine} engine`)
   const http = st.listeners.http ? { host: st.listeners.http.address, port: st.listeners.http.port } : null
   const https = st.listeners.https ? { host: st.listeners.https.address, port: st.listeners.https.port } : null
   return {
