@@ -1,7 +1,7 @@
 // The L7 Ingress router plane: HTTP and HTTPS listeners, a route table compiled from each Snapshot and swapped as one
 // reference, connection pools per endpoint kept across Snapshots. See proxy/README.md and specs/ingress.md §1.
 //
-// Two engines share the request logic of forward.ts: the http listener runs the raw HTTP/1.1 engine (h1.ts: net
+// Two engines share the request logic of forward/: the http listener runs the raw HTTP/1.1 engine (h1/: net
 // sockets and Node's llhttp binding, for throughput); the https listener is a node:http2 secure server that speaks
 // HTTP/2 or HTTP/1.1 by ALPN and forwards through undici. Where the raw engine cannot load (a Node without the
 // `_http_common` module), the http listener uses node:http and undici too.
@@ -29,15 +29,17 @@ import type { Plane, PlaneContext, PlaneFactory } from '../model/plane.ts'
 import type { Snapshot } from '../model/snapshot.ts'
 import type { ListenAddress } from '../model/options.ts'
 import { ProxyError } from './errors.ts'
-import { Forwarder, unroutedCode, type ListenerInfo, type RequestHead } from './forward.ts'
-import { H1Engine, rawEngineAvailable } from './h1.ts'
+import { Forwarder, type ListenerInfo, type RequestHead } from './forward/forwarder.ts'
+import { handle } from './forward/node-exchange.ts'
+import { unroutedCode, writeRawStatus } from './http/status.ts'
+import { H1Engine, rawEngineAvailable } from './h1/engine.ts'
 import { ProxyMetrics } from './metrics.ts'
-import { DEFAULT_PATH_OPTIONS, type PathOptions } from './normalize.ts'
-import { compile, type CompileResult, type IngressState } from './route-table.ts'
+import { DEFAULT_PATH_OPTIONS, type PathOptions } from './http/normalize.ts'
+import { compile, type CompileResult, type IngressState } from './routes/route-table.ts'
 import { generateSelfSigned, pickContext, SecureContextCache, type PemPair } from './tls.ts'
 import { EndpointRegistry } from './upstream.ts'
 import { defaultMaxConnections, readFileLimit } from './limits.ts'
-import { handleUpgrade, isWebSocketUpgrade, writeRawStatus } from './websocket.ts'
+import { handleUpgrade, isWebSocketUpgrade } from './websocket.ts'
 
 /** Client keep-alive idle time (ingress-nginx `keep-alive: 75`). */
 const CLIENT_KEEPALIVE_MS = 75_000
@@ -195,7 +197,7 @@ export class ProxyPlane implements Plane {
   /** The http listener on node:http + undici (where the raw engine is unavailable, or asked for). */
   #node(li: ListenerInfo): Listener {
     const fwd = this.#fwd
-    const server = createHttpServer((req: IncomingMessage, res: ServerResponse) => fwd.handle(req, res, li))
+    const server = createHttpServer((req: IncomingMessage, res: ServerResponse) => handle(fwd, req, res, li))
     server.keepAliveTimeout = CLIENT_KEEPALIVE_MS
     server.headersTimeout = CLIENT_HEADER_TIMEOUT_MS
     // Long uploads and downloads are bounded by the per-route read timeouts, not by a whole-request limit.
@@ -246,7 +248,7 @@ export class ProxyPlane implements Plane {
         SNICallback: (servername, cb) => cb(null, pickContext(fwd.table.tls, servername) ?? this.#defaultContext!),
       },
       (req: Http2ServerRequest | IncomingMessage, res: Http2ServerResponse | ServerResponse) =>
-        fwd.handle(req, res, li),
+        handle(fwd, req, res, li),
     )
     // The HTTP/1.1 side honours node:http's server timeouts.
     const h1 = server as unknown as HttpServer

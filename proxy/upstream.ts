@@ -1,22 +1,27 @@
 // Upstreams: one long-lived Endpoint (with its keep-alive connections) per endpoint address, kept across Snapshots
 // (Envoy EDS: an endpoint-only change leaves the pools alone), and per Snapshot one UpstreamGroup per Service port:
 // the endpoints a route may pick from, in a plain array. An Endpoint has two connection pools, one per engine: the
-// raw HTTP/1.1 engine's own (h1.ts: `idle`, `open`, `waiting`) and an undici Pool for the node:http2 engine, made
+// raw HTTP/1.1 engine's own (h1/upstream-conn.ts `RawPool`: idle, open, waiting) and an undici Pool for the node:http2 engine, made
 // on first use.
 //
-//   EndpointRegistry  "ip:port|connect-ms" ──► Endpoint { idle[], pool, inflight, cookie } (lives while any table uses it)
+//   EndpointRegistry  "ip:port|connect-ms" ──► Endpoint { raw pool, undici pool, inflight, cookie } (lives while any table uses it)
 //   UpstreamGroup     "ns/svc:port"         ──► Endpoint[]  + round-robin cursor       (rebuilt with each Snapshot)
 
 import { createHash } from 'node:crypto'
 import { Pool } from 'undici'
 import type { EndpointState, ServicePortState } from '../model/snapshot.ts'
-import type { LoadBalance } from './annotations.ts'
-import type { H1Exchange, UpstreamConn } from './h1.ts'
+import type { LoadBalance } from './routes/annotations.ts'
 
 /** Upstream keep-alive idle time, below Node's 5 s server default so meshlet closes first (spec §1.8.7). */
 export const UPSTREAM_KEEPALIVE_MS = 4000
 /** Connections per endpoint; requests queue beyond it. */
 export const UPSTREAM_CONNECTIONS = 256
+
+/** A pool of connections to one endpoint, as the Endpoint sees it: something to close when it retires. */
+export interface ConnectionPool {
+  /** Closes the idle connections; busy ones close when their exchange ends (the endpoint is `retired`). */
+  closeIdle(): void
+}
 
 export class Endpoint {
   readonly key: string
@@ -30,12 +35,8 @@ export class Endpoint {
   inflight = 0
   /** Set when no table uses the endpoint any more; its pools are closing. */
   retired = false
-  /** Raw engine: idle keep-alive connections, the most recently used last (taken first: its socket is warm). */
-  readonly idle: UpstreamConn[] = []
-  /** Raw engine: connections open (idle or busy), at most UPSTREAM_CONNECTIONS. */
-  open = 0
-  /** Raw engine: exchanges waiting for a connection when `open` is at the cap, oldest first. */
-  readonly waiting: H1Exchange[] = []
+  /** Connection pools of other engines (the raw engine's RawPool, h1/upstream-conn.ts), closed on retirement. */
+  readonly #pools: ConnectionPool[] = []
 
   constructor(key: string, host: string, port: number, connectTimeoutMs: number) {
     this.key = key
@@ -43,6 +44,10 @@ export class Endpoint {
     this.port = port
     this.connectTimeoutMs = connectTimeoutMs
     this.cookie = createHash('sha1').update(`${host}:${port}`).digest('hex').slice(0, 16)
+  }
+
+  addPool(p: ConnectionPool): void {
+    this.#pools.push(p)
   }
 
   /** The undici Pool (node:http2 engine), made on first use. */
@@ -66,14 +71,14 @@ export class Endpoint {
   /** Closes idle connections at once; busy ones close when their exchange ends (`retired`). */
   async retire(): Promise<void> {
     this.retired = true
-    while (this.idle.length > 0) this.idle.pop()!.destroy()
+    for (const p of this.#pools) p.closeIdle()
     // undici rejects close() only for a pool already closed or destroyed: then there is nothing left to release.
     if (this.#pool !== null) await this.#pool.close().catch(() => {})
   }
 
   async destroy(): Promise<void> {
     this.retired = true
-    while (this.idle.length > 0) this.idle.pop()!.destroy()
+    for (const p of this.#pools) p.closeIdle()
     // undici's destroy() never rejects (its callbacks get no error); a pool being destroyed has nothing left to release.
     if (this.#pool !== null) await this.#pool.destroy().catch(() => {})
   }

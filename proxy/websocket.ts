@@ -9,47 +9,12 @@
 // Idle limit: proxy-read-timeout when annotated, else one hour, so idle WebSockets are not cut at 60 s.
 
 import { connect, type Socket } from 'node:net'
-import { ExchangeBase, eqLower, type Forwarder, type ListenerInfo, type RequestHead } from './forward.ts'
+import { ExchangeBase } from './forward/exchange-base.ts'
+import type { Forwarder, ListenerInfo, RequestHead } from './forward/forwarder.ts'
+import { eqLower } from './http/headers.ts'
+import { lingerClose, writeRawStatus } from './http/status.ts'
 import type { Endpoint } from './upstream.ts'
 import { publishConnectError } from '../model/diagnostics.ts'
-
-const STATUS_LINE: Record<number, string> = {
-  308: 'Permanent Redirect',
-  400: 'Bad Request',
-  404: 'Not Found',
-  405: 'Method Not Allowed',
-  502: 'Bad Gateway',
-  503: 'Service Unavailable',
-  504: 'Gateway Timeout',
-}
-
-/** A raw HTTP/1.1 answer on a socket that is not (or no longer) an http.ServerResponse. */
-export function writeRawStatus(socket: Socket, status: number, extra = ''): void {
-  if (socket.destroyed) return
-  const body = `${status} ${STATUS_LINE[status] ?? ''}\n`
-  socket.write(
-    `HTTP/1.1 ${status} ${STATUS_LINE[status] ?? ''}\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\n${extra}\r\n${body}`,
-  )
-  lingerClose(socket)
-}
-
-/** How long a closing client connection may stay half-open after meshlet's FIN. */
-const LINGER_MS = 5000
-
-/**
- * Ends a client connection meshlet will read nothing more from: FIN now (an immediate close with unread input would
- * send a reset that can destroy the answer before the client reads it), what the client still sends is discarded,
- * and the socket is destroyed at the client's FIN or after LINGER_MS, so a client that never closes holds no
- * descriptor (the http listener allows half-open connections).
- */
-function lingerClose(socket: Socket): void {
-  socket.end()
-  socket.resume()
-  const timer = setTimeout(() => socket.destroy(), LINGER_MS)
-  timer.unref()
-  socket.once('close', () => clearTimeout(timer))
-  socket.once('end', () => socket.destroy())
-}
 
 /** Whether a request's Upgrade header asks for websocket (the only protocol meshlet tunnels). */
 export function isWebSocketUpgrade(raw: readonly string[]): boolean {

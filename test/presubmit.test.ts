@@ -233,3 +233,34 @@ t.test('no test passes by saying it skipped', async (t) => {
 
 // The tree must be where this file thinks it is (a moved test would check an empty folder and pass).
 t.ok(statSync(join(ROOT, 'ARCHITECTURE.md')).isFile(), 'repository root found')
+
+/** Components whose imports must run one way (no cycle, `import type` included). proxy: issue 16. */
+const ACYCLIC = ['proxy']
+
+/** The relative imports of a file, as absolute paths (`import … from './x.ts'`, `import type` and re-exports too). */
+function localImports(path: string): string[] {
+  const out: string[] = []
+  for (const m of code(path).matchAll(/^\s*(?:import|export)\b[^'"]*?from\s*['"](\.{1,2}\/[^'"]+)['"]/gm))
+    out.push(join(path, '..', m[1]!))
+  return out
+}
+
+t.test('imports inside a component listed as acyclic never form a cycle', async (t) => {
+  for (const component of ACYCLIC) {
+    const files = new Set(tsFiles(join(ROOT, component)))
+    const state = new Map<string, 'open' | 'done'>()
+    const cycles: string[] = []
+    const visit = (f: string, stack: string[]): void => {
+      if (state.get(f) === 'done') return
+      if (state.get(f) === 'open') {
+        cycles.push([...stack.slice(stack.indexOf(f)), f].map((p) => relative(ROOT, p)).join(' → '))
+        return
+      }
+      state.set(f, 'open')
+      for (const g of localImports(f)) if (files.has(g)) visit(g, [...stack, f])
+      state.set(f, 'done')
+    }
+    for (const f of files) visit(f, [])
+    t.same(cycles, [], `${component}/ has no import cycle`)
+  }
+})

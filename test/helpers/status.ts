@@ -5,7 +5,7 @@
 import type { SourceStatus } from '../../config/watch.ts'
 import type { PoolUsage } from '../../lb/pool-usage.ts'
 import type { ObjectError } from '../../model/snapshot.ts'
-import type { IngressStatus, RouteStatus } from '../../proxy/route-table.ts'
+import type { IngressStatus, RouteStatus } from '../../proxy/routes/route-table.ts'
 import type { HealthStatus } from '../../health/index.ts'
 import type { MembershipStatus } from '../../membership/index.ts'
 import type { StoreStatus } from '../../store/source.ts'

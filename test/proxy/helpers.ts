@@ -14,7 +14,7 @@ import type { RuntimeOptions } from '../../model/options.ts'
 import { noopReporter, type UpstreamReporter } from '../../model/snapshot.ts'
 import { Store } from '../../model/store.ts'
 import { startProxyWith, type ProxyExtraOptions, type ProxyPlane } from '../../proxy/index.ts'
-import { rawEngineAvailable } from '../../proxy/h1.ts'
+import { rawEngineAvailable } from '../../proxy/h1/engine.ts'
 import type { Test } from 'tap'
 
 export interface Teardown {

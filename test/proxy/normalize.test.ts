@@ -8,7 +8,7 @@ import {
   parseTarget,
   DEFAULT_PATH_OPTIONS,
   type Target,
-} from '../../proxy/normalize.ts'
+} from '../../proxy/http/normalize.ts'
 
 t.test('normalizePath P2..P5', async (t) => {
   const cases: [string, string | null][] = [

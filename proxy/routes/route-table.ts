@@ -7,16 +7,16 @@
 //              ─ defaultRoute: Route | null
 //              ─ tls: TlsIndex (SNI)
 
-import type { Ingress, IngressServiceBackend, Secret } from '../model/objects.ts'
-import { objectKey } from '../model/objects.ts'
-import type { ServiceState, Snapshot } from '../model/snapshot.ts'
+import type { Ingress, IngressServiceBackend, Secret } from '../../model/objects.ts'
+import { objectKey } from '../../model/objects.ts'
+import type { ServiceState, Snapshot } from '../../model/snapshot.ts'
 import { parseAnnotations, type IngressConfig } from './annotations.ts'
-import type { ProxyErrorCode } from './errors.ts'
-import type { ProxyMetrics, RouteStats } from './metrics.ts'
-import { normalizePath, type PathOptions } from './normalize.ts'
+import type { ProxyErrorCode } from '../errors.ts'
+import type { ProxyMetrics, RouteStats } from '../metrics.ts'
+import { normalizePath, type PathOptions } from '../http/normalize.ts'
 import { compileRegex, matchLength, regexReason, type UserRegex } from './regex.ts'
-import { EMPTY_TLS, type SecureContextCache, type TlsIndex } from './tls.ts'
-import { UpstreamGroup, usableEndpoints, type Endpoint, type EndpointRegistry } from './upstream.ts'
+import { EMPTY_TLS, type SecureContextCache, type TlsIndex } from '../tls.ts'
+import { UpstreamGroup, usableEndpoints, type Endpoint, type EndpointRegistry } from '../upstream.ts'
 import type { SecureContext } from 'node:tls'
 
 /** The `spec.controller` value of an IngressClass that names meshlet. */
