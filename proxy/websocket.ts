@@ -11,7 +11,7 @@
 import { connect, type Socket } from 'node:net'
 import { ExchangeBase } from './forward/exchange-base.ts'
 import type { Forwarder, ListenerInfo, RequestHead } from './forward/forwarder.ts'
-import { eqLower } from './http/headers.ts'
+import { dropResponseHeaderName, eqLower } from './http/headers.ts'
 import { lingerClose, writeRawStatus } from './http/status.ts'
 import type { Endpoint } from './upstream.ts'
 import { publishConnectError } from '../model/diagnostics.ts'
@@ -304,7 +304,8 @@ class Tunnel {
       if (colon <= 0) continue
       const name = line.slice(0, colon).trim().toLowerCase()
       const value = line.slice(colon + 1).trim()
-      if (name === 'connection' || name === 'keep-alive' || name === 'upgrade' || name === 'proxy-connection') continue
+      // Hop-by-hop headers go as on every response, but the body is relayed in its own framing: its Transfer-Encoding stays.
+      if (dropResponseHeaderName(name) && name !== 'transfer-encoding') continue
       if (name === 'content-length') length = /^\d{1,15}$/.test(value) ? Number(value) : null
       if (name === 'transfer-encoding') chunked = /(^|,)\s*chunked\s*$/i.test(value)
       out += line + '\r\n'
