@@ -126,25 +126,25 @@ function backend(ctx: Ctx, b: Obj, path: string): IngressServiceBackend | null {
   return { service: { name, port: { number, name: portName } } }
 }
 
-/** Rule and TLS hosts: a DNS-1123 subdomain or "*." + one, not an IP address, no port. */
-function checkHost(ctx: Ctx, path: string, host: string): boolean {
-  if (ipFamily(host) !== 0) {
-    ctx.add(path, 'MLT_CONFIG_INVALID_NAME', `must be a DNS name, not an IP address, got ${show(host)}`)
-    return false
-  }
+/**
+ * Why `host` is not a valid Ingress rule or TLS host (a DNS-1123 subdomain or "*." + one, not an IP address, no
+ * port); null when it is. The one copy of the rule: proxy/routes checks objects that did not come through here
+ * (`meshlet check`, hand-built objects) with it too.
+ */
+export function ingressHostProblem(host: string): string | null {
+  if (ipFamily(host) !== 0) return 'must be a DNS name, not an IP address'
   if (host.includes('*')) {
     const rest = host.startsWith('*.') ? host.slice(2) : null
-    if (rest === null || rest.includes('*') || dns1123Subdomain(rest) !== null) {
-      ctx.add(
-        path,
-        'MLT_CONFIG_INVALID_NAME',
-        `a wildcard must be "*." followed by a DNS-1123 subdomain (the whole first label only), got ${show(host)}`,
-      )
-      return false
-    }
-    return true
+    if (rest === null || rest.includes('*') || dns1123Subdomain(rest) !== null)
+      return 'a wildcard must be "*." followed by a DNS-1123 subdomain (the whole first label only)'
+    return null
   }
-  const why = dns1123Subdomain(host)
+  return dns1123Subdomain(host)
+}
+
+/** Rule and TLS hosts (ingressHostProblem). */
+function checkHost(ctx: Ctx, path: string, host: string): boolean {
+  const why = ingressHostProblem(host)
   if (why !== null) {
     ctx.add(path, 'MLT_CONFIG_INVALID_NAME', `${why}, got ${show(host)}`)
     return false
@@ -154,22 +154,26 @@ function checkHost(ctx: Ctx, path: string, host: string): boolean {
 
 const BAD_SEQUENCES = ['//', '/./', '/../', '%2f', '%2F']
 
+/**
+ * Why an `Exact` or `Prefix` path is not valid (the API server's checks: absolute, no `//`, `/./`, `/../`, `%2F`,
+ * not ending in `/.` or `/..`); null when it is. The one copy of the rule, shared with proxy/routes.
+ */
+export function ingressPathProblem(value: string): string | null {
+  if (!value.startsWith('/')) return 'must be an absolute path (start with "/")'
+  for (const seq of BAD_SEQUENCES) if (value.includes(seq)) return `must not contain '${seq}'`
+  if (value.endsWith('/..') || value.endsWith('/.')) return "must not end with '/..' or '/.'"
+  return null
+}
+
 function checkPath(ctx: Ctx, path: string, value: string, pathType: PathType): void {
   if (value === '' && pathType === 'ImplementationSpecific') return
-  if (!value.startsWith('/')) {
-    ctx.add(path, 'MLT_CONFIG_INVALID_VALUE', `must be an absolute path (start with "/"), got ${show(value)}`)
+  if (pathType === 'ImplementationSpecific') {
+    if (!value.startsWith('/'))
+      ctx.add(path, 'MLT_CONFIG_INVALID_VALUE', `must be an absolute path (start with "/"), got ${show(value)}`)
     return
   }
-  if (pathType === 'ImplementationSpecific') return
-  for (const seq of BAD_SEQUENCES) {
-    if (value.includes(seq)) {
-      ctx.add(path, 'MLT_CONFIG_INVALID_VALUE', `must not contain '${seq}', got ${show(value)}`)
-      return
-    }
-  }
-  if (value.endsWith('/..') || value.endsWith('/.')) {
-    ctx.add(path, 'MLT_CONFIG_INVALID_VALUE', `must not end with '/..' or '/.', got ${show(value)}`)
-  }
+  const why = ingressPathProblem(value)
+  if (why !== null) ctx.add(path, 'MLT_CONFIG_INVALID_VALUE', `${why}, got ${show(value)}`)
 }
 
 export function validateIngressClass(ctx: Ctx, doc: Obj, meta: ObjectMeta): IngressClass {

@@ -8,7 +8,7 @@ import type { KubeObject } from '../model/objects.ts'
 import { Store } from '../model/store.ts'
 import { ProxyMetrics } from './metrics.ts'
 import { DEFAULT_PATH_OPTIONS } from './http/normalize.ts'
-import { compile } from './routes/route-table.ts'
+import { compile } from './routes/compile.ts'
 import { SecureContextCache } from './tls.ts'
 import { EndpointRegistry } from './upstream.ts'
 

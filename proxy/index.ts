@@ -24,7 +24,6 @@ import type { TLSSocket } from 'node:tls'
 import { createSecureContext, type SecureContext } from 'node:tls'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { publishApplied, publishListener } from '../model/diagnostics.ts'
-import type { Ingress } from '../model/objects.ts'
 import type { Plane, PlaneContext, PlaneFactory } from '../model/plane.ts'
 import type { Snapshot } from '../model/snapshot.ts'
 import type { ListenAddress } from '../model/options.ts'
@@ -35,7 +34,8 @@ import { unroutedCode, writeRawStatus } from './http/status.ts'
 import { H1Engine, rawEngineAvailable } from './h1/engine.ts'
 import { ProxyMetrics } from './metrics.ts'
 import { DEFAULT_PATH_OPTIONS, type PathOptions } from './http/normalize.ts'
-import { compile, type CompileResult, type IngressState } from './routes/route-table.ts'
+import { compile, type CompileResult } from './routes/compile.ts'
+import type { IngressState } from './routes/route-table.ts'
 import { generateSelfSigned, pickContext, SecureContextCache, type PemPair } from './tls.ts'
 import { EndpointRegistry } from './upstream.ts'
 import { defaultMaxConnections, readFileLimit } from './limits.ts'
@@ -84,7 +84,6 @@ export class ProxyPlane implements Plane {
   readonly #endpoints = new EndpointRegistry()
   readonly #contexts = new SecureContextCache()
   readonly #metrics: ProxyMetrics
-  readonly #lastGood = new Map<string, Ingress>()
   readonly #pathOptions: PathOptions
   readonly #extra: ProxyExtraOptions
   #servers: Listener[] = []
@@ -310,13 +309,14 @@ export class ProxyPlane implements Plane {
       endpoints: this.#endpoints,
       metrics: this.#metrics,
       contexts: this.#contexts,
-      lastGood: this.#lastGood,
-      reuse: this.#result?.backends,
+      // The last good version of each Ingress is kept here, between compiles, as the previous result's.
+      lastGood: this.#result?.lastGood ?? new Map(),
+      previous: this.#result,
     })
     this.#usedServices = new Set([...result.backends.values()].map((b) => b.backend.service))
     this.#fwd.table = result.table
     this.#endpoints.sweep(result.live)
-    this.#contexts.sweep()
+    this.#contexts.sweep(result.secrets)
     const before = new Map<string, IngressState>((this.#result?.ingresses ?? []).map((i) => [i.ingress, i.state]))
     for (const i of result.ingresses) {
       if (before.get(i.ingress) === i.state) continue

@@ -66,11 +66,9 @@ export const EMPTY_TLS: TlsIndex = { exact: new Map(), wild: new Map(), fallback
 /** SecureContexts are costly to build (key parsing); they are cached by Secret key and content across Snapshots. */
 export class SecureContextCache {
   #cache = new Map<string, { cert: string; key: string; ctx: SecureContext }>()
-  #used = new Set<string>()
 
   /** Throws when the PEM does not load. */
   get(secretKey: string, pem: PemPair): SecureContext {
-    this.#used.add(secretKey)
     const hit = this.#cache.get(secretKey)
     if (hit && hit.cert === pem.cert && hit.key === pem.key) return hit.ctx
     const ctx = createSecureContext({ cert: pem.cert, key: pem.key, minVersion: 'TLSv1.2' })
@@ -78,10 +76,9 @@ export class SecureContextCache {
     return ctx
   }
 
-  /** Forgets Secrets the last build did not use. */
-  sweep(): void {
-    for (const k of this.#cache.keys()) if (!this.#used.has(k)) this.#cache.delete(k)
-    this.#used.clear()
+  /** Forgets the Secrets not in `keep` (those the current route table reads). */
+  sweep(keep: ReadonlySet<string>): void {
+    for (const k of this.#cache.keys()) if (!keep.has(k)) this.#cache.delete(k)
   }
 }
 

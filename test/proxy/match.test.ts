@@ -7,12 +7,17 @@ import type { Ingress, KubeObject } from '../../model/objects.ts'
 import { Store } from '../../model/store.ts'
 import { ProxyMetrics } from '../../proxy/metrics.ts'
 import { DEFAULT_PATH_OPTIONS } from '../../proxy/http/normalize.ts'
-import { compile, route, CONTROLLER_ID, type CompileResult } from '../../proxy/routes/route-table.ts'
+import { compile, type CompileResult } from '../../proxy/routes/compile.ts'
+import { route, CONTROLLER_ID } from '../../proxy/routes/route-table.ts'
 import { SecureContextCache } from '../../proxy/tls.ts'
 import { EndpointRegistry } from '../../proxy/upstream.ts'
 import { ingress, meta, pod, service, tlsSecret, type PathSpec } from './helpers.ts'
 
-function build(objects: KubeObject[], lastGood = new Map<string, Ingress>(), ingressClass = 'meshlet'): CompileResult {
+function build(
+  objects: KubeObject[],
+  lastGood: ReadonlyMap<string, Ingress> = new Map(),
+  ingressClass = 'meshlet',
+): CompileResult {
   const store = new Store({ nodeName: 'n', serviceCidrs: [] })
   store.setObjects(objects, [])
   const snapshot = store.flush()!
@@ -230,9 +235,9 @@ t.test('per-Ingress validation rejects one Ingress, keeps the others (§1.2)', a
     ['relative', ingress('x', [{ host: 'h', paths: [['a', 'Prefix', 's']] }]), /absolute path/],
     ['impl relative', ingress('x', [{ host: 'h', paths: [['a', 'ImplementationSpecific', 's']] }]), /must start with/],
     ['ends /.', ingress('x', [{ host: 'h', paths: [['/a/.', 'Prefix', 's']] }]), /must not end/],
-    ['bad host', ingress('x', [{ host: 'Bad_Host', paths: [['/', 'Prefix', 's']] }]), /RFC 1123/],
+    ['bad host', ingress('x', [{ host: 'Bad_Host', paths: [['/', 'Prefix', 's']] }]), /DNS-1123 subdomain/],
     ['ip host', ingress('x', [{ host: '10.0.0.1', paths: [['/', 'Prefix', 's']] }]), /not an IP/],
-    ['star alone', ingress('x', [{ host: '*', paths: [['/', 'Prefix', 's']] }]), /wildcard|RFC 1123/],
+    ['star alone', ingress('x', [{ host: '*', paths: [['/', 'Prefix', 's']] }]), /wildcard|DNS-1123/],
     ['inner star', ingress('x', [{ host: 'a.*.com', paths: [['/', 'Prefix', 's']] }]), /wildcard/],
     ['empty', ingress('x', []), /either rules or defaultBackend/],
     [
@@ -267,18 +272,65 @@ t.test('per-Ingress validation rejects one Ingress, keeps the others (§1.2)', a
 })
 
 t.test('a now-invalid Ingress keeps its last good version serving (§1.2)', async (t) => {
-  const lastGood = new Map<string, Ingress>()
   const v1 = ingress('x', [{ host: 'h', paths: [['/v1', 'Prefix', 's']] }])
-  let r = build([v1], lastGood)
+  let r = build([v1])
   t.equal(who(r, 'h', '/v1'), 'Prefix /v1 → s')
   const v2 = ingress('x', [{ host: 'h', paths: [['/v2/../x', 'Prefix', 's']] }])
-  r = build([v2], lastGood)
+  const kept = r.lastGood
+  r = build([v2], kept)
+  t.equal(kept.get('default/x'), v1, 'the input map is not changed')
+  t.equal(kept.size, 1)
   const st = r.ingresses[0]!
   t.equal(st.state, 'rejected')
   t.equal(st.servingLastGood, true)
   t.equal(who(r, 'h', '/v1'), 'Prefix /v1 → s')
-  build([], lastGood)
-  t.equal(lastGood.size, 0, 'deleted Ingresses are forgotten')
+  t.equal(r.lastGood.get('default/x'), v1, 'the last good version stays while the current one is rejected')
+  r = build([], r.lastGood)
+  t.equal(r.lastGood.size, 0, 'deleted Ingresses are forgotten')
+})
+
+t.test('recompiling reuses the work of Ingresses whose objects did not change (issue 14)', async (t) => {
+  const store = new Store({ nodeName: 'n', serviceCidrs: [] })
+  const endpoints = new EndpointRegistry()
+  t.teardown(() => endpoints.closeAll(Date.now()))
+  const metrics = new ProxyMetrics(new Registry())
+  const contexts = new SecureContextCache()
+  const objects = (aPort: number): KubeObject[] => [
+    service('a'),
+    pod('a1', 'a', '10.0.0.1', aPort),
+    // Another namespace: a Pod change reaches the selector Services of its own namespace only (model/build-snapshot.ts).
+    service('b', { ns: 'other' }),
+    pod('b1', 'b', '10.0.0.2', 8080, { ns: 'other' }),
+    ingress('ia', [{ host: 'a.test', paths: [['/', 'Prefix', 'a']] }]),
+    ingress('ib', [{ host: 'b.test', paths: [['/', 'Prefix', 'b']] }], { ns: 'other' }),
+    ingress('ib-canary', [{ host: 'b.test', paths: [['/', 'Prefix', 'a']] }], {
+      annotations: { 'nginx.ingress.kubernetes.io/canary': 'true', 'nginx.ingress.kubernetes.io/canary-weight': '10' },
+    }),
+  ]
+  const run = (objs: KubeObject[], previous: CompileResult | null): CompileResult => {
+    store.setObjects(objs, [])
+    const snapshot = store.flush()!
+    return compile({
+      snapshot,
+      ingressClass: 'meshlet',
+      pathOptions: DEFAULT_PATH_OPTIONS,
+      endpoints,
+      metrics,
+      contexts,
+      lastGood: previous?.lastGood ?? new Map(),
+      previous,
+    })
+  }
+  const r1 = run(objects(8080), null)
+  const r2 = run(objects(9090), r1)
+  t.equal(r2.units.get('other/ib'), r1.units.get('other/ib'), 'an Ingress whose Service is unchanged is reused')
+  t.not(r2.units.get('default/ia'), r1.units.get('default/ia'), 'an Ingress whose Service changed is compiled again')
+  t.equal(route(r2.table, 'a.test', '/')!.backend.group!.endpoints[0]!.port, 9090, 'and routes to the new endpoint')
+  const b1 = route(r1.table, 'b.test', '/')!
+  const b2 = route(r2.table, 'b.test', '/')!
+  t.equal(b2.canary?.backend.group!.endpoints[0]!.port, 9090, 'the canary of a reused route is attached afresh')
+  t.equal(b1.canary?.backend.group!.endpoints[0]!.port, 8080, 'the previous table is left as it was')
+  t.equal(r1.units.get('other/ib')!.primaries[0]!.route.canary, null, 'routes of a unit are never changed')
 })
 
 t.test('backends: port by number, by name, targetPort fallback, missing Service (§1.3.7)', async (t) => {
