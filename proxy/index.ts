@@ -34,7 +34,7 @@ import { unroutedCode, writeRawStatus } from './http/status.ts'
 import { H1Engine, rawEngineAvailable } from './h1/engine.ts'
 import { ProxyMetrics } from './metrics.ts'
 import { DEFAULT_PATH_OPTIONS, type PathOptions } from './http/normalize.ts'
-import { compile, type CompileResult } from './routes/compile.ts'
+import { compile, describeRoutes, type CompileResult } from './routes/compile.ts'
 import type { IngressState } from './routes/route-table.ts'
 import { generateSelfSigned, pickContext, SecureContextCache, type PemPair } from './tls.ts'
 import { EndpointRegistry } from './upstream.ts'
@@ -364,7 +364,7 @@ export class ProxyPlane implements Plane {
         ]),
       ),
       ingresses: r?.ingresses ?? [],
-      routes: r?.routes ?? [],
+      routes: r !== null ? describeRoutes(r.table) : [],
       // Requests answered before a route was chosen (404 no route, 405, 400...), counted by catalogue code.
       unrouted: this.#unrouted(),
       defaultBackend: r?.table.defaultRoute

@@ -59,7 +59,6 @@ export interface CompileResult {
   /** Every endpoint a route may use (the rest are retired). */
   readonly live: Set<Endpoint>
   readonly ingresses: IngressStatus[]
-  readonly routes: RouteStatus[]
   readonly conflicts: string[]
   readonly notes: string[]
   /** Every backend of this table, for the next compile to reuse. */
@@ -494,7 +493,6 @@ function merge(
     table,
     live,
     ingresses,
-    routes: describe(table),
     conflicts,
     notes,
     backends,
@@ -671,8 +669,11 @@ function tlsIndex(
   }
 }
 
-/** /status `routes`: every route of the table, vhost by vhost, then the default backend. */
-function describe(t: RouteTable): RouteStatus[] {
+/**
+ * /status `routes`: every route of the table, vhost by vhost, then the default backend. Computed when /status is
+ * read, not per compile: at 10,000 routes it is a good part of the merge's cost.
+ */
+export function describeRoutes(t: RouteTable): RouteStatus[] {
   const one = (r: Route): RouteStatus => {
     const endpoints = r.backend.group?.endpoints.length ?? 0
     return {
