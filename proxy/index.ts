@@ -34,7 +34,7 @@ import { unroutedCode, writeRawStatus } from './http/status.ts'
 import { H1Engine, rawEngineAvailable } from './h1/engine.ts'
 import { ProxyMetrics } from './metrics.ts'
 import { DEFAULT_PATH_OPTIONS, type PathOptions } from './http/normalize.ts'
-import { compile, describeRoutes, type CompileResult } from './routes/compile.ts'
+import { compile, describeRoutes, routeStats, type CompileResult } from './routes/compile.ts'
 import type { IngressState } from './routes/route-table.ts'
 import { generateSelfSigned, pickContext, SecureContextCache, type PemPair } from './tls.ts'
 import { EndpointRegistry } from './upstream.ts'
@@ -317,6 +317,7 @@ export class ProxyPlane implements Plane {
     this.#fwd.table = result.table
     this.#endpoints.sweep(result.live)
     this.#contexts.sweep(result.secrets)
+    this.#metrics.retain(routeStats(result))
     const before = new Map<string, IngressState>((this.#result?.ingresses ?? []).map((i) => [i.ingress, i.state]))
     for (const i of result.ingresses) {
       if (before.get(i.ingress) === i.state) continue

@@ -1,133 +1,81 @@
-// Metrics per Ingress path and Service. The request path only bumps plain numbers on a RouteStats object the route
-// table holds (prom-client's labels().inc() hashes the label set on every call); the registered metrics read those
-// objects when /metrics is scraped. RouteStats outlive route tables, so counters survive reloads.
+// Metrics per Ingress path and Service, through prom-client's documented API. The request path bumps plain numbers
+// on a RouteStats object the route table holds (status classes and connect errors: the counters read them in their
+// `collect()` at scrape time), and observes its duration on the prom-client histogram with the route's label object
+// made once. RouteStats outlive route tables, so counters survive reloads; a route that leaves the table has its
+// series removed (`retain`), so removed Ingresses do not stay in /metrics forever.
 
-import type { Registry } from 'prom-client'
+import { Counter, Histogram, type Registry } from 'prom-client'
 
 /** Latency buckets, seconds. */
 export const BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
+const CLASSES = ['', '1xx', '2xx', '3xx', '4xx', '5xx']
+
+type RouteLabels = { readonly ingress: string; readonly path: string; readonly service: string }
+
 export class RouteStats {
-  readonly labels: { ingress: string; path: string; service: string }
+  readonly labels: RouteLabels
   /** Responses by status class: index 1..5 = 1xx..5xx. */
   readonly byClass = [0, 0, 0, 0, 0, 0]
-  readonly buckets = new Float64Array(BUCKETS.length)
-  sum = 0
-  count = 0
   connectErrors = 0
+  /** Set when its route left every table: a request still in flight on an old table no longer reports. */
+  removed = false
+  readonly #duration: Histogram<'ingress' | 'path' | 'service'>
 
-  constructor(ingress: string, path: string, service: string) {
-    this.labels = { ingress, path, service }
+  constructor(labels: RouteLabels, duration: Histogram<'ingress' | 'path' | 'service'>) {
+    this.labels = labels
+    this.#duration = duration
   }
 
   observe(status: number, seconds: number): void {
+    if (this.removed) return
     const c = (status / 100) | 0
     if (c >= 1 && c <= 5) this.byClass[c]!++
-    this.sum += seconds
-    this.count++
-    for (let i = 0; i < BUCKETS.length; i++) {
-      if (seconds <= BUCKETS[i]!) {
-        this.buckets[i]!++
-        break
-      }
-    }
+    this.#duration.observe(this.labels, seconds)
   }
-}
-
-type Value = { labels: Record<string, string | number>; value: number; metricName?: string }
-
-/** A metric read from RouteStats at scrape time (the shape prom-client's Registry expects of a metric). */
-class StatsMetric {
-  readonly name: string
-  readonly help: string
-  readonly type: 'counter' | 'histogram'
-  readonly aggregator = 'sum'
-  readonly #read: () => Value[]
-  constructor(name: string, help: string, type: 'counter' | 'histogram', read: () => Value[]) {
-    this.name = name
-    this.help = help
-    this.type = type
-    this.#read = read
-  }
-  get(): { name: string; help: string; type: string; values: Value[]; aggregator: string } {
-    return { name: this.name, help: this.help, type: this.type, values: this.#read(), aggregator: this.aggregator }
-  }
-  reset(): void {}
 }
 
 export class ProxyMetrics {
   readonly #stats = new Map<string, RouteStats>()
   /** Requests answered without a route (400, 404, 405): by status. */
   readonly unrouted = new Map<number, number>()
+  readonly #duration: Histogram<'ingress' | 'path' | 'service'>
 
   constructor(registry: Registry) {
-    const classes = ['', '1xx', '2xx', '3xx', '4xx', '5xx']
-    const reg = (m: StatsMetric) => registry.registerMetric(m as never)
-    reg(
-      new StatsMetric(
-        'meshlet_proxy_requests_total',
-        'Requests by Ingress path, Service and status class',
-        'counter',
-        () => {
-          const out: Value[] = []
-          for (const s of this.#stats.values()) {
-            for (let c = 1; c <= 5; c++) {
-              if (s.byClass[c]! > 0) out.push({ labels: { ...s.labels, code: classes[c]! }, value: s.byClass[c]! })
-            }
-          }
-          for (const [status, n] of this.unrouted) {
-            out.push({
-              labels: { ingress: '', path: '', service: '', code: classes[(status / 100) | 0] ?? 'other' },
-              value: n,
-            })
-          }
-          return out
-        },
-      ),
-    )
-    reg(
-      new StatsMetric(
-        'meshlet_proxy_request_duration_seconds',
-        'Time from request to end of response, by Ingress path and Service',
-        'histogram',
-        () => {
-          const out: Value[] = []
-          for (const s of this.#stats.values()) {
-            if (s.count === 0) continue
-            let acc = 0
-            for (let i = 0; i < BUCKETS.length; i++) {
-              acc += s.buckets[i]!
-              out.push({
-                labels: { ...s.labels, le: BUCKETS[i]! },
-                value: acc,
-                metricName: 'meshlet_proxy_request_duration_seconds_bucket',
-              })
-            }
-            out.push({
-              labels: { ...s.labels, le: '+Inf' },
-              value: s.count,
-              metricName: 'meshlet_proxy_request_duration_seconds_bucket',
-            })
-            out.push({ labels: s.labels, value: s.sum, metricName: 'meshlet_proxy_request_duration_seconds_sum' })
-            out.push({ labels: s.labels, value: s.count, metricName: 'meshlet_proxy_request_duration_seconds_count' })
-          }
-          return out
-        },
-      ),
-    )
-    reg(
-      new StatsMetric(
-        'meshlet_proxy_upstream_connect_errors_total',
-        'Failed connections to endpoints, by Ingress path and Service',
-        'counter',
-        () => {
-          const out: Value[] = []
-          for (const s of this.#stats.values())
-            if (s.connectErrors > 0) out.push({ labels: s.labels, value: s.connectErrors })
-          return out
-        },
-      ),
-    )
+    const stats = this.#stats
+    const unrouted = this.unrouted
+    new Counter({
+      name: 'meshlet_proxy_requests_total',
+      help: 'Requests by Ingress path, Service and status class',
+      labelNames: ['ingress', 'path', 'service', 'code'],
+      registers: [registry],
+      // Counted on RouteStats (no label hashing per request), copied here when /metrics is read.
+      collect() {
+        this.reset()
+        for (const s of stats.values())
+          for (let c = 1; c <= 5; c++)
+            if (s.byClass[c]! > 0) this.inc({ ...s.labels, code: CLASSES[c]! }, s.byClass[c]!)
+        for (const [status, n] of unrouted)
+          this.inc({ ingress: '', path: '', service: '', code: CLASSES[(status / 100) | 0] ?? 'other' }, n)
+      },
+    })
+    new Counter({
+      name: 'meshlet_proxy_upstream_connect_errors_total',
+      help: 'Failed connections to endpoints, by Ingress path and Service',
+      labelNames: ['ingress', 'path', 'service'],
+      registers: [registry],
+      collect() {
+        this.reset()
+        for (const s of stats.values()) if (s.connectErrors > 0) this.inc(s.labels, s.connectErrors)
+      },
+    })
+    this.#duration = new Histogram({
+      name: 'meshlet_proxy_request_duration_seconds',
+      help: 'Time from request to end of response, by Ingress path and Service',
+      labelNames: ['ingress', 'path', 'service'],
+      buckets: BUCKETS,
+      registers: [registry],
+    })
   }
 
   /** The stats object for one (Ingress, path, Service), created once and kept across route tables. */
@@ -135,10 +83,20 @@ export class ProxyMetrics {
     const key = `${ingress}\u0000${path}\u0000${service}`
     let s = this.#stats.get(key)
     if (!s) {
-      s = new RouteStats(ingress, path, service)
+      s = new RouteStats({ ingress, path, service }, this.#duration)
       this.#stats.set(key, s)
     }
     return s
+  }
+
+  /** Drops the series of every route not in `live` (the routes of the current table): its Ingress or path is gone. */
+  retain(live: ReadonlySet<RouteStats>): void {
+    for (const [key, s] of this.#stats) {
+      if (live.has(s)) continue
+      s.removed = true
+      this.#stats.delete(key)
+      this.#duration.remove(s.labels)
+    }
   }
 
   countUnrouted(status: number): void {

@@ -17,7 +17,7 @@ import { objectKey } from '../../model/objects.ts'
 import type { ServiceState, Snapshot } from '../../model/snapshot.ts'
 import { ingressHostProblem, ingressPathProblem } from '../../model/validate-ingress.ts'
 import { normalizePath, type PathOptions } from '../http/normalize.ts'
-import type { ProxyMetrics } from '../metrics.ts'
+import type { ProxyMetrics, RouteStats } from '../metrics.ts'
 import type { SecureContextCache, TlsIndex } from '../tls.ts'
 import { UpstreamGroup, usableEndpoints, type Endpoint, type EndpointRegistry } from '../upstream.ts'
 import { parseAnnotations, type IngressConfig } from './annotations.ts'
@@ -667,6 +667,20 @@ function tlsIndex(
     tlsHosts,
     tlsWild,
   }
+}
+
+/**
+ * The stats of every route the Ingresses define, served or not (a conflict's loser may win in a later table while
+ * its unit is reused): the metrics of all others can go.
+ */
+export function routeStats(result: CompileResult): Set<RouteStats> {
+  const out = new Set<RouteStats>()
+  for (const u of result.units.values()) {
+    for (const c of u.primaries) out.add(c.route.stats)
+    for (const c of u.canaries) out.add(c.route.stats)
+    if (u.defaultRoute !== null) out.add(u.defaultRoute.stats)
+  }
+  return out
 }
 
 /**

@@ -382,6 +382,24 @@ engineTest(t, 'metrics per Ingress path and Service', async (t) => {
   )
 })
 
+t.test('a removed Ingress has its series removed from /metrics; the others stay', async (t) => {
+  const { objects } = await withBackends(t, ['web'])
+  const keep = ingress('keep', [{ host: 'k', paths: [['/', 'Prefix', 'web']] }])
+  const gone = ingress('gone', [{ host: 'g', paths: [['/', 'Prefix', 'web']] }])
+  const r = await startRouter(t, [...objects, keep, gone])
+  t.equal((await get(r, 'k', '/')).status, 200)
+  t.equal((await get(r, 'g', '/')).status, 200)
+  let text = await r.metrics.metrics()
+  t.match(text, /meshlet_proxy_requests_total\{ingress="default\/gone",[^}]*\} 1/, 'the series exists while it routes')
+  t.match(text, /meshlet_proxy_request_duration_seconds_count\{ingress="default\/gone",[^}]*\} 1/)
+  r.set([...objects, keep])
+  t.equal((await get(r, 'g', '/')).status, 404, 'the Ingress is gone')
+  text = await r.metrics.metrics()
+  t.notMatch(text, /ingress="default\/gone"/, 'no series of the removed Ingress is left')
+  t.match(text, /meshlet_proxy_requests_total\{ingress="default\/keep",[^}]*code="2xx"\} 1/, 'the others keep counting')
+  t.match(text, /meshlet_proxy_request_duration_seconds_count\{ingress="default\/keep",[^}]*\} 1/)
+})
+
 engineTest(
   t,
   'access log: one line per request with method, host, path, status, upstream, durations, bytes',
