@@ -20,7 +20,17 @@ import { closesConnection, isConnectFailure, replyBody, unroutedCode } from '../
 type DownstreamRequest = IncomingMessage
 type DownstreamResponse = ServerResponse
 
-const kExchange = Symbol('meshlet.exchange')
+/** The Exchange of a request and its response, for their event handlers (shared functions, no closures). */
+const kExchange: unique symbol = Symbol('meshlet.exchange')
+
+declare module 'node:http' {
+  interface IncomingMessage {
+    [kExchange]?: Exchange
+  }
+  interface ServerResponse {
+    [kExchange]?: Exchange
+  }
+}
 
 /** A built-in answer (no upstream) on a node:http or node:http2 response: plain text, X-Request-ID, counted. */
 export function reply(
@@ -82,22 +92,22 @@ async function* limitBody(ex: Exchange, req: DownstreamRequest, limit: number): 
 }
 
 function onResClose(this: DownstreamResponse): void {
-  const ex = (this as unknown as Record<symbol, Exchange | undefined>)[kExchange]
+  const ex = this[kExchange]
   if (ex !== undefined && !ex.done) ex.clientGone()
 }
 
 function onResDrain(this: DownstreamResponse): void {
-  const ex = (this as unknown as Record<symbol, Exchange | undefined>)[kExchange]
+  const ex = this[kExchange]
   if (ex !== undefined && ex.resume !== null) ex.resume()
 }
 
 function onReqPause(this: DownstreamRequest): void {
-  const ex = (this as unknown as Record<symbol, Exchange | undefined>)[kExchange]
+  const ex = this[kExchange]
   if (ex !== undefined) ex.armSendTimer()
 }
 
 function onReqResume(this: DownstreamRequest): void {
-  const ex = (this as unknown as Record<symbol, Exchange | undefined>)[kExchange]
+  const ex = this[kExchange]
   if (ex !== undefined) ex.clearSendTimer()
 }
 
@@ -210,7 +220,7 @@ export class Exchange extends ExchangeBase {
       return
     }
     const req = this.req
-    ;(res as unknown as Record<symbol, Exchange>)[kExchange] = this
+    res[kExchange] = this
     if (this.contentLength !== null && this.contentLength !== '0') this.opts.body = req
     else if (
       this.chunked ||
@@ -219,7 +229,7 @@ export class Exchange extends ExchangeBase {
       this.opts.body = limitBody(this, req, cfg.bodySizeLimit)
     }
     if (this.opts.body === req) {
-      ;(req as unknown as Record<symbol, Exchange>)[kExchange] = this
+      req[kExchange] = this
       req.on('pause', onReqPause)
       req.on('resume', onReqResume)
     }

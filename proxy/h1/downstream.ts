@@ -24,6 +24,15 @@ import {
 } from './parser.ts'
 import type { UpstreamConn } from './upstream-conn.ts'
 
+/** The Downstream of a client socket, for the socket's event handlers (shared functions: no closure per connection). */
+const kDown: unique symbol = Symbol('meshlet.downstream')
+
+declare module 'node:net' {
+  interface Socket {
+    [kDown]?: Downstream
+  }
+}
+
 /** Node's default header limit (--max-http-header-size). */
 const MAX_HEADER_SIZE = 16384
 
@@ -80,7 +89,7 @@ export class Downstream implements ExchangeClient, ParserOwner {
     this.remote = socket.remoteAddress ?? ''
     this.idleSince = Date.now()
     this.parser = takeParser(PARSER_REQUEST, this, MAX_HEADER_SIZE)
-    ;(socket as unknown as { [kDown]: Downstream })[kDown] = this
+    socket[kDown] = this
     socket.setNoDelay(true)
     const h = (socket as unknown as { _handle: StreamHandle | null })._handle
     if (h !== null && h.isStreamBase === true && h._consumed !== true) {
@@ -360,10 +369,8 @@ export class Downstream implements ExchangeClient, ParserOwner {
   }
 }
 
-const kDown = Symbol('meshlet.downstream')
-
 function downOf(s: Socket): Downstream {
-  return (s as unknown as { [kDown]: Downstream })[kDown]
+  return s[kDown]!
 }
 
 function downOnData(this: Socket, chunk: Buffer): void {

@@ -16,6 +16,15 @@ import {
   type StreamHandle,
 } from './parser.ts'
 
+/** The UpstreamConn of an endpoint socket, for the socket's event handlers (shared functions, no closures). */
+const kUp: unique symbol = Symbol('meshlet.upstream')
+
+declare module 'node:net' {
+  interface Socket {
+    [kUp]?: UpstreamConn
+  }
+}
+
 /** What a connection needs of the exchange it serves (H1Exchange). */
 export interface ConnUser {
   /** A HEAD request: the response has no body whatever its headers say. */
@@ -131,7 +140,7 @@ export class UpstreamConn implements ParserOwner {
     all.add(this)
     const s = connect({ host: ep.host, port: ep.port, noDelay: true })
     this.socket = s
-    ;(s as unknown as { [kUp]: UpstreamConn })[kUp] = this
+    s[kUp] = this
     const h = (s as unknown as { _handle: StreamHandle | null })._handle
     if (h !== null && h.isStreamBase === true && h._consumed !== true) {
       h._consumed = true
@@ -266,10 +275,8 @@ export class UpstreamConn implements ParserOwner {
   }
 }
 
-const kUp = Symbol('meshlet.upstream')
-
 function upOf(s: Socket): UpstreamConn {
-  return (s as unknown as { [kUp]: UpstreamConn })[kUp]
+  return s[kUp]!
 }
 
 function upOnConnect(this: Socket): void {
