@@ -6,6 +6,8 @@
 //   ─► build virtual hosts, resolve conflicts (§1.3.5–6) ─► attach canaries ─► TLS index (§1.3.10) ─► describe
 //
 // The last good version of each Ingress (§1.2) is the caller's: it passes the map in and keeps the new one returned.
+// (Over 500 lines on purpose: one pipeline whose stages read top to bottom in the order they run, sharing the
+// IngressUnit shape; split, each half would be meaningless without the other.)
 //
 // Scale (issue 14): Snapshots share unchanged objects (model/build-snapshot.ts), so an Ingress whose object, last
 // good version, Services and Secrets are the same objects as in the previous compile gets its previous IngressUnit
