@@ -10,6 +10,7 @@ import type { Store } from '../model/store.ts'
 import { connect } from './client.ts'
 import { EtcdSource } from './source.ts'
 import { NodeLease, nodeAddresses } from './node-lease.ts'
+import { L2Owners } from './l2-owners.ts'
 import type { Plane } from '../model/plane.ts'
 
 export interface EtcdDeps {
@@ -46,10 +47,26 @@ export function startEtcd(etcd: EtcdOptions, deps: EtcdDeps): EtcdMode {
     onCutOff: (reason) => source.setCutOff('lease', reason === null ? null : `node lease keepalive failing: ${reason}`),
   })
   void lease.start()
+  // Claims only matter where an address is put on an interface and answered by ARP (MetalLB's L2 mode).
+  const vipInterface = deps.options.vipMode === 'interface' ? deps.options.vipInterface : null
+  const owners =
+    vipInterface === null
+      ? null
+      : new L2Owners({
+          client,
+          prefix: etcd.prefix,
+          node: deps.options.nodeName,
+          vipInterface,
+          store: deps.store,
+          lease: () => lease.heldLease(),
+          log,
+        })
+  owners?.start()
   return {
     source,
     planes: [source, lease],
     async close() {
+      await owners?.close()
       await lease.close()
       await source.close()
       client.close()

@@ -168,6 +168,11 @@ export class NodeLease implements Plane {
     if (!this.#closed) this.#tick = setTimeout(() => void this.#keep(), Math.max(0, sentAt + periodMs - this.#now()))
   }
 
+  /** The lease id while this node holds its lease and its key is written, else null (l2-owners.ts claims on it). */
+  heldLease(): string | null {
+    return this.#held && this.#published ? this.#leaseId : null
+  }
+
   ready(): boolean {
     return true
   }
