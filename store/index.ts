@@ -44,12 +44,13 @@ export function startEtcd(etcd: EtcdOptions, deps: EtcdDeps): EtcdMode {
     info: { addresses: nodeAddresses(), adminPort: deps.options.admin?.port ?? null, version: deps.version },
     log,
     onLive: (names) => deps.store.setLiveNodes(names),
+    beforeRevoke: async (): Promise<void> => owners?.withdraw(),
     onCutOff: (reason) => source.setCutOff('lease', reason === null ? null : `node lease keepalive failing: ${reason}`),
   })
   void lease.start()
   // Claims only matter where an address is put on an interface and answered by ARP (MetalLB's L2 mode).
   const vipInterface = deps.options.vipMode === 'interface' ? deps.options.vipInterface : null
-  const owners =
+  const owners: L2Owners | null =
     vipInterface === null
       ? null
       : new L2Owners({
@@ -58,7 +59,7 @@ export function startEtcd(etcd: EtcdOptions, deps: EtcdDeps): EtcdMode {
           node: deps.options.nodeName,
           vipInterface,
           store: deps.store,
-          lease: () => lease.heldLease(),
+          lease: (): string | null => lease.heldLease(),
           log,
         })
   owners?.start()

@@ -195,14 +195,36 @@ export class L2Owners {
       }
       const key = ownerKey(this.#o.prefix, ip)
       const res = await client.if(key, 'Mod', '==', c.mod).then(client.delete().key(key)).commit()
-      if (res.succeeded)
-        this.#log.info({ ip, previousRun: c.lease !== lease }, 'LoadBalancer address released (claim deleted)')
+      if (!res.succeeded) continue
+      this.#claims.delete(ip)
+      this.#log.info({ ip, previousRun: c.lease !== lease }, 'LoadBalancer address released (claim deleted)')
     }
     for (const [ip, w] of wish) {
       if (w !== me || this.#claims.has(ip)) continue
       const key = ownerKey(this.#o.prefix, ip)
       const res = await client.if(key, 'Create', '==', 0).then(client.put(key).value(me).lease(lease)).commit()
-      if (res.succeeded) this.#log.info({ ip, lease }, 'LoadBalancer address claimed')
+      if (!res.succeeded) continue
+      this.#log.info({ ip, lease }, 'LoadBalancer address claimed')
+      // Known now, at the revision the transaction wrote: lb need not wait for the watch to bring it back.
+      this.#claims.set(ip, { node: me, lease, mod: res.header.revision })
+      this.#again = true
+    }
+  }
+
+  /**
+   * Stopping (SIGTERM): takes this node's claimed addresses off the interface before the lease is revoked. Revoking
+   * deletes the claims and another node claims at once, while lb may keep the address until its drain ends; removed
+   * first, the address is never on two nodes. Connections already open on it keep draining on their sockets.
+   */
+  async withdraw(): Promise<void> {
+    this.#closed = true
+    // Any claim of this node: by now the lease plane counts itself out, so its id is no longer at hand.
+    for (const [ip, c] of this.#claims) {
+      if (c.node !== this.#o.node || !this.#onInterface(ip)) continue
+      await this.#removeAddress(ip).catch((err: unknown) =>
+        this.#log.warn({ ip, err: String(err) }, 'address removal before the lease revocation failed'),
+      )
+      this.#log.info({ ip }, 'stopping: address removed before the lease revocation')
     }
   }
 

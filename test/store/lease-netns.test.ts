@@ -354,6 +354,35 @@ async function run(t: Test) {
   t.comment(`timing heal → caught up (web2 seen, lease held): ${Date.now() - healAt} ms`)
   await until('one announcer after the heal', async () => (await holders()).length === 1, 10000, 50)
   t.pass('one announcer after the heal')
+
+  // SIGTERM of the owner: it takes the address off its interface before revoking its lease (its claim goes with
+  // the lease), so the next node adds it only after; the takeover does not wait for the lease TTL.
+  const stopping = (await holders())[0]!
+  const mark = events.length
+  const termAt = Date.now()
+  await meshlets[stopping]!.stop('SIGTERM')
+  const takenOver = await until(
+    'another node holds the address after the SIGTERM',
+    async () => ((await holders()).some((n) => n !== stopping) ? Date.now() : null),
+    15000,
+    20,
+  )
+  await new Promise((r) => setTimeout(r, 300))
+  const termHeld = new Set<NodeName>([stopping])
+  let termOverlap = 0
+  for (const e of events.slice(mark)) {
+    if (e.add) {
+      if ([...termHeld].some((n) => n !== e.node)) termOverlap++
+      termHeld.add(e.node)
+    } else termHeld.delete(e.node)
+  }
+  t.comment(
+    `SIGTERM of ${stopping} → another node announces: ${takenOver - termAt} ms; events ${events
+      .slice(mark)
+      .map((e) => `${e.node}${e.add ? '+' : '-'}@${e.at - termAt}`)
+      .join(' ')}`,
+  )
+  t.equal(termOverlap, 0, 'SIGTERM: no node added the address while the stopping one held it')
 }
 
 t.test(
