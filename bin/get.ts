@@ -6,11 +6,6 @@ import { stringify } from 'yaml'
 import { AdminError } from '../admin/errors.ts'
 import { hostname } from 'node:os'
 import { parseCidr } from '../model/ip.ts'
-import { snapshotStatus } from '../admin/server.ts'
-import { poolUsage } from '../lb/pool-usage.ts'
-import { connect } from '../store/client.ts'
-import { readStore } from '../store/read.ts'
-import { StoreError } from '../store/errors.ts'
 import { UP_FLAGS, UsageError, etcdOptions, helpText, parseFlags, parseListen } from './cli-options.ts'
 
 export const GET_FLAGS = {
@@ -261,6 +256,14 @@ async function fromStore(
     if (!c) throw new UsageError(`--service-cidr: "${text}" is not a CIDR`)
     return c
   })
+  // Loaded only here: `get` against a running node (the common case) starts without the etcd client.
+  const [{ snapshotStatus }, { poolUsage }, { connect }, { readStore }, { StoreError }] = await Promise.all([
+    import('../admin/server.ts'),
+    import('../lb/pool-usage.ts'),
+    import('../store/client.ts'),
+    import('../store/read.ts'),
+    import('../store/errors.ts'),
+  ])
   const client = connect(etcd)
   try {
     const view = await readStore(client, etcd.prefix, { nodeName: hostname(), serviceCidrs }).catch((err: unknown) => {
