@@ -4,7 +4,9 @@
 
 import { stringify } from 'yaml'
 import { AdminError } from '../admin/errors.ts'
-import { UsageError, helpText, parseFlags, parseListen } from './cli-options.ts'
+import { hostname } from 'node:os'
+import { parseCidr } from '../model/ip.ts'
+import { UP_FLAGS, UsageError, etcdOptions, helpText, parseFlags, parseListen } from './cli-options.ts'
 
 export const GET_FLAGS = {
   namespace: { type: 'string', short: 'n', default: 'default', help: 'the namespace shown' },
@@ -12,6 +14,18 @@ export const GET_FLAGS = {
   output: { type: 'string', short: 'o', help: 'wide (more columns), json or yaml (the rows as data)' },
   admin: { type: 'string', default: '127.0.0.1:9901', help: "the running meshlet's admin address" },
   help: { type: 'boolean', short: 'h', help: 'show this help' },
+  store: {
+    type: 'string',
+    help: 'etcd://HOST:PORT[,HOST:PORT...]: read the stored objects instead of a running meshlet (store/README.md)',
+  },
+  'etcd-prefix': UP_FLAGS['etcd-prefix'],
+  'etcd-cacert': UP_FLAGS['etcd-cacert'],
+  'etcd-cert': UP_FLAGS['etcd-cert'],
+  'etcd-key': UP_FLAGS['etcd-key'],
+  'service-cidr': {
+    ...UP_FLAGS['service-cidr'],
+    help: 'with --store: where ClusterIPs are allocated from, as on the nodes',
+  },
 } as const
 
 const RESOURCES = ['services', 'endpoints', 'ingresses', 'pools', 'pods'] as const
@@ -207,6 +221,63 @@ export function renderTable(table: readonly Row[]): string {
   return [line(cols), ...table.map((r) => line(cols.map((c) => String(r[c] ?? ''))))].join('\n') + '\n'
 }
 
+async function fromAdmin(address: string): Promise<Status> {
+  const admin = parseListen('admin', address)
+  if (admin === null) throw new UsageError('--admin: an address is needed')
+  const host = admin.host.includes(':') ? `[${admin.host}]` : admin.host
+  const url = `http://${host}:${admin.port}/status`
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(5000) })
+    if (res.status !== 200) throw new Error(`HTTP ${res.status}`)
+    return (await res.json()) as Status
+  } catch (err) {
+    const cause = (err as Error & { cause?: Error }).cause?.message ?? (err as Error).message
+    throw new AdminError(
+      'MLT_ADMIN_UNREACHABLE',
+      `cannot read ${url}: ${cause} (is meshlet up, with --admin ${admin.host}:${admin.port}?)`,
+    )
+  }
+}
+
+/**
+ * The objects in etcd built into a Snapshot as a node builds it (store/read.ts): Services, endpoints, Pods and
+ * pools without any node running. Readiness is what the objects declare (probe verdicts live on the nodes), and
+ * addresses are what a node with these --service-cidr allocates from the objects.
+ */
+async function fromStore(
+  etcd: NonNullable<ReturnType<typeof etcdOptions>>,
+  v: Record<string, string | string[] | boolean | undefined>,
+  resource: Resource,
+): Promise<Status> {
+  if (resource === 'ingresses')
+    throw new UsageError('get ingresses: the routes are compiled by a running node; use --admin, not --store')
+  const serviceCidrs = (v['service-cidr'] as string).split(',').map((text) => {
+    const c = parseCidr(text.trim())
+    if (!c) throw new UsageError(`--service-cidr: "${text}" is not a CIDR`)
+    return c
+  })
+  // Loaded only here: `get` against a running node (the common case) starts without the etcd client.
+  const [{ snapshotStatus }, { poolUsage }, { connect }, { readStore }, { StoreError }] = await Promise.all([
+    import('../admin/server.ts'),
+    import('../lb/pool-usage.ts'),
+    import('../store/client.ts'),
+    import('../store/read.ts'),
+    import('../store/errors.ts'),
+  ])
+  const client = connect(etcd)
+  try {
+    const view = await readStore(client, etcd.prefix, { nodeName: hostname(), serviceCidrs }).catch((err: unknown) => {
+      throw new StoreError('MLT_STORE_UNREACHABLE', `cannot read ${etcd.prefix} from etcd: ${(err as Error).message}`)
+    })
+    return {
+      snapshot: snapshotStatus(view.snapshot) as Status['snapshot'],
+      planes: { lb: { pools: poolUsage(view.snapshot) } },
+    }
+  } finally {
+    client.close()
+  }
+}
+
 export async function get(argv: readonly string[]): Promise<number> {
   const [what, ...rest] = argv
   if (what === undefined || what === '--help' || what === '-h') {
@@ -223,22 +294,8 @@ export async function get(argv: readonly string[]): Promise<number> {
   const output = v.output as string | undefined
   if (output !== undefined && output !== 'wide' && output !== 'json' && output !== 'yaml')
     throw new UsageError(`--output: expected wide, json or yaml, got "${output}"`)
-  const admin = parseListen('admin', v.admin as string)
-  if (admin === null) throw new UsageError('--admin: an address is needed')
-  const host = admin.host.includes(':') ? `[${admin.host}]` : admin.host
-  const url = `http://${host}:${admin.port}/status`
-  let status: Status
-  try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(5000) })
-    if (res.status !== 200) throw new Error(`HTTP ${res.status}`)
-    status = (await res.json()) as Status
-  } catch (err) {
-    const cause = (err as Error & { cause?: Error }).cause?.message ?? (err as Error).message
-    throw new AdminError(
-      'MLT_ADMIN_UNREACHABLE',
-      `cannot read ${url}: ${cause} (is meshlet up, with --admin ${admin.host}:${admin.port}?)`,
-    )
-  }
+  const etcd = etcdOptions(v)
+  const status = etcd === null ? await fromAdmin(v.admin as string) : await fromStore(etcd, v, resource)
   const all = v['all-namespaces'] === true
   const namespace = v.namespace as string
   const selected = rows(resource, status, output === 'wide').filter(

@@ -213,6 +213,7 @@ export class LbPlane implements Plane {
     if (!ch || ch.other || snapshot.version !== previous.version + 1 || this.#vip !== null) return false
     if (this.#conflicts.length > 0 || !sameRecord(previous.nodeLiveness, snapshot.nodeLiveness)) return false
     if (previous.liveNodes !== snapshot.liveNodes) return false // etcd leases: the election may move
+    if (previous.l2Owners !== snapshot.l2Owners) return false // etcd: an address claimed or released
     const node = this.#ctx.options.nodeName
     const zone = snapshot.nodes.find((n) => n.meta.name === node)?.zone ?? null
     const plans: { key: string; svc: ServiceState | undefined }[] = []

@@ -4,6 +4,9 @@
 // Candidates stand in for MetalLB's memberlist: --node (always), plus every declared Node that does not carry the
 // exclude label, whose Ready condition is not False, and that membership/ has not seen dead (never probed = alive).
 // In etcd mode the candidates are the nodes holding a lease (Snapshot.liveNodes), --node only while it holds its own.
+// With recorded claims (Snapshot.l2Owners, etcd mode in interface mode) the rule's choice announces only once its
+// claim is in etcd: the previous owner withdraws, then deletes its claim, and only then can the new one claim
+// (store/l2-owners.ts), so two running nodes never hold the address at once.
 
 import { createHash } from 'node:crypto'
 import type { Snapshot, ServiceState } from '../model/snapshot.ts'
@@ -30,7 +33,15 @@ export function candidates(snapshot: Snapshot): string[] {
   return [...names]
 }
 
+/** The node that announces `ip`: the rule's choice, and with recorded claims only once that node's claim is in. */
 export function electedNode(snapshot: Snapshot, svc: ServiceState, ip: string): string | null {
+  const wish = preferredNode(snapshot, svc, ip)
+  if (!snapshot.l2Owners) return wish
+  return wish !== null && snapshot.l2Owners[ip] === wish ? wish : null
+}
+
+/** MetalLB's rule alone: who should own `ip` by the current candidates, whatever is recorded. */
+export function preferredNode(snapshot: Snapshot, svc: ServiceState, ip: string): string | null {
   const serving = svc.ports.flatMap((p) => p.endpoints).filter((e) => e.serving)
   if (serving.length === 0) return null
   let nodes = candidates(snapshot)

@@ -156,6 +156,13 @@ export interface Snapshot {
    * its own lease. lb/l2-election.ts takes its candidates from here instead of declared Nodes. null in file mode.
    */
   readonly liveNodes?: readonly string[] | null
+  /**
+   * etcd mode with --vip-mode interface: LoadBalancer address → the node whose claim PREFIX/owners/<ip> holds
+   * (store/l2-owners.ts), claimed by transaction on its lease. A node announces an address only while it is both
+   * elected and its claim is recorded, so a newly elected node waits until the previous owner has withdrawn and
+   * released. Absent otherwise.
+   */
+  readonly l2Owners?: Readonly<Record<string, string>>
   /** Relative to the Snapshot of version - 1; absent for the first one (everything is new). */
   readonly changes?: SnapshotChanges
 }

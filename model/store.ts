@@ -17,6 +17,7 @@ export class Store {
   #ejected = new Map<string, string>()
   #liveness = new Map<string, boolean>()
   #liveNodes: readonly string[] | null = null
+  #l2Owners: Readonly<Record<string, string>> | null = null
   #allocations: AllocationState | null = null
   #current: Snapshot | null = null
   #subscribers = new Set<Subscriber>()
@@ -110,11 +111,17 @@ export class Store {
     this.#schedule()
   }
 
+  /** etcd mode: the recorded LoadBalancer address owners (store/l2-owners.ts); null: no ownership records. */
+  setL2Owners(owners: Readonly<Record<string, string>> | null): void {
+    this.#l2Owners = owners
+    this.#schedule()
+  }
+
   /** Builds and publishes now, synchronously (tests and `meshlet check`). */
   flush(): Snapshot | null {
     this.#scheduled = false
     if (!this.#loaded) return null
-    const { snapshot, allocations } = buildSnapshot(
+    const { snapshot: built, allocations } = buildSnapshot(
       {
         version: ++this.#version,
         objects: this.#objects,
@@ -128,6 +135,7 @@ export class Store {
       this.#options,
     )
     this.#allocations = allocations
+    const snapshot = this.#l2Owners === null ? built : { ...built, l2Owners: this.#l2Owners }
     this.#current = snapshot
     for (const fn of this.#subscribers) {
       try {

@@ -7,7 +7,7 @@ import { MeshletError } from '../model/errors.ts'
 export const STORE_ERRORS = {
   /** --store is neither `file` nor `etcd://HOST:PORT[,HOST:PORT…]`, or a TLS flag names a file that cannot be read. */
   MLT_STORE_OPTION: 'store option invalid',
-  /** etcd did not answer `apply` or `delete` (every endpoint down, or the request timed out): nothing was written. */
+  /** etcd did not answer `apply`, `delete` or `get --store` (every endpoint down, or a timeout): nothing written. */
   MLT_STORE_UNREACHABLE: 'etcd unreachable',
 } as const
 

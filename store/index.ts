@@ -10,6 +10,7 @@ import type { Store } from '../model/store.ts'
 import { connect } from './client.ts'
 import { EtcdSource } from './source.ts'
 import { NodeLease, nodeAddresses } from './node-lease.ts'
+import { L2Owners } from './l2-owners.ts'
 import type { Plane } from '../model/plane.ts'
 
 export interface EtcdDeps {
@@ -43,13 +44,30 @@ export function startEtcd(etcd: EtcdOptions, deps: EtcdDeps): EtcdMode {
     info: { addresses: nodeAddresses(), adminPort: deps.options.admin?.port ?? null, version: deps.version },
     log,
     onLive: (names) => deps.store.setLiveNodes(names),
+    beforeRevoke: async (): Promise<void> => owners?.withdraw(),
     onCutOff: (reason) => source.setCutOff('lease', reason === null ? null : `node lease keepalive failing: ${reason}`),
   })
   void lease.start()
+  // Claims only matter where an address is put on an interface and answered by ARP (MetalLB's L2 mode).
+  const vipInterface = deps.options.vipMode === 'interface' ? deps.options.vipInterface : null
+  const owners: L2Owners | null =
+    vipInterface === null
+      ? null
+      : new L2Owners({
+          client,
+          prefix: etcd.prefix,
+          node: deps.options.nodeName,
+          vipInterface,
+          store: deps.store,
+          lease: (): string | null => lease.heldLease(),
+          log,
+        })
+  owners?.start()
   return {
     source,
     planes: [source, lease],
     async close() {
+      await owners?.close()
       await lease.close()
       await source.close()
       client.close()

@@ -2,6 +2,7 @@
 //
 //   PREFIX/objects/<group.version-Kind>/<namespace|_>/<name>   one manifest document, JSON (meshlet apply)
 //   PREFIX/nodes/<node>                                         {addresses, adminPort, version}, on the node's lease
+//   PREFIX/owners/<ip>                                          the node announcing a LoadBalancer address, on its lease
 //
 // The apiVersion's "/" becomes "." so that each object is exactly three segments below objects/ (etcdctl get --prefix
 // PREFIX/objects/v1-Service/default/ lists one namespace's Services); cluster-scoped kinds use "_" as namespace,
@@ -17,3 +18,5 @@ export function objectKey(prefix: string, apiVersion: string, o: KubeObject): st
 }
 export const nodesPrefix = (prefix: string) => `${prefix}/nodes/`
 export const nodeKey = (prefix: string, node: string) => `${nodesPrefix(prefix)}${node}`
+export const ownersPrefix = (prefix: string) => `${prefix}/owners/`
+export const ownerKey = (prefix: string, ip: string) => `${ownersPrefix(prefix)}${ip}`

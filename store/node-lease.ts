@@ -29,6 +29,8 @@ export interface NodeLeaseOptions {
   readonly onLive: (names: readonly string[]) => void
   /** This node's lease is failing (reason) or fine again (null): the store plane shows it as degraded. */
   readonly onCutOff: (reason: string | null) => void
+  /** Runs before the lease is revoked at close (l2-owners.ts takes its addresses off the interface). */
+  readonly beforeRevoke?: () => Promise<void>
   /** Injected clock (ms) for tests; default Date.now. */
   readonly now?: () => number
 }
@@ -168,6 +170,11 @@ export class NodeLease implements Plane {
     if (!this.#closed) this.#tick = setTimeout(() => void this.#keep(), Math.max(0, sentAt + periodMs - this.#now()))
   }
 
+  /** The lease id while this node holds its lease and its key is written, else null (l2-owners.ts claims on it). */
+  heldLease(): string | null {
+    return this.#held && this.#published ? this.#leaseId : null
+  }
+
   ready(): boolean {
     return true
   }
@@ -190,6 +197,7 @@ export class NodeLease implements Plane {
     if (this.#tick) clearTimeout(this.#tick)
     if (this.#expiry) clearTimeout(this.#expiry)
     this.#setHeld(false, 'stopping')
+    await this.#o.beforeRevoke?.()
     await this.#lw.close()
     const lease = this.#lease
     this.#lease = null

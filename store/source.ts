@@ -53,6 +53,35 @@ export function entryOf(key: string, value: Buffer): Entry {
   return { id: r.id, object: r.object, errors: r.errors }
 }
 
+/**
+ * The stored entries in key order → the objects and errors the Store gets. Key order, so that every node (and
+ * `meshlet get --store`) hands the Store the same list: allocation breaks ties by order of appearance.
+ */
+export function assemble(entries: ReadonlyMap<string, Entry>): { objects: KubeObject[]; errors: ObjectError[] } {
+  const objects: KubeObject[] = []
+  const errors: ObjectError[] = []
+  const seen = new Map<string, string>()
+  for (const key of [...entries.keys()].sort()) {
+    const e = entries.get(key)!
+    errors.push(...e.errors)
+    if (e.object === null) continue
+    const first = e.id === null ? undefined : seen.get(e.id)
+    if (first !== undefined) {
+      errors.push({
+        source: { file: key, doc: 0 },
+        object: e.id,
+        path: '',
+        code: 'MLT_CONFIG_DUPLICATE',
+        message: `defined twice: already stored under ${first}; this definition is ignored`,
+      })
+      continue
+    }
+    if (e.id !== null) seen.set(e.id, key)
+    objects.push(e.object)
+  }
+  return { objects, errors }
+}
+
 export class EtcdSource implements Plane {
   readonly name = 'store'
   readonly #o: EtcdSourceOptions
@@ -148,28 +177,7 @@ export class EtcdSource implements Plane {
 
   #emit(): void {
     this.#scheduled = false
-    const objects: KubeObject[] = []
-    const errors: ObjectError[] = []
-    const seen = new Map<string, string>()
-    // Key order, so that every node hands the Store the same list (allocation breaks ties by order of appearance).
-    for (const key of [...this.#entries.keys()].sort()) {
-      const e = this.#entries.get(key)!
-      errors.push(...e.errors)
-      if (e.object === null) continue
-      const first = e.id === null ? undefined : seen.get(e.id)
-      if (first !== undefined) {
-        errors.push({
-          source: { file: key, doc: 0 },
-          object: e.id,
-          path: '',
-          code: 'MLT_CONFIG_DUPLICATE',
-          message: `defined twice: already stored under ${first}; this definition is ignored`,
-        })
-        continue
-      }
-      if (e.id !== null) seen.set(e.id, key)
-      objects.push(e.object)
-    }
+    const { objects, errors } = assemble(this.#entries)
     this.#o.onUpdate(objects, errors)
   }
 

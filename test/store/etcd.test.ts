@@ -96,6 +96,26 @@ t.test(
     const stored = await etcd.ctl(['get', '--print-value-only', `${PREFIX}/objects/v1-Service/default/web`])
     t.match(JSON.parse(stored), { kind: 'Service', metadata: { name: 'web' } }, 'the manifest document, as JSON')
 
+    // get --store: the stored objects built as a node builds them, with no node asked; the same rows as a node's.
+    const adminOf = (n: MeshletProcess) => `${n.admin!.host}:${n.admin!.port}`
+    const fromNode = await run(['get', 'svc', '-o', 'json', '--admin', adminOf(nodes[0]!)])
+    const nodeRows = JSON.parse(fromNode.stdout) as { NAME: string; 'CLUSTER-IP': string }[]
+    const cidr = nodeRows[0]!['CLUSTER-IP'].replace(/\.\d+\.\d+$/, '.0.0/16')
+    const fromStore = await run(['get', 'svc', '-o', 'json', ...storeArgs, '--service-cidr', cidr])
+    t.equal(fromStore.code, 0, `get --store exits 0 (${fromStore.stderr})`)
+    t.same(JSON.parse(fromStore.stdout), nodeRows, `get svc --store gives the node's rows (${fromStore.stdout.trim()})`)
+    const table = await run(['get', 'services', ...storeArgs])
+    t.match(
+      table.stdout,
+      /^NAME\s+TYPE\s+CLUSTER-IP.*\nweb\s+ClusterIP\s+127\.96\./s,
+      'a table, default --service-cidr',
+    )
+    const noIngress = await run(['get', 'ingresses', ...storeArgs])
+    t.equal(noIngress.code, 2, 'get ingresses --store is a usage error (routes are compiled by a running node)')
+    const noEtcd = await run(['get', 'svc', '--store', 'etcd://127.0.0.1:1'])
+    t.equal(noEtcd.code, 1, 'get --store with no etcd exits 1')
+    t.match(noEtcd.stderr, /cannot read \/meshlet from etcd/, 'named in the error (MLT_STORE_UNREACHABLE)')
+
     // Invalid objects: refused with check's errors, nothing written (a valid one in the same file included).
     writeFileSync(
       join(dir, 'bad.yaml'),
