@@ -3,7 +3,9 @@
 // Snapshots the main thread posts (structured clones). It keeps its own prom-client Registry; the main thread asks
 // for it at scrape time and adds the workers' series up (proxy/workers.ts).
 //
-// Messages, main → worker: {type: 'snapshot', snapshot} | {type: 'metrics', id} | {type: 'close', deadline}.
+// Messages, main → worker: {type: 'listen', http, https} (the addresses to bind: the configured ones for the first
+// worker, the ports it got for the others) | {type: 'snapshot', snapshot} | {type: 'metrics', id} |
+// {type: 'close', deadline}.
 // Worker → main: {type: 'listening', http, https} | {type: 'failed', message} | {type: 'applied', version, error} |
 // {type: 'status', status, requests} | {type: 'metrics', id, json} | {type: 'report', runs} | {type: 'log', line} |
 // {type: 'closed'}.
@@ -13,13 +15,13 @@ import { pino } from 'pino'
 import { Registry } from 'prom-client'
 import type { Snapshot, UpstreamReporter } from '../model/snapshot.ts'
 import type { Store, Subscriber } from '../model/store.ts'
-import type { RuntimeOptions } from '../model/options.ts'
+import type { ListenAddress, RuntimeOptions } from '../model/options.ts'
 import { startProxyWith, type ProxyPlane } from './index.ts'
 import type { PemPair } from './tls.ts'
 
 export interface ProxyWorkerInit {
   readonly index: number
-  /** The plane's options with http/https set to this worker's address (port 0 only for the first worker). */
+  /** The plane's options; http and https come with the `listen` message. */
   readonly options: RuntimeOptions
   /** The default certificate, generated once by the main thread so every worker presents the same one. */
   readonly pem: PemPair | null
@@ -35,6 +37,7 @@ export interface ProxyWorkerInit {
 export type ReportRuns = Record<string, number[]>
 
 type FromMain =
+  | { readonly type: 'listen'; readonly http: ListenAddress | null; readonly https: ListenAddress | null }
   | { readonly type: 'snapshot'; readonly snapshot: Snapshot }
   | { readonly type: 'metrics'; readonly id: number }
   | { readonly type: 'close'; readonly deadline: number }
@@ -107,6 +110,9 @@ async function sendStatus(): Promise<void> {
 // Attached before the plane starts: a Snapshot posted meanwhile is kept and applied when the plane subscribes.
 port.on('message', (m: FromMain) => {
   switch (m.type) {
+    case 'listen':
+      void start(m.http, m.https)
+      break
     case 'snapshot': {
       current = m.snapshot
       let error: string | null = null
@@ -140,22 +146,24 @@ port.on('message', (m: FromMain) => {
 const statusTimer = setInterval(() => void sendStatus(), STATUS_EVERY_MS)
 statusTimer.unref()
 
-try {
-  plane = await startProxyWith(
-    {
-      // The plane only subscribes (see `store` above).
-      store: store as Store,
-      options: init.options,
-      log,
-      metrics: registry,
-      reporter,
-    },
-    { reusePort: true, ...(init.pem ? { defaultCertificate: init.pem } : {}) },
-  )
-} catch (err) {
-  port.postMessage({ type: 'failed', message: (err as Error).message })
-  process.exit(1)
+async function start(http: ListenAddress | null, https: ListenAddress | null): Promise<void> {
+  try {
+    plane = await startProxyWith(
+      {
+        // The plane only subscribes (see `store` above).
+        store: store as Store,
+        options: { ...init.options, http, https },
+        log,
+        metrics: registry,
+        reporter,
+      },
+      { reusePort: true, ...(init.pem ? { defaultCertificate: init.pem } : {}) },
+    )
+  } catch (err) {
+    port.postMessage({ type: 'failed', message: (err as Error).message })
+    process.exit(1)
+  }
+  const listeners = (plane.status() as { listeners: Record<string, { port: number | null }> }).listeners
+  port.postMessage({ type: 'listening', http: listeners.http?.port ?? null, https: listeners.https?.port ?? null })
+  void sendStatus()
 }
-const listeners = (plane.status() as { listeners: Record<string, { port: number | null }> }).listeners
-port.postMessage({ type: 'listening', http: listeners.http?.port ?? null, https: listeners.https?.port ?? null })
-void sendStatus()

@@ -110,13 +110,20 @@ class ProxyWorkers implements Plane {
   async start(n: number): Promise<void> {
     const { options } = this.#ctx
     if (options.https) this.#pem = await generateSelfSigned()
-    this.ports = await this.#spawn(0, options.http, options.https)
+    // Every thread starts (and loads its modules) at once; the first binds the configured ports, then the others
+    // are told the ports it got.
+    const started = Array.from({ length: n }, (_, i) => this.#spawn(i))
+    for (const p of started) p.catch(() => {}) // awaited below; a worker failing early must not go unhandled
+    this.#entries[0]!.worker.postMessage({ type: 'listen', http: options.http, https: options.https })
+    this.ports = await started[0]!
     const at = (a: typeof options.http, p: number | null) => (a && p !== null ? { host: a.host, port: p } : a)
-    await Promise.all(
-      Array.from({ length: n - 1 }, (_, i) =>
-        this.#spawn(i + 1, at(options.http, this.ports.http), at(options.https, this.ports.https)),
-      ),
-    )
+    const listen = {
+      type: 'listen',
+      http: at(options.http, this.ports.http),
+      https: at(options.https, this.ports.https),
+    }
+    for (const e of this.#entries.slice(1)) e.worker.postMessage(listen)
+    await Promise.all(started)
     for (const [name, a, p] of [
       ['http', options.http, this.ports.http],
       ['https', options.https, this.ports.https],
@@ -129,14 +136,10 @@ class ProxyWorkers implements Plane {
     this.#unsubscribe = this.#ctx.store.subscribe((s) => this.#post(s))
   }
 
-  #spawn(
-    index: number,
-    http: PlaneContext['options']['http'],
-    https: PlaneContext['options']['https'],
-  ): Promise<{ http: number | null; https: number | null }> {
+  #spawn(index: number): Promise<{ http: number | null; https: number | null }> {
     const init: ProxyWorkerInit = {
       index,
-      options: { ...this.#ctx.options, http, https, proxyWorkers: 1 },
+      options: { ...this.#ctx.options, proxyWorkers: 1 },
       pem: this.#pem,
       logLevel: this.#log.level,
     }
