@@ -6,13 +6,13 @@ import t from 'tap'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { readdirSync, readFileSync } from 'node:fs'
+import { connect } from 'node:tls'
 import { Agent, request } from 'undici'
 import { startMeshlet } from '../helpers/meshlet.ts'
 import { pino } from 'pino'
 import { Registry } from 'prom-client'
 import { loadManifestText } from '../../config/load.ts'
 import { Store } from '../../model/store.ts'
-import { noopReporter } from '../../model/snapshot.ts'
 import { startProxy } from '../../proxy/index.ts'
 import { testRuntimeOptions } from '../helpers/options.ts'
 
@@ -107,6 +107,21 @@ t.test('--workers 2: shared ports, both workers serve, Snapshots reach both, one
     `both workers received traffic (${perWorker.join(', ')})`,
   )
 
+  // https: every worker presents the one default certificate the main thread generated.
+  const fingerprints = new Set<string>()
+  for (let i = 0; i < 10; i++) {
+    fingerprints.add(
+      await new Promise<string>((resolve, reject) => {
+        const s = connect({ host: '127.0.0.1', port: m.https!.port, rejectUnauthorized: false }, () => {
+          resolve(s.getPeerCertificate().fingerprint256)
+          s.destroy()
+        })
+        s.once('error', reject)
+      }),
+    )
+  }
+  t.equal(fingerprints.size, 1, 'one default certificate on every https connection')
+
   const metrics = await m.metrics()
   const total = [...metrics.matchAll(/^meshlet_proxy_requests_total\{[^}]*code="2xx"[^}]*\} (\d+)/gm)].reduce(
     (a, x) => a + Number(x[1]),
@@ -134,6 +149,7 @@ t.test('close() ends every worker thread; the process keeps running', async (t) 
   const backend: Server = createServer((_req, res) => res.end('ok'))
   await new Promise<void>((r) => backend.listen(0, '127.0.0.1', () => r()))
   t.teardown(() => backend.close())
+  const reports: string[] = []
   const store = new Store({ nodeName: 'test-node', serviceCidrs: [] })
   const loaded = loadManifestText(manifests((backend.address() as AddressInfo).port, ['/']), 'web.yaml')
   store.setObjects(loaded.objects, loaded.errors)
@@ -143,7 +159,7 @@ t.test('close() ends every worker thread; the process keeps running', async (t) 
     options: testRuntimeOptions({ http: { host: '127.0.0.1', port: 0 }, proxyWorkers: 2 }),
     log: pino({ level: 'silent' }),
     metrics: new Registry(),
-    reporter: noopReporter,
+    reporter: { report: (service, ip, port, ok) => reports.push(`${service} ${ip}:${port} ${ok}`) },
   })
   let closed = false
   t.teardown(() => (closed ? undefined : plane.close(Date.now())))
@@ -152,6 +168,12 @@ t.test('close() ends every worker thread; the process keeps running', async (t) 
   t.same(proxyThreads('self'), ['proxy-0', 'proxy-1'], 'two worker threads')
   const port = (plane.status() as { listeners: { http: { port: number } } }).listeners.http.port
   t.same(new Set(await getMany(port, '/', 4)), new Set([200]), 'served')
+  const backendPort = (backend.address() as AddressInfo).port
+  for (let i = 0; i < 40 && reports.length === 0; i++) await new Promise((r) => setTimeout(r, 25))
+  t.ok(
+    reports.length > 0 && reports.every((r) => r === `default/echo 127.0.0.1:${backendPort} true`),
+    `upstream outcomes reach the main thread's reporter (${reports.join('; ')})`,
+  )
   await plane.close(Date.now() + 1000)
   closed = true
   t.same(proxyThreads('self'), [], 'no proxy thread left after close()')
