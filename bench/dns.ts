@@ -6,10 +6,9 @@
 // cached forward per lookup); hits over TCP. For each: max queries/s, server CPU µs per query (/proc/PID/stat), p99
 // latency at a fixed 5,000 queries/s (dnsperf -v), lost queries; meshlet's ratio to each peer.
 //
-// The machine may be shared: every measurement also reads /proc/stat, and when CPU time that is neither the server's
-// nor this process's (with dnsperf, its child) exceeds FOREIGN_LIMIT of the two CPUs, it is marked disturbed and run
-// again (up to RERUNS times), keeping the least disturbed run; rows still disturbed carry a '*'. Bounded: about
-// 4 minutes.
+// The machine may be shared: the foreign-CPU check of bench/_cpu.ts (CPU time that is neither the server's nor this
+// process's, with dnsperf its child, above FOREIGN_LIMIT: run again up to RERUNS times, the least disturbed run kept;
+// rows still disturbed carry a '*'). Bounded: about 4 minutes.
 //
 // meshlet runs as a child process of this file (`--child`): the DNS plane fed by a Store, as `meshlet up` runs it,
 // without the other planes.
@@ -17,21 +16,18 @@
 import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process'
 import { promisify } from 'node:util'
 import dgram from 'node:dgram'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { CLK_TCK, cpuWindow, disturbedMark, FOREIGN_LIMIT, leastDisturbed, RERUNS } from './_cpu.ts'
 
 const SELF = fileURLToPath(import.meta.url)
 const N = 1000
 const MAX_SECONDS = 4
 const FIXED_SECONDS = 2
 const FIXED_QPS = 5000
-const CLK_TCK = 100
-/** Share of the two CPUs' time used by other processes above which a measurement is disturbed. */
-const FOREIGN_LIMIT = 0.1
-const RERUNS = 2
 
 const svcName = (i: number) => `svc-${i}.bench.svc.cluster.local`
 const svcIp = (i: number) => `10.96.${Math.floor(i / 250)}.${(i % 250) + 1}`
@@ -279,26 +275,6 @@ forward-zone:
   })
 }
 
-/** utime + stime + cutime + cstime of a process, in clock ticks (dnsmasq forks for TCP: its children count). */
-function cpuTicks(pid: number | 'self'): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])
-}
-
-/** Busy ticks (everything but idle and iowait) of CPUs 0 and 1 together, from /proc/stat. */
-function busyTicks(): number {
-  let busy = 0
-  for (const line of readFileSync('/proc/stat', 'utf8').split('\n')) {
-    const m = /^cpu([01]) (.*)$/.exec(line)
-    if (!m) continue
-    const f = m[2]!.trim().split(/\s+/).map(Number)
-    // user nice system idle iowait irq softirq steal: steal is time another guest had.
-    busy += f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + (f[7] ?? 0)
-  }
-  return busy
-}
-
 interface Result {
   qps: number
   cpuUsPerQuery: number
@@ -323,11 +299,7 @@ async function dnsperf(args: string[]): Promise<string> {
 
 async function measureOnce(server: Server, file: string, tcp: boolean): Promise<Result> {
   const mode = tcp ? ['-m', 'tcp', '-c', '20'] : ['-c', '4']
-  const pid = server.proc.pid!
-  const before = cpuTicks(pid)
-  const selfBefore = cpuTicks('self')
-  const busyBefore = busyTicks()
-  const t0 = Date.now()
+  const end = cpuWindow([server.proc.pid!, 'self'])
   const out = await dnsperf([
     '-p',
     String(server.port),
@@ -339,13 +311,14 @@ async function measureOnce(server: Server, file: string, tcp: boolean): Promise<
     tcp ? '200' : '500',
     ...mode,
   ])
-  const after = cpuTicks(pid)
-  const foreignTicks = busyTicks() - busyBefore - (after - before) - (cpuTicks('self') - selfBefore)
-  const foreign = Math.max(0, foreignTicks / CLK_TCK / (2 * ((Date.now() - t0) / 1000)))
+  const {
+    ticks: [serverTicks],
+    foreign,
+  } = end()
   const completed = Number(/Queries completed:\s+(\d+)/.exec(out)?.[1] ?? 0)
   const lost = Number(/Queries lost:\s+(\d+)/.exec(out)?.[1] ?? 0)
   const qps = Number(/Queries per second:\s+([\d.]+)/.exec(out)?.[1] ?? 0)
-  const cpuUs = ((after - before) / CLK_TCK) * 1e6
+  const cpuUs = (serverTicks! / CLK_TCK) * 1e6
   // p99 at a fixed rate, from dnsperf -v: one line per query ending with its latency in seconds.
   const v = await dnsperf([
     '-p',
@@ -378,13 +351,8 @@ async function measureOnce(server: Server, file: string, tcp: boolean): Promise<
 }
 
 /** Measured again while other processes took more than FOREIGN_LIMIT of the CPUs; the least disturbed run kept. */
-async function measure(server: Server, file: string, tcp: boolean): Promise<Result> {
-  let best = await measureOnce(server, file, tcp)
-  for (let i = 0; i < RERUNS && best.foreign > FOREIGN_LIMIT; i++) {
-    const r = await measureOnce(server, file, tcp)
-    if (r.foreign < best.foreign) best = r
-  }
-  return best
+function measure(server: Server, file: string, tcp: boolean): Promise<Result> {
+  return leastDisturbed(() => measureOnce(server, file, tcp))
 }
 
 export default async function run(_args: string[]): Promise<void> {
@@ -481,7 +449,7 @@ export default async function run(_args: string[]): Promise<void> {
       // CPU per query against dnsmasq's: steadier than q/s when other processes take the CPUs.
       const cpuRatio = (p: Result | undefined) =>
         p && name.startsWith('meshlet') ? (r.cpuUsPerQuery / p.cpuUsPerQuery).toFixed(2) : ''
-      const mark = r.foreign > FOREIGN_LIMIT ? '*' : ''
+      const mark = disturbedMark(r.foreign)
       process.stdout.write(
         `${pad(mix.name, 26)}${pad(name + mark, 12)}${pad(num(r.qps), 10)}${pad(num(r.cpuUsPerQuery, 1), 10)}${pad(num(r.p99ms, 3), 11)}${pad(String(r.lost), 8)}${pad(String(r.saturatedLost), 9)}${pad(`${num(r.foreign * 100)}%`, 9)}${pad(ratio(peers.dnsmasq), 10)}${pad(ratio(peers.unbound), 10)}${cpuRatio(peers.dnsmasq)}\n`,
       )

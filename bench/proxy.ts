@@ -1,20 +1,40 @@
-// L7 benchmark: meshlet's Ingress router against nginx (worker_processes 1, upstream keepalive) and node-http-proxy,
-// same Node backend (13-byte answer), HTTP/1.1 keep-alive, 50 connections. Pinned like specs/perf-anchors.md:
-// backend and proxy on CPU 0, the load generator on CPU 1. wrk is the main tool (cheaper per request than
-// autocannon, which narrows gaps); autocannon is run too. A last unpinned section shows what a second meshlet worker
-// process adds. Targets run in alternating rounds and the table shows medians: the machine is shared and noisy, so
-// only ratios within one run mean much. Every run is bounded (5 s each, about 2.5 minutes in all).
+// L7 benchmark (issue 16): meshlet's Ingress router against nginx, HAProxy and node-http-proxy, all in the same run,
+// in front of the same Node backend (13-byte answer), HTTP/1.1 keep-alive, wrk with 1 thread and 50 connections
+// (wrk: cheaper per request than autocannon, which narrows gaps). Backends and proxies on loopback only.
 //
-//   npm run bench -- proxy [--duration=5] [--rounds=3] [--connections=50] [--quick]
+// Two sections, every target started once per section and measured in alternating rounds:
+//   pinned    backend and proxy on CPU 0, wrk on CPU 1 (specs/perf-anchors.md): one core's worth. Targets: the backend
+//             direct, nginx worker_processes 1, HAProxy nbthread 1, meshlet --workers 1, node-http-proxy (when
+//             node_modules has http-proxy).
+//   unpinned  everything shares the machine: nginx worker_processes 1 and auto, HAProxy nbthread 1 and 2, meshlet
+//             --workers 1 and --workers N (N = os.availableParallelism()).
+// nginx and HAProxy set the request headers ingress-nginx's template sets (X-Request-ID, X-Real-IP, X-Forwarded-*,
+// X-Scheme), as meshlet does, so every proxy makes the backend parse the same request.
+//
+// Each (target, round) is one wrk run with the foreign-CPU check of bench/_cpu.ts: CPU time used meanwhile by
+// processes other than the target (with its descendants and threads), the backend and wrk counts as foreign; above
+// FOREIGN_LIMIT the run is repeated (up to RERUNS times, while the time budget lasts) and the least disturbed run kept;
+// rows with a kept run still disturbed carry '*'.
+//
+// What the table reports, a fixed rule: req/s and CPU µs/request are the medians over the rounds; p99 is the p99 of
+// the median round (the round whose req/s is the median; with an even count the lower of the middle two), not a median
+// of p99s from different rounds, so a row's p99 and req/s come from one run. Ratios are meshlet's req/s (and p99, and
+// CPU per request) over each peer's, within a section. CPU µs/request: user+system time of the proxy process (nginx:
+// master and workers; meshlet and HAProxy: every thread) over the requests wrk completed.
+//
+// Bounded: about 3-5 minutes (--duration seconds per run, --rounds per section, reruns stop at --budget seconds).
+//
+//   npm run bench -- proxy [--duration=4] [--rounds=3] [--connections=50] [--budget=300] [--quick]
 //   node bench/proxy.ts --serve-meshlet BACKEND_PORT [WORKERS]     (internal: the meshlet child process)
 
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
-import { tmpdir } from 'node:os'
+import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { CLK_TCK, cpuWindow, FOREIGN_LIMIT, leastDisturbed, RERUNS } from './_cpu.ts'
 
 const SELF = fileURLToPath(import.meta.url)
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -25,24 +45,10 @@ const s = http.createServer((req, res) => { res.writeHead(200, {'content-type': 
 s.keepAliveTimeout = 65000;
 s.listen(0, '127.0.0.1', () => console.log('READY ' + s.address().port));
 `
-// The reference "plain node:http server + undici Pool" proxy of specs/perf-anchors.md.
-const UNDICI_PROXY_SRC = `
-const http = require('node:http');
-const { Pool } = require(${JSON.stringify(join(ROOT, 'node_modules/undici'))});
-const pool = new Pool('http://127.0.0.1:' + process.argv[1], { connections: 256, keepAliveTimeout: 4000 });
-const s = http.createServer(async (req, res) => {
-  try {
-    const r = await pool.request({ path: req.url, method: req.method, headers: req.headers, body: req.method === 'GET' || req.method === 'HEAD' ? null : req });
-    res.writeHead(r.statusCode, r.headers);
-    r.body.pipe(res);
-  } catch { res.writeHead(502); res.end() }
-});
-s.keepAliveTimeout = 65000;
-s.listen(0, '127.0.0.1', () => console.log('READY ' + s.address().port));
-`
+const HTTP_PROXY_DIR = join(ROOT, 'node_modules/http-proxy')
 const HTTP_PROXY_SRC = `
 const http = require('node:http');
-const httpProxy = require(${JSON.stringify(join(ROOT, 'node_modules/http-proxy'))});
+const httpProxy = require(${JSON.stringify(HTTP_PROXY_DIR)});
 const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
 const proxy = httpProxy.createProxyServer({ target: 'http://127.0.0.1:' + process.argv[1], agent, xfwd: true });
 proxy.on('error', (e, req, res) => { res.writeHead(502); res.end() });
@@ -53,133 +59,65 @@ s.listen(0, '127.0.0.1', () => console.log('READY ' + s.address().port));
 
 // ---------------------------------------------------------------- the meshlet child
 
+/** One Service (the backend on 127.0.0.1), its Pod, one Ingress for every path: what `meshlet up -f` would load. */
+const manifests = (backendPort: number) => `apiVersion: v1
+kind: Service
+metadata: { name: backend, namespace: default }
+spec:
+  selector: { app: backend }
+  ports: [{ name: http, port: 80, targetPort: ${backendPort} }]
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: backend-1, namespace: default, labels: { app: backend } }
+spec:
+  nodeName: bench
+  containers: [{ name: c, ports: [{ name: http, containerPort: ${backendPort} }] }]
+status: { podIP: 127.0.0.1, podIPs: [{ ip: 127.0.0.1 }] }
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: { name: bench, namespace: default }
+spec:
+  ingressClassName: meshlet
+  rules:
+  - http:
+      paths:
+      - { path: /, pathType: Prefix, backend: { service: { name: backend, port: { number: 80 } } } }
+`
+
+/** The proxy plane as `meshlet up` runs it (startProxy, fed by a Store), without the other planes. */
 async function serveMeshlet(backendPort: number, workers: number): Promise<void> {
   // A clean exit on SIGINT/SIGTERM so --cpu-prof can write its profile.
   process.on('SIGINT', () => process.exit(0))
   process.on('SIGTERM', () => process.exit(0))
-  const cluster = (await import('node:cluster')).default
-  if (workers > 1 && cluster.isPrimary) {
-    cluster.schedulingPolicy = cluster.SCHED_NONE // the kernel spreads connections; no hop through the primary
-    let port = 0
-    for (let i = 0; i < workers; i++) {
-      const w = cluster.fork()
-      w.on('message', (m: { port: number }) => {
-        if (port === 0) {
-          port = m.port
-          console.log(`READY ${port}`)
-        }
-      })
-    }
-    return
-  }
+  const { pino, destination } = await import('pino')
+  const { Registry } = await import('prom-client')
+  const { loadManifestText } = await import('../config/load.ts')
   const { Store } = await import('../model/store.ts')
   const { noopReporter } = await import('../model/snapshot.ts')
   const { startProxy } = await import('../proxy/index.ts')
-  const { pino } = await import('pino')
-  const { Registry } = await import('prom-client')
-  const meta = (name: string, labels: Record<string, string> = {}) => ({
-    name,
-    namespace: 'default',
-    labels,
-    annotations: {},
-    deletionTimestamp: null,
-    source: { file: 'bench', doc: 1 },
-  })
+  const { testRuntimeOptions } = await import('../test/helpers/options.ts')
   const store = new Store({ nodeName: 'bench', serviceCidrs: [] })
-  store.setObjects(
-    [
-      {
-        kind: 'Service',
-        meta: meta('backend'),
-        spec: {
-          type: 'ClusterIP',
-          selector: { app: 'backend' },
-          clusterIPs: [],
-          headless: false,
-          ipFamilies: [],
-          ipFamilyPolicy: 'SingleStack',
-          ports: [
-            { name: 'http', protocol: 'TCP', port: 80, targetPort: backendPort, nodePort: null, appProtocol: null },
-          ],
-          externalName: null,
-          externalIPs: [],
-          sessionAffinity: 'None',
-          affinityTimeoutSeconds: 10800,
-          externalTrafficPolicy: 'Cluster',
-          internalTrafficPolicy: 'Cluster',
-          trafficDistribution: null,
-          publishNotReadyAddresses: false,
-          healthCheckNodePort: null,
-          loadBalancerIP: null,
-          loadBalancerClass: null,
-        },
-      },
-      {
-        kind: 'Pod',
-        meta: meta('backend-1', { app: 'backend' }),
-        spec: {
-          nodeName: 'bench',
-          hostname: null,
-          subdomain: null,
-          containers: [{ name: 'c', ports: [], readinessProbe: null, livenessProbe: null, startupProbe: null }],
-        },
-        status: { podIP: '127.0.0.1', podIPs: ['127.0.0.1'] },
-      },
-      {
-        kind: 'Ingress',
-        meta: meta('bench'),
-        spec: {
-          ingressClassName: 'meshlet',
-          defaultBackend: null,
-          tls: [],
-          rules: [
-            {
-              host: null,
-              paths: [
-                {
-                  path: '/',
-                  pathType: 'Prefix',
-                  backend: { service: { name: 'backend', port: { number: 80, name: null } } },
-                },
-              ],
-            },
-          ],
-        },
-      },
-    ],
-    [],
-  )
+  const loaded = loadManifestText(manifests(backendPort), 'bench.yaml')
+  store.setObjects(loaded.objects, loaded.errors)
   store.flush()
   const plane = await startProxy({
     store,
-    options: {
-      files: [],
+    options: testRuntimeOptions({
       nodeName: 'bench',
-      nodeAddress: null,
-      dns: null,
       http: { host: '127.0.0.1', port: 0 },
-      https: null,
-      admin: null,
-      upstreams: [],
-      clusterDomain: 'cluster.local',
-      serviceCidrs: [],
-      vipMode: 'none',
-      vipInterface: null,
-      dnsTtl: 5,
-      ingressClass: 'meshlet',
       accessLog: process.env.MESHLET_BENCH_ACCESS_LOG === 'on',
-      trustForwardedFrom: [],
-      execPrefix: null,
-      onLivenessFailure: null,
-      logLevel: 'info',
-    },
-    log: pino({ level: 'info' }, (await import('pino')).destination('/dev/null')),
+      logLevel: 'warn',
+      proxyWorkers: workers,
+    }),
+    log: pino({ level: 'warn' }, destination(2)),
     metrics: new Registry(),
     reporter: noopReporter,
   })
+  for (let i = 0; i < 200 && !plane.ready(); i++) await sleep(50)
   const port = (plane.status() as { listeners: { http: { port: number } } }).listeners.http.port
-  if (cluster.isWorker) process.send!({ port })
-  else console.log(`READY ${port}`)
+  console.log(`READY ${port}`)
 }
 
 // ---------------------------------------------------------------- harness
@@ -198,7 +136,7 @@ async function startProc(cmd: string[], t: Set<ChildProcess>): Promise<Proc> {
   t.add(proc)
   const port = await new Promise<number>((resolve, reject) => {
     let buf = ''
-    const timer = setTimeout(() => reject(new Error(`${cmd.join(' ')}: not ready in 20 s`)), 20000)
+    const timer = setTimeout(() => reject(new Error(`${cmd.join(' ')}: not ready in 30 s`)), 30000)
     proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
       buf += d
       const m = /READY (\d+)/.exec(buf)
@@ -221,11 +159,21 @@ async function freePort(): Promise<number> {
   })
 }
 
-/**
- * nginx as a reverse proxy, 1 worker, upstream keepalive. `ingressHeaders`: the request headers ingress-nginx's
- * template sets (the same set meshlet sends: X-Request-ID, X-Real-IP, X-Forwarded-*, X-Scheme), so both proxies make
- * the backend parse the same request; without it, the minimal configuration of the issue.
- */
+/** Polls GET / until a 200 (nginx and HAProxy print nothing when ready). */
+async function waitHttp(port: number, what: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/`)
+      await res.text()
+      if (res.ok) return
+    } catch {
+      // not up yet
+    }
+    await sleep(50)
+  }
+  throw new Error(`${what} did not start`)
+}
+
 async function startNginx(
   backendPort: number,
   workers: string,
@@ -278,43 +226,64 @@ http {
   const cmd = pinned(cpus, ['nginx', '-p', dir, '-c', file])
   const proc = spawn(cmd[0]!, cmd.slice(1), { stdio: 'ignore' })
   t.add(proc)
-  for (let i = 0; i < 100; i++) {
-    try {
-      const res = await fetch(`http://127.0.0.1:${port}/`)
-      await res.text()
-      if (res.ok) return { proc, port }
-    } catch {
-      // not up yet
-    }
-    await sleep(50)
-  }
-  throw new Error(`nginx did not start; see ${dir}/error.log`)
+  await waitHttp(port, `nginx (see ${dir}/error.log)`)
+  return { proc, port }
 }
 
-/** CPU seconds (user+system) used so far by a process and its descendants (Linux /proc). */
-function cpuSeconds(pid: number): number {
-  let total = 0
-  const visit = (p: number) => {
-    try {
-      const stat = readFileSync(`/proc/${p}/stat`, 'utf8')
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      total += (Number(fields[11]) + Number(fields[12])) / 100
-      for (const task of [String(p)]) {
-        const children = readFileSync(`/proc/${p}/task/${task}/children`, 'utf8').trim()
-        for (const c of children.split(/\s+/).filter(Boolean)) visit(Number(c))
-      }
-    } catch {
-      // gone
-    }
-  }
-  visit(pid)
-  return total
+/** HAProxy in `mode http`, `threads` threads, server-side keep-alive, the same request headers as nginx's. */
+async function startHaproxy(
+  backendPort: number,
+  threads: number,
+  cpus: string | null,
+  dir: string,
+  t: Set<ChildProcess>,
+): Promise<Proc> {
+  const port = await freePort()
+  const conf = `
+global
+  nbthread ${threads}
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 75s
+  timeout server 75s
+  timeout http-keep-alive 75s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:${port}
+  unique-id-format %[uuid()]
+  http-request set-header X-Request-ID %[unique-id]
+  http-request set-header X-Real-IP %[src]
+  http-request set-header X-Forwarded-For %[src]
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header X-Forwarded-Port %[dst_port]
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Scheme http
+  http-request set-header X-Scheme http
+  http-response set-header X-Request-ID %[unique-id]
+  default_backend be
+backend be
+  server s1 127.0.0.1:${backendPort}
+`
+  const file = join(dir, `haproxy-${port}.cfg`)
+  writeFileSync(file, conf)
+  const cmd = pinned(cpus, ['haproxy', '-db', '-f', file])
+  const proc = spawn(cmd[0]!, cmd.slice(1), { stdio: 'ignore' })
+  t.add(proc)
+  await waitHttp(port, 'haproxy')
+  return { proc, port }
 }
 
-interface Result {
+interface Run {
   rps: number
   p99ms: number
-  cpuUsPerReq: number | null
+  cpuUsPerReq: number
+  /** Share of the machine's CPU other processes used during the run (bench/_cpu.ts). */
+  foreign: number
+  /** wrk runs it took (reruns of a disturbed one). */
+  runs: number
 }
 
 function parseWrkLatency(s: string): number {
@@ -324,54 +293,36 @@ function parseWrkLatency(s: string): number {
   return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v
 }
 
-async function runLoad(
-  tool: 'wrk' | 'autocannon',
+/** One wrk run against `port`, with the CPU of `target` (and its descendants) and the foreign share. */
+function wrk(
   port: number,
   seconds: number,
   connections: number,
   loadCpus: string | null,
-  pid: number | null,
-): Promise<Result> {
-  const url = `http://127.0.0.1:${port}/`
-  const cpu0 = pid === null ? 0 : cpuSeconds(pid)
-  let rps: number
-  let p99ms: number
-  let total: number
-  if (tool === 'wrk') {
-    const out = execFileSync(
-      pinned(loadCpus, ['wrk'])[0]!,
-      [...pinned(loadCpus, ['wrk']).slice(1), '-t1', `-c${connections}`, `-d${seconds}s`, '--latency', url],
-      { encoding: 'utf8', timeout: (seconds + 20) * 1000 },
-    )
-    rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1])
-    p99ms = parseWrkLatency(/99%\s+(\S+)/.exec(out)?.[1] ?? '')
-    total = Number(/(\d+) requests in/.exec(out)?.[1])
-    const errors = /Non-2xx or 3xx responses: (\d+)|Socket errors: .*/.exec(out)
-    if (errors) process.stderr.write(`  wrk: ${errors[0]}\n`)
-  } else {
-    const cmd = pinned(loadCpus, [
-      NODE,
-      join(ROOT, 'node_modules/autocannon/autocannon.js'),
-      '-c',
-      String(connections),
-      '-d',
-      String(seconds),
-      '-j',
-      url,
-    ])
-    const out = execFileSync(cmd[0]!, cmd.slice(1), {
-      encoding: 'utf8',
-      timeout: (seconds + 20) * 1000,
-      stdio: ['ignore', 'pipe', 'ignore'],
-    })
-    const j = JSON.parse(out)
-    rps = j.requests.average
-    p99ms = j.latency.p99
-    total = j.requests.total
-    if (j.non2xx || j.errors) process.stderr.write(`  autocannon: non2xx=${j.non2xx} errors=${j.errors}\n`)
-  }
-  const cpuUsPerReq = pid === null ? null : ((cpuSeconds(pid) - cpu0) * 1e6) / total
-  return { rps, p99ms, cpuUsPerReq }
+  target: number,
+  backend: number,
+): Promise<Omit<Run, 'runs'>> {
+  const cmd = pinned(loadCpus, [
+    'wrk',
+    '-t1',
+    `-c${connections}`,
+    `-d${seconds}s`,
+    '--latency',
+    `http://127.0.0.1:${port}/`,
+  ])
+  // The backend is a child of this process too: listed on its own, as the target's descendants are in its tree.
+  const end = cpuWindow(target === backend ? [target, 'self'] : [target, backend, 'self'])
+  const out = execFileSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: (seconds + 20) * 1000 })
+  const w = end()
+  const total = Number(/(\d+) requests in/.exec(out)?.[1])
+  const errors = /Non-2xx or 3xx responses: (\d+)|Socket errors: .*/.exec(out)
+  if (errors) process.stderr.write(`  wrk: ${errors[0]}\n`)
+  return Promise.resolve({
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]),
+    p99ms: parseWrkLatency(/99%\s+(\S+)/.exec(out)?.[1] ?? ''),
+    cpuUsPerReq: total > 0 ? ((w.ticks[0]! / CLK_TCK) * 1e6) / total : NaN,
+    foreign: w.foreign,
+  })
 }
 
 function arg(args: string[], name: string, dflt: number): number {
@@ -379,120 +330,153 @@ function arg(args: string[], name: string, dflt: number): number {
   return a ? Number(a.split('=')[1]) : dflt
 }
 
-function median(xs: number[]): number {
+/** The reported run of a row: the median round by req/s (the lower middle one for an even count). */
+function medianRound(runs: readonly Run[]): Run {
+  const sorted = [...runs].sort((a, b) => a.rps - b.rps)
+  return sorted[Math.floor((sorted.length - 1) / 2)]!
+}
+
+function median(xs: readonly number[]): number {
   const a = [...xs].sort((x, y) => x - y)
-  return a[Math.floor(a.length / 2)]!
+  return a[Math.floor((a.length - 1) / 2)]!
+}
+
+interface Row {
+  readonly section: 'pinned' | 'unpinned'
+  readonly target: string
+  readonly runs: Run[]
 }
 
 export default async function run(args: string[]): Promise<void> {
+  const started = performance.now()
   const quick = args.includes('--quick')
-  const seconds = arg(args, 'duration', quick ? 3 : 5)
+  const seconds = arg(args, 'duration', quick ? 2 : 4)
   const rounds = arg(args, 'rounds', quick ? 1 : 3)
   const connections = arg(args, 'connections', 50)
+  const budget = arg(args, 'budget', quick ? 60 : 300)
+  const mayRerun = () => (performance.now() - started) / 1000 < budget
+  const nWorkers = Math.max(2, availableParallelism())
   const procs = new Set<ChildProcess>()
   const dir = mkdtempSync(join(tmpdir(), 'meshlet-bench-proxy-'))
-  const hasNginx = existsSync('/usr/sbin/nginx') || existsSync('/usr/bin/nginx')
-  const rows: { section: string; tool: string; target: string; r: Result }[] = []
-  const measure = async (
-    section: string,
-    tool: 'wrk' | 'autocannon',
-    target: string,
-    p: Proc,
-    loadCpus: string | null,
-    round: number,
-  ) => {
-    if (round === 1) await runLoad(tool, p.port, 1, connections, loadCpus, null) // warm-up (JIT, pools)
-    const r = await runLoad(tool, p.port, seconds, connections, loadCpus, p.proc.pid ?? null)
-    rows.push({ section, tool, target, r })
-    process.stdout.write(
-      `  ${section.padEnd(9)} ${tool.padEnd(10)} round ${round} ${target.padEnd(28)} ${r.rps.toFixed(0).padStart(8)} req/s  p99 ${r.p99ms.toFixed(2)} ms  cpu ${r.cpuUsPerReq?.toFixed(1) ?? '-'} µs/req\n`,
-    )
-  }
-  try {
-    // ---- pinned: backend + proxies on CPU 0, load on CPU 1; every target started once, rounds alternate targets
-    const backend = await startProc(pinned('0', [NODE, '-e', BACKEND_SRC]), procs)
-    const targets: [string, Proc][] = [['direct', backend]]
-    if (hasNginx) {
-      targets.push(['nginx (1 worker)', await startNginx(backend.port, '1', '0', dir, procs, false)])
-      targets.push(['nginx, ingress-nginx headers', await startNginx(backend.port, '1', '0', dir, procs, true)])
+  const has = (bin: string) => existsSync(`/usr/sbin/${bin}`) || existsSync(`/usr/bin/${bin}`)
+  const rows: Row[] = []
+  const section = async (name: Row['section'], cpus: string | null, loadCpus: string | null, backend: Proc) => {
+    const targets: [string, () => Promise<Proc>][] = []
+    if (name === 'pinned') targets.push(['direct', () => Promise.resolve(backend)])
+    if (has('nginx')) {
+      targets.push(['nginx-w1', () => startNginx(backend.port, '1', cpus, dir, procs, true)])
+      if (name === 'unpinned')
+        targets.push(['nginx-auto', () => startNginx(backend.port, 'auto', cpus, dir, procs, true)])
     }
-    targets.push([
-      'meshlet (1 process)',
-      await startProc(pinned('0', [NODE, SELF, '--serve-meshlet', String(backend.port), '1']), procs),
-    ])
-    if (!quick) {
-      targets.push([
-        'node:http + undici',
-        await startProc(pinned('0', [NODE, '-e', UNDICI_PROXY_SRC, String(backend.port)]), procs),
-      ])
+    if (has('haproxy')) {
+      targets.push(['haproxy-t1', () => startHaproxy(backend.port, 1, cpus, dir, procs)])
+      if (name === 'unpinned')
+        targets.push([`haproxy-t${nWorkers}`, () => startHaproxy(backend.port, nWorkers, cpus, dir, procs)])
+    }
+    const meshlet = (w: number) =>
+      startProc(pinned(cpus, [NODE, SELF, '--serve-meshlet', String(backend.port), String(w)]), procs)
+    targets.push(['meshlet-1w', () => meshlet(1)])
+    if (name === 'unpinned') targets.push([`meshlet-${nWorkers}w`, () => meshlet(nWorkers)])
+    if (name === 'pinned' && existsSync(HTTP_PROXY_DIR))
       targets.push([
         'node-http-proxy',
-        await startProc(pinned('0', [NODE, '-e', HTTP_PROXY_SRC, String(backend.port)]), procs),
+        () => startProc(pinned(cpus, [NODE, '--no-deprecation', '-e', HTTP_PROXY_SRC, String(backend.port)]), procs),
       ])
+    const up: [string, Proc][] = []
+    for (const [target, start] of targets) {
+      try {
+        const p = await start()
+        // Warm-up: JIT, connection pools.
+        await wrk(p.port, 1, connections, loadCpus, p.proc.pid!, backend.proc.pid!)
+        up.push([target, p])
+        rows.push({ section: name, target, runs: [] })
+      } catch (err) {
+        process.stdout.write(`  ${name} ${target}: ${(err as Error).message}\n`)
+      }
     }
     for (let round = 1; round <= rounds; round++) {
-      for (const [name, p] of targets) await measure('pinned', 'wrk', name, p, '1', round)
+      for (const [target, p] of up) {
+        const r = await leastDisturbed(
+          () => wrk(p.port, seconds, connections, loadCpus, p.proc.pid!, backend.proc.pid!),
+          mayRerun,
+        )
+        rows.find((x) => x.section === name && x.target === target)!.runs.push(r)
+        process.stdout.write(
+          `  ${name.padEnd(9)} round ${round} ${target.padEnd(16)} ${r.rps.toFixed(0).padStart(7)} req/s  p99 ${r.p99ms.toFixed(2)} ms  cpu ${r.cpuUsPerReq.toFixed(1)} µs/req  foreign ${(r.foreign * 100).toFixed(0)}%${r.runs > 1 ? ` (${r.runs} runs)` : ''}\n`,
+        )
+      }
     }
-    for (const [name, p] of targets) {
-      if (name === 'direct' || name === 'nginx (1 worker)' || name === 'meshlet (1 process)')
-        await measure('pinned', 'autocannon', name, p, '1', 1)
-    }
-    for (const [, p] of targets) if (p !== backend) p.proc.kill('SIGTERM')
-
-    // ---- unpinned: what a second worker process adds (everything shares the 2 CPUs)
+    for (const [, p] of up) if (p !== backend) p.proc.kill('SIGTERM')
+    await sleep(300)
+  }
+  try {
+    const backendPinned = await startProc(pinned('0', [NODE, '-e', BACKEND_SRC]), procs)
+    await section('pinned', '0', '1', backendPinned)
+    backendPinned.proc.kill('SIGTERM')
     if (!quick) {
-      const un: [string, Proc][] = []
-      if (hasNginx)
-        un.push(['nginx, ingress-nginx headers', await startNginx(backend.port, '1', null, dir, procs, true)])
-      for (const workers of [1, 2]) {
-        un.push([
-          `meshlet (${workers} process${workers > 1 ? 'es' : ''})`,
-          await startProc([NODE, SELF, '--serve-meshlet', String(backend.port), String(workers)], procs),
-        ])
-      }
-      for (let round = 1; round <= Math.min(rounds, 2); round++) {
-        for (const [name, p] of un) await measure('unpinned', 'wrk', name, p, null, round)
-      }
+      const backend = await startProc([NODE, '-e', BACKEND_SRC], procs)
+      await section('unpinned', null, null, backend)
     }
   } finally {
     for (const p of procs) p.kill('SIGKILL')
     rmSync(dir, { recursive: true, force: true })
   }
+  report(rows, { seconds, rounds, connections, nWorkers, elapsed: (performance.now() - started) / 1000 })
+}
 
-  // ---- table: medians over the rounds, with ratios
-  const keys: string[] = []
-  for (const row of rows) {
-    const k = `${row.section}|${row.tool}|${row.target}`
-    if (!keys.includes(k)) keys.push(k)
-  }
-  const med = (k: string): Result | undefined => {
-    const rs = rows.filter((x) => `${x.section}|${x.tool}|${x.target}` === k).map((x) => x.r)
-    if (rs.length === 0) return undefined
-    const cpu = rs.map((r) => r.cpuUsPerReq).filter((c): c is number => c !== null)
+function report(
+  rows: readonly Row[],
+  o: { seconds: number; rounds: number; connections: number; nWorkers: number; elapsed: number },
+): void {
+  const summary = (r: Row) => {
+    const m = medianRound(r.runs)
     return {
-      rps: median(rs.map((r) => r.rps)),
-      p99ms: median(rs.map((r) => r.p99ms)),
-      cpuUsPerReq: cpu.length ? median(cpu) : null,
+      rps: median(r.runs.map((x) => x.rps)),
+      p99ms: m.p99ms,
+      cpu: median(r.runs.map((x) => x.cpuUsPerReq)),
+      foreign: m.foreign,
+      disturbed: r.runs.some((x) => x.foreign > FOREIGN_LIMIT),
     }
   }
-  process.stdout.write(`\nmedian of ${rounds} round(s) × ${seconds} s, ${connections} connections, keep-alive\n`)
+  const find = (section: string, target: string) => {
+    const r = rows.find((x) => x.section === section && x.target === target && x.runs.length > 0)
+    return r ? summary(r) : undefined
+  }
   process.stdout.write(
-    `| section | tool | target | req/s | p99 ms | CPU µs/req | × direct | × nginx | × nginx (same headers) |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n`,
+    `\n${o.rounds} round(s) × ${o.seconds} s per target, wrk -t1 -c${o.connections}, keep-alive; req/s and CPU: medians; ` +
+      `p99: of the median round; '*': a kept run had more than ${FOREIGN_LIMIT * 100}% foreign CPU after up to ${RERUNS} reruns\n`,
   )
-  for (const k of keys) {
-    const [section, tool, target] = k.split('|') as [string, string, string]
-    const r = med(k)!
-    const x = (b: string) => {
-      const base = med(`${section}|${tool}|${b}`)
-      return base ? (r.rps / base.rps).toFixed(2) : '—'
-    }
+  process.stdout.write(
+    `| section | target | req/s | p99 ms | CPU µs/req | foreign (median round) | × direct |\n|---|---|---:|---:|---:|---:|---:|\n`,
+  )
+  for (const r of rows) {
+    if (r.runs.length === 0) continue
+    const s = summary(r)
+    const direct = find(r.section, 'direct')
     process.stdout.write(
-      `| ${section} | ${tool} | ${target} | ${r.rps.toFixed(0)} | ${r.p99ms.toFixed(2)} | ${r.cpuUsPerReq?.toFixed(1) ?? '—'} | ${x('direct')} | ${x('nginx (1 worker)')} | ${x('nginx, ingress-nginx headers')} |\n`,
+      `| ${r.section} | ${r.target}${s.disturbed ? '*' : ''} | ${s.rps.toFixed(0)} | ${s.p99ms.toFixed(2)} | ${s.cpu.toFixed(1)} | ${(s.foreign * 100).toFixed(0)}% | ${direct ? (s.rps / direct.rps).toFixed(2) : '—'} |\n`,
     )
   }
-  const m = med('pinned|wrk|meshlet (1 process)')
-  const hp = med('pinned|wrk|node-http-proxy')
-  if (m && hp) process.stdout.write(`\nmeshlet / node-http-proxy (pinned, wrk): ${(m.rps / hp.rps).toFixed(2)}×\n`)
+  const ratios: [string, string, string][] = [
+    ['pinned', 'meshlet-1w', 'nginx-w1'],
+    ['pinned', 'meshlet-1w', 'haproxy-t1'],
+    ['pinned', 'meshlet-1w', 'node-http-proxy'],
+    ['unpinned', 'meshlet-1w', 'nginx-w1'],
+    ['unpinned', `meshlet-${o.nWorkers}w`, 'nginx-auto'],
+    ['unpinned', `meshlet-${o.nWorkers}w`, `haproxy-t${o.nWorkers}`],
+    ['unpinned', `meshlet-${o.nWorkers}w`, 'nginx-w1'],
+  ]
+  process.stdout.write(`\n| section | ratio | req/s × | p99 × | CPU/req × |\n|---|---|---:|---:|---:|\n`)
+  for (const [section, a, b] of ratios) {
+    const x = find(section, a)
+    const y = find(section, b)
+    if (!x || !y) continue
+    const mark = x.disturbed || y.disturbed ? '*' : ''
+    process.stdout.write(
+      `| ${section} | ${a} ÷ ${b}${mark} | ${(x.rps / y.rps).toFixed(2)} | ${(x.p99ms / y.p99ms).toFixed(2)} | ${(x.cpu / y.cpu).toFixed(2)} |\n`,
+    )
+  }
+  process.stdout.write(`\n(${o.elapsed.toFixed(0)} s in all)\n`)
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -2,7 +2,7 @@
 // MESHLET_* variable (--vip-mode → MESHLET_VIP_MODE), which is how Compose files set them; a flag wins over the
 // environment. Usage errors are UsageError (exit code 2).
 
-import { hostname } from 'node:os'
+import { availableParallelism, hostname } from 'node:os'
 import { parseArgs } from 'node:util'
 import type { EtcdOptions, ListenAddress, RuntimeOptions } from '../model/options.ts'
 import { normalizePrefix, parseStoreUrl } from '../store/client.ts'
@@ -136,6 +136,12 @@ export const UP_FLAGS = {
     type: 'string',
     default: '3',
     help: "TTL of this node's etcd lease: how long after it stops a dead node still owns LoadBalancer addresses",
+  },
+  // Issue 16: the Ingress listeners on every core the process may use, as nginx's `worker_processes auto`.
+  workers: {
+    type: 'string',
+    default: String(Math.min(64, availableParallelism())),
+    help: 'threads serving the Ingress http/https listeners: 1 = the main thread, N = N worker threads sharing the ports (SO_REUSEPORT)',
   },
 } as const satisfies Record<string, FlagSpec>
 
@@ -297,6 +303,9 @@ export function runtimeOptions(
   const dnsWorkers = Number(str('dns-workers'))
   if (!Number.isInteger(dnsWorkers) || dnsWorkers < 1 || dnsWorkers > 64)
     throw new UsageError(`--dns-workers: expected 1-64, got "${str('dns-workers')}"`)
+  const proxyWorkers = Number(str('workers'))
+  if (!Number.isInteger(proxyWorkers) || proxyWorkers < 1 || proxyWorkers > 64)
+    throw new UsageError(`--workers: expected 1-64, got "${str('workers')}"`)
   const accessLog = str('access-log')
   if (accessLog !== 'on' && accessLog !== 'off')
     throw new UsageError(`--access-log: expected on or off, got "${accessLog}"`)
@@ -356,6 +365,7 @@ export function runtimeOptions(
     l4Mode,
     etcd,
     nodeLeaseSeconds: lease,
+    proxyWorkers,
   }
 }
 

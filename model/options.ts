@@ -91,6 +91,12 @@ export interface RuntimeOptions {
    * when absent).
    */
   readonly nodeLeaseSeconds?: number
+  /**
+   * --workers: threads serving the http and https Ingress listeners, a count (1-64): 1 = the main thread, N ≥ 2 = N
+   * worker threads sharing the ports (SO_REUSEPORT; proxy/workers.ts). CLI default: os.availableParallelism();
+   * 1 when absent (planes started in-process).
+   */
+  readonly proxyWorkers?: number
 }
 
 /** Where etcd is (store/client.ts connects). */

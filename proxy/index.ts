@@ -40,6 +40,7 @@ import { generateSelfSigned, pickContext, SecureContextCache, type PemPair } fro
 import { EndpointRegistry } from './upstream.ts'
 import { defaultMaxConnections, readFileLimit } from './limits.ts'
 import { handleUpgrade, isWebSocketUpgrade } from './websocket.ts'
+import { startProxyWorkers } from './workers.ts'
 
 /** Client keep-alive idle time (ingress-nginx `keep-alive: 75`). */
 const CLIENT_KEEPALIVE_MS = 75_000
@@ -75,6 +76,8 @@ export interface ProxyExtraOptions {
   readonly pathOptions?: PathOptions
   /** A default certificate instead of generating one (tests). */
   readonly defaultCertificate?: PemPair
+  /** --workers hook (issue 16): listen with SO_REUSEPORT, so N worker threads share the ports (proxy/workers.ts). */
+  readonly reusePort?: boolean
 }
 
 export class ProxyPlane implements Plane {
@@ -150,7 +153,7 @@ export class ProxyPlane implements Plane {
     try {
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject)
-        server.listen({ host: addr.host, port: addr.port }, () => {
+        server.listen({ host: addr.host, port: addr.port, reusePort: this.#extra.reusePort === true }, () => {
           server.off('error', reject)
           resolve()
         })
@@ -414,6 +417,8 @@ export class ProxyPlane implements Plane {
 }
 
 export const startProxy: PlaneFactory = async (ctx) => {
+  // --workers hook (issue 16): N ≥ 2 runs the listeners in worker threads; 1 is the in-thread path below.
+  if ((ctx.options.proxyWorkers ?? 1) >= 2) return startProxyWorkers(ctx)
   const plane = new ProxyPlane(ctx)
   try {
     await plane.start()

@@ -79,6 +79,8 @@ function withDefaults(args: readonly string[]): string[] {
     '--node': 'test-node',
     '--service-cidr': randomServiceCidr(),
     '--log-level': 'info',
+    // One proxy thread, today's path, unless a test asks for --workers (the CLI default is one per core).
+    '--workers': '1',
   }
   const out = [...args]
   for (const [flag, value] of Object.entries(defaults)) if (!args.includes(flag)) out.push(flag, value)
