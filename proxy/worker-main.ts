@@ -15,26 +15,9 @@ import { pino } from 'pino'
 import { Registry } from 'prom-client'
 import type { Snapshot, UpstreamReporter } from '../model/snapshot.ts'
 import type { Store, Subscriber } from '../model/store.ts'
-import type { ListenAddress, RuntimeOptions } from '../model/options.ts'
+import type { ListenAddress } from '../model/options.ts'
 import { startProxyWith, type ProxyPlane } from './index.ts'
-import type { PemPair } from './tls.ts'
-
-export interface ProxyWorkerInit {
-  readonly index: number
-  /** The plane's options; http and https come with the `listen` message. */
-  readonly options: RuntimeOptions
-  /** The default certificate, generated once by the main thread so every worker presents the same one. */
-  readonly pem: PemPair | null
-  readonly logLevel: string
-}
-
-/**
- * Upstream outcomes for health/'s passive ejection, batched per endpoint between flushes (one message per
- * REPORT_FLUSH_MS, not one per request). Each endpoint keeps its outcomes as runs: a number n > 0 for n failures in a
- * row, 0 for a success (successes in a row are one: each only resets the failure count). Replayed in order on the
- * main thread, they leave the outlier detector where the unbatched calls would have.
- */
-export type ReportRuns = Record<string, number[]>
+import type { ProxyWorkerInit, ReportRuns } from './worker-protocol.ts'
 
 type FromMain =
   | { readonly type: 'listen'; readonly http: ListenAddress | null; readonly https: ListenAddress | null }

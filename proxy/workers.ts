@@ -28,7 +28,7 @@ import type { Plane, PlaneContext } from '../model/plane.ts'
 import type { Snapshot } from '../model/snapshot.ts'
 import { ProxyError } from './errors.ts'
 import { generateSelfSigned } from './tls.ts'
-import type { ProxyWorkerInit, ReportRuns } from './worker-main.ts'
+import type { ProxyWorkerInit, ReportRuns } from './worker-protocol.ts'
 
 type MetricsJson = MetricObjectWithValues<MetricValue<string>>[]
 
