@@ -7,9 +7,9 @@
 // this worker's fast-path mirror (dns/fast-cache.ts).
 //
 // Messages, main → worker: {type: 'snapshot', snapshot} | {type: 'reply', id, buf} | {type: 'close', deadline} |
-// {type: 'cache', key, buf, storedAt, expires} | {type: 'uncache', key (null: all)}.
+// {type: 'cache', key, buf, age, left (ms)} | {type: 'uncache', key (null: all)}.
 // Worker → main: {type: 'listening', port} | {type: 'failed', message} | {type: 'applied', version, error} |
-// {type: 'query', id, msg, tcp, client} | {type: 'log', line} | {type: 'closed'}.
+// {type: 'query', id, msg, tcp, client} | {type: 'log', line} | {type: 'touched', keys} | {type: 'closed'}.
 
 import { parentPort, workerData } from 'node:worker_threads'
 import { pino } from 'pino'
@@ -45,10 +45,13 @@ type FromMain =
       readonly type: 'cache'
       readonly key: string
       readonly buf: Uint8Array
-      readonly storedAt: number
-      readonly expires: number
+      /** ms since the main thread stored it, and until it expires. */
+      readonly age: number
+      readonly left: number
     }
   | { readonly type: 'uncache'; readonly key: string | null }
+
+const TOUCH_REPORT_MS = 1000
 
 const port = parentPort!
 const init = workerData as WorkerInit
@@ -84,6 +87,12 @@ try {
 }
 const tcpCount = setInterval(() => Atomics.store(stats, 0, listener.connections), 200)
 tcpCount.unref()
+// Cache hits answered here, reported once a second so they count for the forwarder cache's LRU order.
+const touched = setInterval(() => {
+  const keys = resolver.cache?.takeTouched() ?? []
+  if (keys.length > 0) port.postMessage({ type: 'touched', keys })
+}, TOUCH_REPORT_MS)
+touched.unref()
 port.postMessage({ type: 'listening', port: listener.port })
 
 port.on('message', (m: FromMain) => {
@@ -98,9 +107,12 @@ port.on('message', (m: FromMain) => {
       port.postMessage({ type: 'applied', version: m.snapshot.version, error })
       break
     }
-    case 'cache':
-      resolver.cache?.put(m.key, Buffer.from(m.buf.buffer, m.buf.byteOffset, m.buf.byteLength), m.storedAt, m.expires)
+    case 'cache': {
+      const now = performance.now()
+      const buf = Buffer.from(m.buf.buffer, m.buf.byteOffset, m.buf.byteLength)
+      resolver.cache?.put(m.key, buf, now - m.age, now + m.left)
       break
+    }
     case 'uncache':
       if (m.key === null) resolver.cache?.clear()
       else resolver.cache?.delete(m.key)
@@ -115,6 +127,7 @@ port.on('message', (m: FromMain) => {
     case 'close': {
       closing = true
       clearInterval(tcpCount)
+      clearInterval(touched)
       void listener.close(m.deadline).then(() => {
         for (const done of pending.values()) done(null)
         pending.clear()

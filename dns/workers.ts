@@ -24,10 +24,14 @@ type FromWorker =
       readonly client: string
     }
   | { readonly type: 'log'; readonly line: string }
+  | { readonly type: 'touched'; readonly keys: string[] }
   | { readonly type: 'closed' }
 
 /** Answers a handed-over query from `client` on the main thread (the resolver with the forwarder). */
 export type QueryHandler = (msg: Buffer, tcp: boolean, client: string) => Buffer | null | Promise<Buffer | null>
+
+/** Cache keys a worker answered from its fast-path mirror (for the forwarder cache's LRU order). */
+export type TouchHandler = (keys: readonly string[]) => void
 
 const LEVELS: Record<number, 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = {
   10: 'trace',
@@ -66,14 +70,16 @@ export class DnsWorkers {
   readonly #entries: Entry[] = []
   readonly #log: Logger
   readonly #handle: QueryHandler
+  readonly #touch: TouchHandler
   readonly #allowRecursion: readonly string[]
   #posted = 0
   #closing = false
   port = 0
 
-  private constructor(log: Logger, handle: QueryHandler, allowRecursion: readonly string[]) {
+  private constructor(log: Logger, handle: QueryHandler, touch: TouchHandler, allowRecursion: readonly string[]) {
     this.#log = log
     this.#handle = handle
+    this.#touch = touch
     this.#allowRecursion = allowRecursion
   }
 
@@ -85,9 +91,10 @@ export class DnsWorkers {
     zoneOptions: ZoneOptions,
     log: Logger,
     handle: QueryHandler,
+    touch: TouchHandler,
     allowRecursion: readonly string[] = [],
   ): Promise<DnsWorkers> {
-    const pool = new DnsWorkers(log, handle, allowRecursion)
+    const pool = new DnsWorkers(log, handle, touch, allowRecursion)
     try {
       pool.port = await pool.#spawn(0, host, port, zoneOptions)
       await Promise.all(Array.from({ length: n - 1 }, (_, i) => pool.#spawn(i + 1, host, pool.port, zoneOptions)))
@@ -142,6 +149,9 @@ export class DnsWorkers {
             break
           case 'log':
             this.#relayLog(index, m.line)
+            break
+          case 'touched':
+            this.#touch(m.keys)
             break
           case 'closed':
             void worker.terminate()
@@ -210,11 +220,15 @@ export class DnsWorkers {
    * back to the worker that asked (one port, in order), so that worker's next query for the name is a hit.
    */
   cacheStored(key: string, buf: Buffer, storedAt: number, expires: number): void {
+    // Each thread has its own performance.now() origin: the entry travels as its age and what it has left.
+    const now = performance.now()
+    const age = now - storedAt
+    const left = expires - now
     for (const e of this.#entries) {
       if (e.exited) continue
       // A copy of exactly the reply: a Buffer view would clone its whole pool.
       const copy = new Uint8Array(buf)
-      e.worker.postMessage({ type: 'cache', key, buf: copy, storedAt, expires }, [copy.buffer])
+      e.worker.postMessage({ type: 'cache', key, buf: copy, age, left }, [copy.buffer])
     }
   }
 
