@@ -1,22 +1,22 @@
 // One DNS worker thread (--dns-workers N ≥ 2): its own UDP and TCP sockets on the shared address (SO_REUSEPORT),
-// its own zone index built from every Snapshot the main thread posts, and the fast path. Forwarded names and
+// its own zone index kept from the changes the main thread posts (dns/zone-delta.ts), and the fast path. Forwarded names and
 // ExternalName chases are handed to the main thread with the whole query (it owns the forwarder, its cache, the loop
 // probe and the upstream metrics) and the reply comes back to be sent from this worker's socket.
 //
 // Cached forwards are answered here too: the main thread broadcasts every store into (and removal from) its cache to
 // this worker's fast-path mirror (dns/fast-cache.ts).
 //
-// Messages, main → worker: {type: 'snapshot', snapshot} | {type: 'reply', id, buf} | {type: 'close', deadline} |
+// Messages, main → worker: {type: 'zone', data (a serialized delta)} | {type: 'reply', id, buf} | {type: 'close', deadline} |
 // {type: 'cache', key, buf, age, left (ms)} | {type: 'uncache', key (null: all)}.
 // Worker → main: {type: 'listening', port} | {type: 'failed', message} | {type: 'applied', version, error} |
 // {type: 'query', id, msg, tcp, client} | {type: 'log', line} | {type: 'touched', keys} | {type: 'closed'}.
 
 import { parentPort, workerData } from 'node:worker_threads'
 import { pino } from 'pino'
-import type { Snapshot } from '../model/snapshot.ts'
 import { Resolver } from './answer.ts'
 import { DnsListener } from './server.ts'
 import { buildZone, type ZoneOptions } from './zone.ts'
+import { DeltaReceiver } from './zone-delta.ts'
 import { EMPTY_SNAPSHOT } from './empty.ts'
 import { RecursionAcl } from './recursion-acl.ts'
 import { parseCidr } from '../model/ip.ts'
@@ -38,7 +38,7 @@ export interface WorkerInit {
 }
 
 type FromMain =
-  | { readonly type: 'snapshot'; readonly snapshot: Snapshot }
+  | { readonly type: 'zone'; readonly data: Uint8Array }
   | { readonly type: 'reply'; readonly id: number; readonly buf: Uint8Array | null }
   | { readonly type: 'close'; readonly deadline: number }
   | {
@@ -64,6 +64,7 @@ const resolver = new Resolver(buildZone(EMPTY_SNAPSHOT, init.zoneOptions, 0), {
   cacheHits: new Float64Array(init.cacheHits),
 })
 resolver.acl = new RecursionAcl(init.allowRecursion.map((c) => parseCidr(c)!))
+const deltas = new DeltaReceiver(init.zoneOptions)
 const pending = new Map<number, (b: Buffer | null) => void>()
 let nextId = 1
 let closing = false
@@ -97,14 +98,16 @@ port.postMessage({ type: 'listening', port: listener.port })
 
 port.on('message', (m: FromMain) => {
   switch (m.type) {
-    case 'snapshot': {
-      let error: string | null = null
+    case 'zone': {
       try {
-        resolver.setZone(buildZone(m.snapshot, init.zoneOptions, resolver.zone.serial))
+        const { zone, changed, version } = deltas.apply(m.data, resolver.zone.serial)
+        resolver.setZone(zone, changed)
+        port.postMessage({ type: 'applied', version, error: null })
       } catch (err) {
-        error = (err as Error).message
+        // The previous zone keeps serving; the main thread sends the full state with the next change.
+        const version = (err as { version?: number }).version ?? 0
+        port.postMessage({ type: 'applied', version, error: (err as Error).message })
       }
-      port.postMessage({ type: 'applied', version: m.snapshot.version, error })
       break
     }
     case 'cache': {
