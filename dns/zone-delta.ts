@@ -47,6 +47,28 @@ function encode(d: ZoneDelta): SerializedDelta {
   return { data, info: { full: d.full, services, pods, bytes: data.length } }
 }
 
+/** Items of `list` not held as they are (by identity) into `changed`, held keys no longer listed into `removed`. */
+function diff<T extends { readonly key: string }>(
+  list: readonly T[],
+  held: Map<string, { state: T; mark: number }>,
+  mark: number,
+  changed: T[],
+  removed: string[],
+): void {
+  for (const item of list) {
+    const h = held.get(item.key)
+    if (h?.state !== item) {
+      changed.push(item)
+      held.set(item.key, { state: item, mark })
+    } else h.mark = mark
+  }
+  for (const [key, h] of held) {
+    if (h.mark === mark) continue
+    held.delete(key)
+    removed.push(key)
+  }
+}
+
 /** Main-thread side: remembers what it last described and diffs each new Snapshot against it by identity. */
 export class DeltaSender {
   readonly #services = new Map<string, { state: ServiceState; mark: number }>()
@@ -63,30 +85,8 @@ export class DeltaSender {
     const removedServices: string[] = []
     const pods: PodState[] = []
     const removedPods: string[] = []
-    for (const s of snapshot.services) {
-      const held = this.#services.get(s.key)
-      if (held?.state !== s) {
-        services.push(s)
-        this.#services.set(s.key, { state: s, mark })
-      } else held.mark = mark
-    }
-    for (const [key, held] of this.#services) {
-      if (held.mark === mark) continue
-      this.#services.delete(key)
-      removedServices.push(key)
-    }
-    for (const p of snapshot.pods) {
-      const held = this.#pods.get(p.key)
-      if (held?.state !== p) {
-        pods.push(p)
-        this.#pods.set(p.key, { state: p, mark })
-      } else held.mark = mark
-    }
-    for (const [key, held] of this.#pods) {
-      if (held.mark === mark) continue
-      this.#pods.delete(key)
-      removedPods.push(key)
-    }
+    diff(snapshot.services, this.#services, mark, services, removedServices)
+    diff(snapshot.pods, this.#pods, mark, pods, removedPods)
     const same =
       snapshot.namespaces.length === this.#namespaces.length &&
       snapshot.namespaces.every((ns, i) => ns === this.#namespaces[i])
