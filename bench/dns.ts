@@ -28,6 +28,7 @@ const N = 1000
 const MAX_SECONDS = 4
 const FIXED_SECONDS = 2
 const FIXED_QPS = 5000
+const BASE = process.env.DNS_BENCH_BASE ?? ''
 
 const svcName = (i: number) => `svc-${i}.bench.svc.cluster.local`
 const svcIp = (i: number) => `10.96.${Math.floor(i / 250)}.${(i % 250) + 1}`
@@ -183,9 +184,9 @@ async function startWithRetry(name: string, spawnOn: (port: number) => ChildProc
  * would only measure the hand-over, so that row gets both cores, shared with dnsperf (which stays on CPU 1): compare
  * its CPU µs/query, and its q/s as what two cores give.
  */
-async function startMeshlet(up: number, workers: number): Promise<Server> {
+async function startMeshlet(up: number, workers: number, self = SELF): Promise<Server> {
   const cpus = workers > 1 ? '0,1' : '0'
-  const proc = spawn('taskset', ['-c', cpus, process.execPath, SELF, '--child', '0', String(up), String(workers)], {
+  const proc = spawn('taskset', ['-c', cpus, process.execPath, self, '--child', '0', String(up), String(workers)], {
     stdio: ['ignore', 'pipe', 'inherit'],
   })
   const port = await new Promise<number>((resolve, reject) => {
@@ -205,7 +206,7 @@ async function startMeshlet(up: number, workers: number): Promise<Server> {
     })
   })
   await waitUdp(port, proc)
-  return { name: workers > 1 ? 'meshlet-2w' : 'meshlet', port, proc }
+  return { name: self !== SELF ? 'meshlet-base' : workers > 1 ? 'meshlet-2w' : 'meshlet', port, proc }
 }
 
 function startDnsmasq(dir: string, up: number): Promise<Server> {
@@ -401,9 +402,10 @@ export default async function run(_args: string[]): Promise<void> {
   const starts: [string, () => Promise<Server>][] = [
     ['meshlet', () => startMeshlet(up.port, 1)],
     ['meshlet-2w', () => startMeshlet(up.port, 2)],
-    ['dnsmasq', () => startDnsmasq(dir, up.port)],
-    ['unbound', () => startUnbound(dir, up.port)],
   ]
+  // DNS_BENCH_BASE=<checkout of another commit>: its meshlet (1 thread) measured in the same run, for before/after.
+  if (BASE) starts.push(['meshlet-base', () => startMeshlet(up.port, 1, join(BASE, 'bench/dns.ts'))])
+  starts.push(['dnsmasq', () => startDnsmasq(dir, up.port)], ['unbound', () => startUnbound(dir, up.port)])
   for (const [name, start] of starts) {
     try {
       const server = await start()

@@ -2,13 +2,24 @@
 // from the precomputed zone (dns/zone.ts): copy the header, echo the question, copy the RRset bytes, add the SOA for
 // negative answers. Everything else returns a Promise: the forwarder (dns/forwarder.ts) and the ExternalName chase.
 
-import { Query, RCODE, TYPE, UDP_PAYLOAD_CAP, lowerKey, nameKey, parseQuery } from './wire.ts'
+import {
+  Query,
+  RCODE,
+  TYPE,
+  UDP_PAYLOAD_CAP,
+  UdpQuery,
+  lowerKey,
+  nameKey,
+  parseQuery,
+  scanUdpQuery,
+  shuffleFixed,
+} from './wire.ts'
 import type { NameEntry, Zone } from './zone.ts'
 import type { Forwarder } from './forwarder.ts'
 import { FastPath } from './fast.ts'
 import { FastCache } from './fast-cache.ts'
 import type { RecursionAcl } from './recursion-acl.ts'
-import { MessageWriter, readName, relay, scanMessage, shuffleFixed, writeOpt, type ClientView } from './message.ts'
+import { MessageWriter, readName, relay, scanMessage, writeOpt, type ClientView } from './message.ts'
 
 const REVERSE4 = nameKey('in-addr.arpa')
 const REVERSE6 = nameKey('ip6.arpa')
@@ -79,6 +90,7 @@ export class Resolver {
   readonly counts: Float64Array
   /** The UDP fast path of the current zone (dns/fast.ts); null before the first Snapshot or when not wanted. */
   #fast: FastPath | null = null
+  readonly #udpQuery = new UdpQuery()
   readonly #wantFast: boolean
   /**
    * Set in a DNS worker thread: forwarded names and ExternalName chases are handed to the main thread (which owns
@@ -108,15 +120,19 @@ export class Resolver {
    */
   fast(msg: Buffer, busy: boolean, client: string): Buffer | null {
     const f = this.#fast
+    const c = this.cache
+    if (f === null && (c === null || c.size === 0)) return null
+    // Scanned once for both fast paths.
+    const q = this.#udpQuery
+    if (!scanUdpQuery(msg, q)) return null
     if (f !== null) {
-      const r = f.answer(msg, busy)
+      const r = f.answerScanned(msg, q, busy)
       if (r !== null) return r
     }
-    const c = this.cache
     if (c === null || c.size === 0) return null
     // A client that may not recurse gets REFUSED from the general path, cached or not.
     if (this.acl !== null && !this.acl.allows(client)) return null
-    return c.answer(msg, busy)
+    return c.answer(msg, q, busy)
   }
 
   get zone(): Zone {
@@ -416,7 +432,8 @@ export class Resolver {
   }
 
   #relay(buf: Buffer, scan: NonNullable<ReturnType<typeof scanMessage>>, storedAt: number, p: Pending): Buffer {
-    const elapsed = Math.floor((Date.now() - storedAt) / 1000)
+    // storedAt is monotonic (dns/cache.ts): never ahead of now, so no TTL is raised.
+    const elapsed = Math.floor((performance.now() - storedAt) / 1000)
     const len = relay(buf, scan, p, elapsed, this.#out, true)
     this.#count(p.qtype, scan.rcode)
     return this.#finish(len, p.tcp)

@@ -11,9 +11,12 @@ import type { Scan } from './message.ts'
 export interface CacheEntry {
   readonly buf: Buffer
   readonly scan: Scan
-  /** Date.now() when stored: TTLs are counted down from here. */
+  /**
+   * performance.now() when stored: TTLs are counted down from here. A monotonic clock, so a wall clock stepped back
+   * never raises a TTL and one stepped forward never expires the cache early.
+   */
   readonly storedAt: number
-  /** Date.now() after which the entry is gone; 0 until stored. */
+  /** performance.now() after which the entry is gone; 0 until stored. */
   expires: number
 }
 
@@ -32,6 +35,8 @@ export interface CacheListener {
   stored(key: string, entry: CacheEntry): void
   removed(key: string): void
   cleared(): void
+  /** About to evict: the last chance to report fast-path hits (`touch`) so that they count for the LRU order. */
+  beforeEvict(): void
 }
 
 export class ReplyCache {
@@ -50,7 +55,7 @@ export class ReplyCache {
   get(key: string): CacheEntry | null {
     const e = this.#map.get(key)
     if (!e) return null
-    if (Date.now() >= e.expires) {
+    if (performance.now() >= e.expires) {
       this.#map.delete(key)
       this.listener?.removed(key)
       return null
@@ -67,11 +72,25 @@ export class ReplyCache {
     this.#map.delete(key)
     this.#map.set(key, entry)
     this.listener?.stored(key, entry)
+    if (this.#map.size > this.#max) this.listener?.beforeEvict()
     while (this.#map.size > this.#max) {
       const oldest = this.#map.keys().next().value
       if (oldest === undefined) break
       this.#map.delete(oldest)
       this.listener?.removed(oldest)
+    }
+  }
+
+  /**
+   * Hits answered on the fast paths (dns/fast-cache.ts) reported back: each moves to the most recently used end,
+   * as a hit through `get` does. Keys no longer cached are ignored.
+   */
+  touch(keys: readonly string[]): void {
+    for (const key of keys) {
+      const e = this.#map.get(key)
+      if (!e) continue
+      this.#map.delete(key)
+      this.#map.set(key, e)
     }
   }
 

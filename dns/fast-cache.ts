@@ -22,14 +22,14 @@
 //
 // The table mirrors the forwarder's ReplyCache (dns/cache.ts), which stays the owner: what it stores is put here,
 // what it evicts or finds expired is deleted here. With --dns-workers every worker holds such a mirror, filled by
-// the main thread's broadcast of each store (dns/workers.ts). Hits here do not refresh the ReplyCache's LRU order,
-// so for names served from here it evicts in store order.
+// the main thread's broadcast of each store (dns/workers.ts). Hits here are reported back for the ReplyCache's LRU
+// order (`takeTouched`: each entry once per report): on the main thread just before it evicts, from workers once a
+// second. Times are performance.now() values of the thread that holds the mirror (monotonic: a wall clock stepped
+// back never raises a TTL).
 
-import { TYPE, UDP_PAYLOAD_CAP, nameKey, skipName } from './wire.ts'
+import { FNV_OFFSET, FNV_PRIME, TYPE, UDP_PAYLOAD_CAP, nameKey, shuffleFixed, skipName, type UdpQuery } from './wire.ts'
 import { relay, scanMessage, type ClientView, type Scan } from './message.ts'
 
-const FNV_OFFSET = 0x811c9dc5 | 0
-const FNV_PRIME = 16777619
 const TOMBSTONE = -1
 const REVERSE4 = nameKey('in-addr.arpa')
 const REVERSE6 = nameKey('ip6.arpa')
@@ -48,6 +48,8 @@ class Variant {
 }
 
 class Entry {
+  /** The forwarder's cache key (string), reported back on a hit. */
+  readonly name: string
   /** Lowercase question (name + type + class) followed by the DO bit (0 or 1). */
   readonly key: Buffer
   readonly plain: Variant | null
@@ -61,8 +63,11 @@ class Entry {
   readonly expires: number
   /** Index into the (qtype, rcode) counters. */
   readonly count: number
+  /** The report (FastCache epoch) this entry was last put in `touched` for. */
+  seen = 0
 
   constructor(
+    name: string,
     key: Buffer,
     plain: Variant | null,
     edns: Variant | null,
@@ -74,6 +79,7 @@ class Entry {
     expires: number,
     count: number,
   ) {
+    this.name = name
     this.key = key
     this.plain = plain
     this.edns = edns
@@ -120,6 +126,9 @@ export class FastCache {
   #mask = 63
   #entries: (Entry | null)[] = []
   #free: number[] = []
+  /** Keys of entries hit since the last `takeTouched`, each once. */
+  #touched: string[] = []
+  #epoch = 1
   /** Slots holding an entry or a tombstone. */
   #used = 0
   #live = 0
@@ -140,7 +149,7 @@ export class FastCache {
 
   /**
    * Stores the reply the forwarder cached under `key` (its string key), stored at `storedAt` and gone at `expires`
-   * (Date.now() values). Replaces an entry with that key; a reply that cannot be scanned is not stored.
+   * (performance.now() values of this thread). Replaces an entry with that key; a reply that cannot be scanned is not stored.
    */
   put(key: string, reply: Buffer, storedAt: number, expires: number): void {
     this.delete(key)
@@ -185,6 +194,7 @@ export class FastCache {
     }
     const qtype = question.readUInt16BE(question.length - 4)
     const e = new Entry(
+      key,
       kb,
       plain,
       edns,
@@ -253,61 +263,22 @@ export class FastCache {
   /**
    * The answer to a UDP query from the cache, or null when the general path must answer it (not cached, expired,
    * a variant that would be cut, an unusual query). `busy`: the socket has a queued send that may reference a
-   * variant, so it is copied before patching.
+   * variant, so it is copied before patching. `q`: the query as `scanUdpQuery` found it.
    */
-  answer(msg: Buffer, busy: boolean): Buffer | null {
+  answer(msg: Buffer, q: UdpQuery, busy: boolean): Buffer | null {
     if (this.#live === 0) return null
-    const len = msg.length
-    if (len < 17) return null
+    const nameLen = q.nameLen
+    const upper = q.upper
+    const limit = q.limit
+    const edns = q.edns
+    const dnssecOk = q.dnssecOk ? 1 : 0
     const b2 = msg[2]!
-    // QR=0, opcode QUERY; QDCOUNT 1, ANCOUNT 0, NSCOUNT 0, ARCOUNT 0 or 1.
-    if ((b2 & 0xf8) !== 0 || msg[4] !== 0 || msg[5] !== 1 || (msg[6]! | msg[7]! | msg[8]! | msg[9]! | msg[10]!) !== 0)
-      return null
-    const ar = msg[11]!
-    if (ar > 1) return null
-    let h = FNV_OFFSET
-    let upper = false
-    let p = 12
-    for (;;) {
-      if (p >= len) return null
-      const l = msg[p]!
-      if (l === 0) break
-      if (l > 63) return null
-      h = Math.imul(h ^ l, FNV_PRIME)
-      const end = p + 1 + l
-      if (end > len) return null
-      for (let i = p + 1; i < end; i++) {
-        let c = msg[i]!
-        if (c >= 0x41 && c <= 0x5a) {
-          c += 32
-          upper = true
-        }
-        h = Math.imul(h ^ c, FNV_PRIME)
-      }
-      p = end
-    }
-    const nameLen = p + 1 - 12
-    if (nameLen > 255 || p + 5 > len) return null
-    // Root byte, type, class IN.
-    if (msg[p + 3] !== 0 || msg[p + 4] !== 1) return null
-    h = Math.imul(h, FNV_PRIME)
-    h = Math.imul(h ^ msg[p + 1]!, FNV_PRIME)
-    h = Math.imul(h ^ msg[p + 2]!, FNV_PRIME)
+    // The key hash goes on from the name's (root byte included): type, class IN, DO.
+    let h = q.hash
+    h = Math.imul(h ^ (q.qtype >>> 8), FNV_PRIME)
+    h = Math.imul(h ^ (q.qtype & 0xff), FNV_PRIME)
     h = Math.imul(h, FNV_PRIME)
     h = Math.imul(h ^ 1, FNV_PRIME)
-    p += 5
-    let edns = false
-    let limit = 512
-    let dnssecOk = 0
-    if (ar === 1) {
-      // A plain OPT at the end: root owner, type 41, version 0.
-      if (p + 11 > len || msg[p] !== 0 || msg[p + 1] !== 0 || msg[p + 2] !== TYPE.OPT || msg[p + 6] !== 0) return null
-      if (p + 11 + ((msg[p + 9]! << 8) | msg[p + 10]!) !== len) return null
-      edns = true
-      const size = (msg[p + 3]! << 8) | msg[p + 4]!
-      limit = size > UDP_PAYLOAD_CAP ? UDP_PAYLOAD_CAP : size < 512 ? 512 : size
-      dnssecOk = (msg[p + 7]! & 0x80) !== 0 ? 1 : 0
-    } else if (p !== len) return null
     h = Math.imul(h ^ dnssecOk, FNV_PRIME)
 
     const qlen = nameLen + 4
@@ -336,11 +307,11 @@ export class FastCache {
       }
       slot = (slot + 1) & mask
     }
-    const now = Date.now()
+    const now = performance.now()
     if (now >= e.expires) return null
     const v = edns ? e.edns : e.plain
     if (v === null || v.buf.length > limit) return null
-    // A clock stepped back never raises a TTL above the upstream's.
+    // storedAt may lie a little ahead of now for an entry posted from the main thread (its age is converted).
     const elapsed = now > e.storedAt ? ((now - e.storedAt) / 1000) | 0 : 0
     let out = v.buf
     if (busy) out = Buffer.from(out)
@@ -365,23 +336,22 @@ export class FastCache {
       msg.copy(out, 12, 12, 12 + nameLen)
       if (!busy) v.dirty = upper
     }
-    const sh = e.shuffle
-    if (sh !== null) {
-      const size = e.shuffleSize
-      for (let i = sh.length - 1; i > 0; i--) {
-        const j = Math.floor(Math.random() * (i + 1))
-        if (j === i) continue
-        const a = sh[i]!
-        const b = sh[j]!
-        for (let k = 0; k < size; k++) {
-          const x = out[a + k]!
-          out[a + k] = out[b + k]!
-          out[b + k] = x
-        }
-      }
+    if (e.shuffle !== null) shuffleFixed(out, e.shuffle, e.shuffleSize)
+    if (e.seen !== this.#epoch) {
+      e.seen = this.#epoch
+      this.#touched.push(e.name)
     }
     this.#counts[e.count]!++
     this.hits[0]!++
     return out
+  }
+
+  /** The keys hit since the last call (for ReplyCache.touch), in no particular order; starts a new report. */
+  takeTouched(): string[] {
+    const keys = this.#touched
+    if (keys.length === 0) return keys
+    this.#touched = []
+    this.#epoch++
+    return keys
   }
 }

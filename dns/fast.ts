@@ -14,7 +14,7 @@
 // NODATA, names outside the zone, class ANY, meta types) returns null and the general path (dns/answer.ts) answers it
 // with the same result.
 
-import { RCODE, TYPE, UDP_PAYLOAD_CAP } from './wire.ts'
+import { FNV_OFFSET, FNV_PRIME, RCODE, TYPE, UDP_PAYLOAD_CAP, UdpQuery, scanUdpQuery, shuffleFixed } from './wire.ts'
 import type { NameEntry, Zone } from './zone.ts'
 
 /** qtype → slot of a per-name template; -1: not answered here. */
@@ -28,9 +28,6 @@ const SLOTS = SLOT_TYPES.length
  */
 const NODATA_OK = new Uint8Array(256)
 for (const t of [...SLOT_TYPES, TYPE.MX, 64, 65]) NODATA_OK[t] = 1
-
-const FNV_OFFSET = 0x811c9dc5 | 0
-const FNV_PRIME = 16777619
 
 /** One precomputed reply. Mutated in place per query (ID, flags, name case, shuffle). */
 class Template {
@@ -93,8 +90,8 @@ export class FastPath {
   #soaTail: Buffer
   readonly #counts: Float64Array
   readonly #countIndex: (qtype: number, rcode: number) => number
-  /** Scratch: label start offsets of the current query. */
-  readonly #labels = new Int32Array(128)
+  /** Scratch: the current query when called through `answer`. */
+  readonly #query = new UdpQuery()
 
   constructor(zone: Zone, counts: Float64Array, countIndex: (qtype: number, rcode: number) => number) {
     this.#counts = counts
@@ -277,58 +274,22 @@ export class FastPath {
    * so templates may be referenced by it and are copied instead of patched.
    */
   answer(msg: Buffer, busy: boolean): Buffer | null {
-    const len = msg.length
-    if (len < 17) return null
+    return scanUdpQuery(msg, this.#query) ? this.answerScanned(msg, this.#query, busy) : null
+  }
+
+  /** `answer` for a query `scanUdpQuery` has already scanned into `q`. */
+  answerScanned(msg: Buffer, q: UdpQuery, busy: boolean): Buffer | null {
+    const qtype = q.qtype
+    if (qtype > 255) return null
+    const h = q.hash
+    const upper = q.upper
+    const nameLen = q.nameLen
+    const edns = q.edns
+    const limit = q.limit
+    const dnssecOk = q.dnssecOk
+    const labels = q.labels
+    const n = q.labelCount
     const b2 = msg[2]!
-    // QR=0, opcode QUERY; QDCOUNT 1, ANCOUNT 0, NSCOUNT 0, ARCOUNT 0 or 1.
-    if ((b2 & 0xf8) !== 0 || msg[4] !== 0 || msg[5] !== 1 || (msg[6]! | msg[7]! | msg[8]! | msg[9]! | msg[10]!) !== 0)
-      return null
-    const ar = msg[11]!
-    if (ar > 1) return null
-    const labels = this.#labels
-    let h = FNV_OFFSET
-    let upper = false
-    let p = 12
-    let n = 0
-    for (;;) {
-      if (p >= len) return null
-      const l = msg[p]!
-      if (l === 0) break
-      if (l > 63 || n === 128) return null
-      labels[n++] = p
-      h = Math.imul(h ^ l, FNV_PRIME)
-      const end = p + 1 + l
-      if (end > len) return null
-      for (let i = p + 1; i < end; i++) {
-        let c = msg[i]!
-        if (c >= 0x41 && c <= 0x5a) {
-          c += 32
-          upper = true
-        }
-        h = Math.imul(h ^ c, FNV_PRIME)
-      }
-      p = end
-    }
-    h = Math.imul(h, FNV_PRIME) // the root byte: h ^ 0
-    const nameLen = p + 1 - 12
-    if (nameLen > 255) return null
-    p++
-    if (p + 4 > len) return null
-    const qtype = (msg[p]! << 8) | msg[p + 1]!
-    if (qtype > 255 || msg[p + 2] !== 0 || msg[p + 3] !== 1) return null
-    p += 4
-    let edns = false
-    let limit = 512
-    let dnssecOk = false
-    if (ar === 1) {
-      // A plain OPT at the end: root owner, type 41, version 0.
-      if (p + 11 > len || msg[p] !== 0 || msg[p + 1] !== 0 || msg[p + 2] !== TYPE.OPT || msg[p + 6] !== 0) return null
-      if (p + 11 + ((msg[p + 9]! << 8) | msg[p + 10]!) !== len) return null
-      edns = true
-      const size = (msg[p + 3]! << 8) | msg[p + 4]!
-      limit = size > UDP_PAYLOAD_CAP ? UDP_PAYLOAD_CAP : size < 512 ? 512 : size
-      dnssecOk = (msg[p + 7]! & 0x80) !== 0
-    } else if (p !== len) return null
 
     // Lookup.
     const table = this.#table
@@ -394,21 +355,7 @@ export class FastPath {
       t.dirty = upper
     }
     if (edns) out[out.length - 4] = dnssecOk ? 0x80 : 0
-    const sh = t.shuffle
-    if (sh !== null) {
-      const size = t.size
-      for (let i = sh.length - 1; i > 0; i--) {
-        const j = Math.floor(Math.random() * (i + 1))
-        if (j === i) continue
-        const a = sh[i]!
-        const b = sh[j]!
-        for (let k = 0; k < size; k++) {
-          const x = out[a + k]!
-          out[a + k] = out[b + k]!
-          out[b + k] = x
-        }
-      }
-    }
+    if (t.shuffle !== null) shuffleFixed(out, t.shuffle, t.size)
     this.#counts[t.count]!++
     return out
   }

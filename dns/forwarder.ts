@@ -21,7 +21,7 @@ import { scanMessage } from './message.ts'
 import { DnsError } from './errors.ts'
 import { TYPE, nameKey } from './wire.ts'
 import { canonicalIp } from '../model/ip.ts'
-import { literalLookup } from './server.ts'
+import { literalLookup } from './lookup.ts'
 
 /** Per attempt; the next upstream (or the same one again) is tried after it. */
 const ATTEMPT_MS = 1400
@@ -222,7 +222,7 @@ export class Forwarder {
       if (!reply) return null
       const scan = scanMessage(reply)
       if (!scan) return null
-      const entry: CacheEntry = { buf: reply, scan, storedAt: Date.now(), expires: 0 }
+      const entry: CacheEntry = { buf: reply, scan, storedAt: performance.now(), expires: 0 }
       this.cache.put(key, entry)
       return entry
     })

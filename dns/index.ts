@@ -75,6 +75,7 @@ export const startDns: PlaneFactory = async (ctx) => {
         parseQuery(msg, msg.length, q)
         return resolver.resolve(msg, q, tcp, client)
       },
+      (keys) => resolver.forwarder?.cache.touch(keys),
       allowRecursion.map((c) => c.text),
     ).catch(failed)
     address = listen.host
@@ -163,6 +164,10 @@ export const startDns: PlaneFactory = async (ctx) => {
     cleared: () => {
       mirror?.clear()
       workers?.cacheRemoved(null)
+    },
+    // This thread's fast-path hits count for the LRU order before anything is evicted (workers report each second).
+    beforeEvict: () => {
+      if (mirror) forwarder.cache.touch(mirror.takeTouched())
     },
   }
   await forwarder.start()

@@ -3,7 +3,7 @@
 // TTLs counted down, OPT, size limit, A/AAAA shuffle). Also copies RRs between messages with name recompression,
 // for the ExternalName chase.
 
-import { TYPE, skipName } from './wire.ts'
+import { TYPE, shuffleFixed, skipName } from './wire.ts'
 
 export interface Scan {
   readonly rcode: number
@@ -74,6 +74,9 @@ export function scanMessage(buf: Buffer): Scan | null {
       // MINIMUM is the last 4 bytes of the SOA RDATA.
       const minimum = buf.readUInt32BE(end - 4)
       negTtl = Math.min(t, minimum)
+      // A negative answer's SOA is relayed with that TTL and counted down from it (RFC 2308 §3, §5): a cache must
+      // not hand out the SOA for longer than the negative answer itself lives.
+      if (an === 0 || (buf[3]! & 0x0f) === 3) ttl[ttl.length - 1] = negTtl
     }
   }
   return {
@@ -230,21 +233,6 @@ function shuffleAddresses(out: Buffer, scan: Scan, ancount: number): void {
       idx.push(s + 12)
     }
     shuffleFixed(out, idx, size)
-  }
-}
-
-const tmp = Buffer.alloc(16)
-
-/** Fisher–Yates over fixed-size fields at the given offsets. */
-export function shuffleFixed(out: Buffer, offsets: readonly number[], size: number): void {
-  for (let i = offsets.length - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1))
-    if (j === i) continue
-    const a = offsets[i]!
-    const b = offsets[j]!
-    out.copy(tmp, 0, a, a + size)
-    out.copy(out, a, b, b + size)
-    tmp.copy(out, b, 0, size)
   }
 }
 

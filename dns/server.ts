@@ -10,11 +10,11 @@
 
 import dgram from 'node:dgram'
 import net from 'node:net'
-import dns from 'node:dns'
 import type { Logger } from 'pino'
 import { Query, parseQuery } from './wire.ts'
 import type { Resolver } from './answer.ts'
 import { DnsError } from './errors.ts'
+import { literalLookup } from './lookup.ts'
 
 const TCP_IDLE_MS = 10_000
 /** From a message's first byte to its last (miekg/dns reads a message within 2 s). */
@@ -39,22 +39,6 @@ interface TcpConnection {
   lastQuery: number
   /** Queries of this connection being forwarded. */
   pending: number
-}
-
-type LookupCallback = (err: NodeJS.ErrnoException | null, address: string, family: number) => void
-
-/**
- * dgram `lookup`: an IP literal of the socket's family is itself, at once; anything else through dns.lookup. The
- * check is cheap on purpose (it runs per reply): an IPv4 literal starts and ends with a digit (a host name's last
- * label cannot be all digits), an IPv6 literal holds a ':'.
- */
-export function literalLookup(address: string, family: unknown, callback: LookupCallback): void {
-  const fam = family === 6 || family === 'IPv6' ? 6 : 4
-  const first = address.charCodeAt(0)
-  const last = address.charCodeAt(address.length - 1)
-  const literal = fam === 6 ? address.includes(':') : first >= 48 && first <= 57 && last >= 48 && last <= 57
-  if (literal) callback(null, address, fam)
-  else dns.lookup(address, fam, callback)
 }
 
 export class DnsListener {

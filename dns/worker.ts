@@ -1,22 +1,22 @@
 // One DNS worker thread (--dns-workers N ≥ 2): its own UDP and TCP sockets on the shared address (SO_REUSEPORT),
-// its own zone index built from every Snapshot the main thread posts, and the fast path. Forwarded names and
+// its own zone index kept from the changes the main thread posts (dns/zone-delta.ts), and the fast path. Forwarded names and
 // ExternalName chases are handed to the main thread with the whole query (it owns the forwarder, its cache, the loop
 // probe and the upstream metrics) and the reply comes back to be sent from this worker's socket.
 //
 // Cached forwards are answered here too: the main thread broadcasts every store into (and removal from) its cache to
 // this worker's fast-path mirror (dns/fast-cache.ts).
 //
-// Messages, main → worker: {type: 'snapshot', snapshot} | {type: 'reply', id, buf} | {type: 'close', deadline} |
-// {type: 'cache', key, buf, storedAt, expires} | {type: 'uncache', key (null: all)}.
+// Messages, main → worker: {type: 'zone', data (a serialized delta)} | {type: 'reply', id, buf} | {type: 'close', deadline} |
+// {type: 'cache', key, buf, age, left (ms)} | {type: 'uncache', key (null: all)}.
 // Worker → main: {type: 'listening', port} | {type: 'failed', message} | {type: 'applied', version, error} |
-// {type: 'query', id, msg, tcp, client} | {type: 'log', line} | {type: 'closed'}.
+// {type: 'query', id, msg, tcp, client} | {type: 'log', line} | {type: 'touched', keys} | {type: 'closed'}.
 
 import { parentPort, workerData } from 'node:worker_threads'
 import { pino } from 'pino'
-import type { Snapshot } from '../model/snapshot.ts'
 import { Resolver } from './answer.ts'
 import { DnsListener } from './server.ts'
 import { buildZone, type ZoneOptions } from './zone.ts'
+import { DeltaReceiver } from './zone-delta.ts'
 import { EMPTY_SNAPSHOT } from './empty.ts'
 import { RecursionAcl } from './recursion-acl.ts'
 import { parseCidr } from '../model/ip.ts'
@@ -38,17 +38,20 @@ export interface WorkerInit {
 }
 
 type FromMain =
-  | { readonly type: 'snapshot'; readonly snapshot: Snapshot }
+  | { readonly type: 'zone'; readonly data: Uint8Array }
   | { readonly type: 'reply'; readonly id: number; readonly buf: Uint8Array | null }
   | { readonly type: 'close'; readonly deadline: number }
   | {
       readonly type: 'cache'
       readonly key: string
       readonly buf: Uint8Array
-      readonly storedAt: number
-      readonly expires: number
+      /** ms since the main thread stored it, and until it expires. */
+      readonly age: number
+      readonly left: number
     }
   | { readonly type: 'uncache'; readonly key: string | null }
+
+const TOUCH_REPORT_MS = 1000
 
 const port = parentPort!
 const init = workerData as WorkerInit
@@ -61,6 +64,7 @@ const resolver = new Resolver(buildZone(EMPTY_SNAPSHOT, init.zoneOptions, 0), {
   cacheHits: new Float64Array(init.cacheHits),
 })
 resolver.acl = new RecursionAcl(init.allowRecursion.map((c) => parseCidr(c)!))
+const deltas = new DeltaReceiver(init.zoneOptions)
 const pending = new Map<number, (b: Buffer | null) => void>()
 let nextId = 1
 let closing = false
@@ -84,23 +88,34 @@ try {
 }
 const tcpCount = setInterval(() => Atomics.store(stats, 0, listener.connections), 200)
 tcpCount.unref()
+// Cache hits answered here, reported once a second so they count for the forwarder cache's LRU order.
+const touched = setInterval(() => {
+  const keys = resolver.cache?.takeTouched() ?? []
+  if (keys.length > 0) port.postMessage({ type: 'touched', keys })
+}, TOUCH_REPORT_MS)
+touched.unref()
 port.postMessage({ type: 'listening', port: listener.port })
 
 port.on('message', (m: FromMain) => {
   switch (m.type) {
-    case 'snapshot': {
-      let error: string | null = null
+    case 'zone': {
       try {
-        resolver.setZone(buildZone(m.snapshot, init.zoneOptions, resolver.zone.serial))
+        const { zone, changed, version } = deltas.apply(m.data, resolver.zone.serial)
+        resolver.setZone(zone, changed)
+        port.postMessage({ type: 'applied', version, error: null })
       } catch (err) {
-        error = (err as Error).message
+        // The previous zone keeps serving; the main thread sends the full state with the next change.
+        const version = (err as { version?: number }).version ?? 0
+        port.postMessage({ type: 'applied', version, error: (err as Error).message })
       }
-      port.postMessage({ type: 'applied', version: m.snapshot.version, error })
       break
     }
-    case 'cache':
-      resolver.cache?.put(m.key, Buffer.from(m.buf.buffer, m.buf.byteOffset, m.buf.byteLength), m.storedAt, m.expires)
+    case 'cache': {
+      const now = performance.now()
+      const buf = Buffer.from(m.buf.buffer, m.buf.byteOffset, m.buf.byteLength)
+      resolver.cache?.put(m.key, buf, now - m.age, now + m.left)
       break
+    }
     case 'uncache':
       if (m.key === null) resolver.cache?.clear()
       else resolver.cache?.delete(m.key)
@@ -115,6 +130,7 @@ port.on('message', (m: FromMain) => {
     case 'close': {
       closing = true
       clearInterval(tcpCount)
+      clearInterval(touched)
       void listener.close(m.deadline).then(() => {
         for (const done of pending.values()) done(null)
         pending.clear()

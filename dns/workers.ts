@@ -1,5 +1,5 @@
 // The main-thread side of --dns-workers N (N ≥ 2): starts N worker threads (dns/worker.ts) on one address with
-// SO_REUSEPORT (the first one binds, possibly port 0; the others join its port), posts every Snapshot to each, answers
+// SO_REUSEPORT (the first one binds, possibly port 0; the others join its port), posts what each Snapshot changed to each (dns/zone-delta.ts), answers
 // the queries they hand over (forwarded names, ExternalName chases) through the main thread's resolver, and drains
 // them on close. Every store into the forwarder's cache, and every removal, is broadcast to each worker's fast-path
 // mirror (dns/fast-cache.ts), so a name filled through one worker is a cache hit in all of them. Readiness: every worker is listening and has applied the newest Snapshot posted to it at least once.
@@ -8,6 +8,7 @@ import { Worker } from 'node:worker_threads'
 import type { Logger } from 'pino'
 import type { Snapshot } from '../model/snapshot.ts'
 import { COUNTERS } from './answer.ts'
+import { DeltaSender, type DeltaInfo, type SerializedDelta } from './zone-delta.ts'
 import { DnsError } from './errors.ts'
 import type { WorkerInit } from './worker.ts'
 import type { ZoneOptions } from './zone.ts'
@@ -24,10 +25,14 @@ type FromWorker =
       readonly client: string
     }
   | { readonly type: 'log'; readonly line: string }
+  | { readonly type: 'touched'; readonly keys: string[] }
   | { readonly type: 'closed' }
 
 /** Answers a handed-over query from `client` on the main thread (the resolver with the forwarder). */
 export type QueryHandler = (msg: Buffer, tcp: boolean, client: string) => Buffer | null | Promise<Buffer | null>
+
+/** Cache keys a worker answered from its fast-path mirror (for the forwarder cache's LRU order). */
+export type TouchHandler = (keys: readonly string[]) => void
 
 const LEVELS: Record<number, 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = {
   10: 'trace',
@@ -50,6 +55,10 @@ class Entry {
   applied = 0
   error: string | null = null
   exited = false
+  /** Holds no zone state (just started, or a failed apply reset it): the next post sends it everything. */
+  needsFull = true
+  /** What the last post to it carried. */
+  update: DeltaInfo | null = null
   closed: Promise<void>
 
   constructor(index: number, worker: Worker, counts: Float64Array, stats: Int32Array, cacheHits: Float64Array) {
@@ -66,14 +75,17 @@ export class DnsWorkers {
   readonly #entries: Entry[] = []
   readonly #log: Logger
   readonly #handle: QueryHandler
+  readonly #touch: TouchHandler
   readonly #allowRecursion: readonly string[]
   #posted = 0
+  readonly #deltas = new DeltaSender()
   #closing = false
   port = 0
 
-  private constructor(log: Logger, handle: QueryHandler, allowRecursion: readonly string[]) {
+  private constructor(log: Logger, handle: QueryHandler, touch: TouchHandler, allowRecursion: readonly string[]) {
     this.#log = log
     this.#handle = handle
+    this.#touch = touch
     this.#allowRecursion = allowRecursion
   }
 
@@ -85,9 +97,10 @@ export class DnsWorkers {
     zoneOptions: ZoneOptions,
     log: Logger,
     handle: QueryHandler,
+    touch: TouchHandler,
     allowRecursion: readonly string[] = [],
   ): Promise<DnsWorkers> {
-    const pool = new DnsWorkers(log, handle, allowRecursion)
+    const pool = new DnsWorkers(log, handle, touch, allowRecursion)
     try {
       pool.port = await pool.#spawn(0, host, port, zoneOptions)
       await Promise.all(Array.from({ length: n - 1 }, (_, i) => pool.#spawn(i + 1, host, pool.port, zoneOptions)))
@@ -129,7 +142,8 @@ export class DnsWorkers {
             reject(new DnsError('MLT_DNS_LISTEN', m.message))
             break
           case 'applied':
-            e.applied = m.version
+            if (m.error === null) e.applied = m.version
+            else e.needsFull = true
             e.error = m.error
             if (m.error)
               this.#log.error(
@@ -142,6 +156,9 @@ export class DnsWorkers {
             break
           case 'log':
             this.#relayLog(index, m.line)
+            break
+          case 'touched':
+            this.#touch(m.keys)
             break
           case 'closed':
             void worker.terminate()
@@ -210,11 +227,15 @@ export class DnsWorkers {
    * back to the worker that asked (one port, in order), so that worker's next query for the name is a hit.
    */
   cacheStored(key: string, buf: Buffer, storedAt: number, expires: number): void {
+    // Each thread has its own performance.now() origin: the entry travels as its age and what it has left.
+    const now = performance.now()
+    const age = now - storedAt
+    const left = expires - now
     for (const e of this.#entries) {
       if (e.exited) continue
       // A copy of exactly the reply: a Buffer view would clone its whole pool.
       const copy = new Uint8Array(buf)
-      e.worker.postMessage({ type: 'cache', key, buf: copy, storedAt, expires }, [copy.buffer])
+      e.worker.postMessage({ type: 'cache', key, buf: copy, age, left }, [copy.buffer])
     }
   }
 
@@ -230,10 +251,27 @@ export class DnsWorkers {
     return n
   }
 
-  /** Posts a Snapshot to every worker (structured clone); each builds its own zone index. */
+  /**
+   * Brings every worker to `snapshot`: the ServiceStates and PodStates that changed since the last post, serialized
+   * once (dns/zone-delta.ts); the full state only to a worker that holds none.
+   */
   post(snapshot: Snapshot): void {
     this.#posted = snapshot.version
-    for (const e of this.#entries) if (!e.exited) e.worker.postMessage({ type: 'snapshot', snapshot })
+    const delta = this.#deltas.next(snapshot)
+    let full: SerializedDelta | null = null
+    for (const e of this.#entries) {
+      if (e.exited) continue
+      let m = delta
+      if (e.needsFull) {
+        full ??= this.#deltas.full()
+        m = full
+        e.needsFull = false
+      }
+      // A copy per worker, transferred: the worker deserializes it.
+      const data = new Uint8Array(m.data)
+      e.worker.postMessage({ type: 'zone', data }, [data.buffer])
+      e.update = m.info
+    }
   }
 
   /** Every worker is listening and has applied the last posted Snapshot (at least one). */
@@ -266,6 +304,7 @@ export class DnsWorkers {
     snapshotVersion: number
     queries: number
     cacheHits: number
+    update: DeltaInfo | null
     error: string | null
   }[] {
     return this.#entries.map((e) => ({
@@ -276,6 +315,8 @@ export class DnsWorkers {
       queries: e.counts.reduce((a, b) => a + b, 0),
       // Cached forwards it answered on its fast path (included in queries).
       cacheHits: e.cacheHits[0]!,
+      // The last zone update posted to it: full state or changes only, objects and bytes.
+      update: e.update,
       error: e.error,
     }))
   }

@@ -42,6 +42,9 @@ export interface NameEntry {
   readonly reverse: boolean
 }
 
+/** What the zone is derived from: a Snapshot, or the state a DNS worker rebuilds from deltas (dns/zone-delta.ts). */
+type ZoneSource = Pick<Snapshot, 'services' | 'pods' | 'namespaces' | 'builtAt'>
+
 export interface Zone {
   readonly options: ZoneOptions
   /** Wire form of the zone (lowercase latin1): in-zone test is "the key ends with this at a label boundary". */
@@ -378,7 +381,7 @@ export class ZoneIndex implements CompileContext {
    * Brings the index to `snapshot` and returns the Zone to serve with the wire keys of the names whose entry was
    * added, changed or removed. Cost: one identity check per Service and Pod, plus the work of what changed.
    */
-  apply(snapshot: Snapshot, previousSerial: number): { zone: Zone; changed: string[] } {
+  apply(snapshot: ZoneSource, previousSerial: number): { zone: Zone; changed: string[] } {
     const mark = ++this.#mark
     const zone = this.zoneName
     const pods = this.options.pods === 'verified'

@@ -3,6 +3,7 @@
 // answers the same with their SOA; and with --dns-workers a name filled through one worker is answered by the others
 // without another upstream query. dig as the client, a fake upstream on loopback counting what it is asked.
 
+import dgram from 'node:dgram'
 import t from 'tap'
 import { decode, dig, eventually, fakeUpstream, query, startPlane, udpRaw, type DigResult } from './helpers.ts'
 
@@ -64,20 +65,26 @@ t.test('negative answers cached with their SOA (RFC 2308), counted down the same
   const nx = await dig(dns.port, 'missing.example.org', 'A')
   t.equal(nx.status, 'NXDOMAIN')
   t.equal(nx.authority[0]?.type, 'SOA')
-  t.equal(nx.authority[0]?.ttl, 60)
+  // The upstream's SOA has TTL 60 and MINIMUM 30: relayed with min(TTL, MINIMUM) (RFC 2308 §3, §5).
+  t.equal(nx.authority[0]?.ttl, 30, 'SOA TTL = min(SOA TTL, MINIMUM)')
   const nodata = await dig(dns.port, 'www.example.org', 'TXT')
   t.equal(nodata.status, 'NOERROR')
   t.equal(nodata.answer.length, 0)
   t.equal(nodata.authority[0]?.type, 'SOA', 'NODATA with the SOA')
+  t.equal(nodata.authority[0]?.ttl, 30, 'NODATA: the same SOA TTL')
   const hits0 = fastHits(dns.plane)
   await sleep(2100)
   const nx2 = await dig(dns.port, 'MISSING.example.org', 'A')
   t.equal(nx2.status, 'NXDOMAIN')
   t.match(nx2.raw, /MISSING\.example\.org/, 'case echoed')
-  t.ok(nx2.authority[0]!.ttl <= 58 && nx2.authority[0]!.ttl >= 50, `SOA TTL counted down (${nx2.authority[0]?.ttl})`)
+  t.ok(nx2.authority[0]!.ttl <= 28 && nx2.authority[0]!.ttl >= 20, `SOA TTL counted down (${nx2.authority[0]?.ttl})`)
   const nodata2 = await dig(dns.port, 'www.example.org', 'TXT', ['+noedns'])
   t.equal(nodata2.status, 'NOERROR')
   t.equal(nodata2.authority[0]?.type, 'SOA')
+  t.ok(nodata2.authority[0]!.ttl <= 28, `NODATA SOA TTL counted down from 30 (${nodata2.authority[0]?.ttl})`)
+  // The general path (TCP) relays the same TTL.
+  const nx3 = await dig(dns.port, 'missing.example.org', 'A', ['+tcp'])
+  t.ok(nx3.authority[0]!.ttl <= 28, `TCP: SOA TTL counted down from 30 (${nx3.authority[0]?.ttl})`)
   t.equal(fastHits(dns.plane), hits0 + 2, 'answered on the fast path')
   t.equal(asked(up), 2, 'one upstream query each')
 })
@@ -127,4 +134,68 @@ t.test('workers: a name filled through one worker is a cache hit in every other 
     }, 5000),
   )
   t.equal(up.seen.filter((s) => s.name === 'other.example.org').length, 1, 'filled once for both workers')
+})
+
+t.test('a wall clock stepped back or forward changes no TTL and expires nothing (monotonic clock)', async (t) => {
+  const up = await fakeUpstream(t)
+  const dns = await startPlane(t, { upstreams: [`127.0.0.1:${up.port}`], workers: 1 })
+  t.equal(ttlOf(await dig(dns.port, 'www.example.org', 'A')), 300)
+  const realNow = Date.now
+  t.teardown(() => {
+    Date.now = realNow
+  })
+  for (const step of [-3_600_000, 3_600_000]) {
+    Date.now = () => realNow() + step
+    for (const extra of [['+tcp'], []]) {
+      const r = await dig(dns.port, 'www.example.org', 'A', extra)
+      const how = `${step < 0 ? 'back' : 'forward'} an hour, ${extra[0] ?? 'UDP'}`
+      t.equal(r.answer[0]?.data, '192.0.2.1', how)
+      t.ok(ttlOf(r) <= 300 && ttlOf(r) >= 290, `${how}: TTL ${ttlOf(r)}`)
+    }
+  }
+  Date.now = realNow
+  t.equal(asked(up), 1, 'still the one upstream query: nothing expired early')
+})
+
+/** Sends one query per name through one socket, at most `window` outstanding; resolves with the replies received. */
+async function fill(port: number, names: string[], window = 100): Promise<number> {
+  const s = dgram.createSocket('udp4')
+  let got = 0
+  let sent = 0
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()))
+  const done = new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 60_000)
+    const next = () => {
+      if (sent < names.length) s.send(query(names[sent]!, 'A', { id: sent++ & 0xffff }), port, '127.0.0.1')
+    }
+    s.on('message', () => {
+      if (++got === names.length) {
+        clearTimeout(timer)
+        resolve()
+      } else next()
+    })
+    for (let i = 0; i < window; i++) next()
+  })
+  await done
+  s.close()
+  return got
+}
+
+t.test('a hit on the fast path refreshes the entry for LRU eviction', async (t) => {
+  const up = await fakeUpstream(t)
+  const dns = await startPlane(t, { upstreams: [`127.0.0.1:${up.port}`], workers: 1 })
+  t.equal((await dig(dns.port, 'hot.example.org', 'A')).answer[0]?.data, '192.0.2.1')
+  // 9,999 more names: the cache (10,000 entries) is full, the hot name its oldest entry.
+  const names = Array.from({ length: 9999 }, (_, i) => `n${i}.example.org`)
+  t.equal(await fill(dns.port, names), names.length, 'every filler answered')
+  t.equal((dns.plane.status() as Status).cache.size, 10000)
+  const hits0 = fastHits(dns.plane)
+  t.equal((await dig(dns.port, 'hot.example.org', 'A')).answer[0]?.data, '192.0.2.1')
+  t.equal(fastHits(dns.plane), hits0 + 1, 'the hot name answered on the fast path')
+  // One more name evicts the least recently used one: the first filler, not the hot name.
+  await dig(dns.port, 'one-more.example.org', 'A')
+  await dig(dns.port, 'hot.example.org', 'A')
+  t.equal(up.seen.filter((s) => s.name === 'hot.example.org').length, 1, 'the hot name was not evicted')
+  await dig(dns.port, 'n0.example.org', 'A')
+  t.equal(up.seen.filter((s) => s.name === 'n0.example.org').length, 2, 'the oldest untouched name was')
 })
