@@ -77,6 +77,7 @@ async function serveMeshlet(backendPort: number, workers: number): Promise<void>
   const { startProxy } = await import('../proxy/index.ts')
   const { pino } = await import('pino')
   const { Registry } = await import('prom-client')
+  const { testRuntimeOptions } = await import('../test/helpers/options.ts')
   const meta = (name: string, labels: Record<string, string> = {}) => ({
     name,
     namespace: 'default',
@@ -152,27 +153,12 @@ async function serveMeshlet(backendPort: number, workers: number): Promise<void>
   store.flush()
   const plane = await startProxy({
     store,
-    options: {
-      files: [],
+    options: testRuntimeOptions({
       nodeName: 'bench',
-      nodeAddress: null,
-      dns: null,
       http: { host: '127.0.0.1', port: 0 },
-      https: null,
-      admin: null,
-      upstreams: [],
-      clusterDomain: 'cluster.local',
-      serviceCidrs: [],
-      vipMode: 'none',
-      vipInterface: null,
-      dnsTtl: 5,
-      ingressClass: 'meshlet',
       accessLog: process.env.MESHLET_BENCH_ACCESS_LOG === 'on',
-      trustForwardedFrom: [],
-      execPrefix: null,
-      onLivenessFailure: null,
       logLevel: 'info',
-    },
+    }),
     log: pino({ level: 'info' }, (await import('pino')).destination('/dev/null')),
     metrics: new Registry(),
     reporter: noopReporter,

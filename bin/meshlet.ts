@@ -133,7 +133,7 @@ async function up(argv: readonly string[]): Promise<number> {
   // Replica Pods discovered through DNS (meshlet.io/replicas-from-dns Deployments) join the manifests' objects.
   const discovery = startDiscovery({
     store,
-    resolvers: options.discoveryResolvers ?? [],
+    resolvers: options.discoveryResolvers,
     nodeName: options.nodeName,
     log: log.child({ component: 'discovery' }),
     metrics,
