@@ -1,10 +1,17 @@
-// The admin component's error catalogue: failures of the clients of the admin API (`meshlet get`).
+// The admin component's error catalogue, code → { what happened, what to do }: failures of the clients of the admin
+// API (`meshlet get`).
 
-import { MeshletError } from '../model/errors.ts'
+import { defineCatalogue, MeshletError } from '../model/errors.ts'
 
-export type AdminErrorCode =
+export const ADMIN_ERRORS = defineCatalogue({
   /** `meshlet get` cannot read /status at the --admin address (meshlet not running there, or not answering 200). */
-  'MLT_ADMIN_UNREACHABLE'
+  MLT_ADMIN_UNREACHABLE: {
+    message: 'admin API unreachable',
+    fix: 'start meshlet (meshlet up), or point `meshlet get` at the --admin ADDR:PORT meshlet was started with',
+  },
+})
+
+export type AdminErrorCode = keyof typeof ADMIN_ERRORS
 
 export class AdminError extends MeshletError {
   declare readonly code: AdminErrorCode
