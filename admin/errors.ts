@@ -1,7 +1,7 @@
 // The admin component's error catalogue, code → { what happened, what to do }: failures of the clients of the admin
 // API (`meshlet get`).
 
-import { defineCatalogue, MeshletError } from '../model/errors.ts'
+import { catalogueError, defineCatalogue } from '../model/errors.ts'
 
 export const ADMIN_ERRORS = defineCatalogue({
   /** `meshlet get` cannot read /status at the --admin address (meshlet not running there, or not answering 200). */
@@ -11,12 +11,4 @@ export const ADMIN_ERRORS = defineCatalogue({
   },
 })
 
-export type AdminErrorCode = keyof typeof ADMIN_ERRORS
-
-export class AdminError extends MeshletError {
-  declare readonly code: AdminErrorCode
-  constructor(code: AdminErrorCode, message: string, options?: { cause?: unknown }) {
-    super(code, message, options)
-    this.name = 'AdminError'
-  }
-}
+export class AdminError extends catalogueError('AdminError', ADMIN_ERRORS) {}

@@ -1,7 +1,7 @@
 // The CLI's error catalogue (STYLE.md "Errors"), in the shape of the components' catalogues. A usage error ends the
 // process with exit code 2 and the usage text; any other MeshletError with exit code 1 and its message.
 
-import { defineCatalogue, MeshletError } from '../model/errors.ts'
+import { catalogueError, defineCatalogue } from '../model/errors.ts'
 
 export const CLI_ERRORS = defineCatalogue({
   /** A flag, a MESHLET_* variable or a command that does not parse (an unknown command, --dns-ttl 9000...). */
@@ -11,12 +11,4 @@ export const CLI_ERRORS = defineCatalogue({
   },
 })
 
-export type CliErrorCode = keyof typeof CLI_ERRORS
-
-export class CliError extends MeshletError {
-  declare readonly code: CliErrorCode
-  constructor(code: CliErrorCode, message?: string, options?: { cause?: unknown }) {
-    super(code, message ?? CLI_ERRORS[code].message, options)
-    this.name = 'CliError'
-  }
-}
+export class CliError extends catalogueError('CliError', CLI_ERRORS) {}

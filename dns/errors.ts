@@ -1,7 +1,7 @@
 // The DNS plane's error catalogue (STYLE.md §8 "Errors"), in the shape of the others: code → { what happened, what to do }. Protocol
 // errors carry the rcode they are answered with; /status (`upstreams[].code`) and the log lines carry the code.
 
-import { defineCatalogue, MeshletError } from '../model/errors.ts'
+import { catalogueError, defineCatalogue } from '../model/errors.ts'
 
 export const DNS_ERRORS = defineCatalogue({
   /** The listener could not bind its UDP or TCP socket. */
@@ -26,12 +26,4 @@ export const DNS_ERRORS = defineCatalogue({
   },
 })
 
-export type DnsErrorCode = keyof typeof DNS_ERRORS
-
-export class DnsError extends MeshletError {
-  declare readonly code: DnsErrorCode
-  constructor(code: DnsErrorCode, message?: string, options?: { cause?: unknown }) {
-    super(code, message ?? DNS_ERRORS[code].message, options)
-    this.name = 'DnsError'
-  }
-}
+export class DnsError extends catalogueError('DnsError', DNS_ERRORS) {}

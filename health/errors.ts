@@ -2,7 +2,7 @@
 // fails is a result, not an error; these codes name *why* it failed, so /status and the logs can say so and callers
 // branch on `code`, never on message text.
 
-import { defineCatalogue, MeshletError } from '../model/errors.ts'
+import { catalogueError, defineCatalogue } from '../model/errors.ts'
 
 export const HEALTH_ERRORS = defineCatalogue({
   /** The probe did not finish within timeoutSeconds (connect + request + response, or the exec'd command). */
@@ -44,10 +44,4 @@ export const HEALTH_ERRORS = defineCatalogue({
 
 export type HealthErrorCode = keyof typeof HEALTH_ERRORS
 
-export class HealthError extends MeshletError {
-  declare readonly code: HealthErrorCode
-  constructor(code: HealthErrorCode, message?: string, options?: { cause?: unknown }) {
-    super(code, message ?? HEALTH_ERRORS[code].message, options)
-    this.name = 'HealthError'
-  }
-}
+export class HealthError extends catalogueError('HealthError', HEALTH_ERRORS) {}

@@ -2,7 +2,7 @@
 // allocation can fail. /status and the log lines carry the code beside the text, so callers branch on `code`. No lb
 // failure is thrown across a module boundary (each is a state shown in /status) except MLT_LB_NFT at start.
 
-import { defineCatalogue, MeshletError } from '../model/errors.ts'
+import { catalogueError, defineCatalogue } from '../model/errors.ts'
 
 export const LB_ERRORS = defineCatalogue({
   /** A listener could not bind its address (EADDRINUSE, EADDRNOTAVAIL, EACCES): /status listener `code`, error log. */
@@ -43,9 +43,4 @@ export const LB_ERRORS = defineCatalogue({
 export type LbErrorCode = keyof typeof LB_ERRORS
 
 /** Thrown only at start (`--l4-mode nftables` where nft cannot run) and kept in /status for a failed transaction. */
-export class LbError extends MeshletError {
-  constructor(code: LbErrorCode, message: string, options?: { cause?: unknown }) {
-    super(code, message, options)
-    this.name = 'LbError'
-  }
-}
+export class LbError extends catalogueError('LbError', LB_ERRORS) {}

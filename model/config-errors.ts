@@ -2,7 +2,7 @@
 // model/validate.ts and config/ produce carries one of these, and names the object and field. Callers (tests, /status
 // consumers, `meshlet check` users grepping output) branch on the code, never on the message text.
 
-import { defineCatalogue, MeshletError } from './errors.ts'
+import { catalogueError, defineCatalogue } from './errors.ts'
 
 export const CONFIG_ERROR_CODES = defineCatalogue({
   /** YAML or JSON syntax: the document cannot be parsed at all (message names the line). */
@@ -137,10 +137,4 @@ export const CONFIG_ERROR_CODES = defineCatalogue({
 export type ConfigErrorCode = keyof typeof CONFIG_ERROR_CODES
 
 /** Thrown (not collected) for failures that stop a load as a whole: an unreadable path. */
-export class ConfigError extends MeshletError {
-  declare readonly code: ConfigErrorCode
-  constructor(code: ConfigErrorCode, message: string, options?: { cause?: unknown }) {
-    super(code, message, options)
-    this.name = 'ConfigError'
-  }
-}
+export class ConfigError extends catalogueError('ConfigError', CONFIG_ERROR_CODES) {}

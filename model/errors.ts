@@ -46,6 +46,20 @@ export function fixFor(code: string): string | null {
   return FIXES.get(code)?.fix ?? null
 }
 
+/**
+ * The error class of a catalogue: `code` typed as its codes, the message its entry's when none is given (callers add
+ * which object or field). `class DnsError extends catalogueError('DnsError', DNS_ERRORS) {}`.
+ */
+export function catalogueError<C extends Record<string, CatalogueEntry>>(name: string, catalogue: C) {
+  return class extends MeshletError {
+    declare readonly code: keyof C & string
+    constructor(code: keyof C & string, message?: string, options?: { cause?: unknown }) {
+      super(code, message ?? catalogue[code]!.message, options)
+      this.name = name
+    }
+  }
+}
+
 /** The catalogue of model/child-process.ts (the one way meshlet runs ip, arping, openssl, exec probes). */
 export const CHILD_PROCESS_ERRORS = defineCatalogue({
   /** The program could not start (ENOENT, EACCES, EPERM, E2BIG...). */

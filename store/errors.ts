@@ -2,7 +2,7 @@
 // A stored value that is not a JSON object is a config error (MLT_CONFIG_PARSE with the key as file name), because
 // ObjectError carries config codes only and it is shown exactly where a bad manifest file would be.
 
-import { defineCatalogue, MeshletError } from '../model/errors.ts'
+import { catalogueError, defineCatalogue } from '../model/errors.ts'
 
 export const STORE_ERRORS = defineCatalogue({
   /** --store is neither `file` nor `etcd://HOST:PORT[,HOST:PORT…]`, or a TLS flag names a file that cannot be read. */
@@ -17,11 +17,4 @@ export const STORE_ERRORS = defineCatalogue({
   },
 })
 
-export type StoreErrorCode = keyof typeof STORE_ERRORS
-
-export class StoreError extends MeshletError {
-  constructor(code: StoreErrorCode, message: string, options?: { cause?: unknown }) {
-    super(code, message, options)
-    this.name = 'StoreError'
-  }
-}
+export class StoreError extends catalogueError('StoreError', STORE_ERRORS) {}
