@@ -77,6 +77,12 @@ t.test('up without listen flags serves on the unprivileged defaults and says so 
     200,
   )
   t.ok(ready, 'ready')
+  // The log travels through a pipe and may trail /readyz: wait for the three listeners' lines too.
+  await pollUntil(
+    () => out,
+    (o) => ['dns', 'http', 'https'].every((n) => o.includes(`"listener":"${n}"`)),
+    10_000,
+  )
   const lines = out
     .split('\n')
     .filter(Boolean)
