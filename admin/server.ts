@@ -9,6 +9,7 @@ import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import type { ListenAddress } from '../model/options.ts'
 import { publishListener } from '../model/diagnostics.ts'
+import { fixFor } from '../model/errors.ts'
 import type { Plane } from '../model/plane.ts'
 import type { Store } from '../model/store.ts'
 import type { Snapshot } from '../model/snapshot.ts'
@@ -106,6 +107,18 @@ function degradedText(src: AdminSources): string {
   return out
 }
 
+/**
+ * JSON.stringify replacer for /status: every entry that carries an MLT_ code gets its catalogue's what-to-do beside it
+ * (`fix`), so the planes' status() objects stay as they are and a reader never has to look the code up.
+ */
+function withFix(_key: string, value: unknown): unknown {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return value
+  const code = (value as { code?: unknown }).code
+  if (typeof code !== 'string' || 'fix' in value) return value
+  const fix = fixFor(code)
+  return fix === null ? value : { ...value, fix }
+}
+
 function send(res: ServerResponse, status: number, type: string, body: string): void {
   res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' })
   res.end(body)
@@ -165,7 +178,7 @@ async function handle(
         snapshot: snapshotStatus(src.store.current),
         planes,
       }
-      return send(res, 200, 'application/json', JSON.stringify(body, null, 2) + '\n')
+      return send(res, 200, 'application/json', JSON.stringify(body, withFix, 2) + '\n')
     }
     case '/metrics':
       return send(res, 200, src.metrics.contentType, await src.metrics.metrics())

@@ -1,10 +1,9 @@
 // Flag and environment parsing for the CLI (DESIGN.md "CLI contract"). Every flag of `up` can also come from a
 // MESHLET_* variable (--vip-mode → MESHLET_VIP_MODE), which is how Compose files set them; a flag wins over the
-// environment. Usage errors are UsageError (exit code 2).
+// environment, and both win over DEFAULT_OPTIONS (model/options.ts). Usage errors are UsageError (exit code 2).
 
-import { availableParallelism, hostname } from 'node:os'
 import { parseArgs } from 'node:util'
-import type { EtcdOptions, ListenAddress, RuntimeOptions } from '../model/options.ts'
+import { DEFAULT_OPTIONS, type EtcdOptions, type ListenAddress, type RuntimeOptions } from '../model/options.ts'
 import { normalizePrefix, parseStoreUrl } from '../store/client.ts'
 import { parseCidr, type Cidr } from '../model/ip.ts'
 import { isIP } from 'node:net'
@@ -40,22 +39,22 @@ export const UP_FLAGS = {
   },
   dns: {
     type: 'string',
-    default: '0.0.0.0:53',
+    default: listenText(DEFAULT_OPTIONS.dns),
     help: 'cluster DNS listener, UDP and TCP, ADDR:PORT or off; not root: 127.0.0.1:5353',
   },
   http: {
     type: 'string',
-    default: '0.0.0.0:80',
+    default: listenText(DEFAULT_OPTIONS.http),
     help: 'Ingress HTTP listener, ADDR:PORT or off; not root: 127.0.0.1:8080',
   },
   https: {
     type: 'string',
-    default: '0.0.0.0:443',
+    default: listenText(DEFAULT_OPTIONS.https),
     help: 'Ingress HTTPS listener, ADDR:PORT or off; not root: 127.0.0.1:8443',
   },
   admin: {
     type: 'string',
-    default: '127.0.0.1:9901',
+    default: listenText(DEFAULT_OPTIONS.admin),
     help: 'admin API (/healthz /readyz /status /metrics), ADDR:PORT or off',
   },
   upstream: {
@@ -73,28 +72,36 @@ export const UP_FLAGS = {
     multiple: true,
     help: 'DNS server ADDR[:PORT] that resolves meshlet.io/replicas-from-dns names, repeatable (default: /etc/resolv.conf)',
   },
-  'cluster-domain': { type: 'string', default: 'cluster.local', help: 'the cluster DNS zone' },
+  'cluster-domain': { type: 'string', default: DEFAULT_OPTIONS.clusterDomain, help: 'the cluster DNS zone' },
   'service-cidr': {
     type: 'string',
-    default: '127.96.0.0/16',
+    default: DEFAULT_OPTIONS.serviceCidrs.map((c) => c.text).join(','),
     help: 'where ClusterIPs are allocated from; comma-separated for dual stack',
   },
   'vip-mode': {
     type: 'string',
-    default: 'loopback',
+    default: DEFAULT_OPTIONS.vipMode,
     help: 'loopback | interface | none: how Service addresses become reachable',
   },
   'vip-interface': { type: 'string', help: 'interface Service addresses are added to in interface mode' },
-  'dns-ttl': { type: 'string', default: '5', help: 'TTL in seconds of in-zone records' },
+  'dns-ttl': { type: 'string', default: String(DEFAULT_OPTIONS.dnsTtl), help: 'TTL in seconds of in-zone records' },
   'dns-workers': {
     type: 'string',
-    default: '1',
+    default: String(DEFAULT_OPTIONS.dnsWorkers),
     help: 'threads serving DNS: 1 = the main thread, N = N worker threads sharing the address (SO_REUSEPORT)',
   },
-  'ingress-class': { type: 'string', default: 'meshlet', help: 'the IngressClass name meshlet serves' },
+  'ingress-class': {
+    type: 'string',
+    default: DEFAULT_OPTIONS.ingressClass,
+    help: 'the IngressClass name meshlet serves',
+  },
   // Off by default (issue 19): measured +18 to +66 µs of CPU per proxied request with it on (wrk, 50 connections,
   // JSON to a file, 2 loaded cores), a third or more of the proxy's own cost, and 420 bytes per request.
-  'access-log': { type: 'string', default: 'off', help: 'on | off: one log line per proxied request' },
+  'access-log': {
+    type: 'string',
+    default: DEFAULT_OPTIONS.accessLog ? 'on' : 'off',
+    help: 'on | off: one log line per proxied request',
+  },
   'max-connections': {
     type: 'string',
     help: 'client connections per Ingress listener (default: from RLIMIT_NOFILE, keeping descriptors for probes, DNS, admin)',
@@ -111,15 +118,19 @@ export const UP_FLAGS = {
   },
   'peer-port': {
     type: 'string',
-    default: '9901',
+    default: String(DEFAULT_OPTIONS.peerPort),
     help: "admin port of the other nodes, whose /healthz decides which node announces LoadBalancer addresses (a Node's meshlet.io/admin-port annotation wins)",
   },
   'l4-mode': {
     type: 'string',
-    default: 'auto',
+    default: DEFAULT_OPTIONS.l4Mode,
     help: 'userspace | nftables | auto: the L4 data plane (auto: nftables when nft works here, else userspace)',
   },
-  'log-level': { type: 'string', default: 'info', help: 'pino level: fatal error warn info debug trace silent' },
+  'log-level': {
+    type: 'string',
+    default: DEFAULT_OPTIONS.logLevel,
+    help: 'pino level: fatal error warn info debug trace silent',
+  },
   'log-format': { type: 'string', help: 'text | json (default: text on a terminal, json otherwise)' },
   help: { type: 'boolean', short: 'h', help: 'show this help' },
   // etcd mode (issue 20, store/README.md); the file provider stays the default.
@@ -134,13 +145,13 @@ export const UP_FLAGS = {
   'etcd-key': { type: 'string', help: 'PEM private key of --etcd-cert' },
   'node-lease-seconds': {
     type: 'string',
-    default: '3',
+    default: String(DEFAULT_OPTIONS.nodeLeaseSeconds),
     help: "TTL of this node's etcd lease: how long after it stops a dead node still owns LoadBalancer addresses",
   },
   // Issue 16: the Ingress listeners on every core the process may use, as nginx's `worker_processes auto`.
   workers: {
     type: 'string',
-    default: String(Math.min(64, availableParallelism())),
+    default: String(DEFAULT_OPTIONS.proxyWorkers),
     help: 'threads serving the Ingress http/https listeners: 1 = the main thread, N = N worker threads sharing the ports (SO_REUSEPORT)',
   },
 } as const satisfies Record<string, FlagSpec>
@@ -197,6 +208,12 @@ export function parseFlags(
     } else if (spec.default !== undefined) out[name] = spec.default
   }
   return out
+}
+
+/** The flag text of a listen address: "ADDR:PORT", "[v6]:PORT" or "off" (parseListen's inverse). */
+function listenText(listen: ListenAddress | null): string {
+  if (listen === null) return 'off'
+  return isIP(listen.host) === 6 ? `[${listen.host}]:${listen.port}` : `${listen.host}:${listen.port}`
 }
 
 /** "ADDR:PORT", "[v6]:PORT" or "off". */
@@ -310,7 +327,7 @@ export function runtimeOptions(
   if (accessLog !== 'on' && accessLog !== 'off')
     throw new UsageError(`--access-log: expected on or off, got "${accessLog}"`)
   const maxConnRaw = str('max-connections')
-  const maxConnections = maxConnRaw === undefined ? null : Number(maxConnRaw)
+  const maxConnections = maxConnRaw === undefined ? DEFAULT_OPTIONS.maxConnections : Number(maxConnRaw)
   if (maxConnections !== null && (!Number.isInteger(maxConnections) || maxConnections < 1 || maxConnections > 1e7))
     throw new UsageError(`--max-connections: expected a positive integer, got "${maxConnRaw}"`)
   const level = str('log-level')!
@@ -321,7 +338,7 @@ export function runtimeOptions(
   const l4Mode = str('l4-mode')!
   if (l4Mode !== 'userspace' && l4Mode !== 'nftables' && l4Mode !== 'auto')
     throw new UsageError(`--l4-mode: expected userspace, nftables or auto, got "${l4Mode}"`)
-  const nodeAddress = str('node-address') ?? null
+  const nodeAddress = str('node-address') ?? DEFAULT_OPTIONS.nodeAddress
   if (nodeAddress !== null && !isIP(nodeAddress))
     throw new UsageError(`--node-address: "${nodeAddress}" is not an address`)
   const domain = str('cluster-domain')!.replace(/\.$/, '').toLowerCase()
@@ -333,7 +350,7 @@ export function runtimeOptions(
     logFormat,
     unprivilegedDefaults,
     files,
-    nodeName: str('node') ?? hostname(),
+    nodeName: str('node') ?? DEFAULT_OPTIONS.nodeName,
     nodeAddress,
     dns: parseListen('dns', str('dns')!),
     http: parseListen('http', str('http')!),
@@ -351,15 +368,15 @@ export function runtimeOptions(
     clusterDomain: domain,
     serviceCidrs,
     vipMode,
-    vipInterface: str('vip-interface') ?? null,
+    vipInterface: str('vip-interface') ?? DEFAULT_OPTIONS.vipInterface,
     dnsTtl: ttl,
     dnsWorkers,
     ingressClass: str('ingress-class')!,
     accessLog: accessLog === 'on',
     maxConnections,
     trustForwardedFrom: parseCidrList('trust-forwarded-from', list('trust-forwarded-from')),
-    execPrefix: str('exec-prefix') ?? null,
-    onLivenessFailure: str('on-liveness-failure') ?? null,
+    execPrefix: str('exec-prefix') ?? DEFAULT_OPTIONS.execPrefix,
+    onLivenessFailure: str('on-liveness-failure') ?? DEFAULT_OPTIONS.onLivenessFailure,
     logLevel: level,
     peerPort,
     l4Mode,

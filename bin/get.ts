@@ -12,7 +12,7 @@ export const GET_FLAGS = {
   namespace: { type: 'string', short: 'n', default: 'default', help: 'the namespace shown' },
   'all-namespaces': { type: 'boolean', short: 'A', help: 'every namespace (a NAMESPACE column)' },
   output: { type: 'string', short: 'o', help: 'wide (more columns), json or yaml (the rows as data)' },
-  admin: { type: 'string', default: '127.0.0.1:9901', help: "the running meshlet's admin address" },
+  admin: { type: 'string', default: UP_FLAGS.admin.default, help: "the running meshlet's admin address" },
   help: { type: 'boolean', short: 'h', help: 'show this help' },
   store: {
     type: 'string',

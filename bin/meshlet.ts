@@ -10,7 +10,7 @@ import { Registry } from 'prom-client'
 import { AdminServer } from '../admin/server.ts'
 import { registerCoreMetrics } from '../admin/metrics.ts'
 import { Store } from '../model/store.ts'
-import { MeshletError } from '../model/errors.ts'
+import { fixFor, MeshletError } from '../model/errors.ts'
 import type { Plane, PlaneContext } from '../model/plane.ts'
 import type { RuntimeOptions } from '../model/options.ts'
 import type { KubeObject } from '../model/objects.ts'
@@ -133,7 +133,7 @@ async function up(argv: readonly string[]): Promise<number> {
   // Replica Pods discovered through DNS (meshlet.io/replicas-from-dns Deployments) join the manifests' objects.
   const discovery = startDiscovery({
     store,
-    resolvers: options.discoveryResolvers ?? [],
+    resolvers: options.discoveryResolvers,
     nodeName: options.nodeName,
     log: log.child({ component: 'discovery' }),
     metrics,
@@ -249,6 +249,11 @@ async function check(argv: readonly string[]): Promise<number> {
     for (const why of p.reasons) process.stdout.write(`${p.source} (Ingress ${p.ingress}): ${why}\n`)
   const errors = invalid.length + ingressProblems.length
   for (const kind of result.ignoredKinds) process.stderr.write(`ignored: kind ${kind} is not used by meshlet\n`)
+  // What to do, once per code, after the list: stdout keeps one line per error for scripts and grep.
+  const byCode = new Map<string, number>()
+  for (const e of [...invalid, ...warnings]) byCode.set(e.code, (byCode.get(e.code) ?? 0) + 1)
+  if (ingressProblems.length > 0) byCode.set('MLT_PROXY_INGRESS_INVALID', ingressProblems.length)
+  for (const [c, n] of byCode) process.stderr.write(`what to do (${c}, ${n}×): ${fixFor(c) ?? 'see the message'}\n`)
   const warned = warnings.length > 0 ? `, ${warnings.length} warning(s) (errors with --strict)` : ''
   process.stderr.write(
     `${result.objects.length - ingressProblems.length} valid object(s), ${errors} error(s)${warned}\n`,
@@ -314,6 +319,8 @@ async function main(argv: readonly string[]): Promise<number> {
     }
     if (err instanceof MeshletError) {
       process.stderr.write(`meshlet: ${oneEach(err.message)}\n`)
+      const fix = fixFor(err.code)
+      if (fix !== null) process.stderr.write(`meshlet: what to do: ${fix}\n`)
       return 1
     }
     throw err

@@ -45,10 +45,10 @@ export const startDns: PlaneFactory = async (ctx) => {
     pods: 'verified',
     serverAddresses: serverAddresses(listen.host),
   }
-  const workerCount = options.dnsWorkers ?? 1
+  const workerCount = options.dnsWorkers
   // With workers the main thread never serves UDP itself: no fast-path index here.
   const resolver = new Resolver(buildZone(EMPTY_SNAPSHOT, zoneOptions, 0), { fast: workerCount <= 1 })
-  const allowRecursion = options.allowRecursion ?? []
+  const allowRecursion = options.allowRecursion
   resolver.acl = new RecursionAcl(allowRecursion)
   let listener: DnsListener | null = null
   let workers: DnsWorkers | null = null

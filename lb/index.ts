@@ -554,7 +554,7 @@ export async function chooseL4Mode(
 }
 
 export async function startLb(ctx: PlaneContext): Promise<Plane> {
-  const choice = await chooseL4Mode(ctx.options.l4Mode ?? 'auto')
+  const choice = await chooseL4Mode(ctx.options.l4Mode)
   ctx.log.info({ l4Mode: choice.mode, reason: choice.reason }, `L4 data plane: ${choice.mode}`)
   const plane = choice.mode === 'nftables' ? new NftPlane(ctx, choice.reason) : new LbPlane(ctx, choice.reason)
   plane.start()

@@ -13,7 +13,6 @@ import type { Node } from '../model/objects.ts'
 import { PeerProber, type PeerTarget } from './peer-prober.ts'
 
 export const ADMIN_PORT_ANNOTATION = 'meshlet.io/admin-port'
-export const DEFAULT_PEER_PORT = 9901
 
 /** The peer to probe for a Node, or null when it has no InternalIP (nothing to probe: it stays "alive"). */
 export function peerTarget(node: Node, defaultPort: number): { target: PeerTarget | null; warning: string | null } {
@@ -67,7 +66,7 @@ export class MembershipPlane implements Plane {
     if (this.#closed) return
     this.#applied = true
     const self = this.#ctx.options.nodeName
-    const defaultPort = this.#ctx.options.peerPort ?? DEFAULT_PEER_PORT
+    const defaultPort = this.#ctx.options.peerPort
     const wanted = new Map<string, PeerTarget>()
     for (const node of snapshot.nodes) {
       if (node.meta.name === self) continue
@@ -114,7 +113,7 @@ export class MembershipPlane implements Plane {
 
   status() {
     return {
-      peerPort: this.#ctx.options.peerPort ?? DEFAULT_PEER_PORT,
+      peerPort: this.#ctx.options.peerPort,
       peers: [...this.#peers.values()].map((p) => p.status()),
     }
   }

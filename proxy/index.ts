@@ -418,7 +418,7 @@ export class ProxyPlane implements Plane {
 
 export const startProxy: PlaneFactory = async (ctx) => {
   // --workers hook (issue 16): N ≥ 2 runs the listeners in worker threads; 1 is the in-thread path below.
-  if ((ctx.options.proxyWorkers ?? 1) >= 2) return startProxyWorkers(ctx)
+  if (ctx.options.proxyWorkers >= 2) return startProxyWorkers(ctx)
   const plane = new ProxyPlane(ctx)
   try {
     await plane.start()

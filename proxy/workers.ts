@@ -369,7 +369,7 @@ class ProxyWorkers implements Plane {
 export async function startProxyWorkers(ctx: PlaneContext): Promise<Plane> {
   const plane = new ProxyWorkers(ctx)
   try {
-    await plane.start(ctx.options.proxyWorkers ?? 2)
+    await plane.start(ctx.options.proxyWorkers)
   } catch (err) {
     await plane.close(Date.now())
     throw err

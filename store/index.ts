@@ -40,7 +40,7 @@ export function startEtcd(etcd: EtcdOptions, deps: EtcdDeps): EtcdMode {
     client,
     prefix: etcd.prefix,
     node: deps.options.nodeName,
-    ttlSeconds: deps.options.nodeLeaseSeconds ?? 3,
+    ttlSeconds: deps.options.nodeLeaseSeconds,
     info: { addresses: nodeAddresses(), adminPort: deps.options.admin?.port ?? null, version: deps.version },
     log,
     onLive: (names) => deps.store.setLiveNodes(names),

@@ -4,14 +4,16 @@
 //   - each component README's Metrics section lists exactly the metric names the component registers;
 //   - metric names follow one convention: meshlet_<component>_…, counters end in _total, durations in _seconds;
 //   - every declared error code (MLT_…) is raised somewhere, and every raised code is declared in a catalogue;
-//   - every RuntimeOptions field has a comment with its default (and, for numbers, its unit);
+//   - every catalogue has one shape, code → { what happened, what to do }, with a real what-to-do for each code;
+//   - every RuntimeOptions field has a comment with its default (and, for numbers, its unit), is required, and has its
+//     default in DEFAULT_OPTIONS, the one place defaults live; no production file applies a default of its own;
 //   - child loggers bind `sub` for a part of a component, or the Kubernetes word for their object;
 //   - no test passes by saying it skipped (tap's skip reports it as skipped; .ci/no-skips.sh fails CI on that).
 
 import t from 'tap'
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { join, relative } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import {
   listenerFailed,
   listenerOpened,
@@ -19,6 +21,8 @@ import {
   snapshotApplied,
   upstreamConnectError,
 } from '../model/diagnostics.ts'
+import { fixFor } from '../model/errors.ts'
+import { DEFAULT_OPTIONS } from '../model/options.ts'
 import { layoutProblems, section } from './helpers/readme.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -160,8 +164,8 @@ t.test('metric names follow one convention', async (t) => {
     )
 })
 
-t.test('every declared error code is raised somewhere; every raised code is declared', async (t) => {
-  const catalogues = [
+function catalogueFiles(): string[] {
+  return [
     ...components()
       .map((c) => join(ROOT, c, 'errors.ts'))
       .filter((p) => existsSync(p)),
@@ -169,7 +173,12 @@ t.test('every declared error code is raised somewhere; every raised code is decl
     // The CLI is not a component (no README of its own) but keeps a catalogue in the same shape.
     join(ROOT, 'bin', 'errors.ts'),
   ]
-  const codes = (text: string) => new Set(text.match(/\bMLT_[A-Z0-9_]+\b/g) ?? [])
+}
+
+const codes = (text: string) => new Set(text.match(/\bMLT_[A-Z0-9_]+\b/g) ?? [])
+
+t.test('every declared error code is raised somewhere; every raised code is declared', async (t) => {
+  const catalogues = catalogueFiles()
   const declared = new Set<string>()
   for (const p of catalogues) for (const c of codes(code(p))) declared.add(c)
   const raised = new Set<string>()
@@ -199,6 +208,60 @@ t.test('every RuntimeOptions field has a comment with its default (and unit, for
     t.match(comment, /\bdefault\b/i, `${name}: the comment gives its default`)
     if (/\bnumber\b/.test(type!))
       t.match(comment, /\b(seconds?|ms|bytes|port|count|threads?)\b/, `${name}: the comment gives its unit`)
+  }
+})
+
+t.test('every RuntimeOptions field has its default in DEFAULT_OPTIONS, and no use site applies one', async (t) => {
+  const text = readFileSync(join(ROOT, 'model', 'options.ts'), 'utf8')
+  const start = text.indexOf('export interface RuntimeOptions {')
+  const body = text.slice(start, text.indexOf('\n}', start))
+  const fields = [...body.matchAll(/readonly (\w+)(\??): ([^\n]+)/g)]
+  t.ok(fields.length > 20, `${fields.length} fields`)
+  t.same(Object.keys(DEFAULT_OPTIONS).sort(), fields.map((f) => f[1]!).sort(), 'DEFAULT_OPTIONS has every field')
+  t.same(
+    fields.filter((f) => f[2] === '?').map((f) => f[1]),
+    [],
+    'no optional field: its default is in DEFAULT_OPTIONS, not "when absent" at each use site',
+  )
+  // Each entry of DEFAULT_OPTIONS says what its value means, with the unit (a comment line right above it).
+  const defaults = text.slice(text.indexOf('export const DEFAULT_OPTIONS'))
+  for (const m of defaults.matchAll(/^ {2}(\w+):/gm)) {
+    const before = defaults.slice(0, m.index).trimEnd()
+    t.ok(before.endsWith('*/'), `DEFAULT_OPTIONS.${m[1]}: a comment above it says what the value means`)
+  }
+  // A field whose type has null keeps null as a value with a meaning (off, all addresses, derived), which its use
+  // site interprets; every other field is always set, so `options.x ?? y` would be a second, drifting default.
+  const nonNull = fields.filter((f) => !/\bnull\b/.test(f[3]!)).map((f) => f[1]!)
+  const pattern = new RegExp(`\\b(?:options|opts)\\.(${nonNull.join('|')})\\s*\\?\\?`, 'g')
+  const found: string[] = []
+  for (const dir of [...components(), 'bin'])
+    for (const p of tsFiles(join(ROOT, dir)))
+      for (const m of code(p).matchAll(pattern)) found.push(`${relative(ROOT, p)}: options.${m[1]} ??`)
+  t.same(found, [], 'no production file applies a default to an options field (DEFAULT_OPTIONS has it)')
+})
+
+t.test('every catalogue has one shape: code → { what happened, what to do }', async (t) => {
+  for (const p of catalogueFiles()) {
+    const file = relative(ROOT, p)
+    const mod = (await import(pathToFileURL(p).href)) as Record<string, unknown>
+    const entries = Object.values(mod)
+      .filter((v): v is Record<string, unknown> => typeof v === 'object' && v !== null)
+      .flatMap((v) => Object.entries(v))
+      .filter(([k]) => k.startsWith('MLT_'))
+    t.same(
+      entries.map(([k]) => k).sort(),
+      [...codes(code(p))].sort(),
+      `${file}: every code it names is an entry of its exported catalogue (defineCatalogue)`,
+    )
+    for (const [c, e] of entries) {
+      const { message, fix } = e as { message?: unknown; fix?: unknown }
+      t.ok(typeof message === 'string' && message.trim() !== '', `${c}: says what happened (message)`)
+      // A what-to-do names an action: a flag, a field, a command; a restated message is not one.
+      t.ok(
+        typeof fix === 'string' && fix.length >= 40 && fix !== message && fixFor(c) === fix,
+        `${c}: says what to do (fix, at least a sentence) and is registered for fixFor`,
+      )
+    }
   }
 })
 

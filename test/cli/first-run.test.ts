@@ -7,6 +7,7 @@ import { chmodSync, statSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { MESHLET_BIN } from '../helpers/meshlet.ts'
+import { pollUntil } from '../helpers/wait.ts'
 import { runtimeOptions } from '../../bin/cli-options.ts'
 
 const MANIFESTS = fileURLToPath(new URL('../../examples/quickstart/manifests.yaml', import.meta.url))
@@ -64,15 +65,24 @@ t.test('up without listen flags serves on the unprivileged defaults and says so 
   })
   let out = ''
   proc.stdout.on('data', (d: Buffer) => (out += d.toString()))
-  let ready = false
-  for (let i = 0; i < 150 && !ready && proc.exitCode === null; i++) {
-    ready = await fetch(`http://${ADMIN}/readyz`).then(
-      (r) => r.status === 200,
-      () => false,
-    )
-    if (!ready) await new Promise((r) => setTimeout(r, 200))
-  }
+  // Ready, or exited (then waiting longer is pointless): 30 s on a loaded machine.
+  const ready = await pollUntil(
+    () =>
+      fetch(`http://${ADMIN}/readyz`).then(
+        (r) => r.status === 200,
+        () => false,
+      ),
+    (ok) => ok || proc.exitCode !== null,
+    30_000,
+    200,
+  )
   t.ok(ready, 'ready')
+  // The log travels through a pipe and may trail /readyz: wait for the three listeners' lines too.
+  await pollUntil(
+    () => out,
+    (o) => ['dns', 'http', 'https'].every((n) => o.includes(`"listener":"${n}"`)),
+    10_000,
+  )
   const lines = out
     .split('\n')
     .filter(Boolean)

@@ -66,6 +66,11 @@ t.test('reload: valid → broken → fixed, the last good state keeps serving', 
   m.writeManifest('web.yaml', web(0))
   const invalid = await m.waitForStatus((s) => JSON.stringify(s.snapshot.errors).includes('spec.ports[0].port'), 5000)
   t.equal(serviceOf(invalid, 'default/web')?.ports[0]?.port, 80, 'last good version serves')
+  // Beside its code, the error says what to do (the catalogue's fix, added when /status is written).
+  const rangeError = invalid.snapshot.errors.find((e) => e.path === 'spec.ports[0].port')
+  t.equal(rangeError?.code, 'MLT_CONFIG_RANGE')
+  const fix = (rangeError as { fix?: string } | undefined)?.fix
+  t.match(fix, /^bring the number into the range/, '/status carries the what-to-do beside the code')
 
   // Fixed: the error clears and the new version applies within 1 s.
   const fixedAt = Date.now()

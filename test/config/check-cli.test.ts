@@ -98,12 +98,15 @@ t.test('stdin with -f -', async (t) => {
     bad.stdout,
     '<stdin> doc 1 (Service default/s): spec.ports[0].protocol: must be one of TCP, UDP, SCTP, got "ICMP"\n',
   )
+  // What to do, once per code, on stderr (stdout keeps one line per error).
+  t.match(bad.stderr, /^what to do \(MLT_CONFIG_ENUM, 1×\): use one of the values the message lists/m)
 })
 
 t.test('unreadable path exits 1; no -f exits 2', async (t) => {
   const missing = await check(['-f', 'test/fixtures/does-not-exist.yaml'])
   t.equal(missing.code, 1)
   t.match(missing.stderr, /does-not-exist\.yaml/)
+  t.match(missing.stderr, /what to do: check that the -f path exists/)
   const usage = await check([])
   t.equal(usage.code, 2)
 })

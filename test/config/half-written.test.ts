@@ -12,6 +12,7 @@ import { pino } from 'pino'
 import { ManifestSource } from '../../config/watch.ts'
 import type { KubeObject } from '../../model/objects.ts'
 import { startMeshlet } from '../helpers/meshlet.ts'
+import { waitFor } from '../helpers/wait.ts'
 import { decode, query, rcodeOf } from '../dns/helpers.ts'
 
 const svc = (name: string) =>
@@ -38,13 +39,8 @@ function harness(
   })
   t.teardown(() => source.close())
   const until = async (what: string, pred: (u: Update) => boolean, timeoutMs = 8000): Promise<Update> => {
-    const end = Date.now() + timeoutMs
-    while (Date.now() < end) {
-      const u = updates.find(pred)
-      if (u) return u
-      await sleep(5)
-    }
-    throw new Error(`timed out waiting for: ${what}`)
+    await waitFor(() => updates.some(pred), timeoutMs, what, 5)
+    return updates.find(pred)!
   }
   return { source, updates, logs, until }
 }

@@ -8,6 +8,7 @@ import { pino } from 'pino'
 import { ManifestSource } from '../../config/watch.ts'
 import type { KubeObject, Service } from '../../model/objects.ts'
 import type { ObjectError } from '../../model/snapshot.ts'
+import { waitFor } from '../helpers/wait.ts'
 
 const svc = (name: string, port: number) =>
   `apiVersion: v1\nkind: Service\nmetadata:\n  name: ${name}\nspec:\n  ports:\n  - port: ${port}\n`
@@ -30,13 +31,8 @@ function harness(t: { teardown(fn: () => void): void }, paths: string[]) {
   const last = () => updates[updates.length - 1]!
   /** Polls until the latest update satisfies `pred` (generous: the machine may be loaded). */
   const until = async (what: string, pred: (u: Update) => boolean, timeoutMs = 8000): Promise<Update> => {
-    const end = Date.now() + timeoutMs
-    while (Date.now() < end) {
-      const u = updates[updates.length - 1]
-      if (u && pred(u)) return u
-      await new Promise((r) => setTimeout(r, 20))
-    }
-    throw new Error(`timed out waiting for: ${what}`)
+    await waitFor(() => updates.length > 0 && pred(updates[updates.length - 1]!), timeoutMs, what)
+    return updates[updates.length - 1]!
   }
   return { source, updates, logs, last, until }
 }

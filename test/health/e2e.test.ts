@@ -8,6 +8,7 @@ import { connect } from 'node:net'
 import { promisify } from 'node:util'
 import { startMeshlet } from '../helpers/meshlet.ts'
 import { serviceOf } from '../helpers/status.ts'
+import { pollUntil } from '../helpers/wait.ts'
 
 t.test('a failing endpoint leaves dig answers and L4 rotation, and returns', { timeout: 60_000 }, async (t) => {
   // Loopback addresses unique to this process, so parallel test files never share them.
@@ -114,12 +115,7 @@ spec:
 
   failing.add(ips[1]!)
   const t0 = Date.now()
-  let answers: string[]
-  for (;;) {
-    answers = await dig()
-    if (answers.length === 1 || Date.now() - t0 > 2000 + 2500) break
-    await new Promise((r) => setTimeout(r, 100))
-  }
+  let answers = await pollUntil(dig, (a) => a.length === 1, 2000 + 2500, 100)
   t.same(answers, [ips[0]], `failing endpoint gone from dig within the bound (${Date.now() - t0} ms)`)
   t.same(await reached(), [ips[0]], 'L4 no longer reaches it')
   const st = await m.status()
@@ -133,11 +129,7 @@ spec:
 
   failing.delete(ips[1]!)
   const t1 = Date.now()
-  for (;;) {
-    answers = await dig()
-    if (answers.length === 2 || Date.now() - t1 > 1000 + 2500) break
-    await new Promise((r) => setTimeout(r, 100))
-  }
-  t.same(answers, ips, 'back in dig answers after recovery')
+  answers = await pollUntil(dig, (a) => a.length === 2, 1000 + 2500, 100)
+  t.same(answers, ips, `back in dig answers after recovery (${Date.now() - t1} ms)`)
   t.same(await reached(), ips, 'and in L4 rotation')
 })

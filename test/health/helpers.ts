@@ -3,9 +3,9 @@
 
 import { podObject, serviceObject, servicePort } from '../helpers/objects.ts'
 import { testRuntimeOptions } from '../helpers/options.ts'
+export { waitFor } from '../helpers/wait.ts'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { pino } from 'pino'
 import { Registry } from 'prom-client'
 import type { Container, ContainerPort, ObjectMeta, Pod, Probe, ProbeHandler, Service } from '../../model/objects.ts'
@@ -126,16 +126,6 @@ export async function startPlane(
       return ctr?.probes.find((x) => x.kind === kind)
     },
   }
-}
-
-/** Polls `pred` every 20 ms; resolves with the elapsed ms when true, rejects after `timeoutMs`. */
-export async function waitFor(pred: () => boolean, timeoutMs: number, what: string): Promise<number> {
-  const t0 = Date.now()
-  while (!pred()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`)
-    await sleep(20)
-  }
-  return Date.now() - t0
 }
 
 export type BackendMode = 'ok' | 'fail' | 'hang'

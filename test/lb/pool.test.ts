@@ -7,6 +7,7 @@ import t from 'tap'
 import { startMeshlet, type MeshletProcess } from '../helpers/meshlet.ts'
 import type { StatusJson } from '../helpers/status.ts'
 import { identify, identifyServer, netOf, svcStatus, waitListener } from './helpers.ts'
+import { LB_ERRORS } from '../../lb/errors.ts'
 
 const net = netOf(3)
 
@@ -66,8 +67,15 @@ spec:
   t.equal(lbPool?.assigned, 10, 'pool fully assigned')
   t.same(
     lbPool?.pending,
-    [{ service: 'default/svc-11', code: 'MLT_LB_POOL_EXHAUSTED', reason: pendingText }],
-    'pending list in /status, with the code to branch on',
+    [
+      {
+        service: 'default/svc-11',
+        code: 'MLT_LB_POOL_EXHAUSTED',
+        reason: pendingText,
+        fix: LB_ERRORS.MLT_LB_POOL_EXHAUSTED.fix,
+      },
+    ],
+    'pending list in /status, with the code to branch on and what to do',
   )
   t.equal(lbPool?.advertised, true, 'the pool is advertised')
 
