@@ -1,23 +1,21 @@
-// --l4-mode nftables: the kernel carries L4 traffic. Each Snapshot becomes one `nft -f` transaction on meshlet's own
-// table (`inet meshlet`, laid out in lb/nft-rules.ts) that changes only what differs from the last one; conntrack
-// keeps established flows on their endpoint, so a Snapshot never disturbs them. The table is replaced whole at start
+// --l4-mode nftables: the kernel carries L4 traffic. Each Snapshot becomes one nft transaction, fed to a long-running
+// `nft -i` (lb/nft-shell.ts), on meshlet's own table (`inet meshlet`, laid out in lb/nft-rules.ts) that changes only
+// what differs from the last one; conntrack keeps established flows on their endpoint, so a Snapshot never disturbs
+// them. The table is replaced whole at start
 // (a stale one from a crash goes in the same transaction) and deleted at stop; no other table is ever touched.
 // Health-check node ports and --vip-interface addresses work as in the userspace plane.
 
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { Counter, type Registry } from 'prom-client'
 import type { Logger } from 'pino'
 import type { Plane, PlaneContext } from '../model/plane.ts'
-import type { Snapshot } from '../model/snapshot.ts'
+import type { ServiceState, Snapshot } from '../model/snapshot.ts'
 import { runChecked, runChild } from '../model/child-process.ts'
 import { LbError } from './errors.ts'
-import { HealthCheckServer } from './health-check-server.ts'
-import { localReadyIps } from './usable-endpoints.ts'
+import { reconcileHealthChecks, type HealthCheckServer } from './health-check-server.ts'
 import { poolUsage, type PoolUsage } from './pool-usage.ts'
 import { VipInterface } from './vip-interface.ts'
+import { NftShell } from './nft-shell.ts'
 import {
   EMPTY_STATE,
   TABLE,
@@ -59,7 +57,7 @@ export class NftPlane implements Plane {
   readonly #ctx: PlaneContext
   readonly #log: Logger
   readonly #reason: string
-  readonly #dir = mkdtempSync(join(tmpdir(), 'meshlet-nft-'))
+  readonly #shell: NftShell
   readonly #metrics: NftMetrics
   readonly #vip: VipInterface | null
   readonly #healthChecks = new Map<string, HealthCheckServer>()
@@ -77,12 +75,12 @@ export class NftPlane implements Plane {
   #counterRead: { at: number; p: Promise<void> } | null = null
   #unsubscribe: () => void = () => {}
   #closing = false
-  #seq = 0
 
   constructor(ctx: PlaneContext, reason: string) {
     this.#ctx = ctx
     this.#log = ctx.log.child({ sub: 'nft' })
     this.#reason = reason
+    this.#shell = new NftShell(this.#log, NFT_TIMEOUT_MS)
     this.#metrics = nftMetrics(ctx.metrics, () => this.#readCounters())
     this.#vip =
       ctx.options.vipMode === 'interface' && ctx.options.vipInterface
@@ -158,11 +156,9 @@ export class NftPlane implements Plane {
     this.#applyHealthChecks(snapshot)
   }
 
-  async #nft(text: string): Promise<void> {
-    // A file, not stdin: the child-process helper gives programs no input. One file is still one transaction.
-    const file = join(this.#dir, `tx-${++this.#seq % 4}.nft`)
-    writeFileSync(file, text)
-    await runChecked(['nft', '-f', file], { timeoutMs: NFT_TIMEOUT_MS })
+  /** One transaction through the long-running `nft -i` (lb/nft-shell.ts): no process start per Snapshot. */
+  #nft(text: string): Promise<void> {
+    return this.#shell.run(text)
   }
 
   #scheduleRetry(): void {
@@ -221,39 +217,18 @@ export class NftPlane implements Plane {
   }
 
   #applyHealthChecks(snapshot: Snapshot): void {
-    const node = this.#ctx.options.nodeName
-    const want = new Map<string, { port: number; state: HealthCheckServer['state'] }>()
+    const want = new Map<string, { svc: ServiceState; port: number }>()
     for (const svc of snapshot.services) {
       const spec = svc.service.spec
       if (svc.healthCheckNodePort === null || spec.type !== 'LoadBalancer' || spec.externalTrafficPolicy !== 'Local')
         continue
-      want.set(svc.key, {
-        port: svc.healthCheckNodePort,
-        state: {
-          namespace: svc.namespace,
-          name: svc.name,
-          localEndpoints: localReadyIps(svc, node),
-          proxyHealthy: true,
-        },
-      })
+      want.set(svc.key, { svc, port: svc.healthCheckNodePort })
     }
-    for (const [key, hc] of this.#healthChecks) {
-      if (want.get(key)?.port !== hc.port) {
-        this.#healthChecks.delete(key)
-        void hc.close()
-      }
-    }
-    for (const [key, { port, state }] of want) {
-      const hc = this.#healthChecks.get(key)
-      if (hc) hc.state = state
-      else {
-        const server = new HealthCheckServer(this.#ctx.options.nodeAddress ?? '0.0.0.0', port, state)
-        this.#healthChecks.set(key, server)
-        void server.listen().then(() => {
-          if (server.error) this.#log.error({ service: key }, server.error)
-        })
-      }
-    }
+    reconcileHealthChecks(this.#healthChecks, want, {
+      node: this.#ctx.options.nodeName,
+      address: this.#ctx.options.nodeAddress ?? '0.0.0.0',
+      log: this.#log,
+    })
   }
 
   /** Named counters → the per-Service metrics; one `nft -j` run per scrape at most every second. */
@@ -328,6 +303,7 @@ export class NftPlane implements Plane {
         ...(hc.error ? { error: hc.error } : {}),
       })),
       pools: this.#pools,
+      nftShell: { pid: this.#shell.pid, started: this.#shell.starts },
     }
   }
 
@@ -345,7 +321,7 @@ export class NftPlane implements Plane {
     }
     await Promise.all([...this.#healthChecks.values()].map((h) => h.close()))
     await this.#vip?.releaseAll()
-    rmSync(this.#dir, { recursive: true, force: true })
+    await this.#shell.close()
   }
 }
 
