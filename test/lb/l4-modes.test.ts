@@ -136,6 +136,104 @@ ${pod('local-a', be(2, 1), 'a', 'local')}${pod('local-b', be(2, 2), 'b', 'local'
 
 const tcp8080 = [{ port: 8080 }]
 
+const KILL_SERVICES = `apiVersion: v1
+kind: Service
+metadata: { name: kept }
+spec: { ports: [{ port: 80, targetPort: 8080 }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: dropped }
+spec: { ports: [{ port: 80, targetPort: 8080 }] }
+`
+
+/**
+ * SIGKILL leaves the table and the --vip-interface addresses behind. The next start replaces the table (no rule
+ * twice), removes the addresses the killed run added and no longer wants, keeps those still wanted, and never
+ * touches an address meshlet did not add.
+ */
+async function sigkillRestart(mode: 'userspace' | 'nftables'): Promise<void> {
+  t.test(`SIGKILL, then restart, ${mode}`, { timeout: 90_000 }, async (t) => {
+    const iface = 'mltv0'
+    await exec(['ip', 'link', 'del', iface])
+    await must(['ip', 'link', 'add', iface, 'type', 'veth', 'peer', 'name', 'mltv1'])
+    t.teardown(() => exec(['ip', 'link', 'del', iface]))
+    await must(['ip', 'link', 'set', iface, 'up'])
+    const foreign = '198.51.100.7'
+    await must(['ip', 'address', 'add', `${foreign}/32`, 'dev', iface])
+    for (let i = 1; i <= 2; i++) await identifyServer(t, be(5, i), 8080)
+    const endpoints = {
+      'kept-ep.yaml': endpointsYaml('kept', tcp8080, [be(5, 1)]),
+      'dropped-ep.yaml': endpointsYaml('dropped', tcp8080, [be(5, 2)]),
+    }
+    const args = [
+      '--l4-mode',
+      mode,
+      '--node',
+      'a',
+      '--service-cidr',
+      '198.19.77.0/24',
+      '--vip-mode',
+      'interface',
+      '--vip-interface',
+      iface,
+    ]
+    const addrs = async () => (await must(['ip', '-4', '-o', 'address', 'show', 'dev', iface])).trim()
+    const first = await startMeshlet(t, { manifests: { 'svc.yaml': KILL_SERVICES, ...endpoints }, args })
+    const kept = await clusterIP(first, 'default/kept')
+    const dropped = await clusterIP(first, 'default/dropped')
+    await synced(first, 'default/dropped', (ips) => ips.length === 1)
+    await until('both ClusterIPs on the interface', async () => {
+      const a = await addrs()
+      return a.includes(` ${kept}/32`) && a.includes(` ${dropped}/32`)
+    })
+    const tableBefore = mode === 'nftables' ? await nftRuleLines() : []
+    t.equal(await first.stop('SIGKILL'), null, 'killed')
+    t.match(await addrs(), ` ${dropped}/32`, 'the killed run left its addresses behind')
+
+    // The restart no longer has default/dropped.
+    const second = await startMeshlet(t, {
+      manifests: { 'svc.yaml': KILL_SERVICES.split('---')[0]!, 'kept-ep.yaml': endpoints['kept-ep.yaml'] },
+      args,
+    })
+    t.equal(await clusterIP(second, 'default/kept'), kept, 'same ClusterIP after the restart')
+    await synced(second, 'default/kept', (ips) => ips.length === 1)
+    const after = await until('the stale address removed', async () => {
+      const a = await addrs()
+      return a.includes(` ${dropped}/32`) ? null : a
+    })
+    t.match(after, ` ${kept}/32`, 'the address still wanted stays')
+    t.match(after, ` ${foreign}/32`, 'an address meshlet did not add is left alone')
+    for (let i = 0; i < 5; i++) t.equal(await identify(kept, 80), `${be(5, 1)}:8080`, 'the Service works')
+    // Its address left the interface, and the namespace has no route off it.
+    t.equal((await connectError(dropped, 80)).code, 'ENETUNREACH', 'the dropped Service is gone')
+    if (mode === 'nftables') {
+      const rules = await nftRuleLines()
+      t.equal(rules.length, new Set(rules).size, 'no rule twice in the table')
+      t.ok(tableBefore.length > rules.length, 'the table was rebuilt without default/dropped')
+      t.notMatch(rules.join('\n'), new RegExp(be(5, 2).replaceAll('.', '\\.')), 'no rule for the dropped endpoint')
+      t.equal(await second.stop('SIGTERM'), 0, 'clean exit')
+      t.not((await exec(['nft', 'list', 'table', 'inet', 'meshlet'])).code, 0, 'table deleted on SIGTERM')
+    } else t.equal(await second.stop('SIGTERM'), 0, 'clean exit')
+    t.notMatch(await addrs(), ` ${kept}/32`, 'SIGTERM removes the addresses')
+    t.match(await addrs(), ` ${foreign}/32`, 'but not the foreign one')
+  })
+}
+
+/** The table's rules and elements, one a line, each prefixed by its chain, set or map; handles left out. */
+async function nftRuleLines(): Promise<string[]> {
+  const text = (await exec(['nft', 'list', 'table', 'inet', 'meshlet'])).stdout
+  let within = ''
+  const out: string[] = []
+  for (const raw of text.split('\n')) {
+    const l = raw.trim()
+    const head = /^(chain|set|map|counter) (\S+) \{/.exec(l)
+    if (head) within = head[2]!
+    else if (l !== '' && l !== '}' && !l.startsWith('table ')) out.push(`${within}: ${l}`)
+  }
+  return out
+}
+
 async function inNamespace(mode: 'userspace' | 'nftables'): Promise<void> {
   const nftTable = async () => (await exec(['nft', '-a', 'list', 'table', 'inet', 'meshlet'])).stdout
   if (mode === 'nftables') {
@@ -324,4 +422,5 @@ async function inNamespace(mode: 'userspace' | 'nftables'): Promise<void> {
       })
     }
   })
+  await sigkillRestart(mode)
 }
