@@ -2,7 +2,8 @@
 // this test creates, so the nftables table, route_localnet and every address stay inside it: round robin spread,
 // ClientIP affinity with a short timeout, Local policies, refusal without endpoints, a UDP flow whose endpoint is
 // removed, an endpoint leaving under load with no reset on the others; for nftables also a stale table replaced at
-// start, other tables left alone, and the table gone after SIGTERM. As root only (CI runs as root): the parent
+// start, other tables left alone, and the table gone after SIGTERM; in both, a SIGKILLed meshlet restarted (stale
+// table and --vip-interface addresses) and a dual-stack Service. As root only (CI runs as root): the parent
 // creates one namespace per mode and runs this same file inside it (MESHLET_L4_TEST_MODE), as a tap subprocess.
 
 import t from 'tap'
@@ -220,6 +221,68 @@ async function sigkillRestart(mode: 'userspace' | 'nftables'): Promise<void> {
   })
 }
 
+const V6_EP = ['fd00:10::1', 'fd00:10::2']
+
+const DUAL = `apiVersion: v1
+kind: Service
+metadata: { name: dual }
+spec:
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv4, IPv6]
+  selector: { app: dual }
+  ports: [{ port: 80, targetPort: 8080 }]
+${[1, 2]
+  .map(
+    (i) => `---
+apiVersion: v1
+kind: Pod
+metadata: { name: dual-${i}, labels: { app: dual } }
+spec: { nodeName: a, containers: [{ name: app, ports: [{ containerPort: 8080 }] }] }
+status: { podIP: ${be(6, i)}, podIPs: [{ ip: ${be(6, i)} }, { ip: "${V6_EP[i - 1]}" }] }
+`,
+  )
+  .join('')}`
+
+/**
+ * A dual-stack Service (ClusterIPs in both families, Pods with an address in each): each ClusterIP reaches both
+ * endpoints of its own family. ULA addresses on the namespace's loopback; the IPv6 Service range is routed locally
+ * there (as 127/8 is), and ip_nonlocal_bind lets the userspace plane listen on its addresses.
+ */
+async function dualStack(mode: 'userspace' | 'nftables'): Promise<void> {
+  t.test(`dual-stack Service, ${mode}`, { timeout: 60_000 }, async (t) => {
+    for (const ip of V6_EP) await exec(['ip', '-6', 'address', 'add', `${ip}/128`, 'dev', 'lo', 'nodad'])
+    await exec(['ip', '-6', 'route', 'add', 'local', 'fd00:96::/112', 'dev', 'lo'])
+    await must(['sysctl', '-qw', 'net.ipv6.ip_nonlocal_bind=1'])
+    for (let i = 1; i <= 2; i++) await identifyServer(t, be(6, i), 8080)
+    for (const ip of V6_EP) await identifyServer(t, ip, 8080)
+    const m = await startMeshlet(t, {
+      manifests: { 'nodes.yaml': SERVICES.split('---').slice(0, 2).join('---'), 'dual.yaml': DUAL },
+      args: ['--l4-mode', mode, '--node', 'a', '--service-cidr', '127.97.0.0/24,fd00:96::/112'],
+    })
+    await synced(m, 'default/dual', (ips) => ips.length === 4)
+    const s = await m.status()
+    const ips = svcStatus(s, 'default/dual')?.clusterIPs ?? []
+    t.equal(ips.length, 2, `two ClusterIPs: ${ips.join(', ')}`)
+    const v4 = ips.find((ip) => !ip.includes(':'))
+    const v6 = ips.find((ip) => ip.includes(':'))
+    t.match(v4, /^127\.97\./, 'an IPv4 ClusterIP')
+    t.match(v6, /^fd00:96:/, 'an IPv6 ClusterIP')
+    if (mode === 'nftables') {
+      const rules = (await nftRuleLines()).join('\n')
+      t.match(rules, `${v6} . tcp . 80`, 'the IPv6 ClusterIP in the service-ips6 map')
+      t.match(rules, /dnat ip6 to \[fd00:10::1\]:8080/, 'an IPv6 endpoint chain')
+    }
+    for (const [vip, want] of [
+      [v4!, [1, 2].map((i) => `${be(6, i)}:8080`)],
+      [v6!, V6_EP.map((ip) => `${ip}:8080`)],
+    ] as const) {
+      const seen = new Set<string>()
+      for (let i = 0; i < 40 && seen.size < 2; i++) seen.add(await identify(vip, 80))
+      t.same([...seen].sort(), [...want].sort(), `${vip}: both endpoints of its family, none of the other`)
+    }
+  })
+}
+
 /** The table's rules and elements, one a line, each prefixed by its chain, set or map; handles left out. */
 async function nftRuleLines(): Promise<string[]> {
   const text = (await exec(['nft', 'list', 'table', 'inet', 'meshlet'])).stdout
@@ -423,4 +486,5 @@ async function inNamespace(mode: 'userspace' | 'nftables'): Promise<void> {
     }
   })
   await sigkillRestart(mode)
+  await dualStack(mode)
 }
