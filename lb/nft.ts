@@ -6,7 +6,7 @@
 // Health-check node ports and --vip-interface addresses work as in the userspace plane.
 
 import { readFile, writeFile } from 'node:fs/promises'
-import { Counter, type Registry } from 'prom-client'
+import { Counter, Gauge, type Registry } from 'prom-client'
 import type { Logger } from 'pino'
 import type { Plane, PlaneContext } from '../model/plane.ts'
 import type { ServiceState, Snapshot } from '../model/snapshot.ts'
@@ -29,6 +29,8 @@ import {
 /** A transaction is small and local; one that hangs must not hold every later Snapshot. */
 const NFT_TIMEOUT_MS = 10_000
 const CONNTRACK_TIMEOUT_MS = 5_000
+/** `conntrack -L` output past which entries are not counted per Service (about 200 bytes an entry). */
+const CONNTRACK_MAX_OUTPUT = 8 * 1024 * 1024
 /** After a failed transaction, the next try rebuilds the table whole. */
 const RETRY_MS = 1_000
 /** /metrics scrapes closer together than this reuse the last counter read. */
@@ -50,6 +52,7 @@ interface NftMetrics {
   readonly packets: Counter<'service'>
   readonly bytes: Counter<'service'>
   readonly transactions: Counter<'result'>
+  readonly conntrack: Gauge<'service'>
 }
 
 export class NftPlane implements Plane {
@@ -268,6 +271,50 @@ export class NftPlane implements Plane {
     this.#metrics.bytes.reset()
     for (const [service, n] of packets) this.#metrics.packets.inc({ service }, n)
     for (const [service, n] of bytes) this.#metrics.bytes.inc({ service }, n)
+    await this.#readConntrack(programmed)
+  }
+
+  /**
+   * Entries per Service from `conntrack -L --dst-nat` (one run per family), matched on the original destination
+   * through the same keys as the counter maps. Bounded: past CONNTRACK_MAX_OUTPUT (~40,000 entries) the table is not
+   * parsed and the gauge is left out rather than wrong, so a scrape never costs more than a few tens of ms.
+   */
+  async #readConntrack(programmed: NftState): Promise<void> {
+    const byKey = new Map<string, string>()
+    for (const map of ['counters-ips', 'counters-ips6', 'counters-nodeports']) {
+      for (const [key, counter] of programmed.elements.get(map) ?? []) {
+        const service = programmed.counters.get(counter.replaceAll('"', ''))
+        if (service !== undefined) byKey.set(key, service)
+      }
+    }
+    const counts = new Map<string, number>()
+    for (const family of ['ipv4', 'ipv6']) {
+      let r
+      try {
+        r = await runChild(['conntrack', '-L', '-f', family, '--dst-nat'], {
+          timeoutMs: CONNTRACK_TIMEOUT_MS,
+          maxOutputBytes: CONNTRACK_MAX_OUTPUT,
+        })
+      } catch (err) {
+        this.#log.debug({ err: (err as Error).message }, 'conntrack -L could not run')
+        this.#metrics.conntrack.reset()
+        return
+      }
+      if (r.code !== 0 || r.stdout.length >= CONNTRACK_MAX_OUTPUT) {
+        this.#log.debug({ code: r.code, bytes: r.stdout.length }, 'conntrack entries not counted')
+        this.#metrics.conntrack.reset()
+        return
+      }
+      for (const line of r.stdout.split('\n')) {
+        // `tcp 6 431999 ESTABLISHED src=… dst=ORIG sport=… dport=ORIGPORT src=…`: the first dst/dport are the original.
+        const m = /^(tcp|udp)\s.*?\bdst=(\S+) .*?\bdport=(\d+)/.exec(line)
+        if (!m) continue
+        const service = byKey.get(`${m[2]} . ${m[1]} . ${m[3]}`) ?? byKey.get(`${m[1]} . ${m[3]}`)
+        if (service !== undefined) counts.set(service, (counts.get(service) ?? 0) + 1)
+      }
+    }
+    this.#metrics.conntrack.reset()
+    for (const [service, n] of counts) this.#metrics.conntrack.set({ service }, n)
   }
 
   ready(): boolean {
@@ -338,6 +385,13 @@ function nftMetrics(registry: Registry, read: () => Promise<void>): NftMetrics {
     bytes: new Counter({
       name: 'meshlet_lb_nft_bytes_total',
       help: 'Bytes of DNATed flows per Service, both directions (nftables mode, read from the kernel at scrape)',
+      labelNames: ['service'] as const,
+      registers,
+      collect: read,
+    }),
+    conntrack: new Gauge({
+      name: 'meshlet_lb_nft_conntrack_entries',
+      help: 'conntrack entries DNATed to each Service (nftables mode, read with conntrack -L at scrape)',
       labelNames: ['service'] as const,
       registers,
       collect: read,

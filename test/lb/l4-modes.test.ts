@@ -13,6 +13,7 @@ import { startMeshlet, type MeshletProcess } from '../helpers/meshlet.ts'
 import { exec, must, until } from '../helpers/netns.ts'
 import {
   clusterIP,
+  connectAndIdentify,
   connectError,
   endpointsYaml,
   identify,
@@ -462,6 +463,20 @@ async function inNamespace(mode: 'userspace' | 'nftables'): Promise<void> {
         const text = await m.metrics()
         t.match(text, /meshlet_lb_nft_packets_total\{service="default\/rr"\} [1-9]/, 'packets of default/rr')
         t.match(text, /meshlet_lb_nft_bytes_total\{service="default\/rr"\} [1-9]/, 'bytes of default/rr')
+        // Three connections held open to default/aff (the others' entries may linger in TIME_WAIT, so at least).
+        const ip = await clusterIP(m, 'default/aff')
+        const held = await Promise.all([0, 1, 2].map(() => connectAndIdentify(ip, 80)))
+        t.teardown(() => held.forEach((h) => h.socket.destroy()))
+        await sleep(1_100) // past the one-second cache of the previous scrape
+        const n = Number(
+          /meshlet_lb_nft_conntrack_entries\{service="default\/aff"\} (\d+)/.exec(await m.metrics())?.[1],
+        )
+        t.ok(n >= 3, `conntrack entries of default/aff: ${n} (>= 3 held open)`)
+        t.notMatch(
+          text,
+          /meshlet_lb_nft_conntrack_entries\{service="default\/empty"\}/,
+          'none for a Service without endpoints',
+        )
       })
       await t.test('nft -i killed: the next Snapshot starts another and is applied', async (t) => {
         const pid = lbOf(await m.status()).nftShell?.pid
