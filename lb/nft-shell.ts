@@ -74,7 +74,9 @@ export class NftShell {
   }
 
   #spawn(): ChildProcessWithoutNullStreams {
-    const child = spawn('nft', ['-i'], { stdio: ['pipe', 'pipe', 'pipe'] })
+    // Its own process group: a SIGTERM sent to meshlet's group (a terminal's ^C, `timeout`, a service manager) must
+    // not end nft before meshlet has used it to delete the table. A SIGKILLed meshlet closes its stdin: nft exits.
+    const child = spawn('nft', ['-i'], { stdio: ['pipe', 'pipe', 'pipe'], detached: true })
     this.starts++
     this.#child = child
     this.#stderr = ''

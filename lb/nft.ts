@@ -360,8 +360,13 @@ export class NftPlane implements Plane {
     if (this.#retry) clearTimeout(this.#retry)
     await this.#running
     // Established flows keep their conntrack NAT only while the table exists; meshlet stopping ends the service.
+    const drop = `add table ${TABLE}\ndelete table ${TABLE}\n`
     try {
-      await this.#nft(`add table ${TABLE}\ndelete table ${TABLE}\n`)
+      await this.#nft(drop).catch(async (err: Error) => {
+        // nft -i gone (killed with the rest of a process tree): one `nft` of its own does it.
+        this.#log.debug({ err: err.message }, 'nft -i unavailable at stop; running nft once')
+        await runChecked(['nft', drop.trim().replace('\n', '; ')], { timeoutMs: NFT_TIMEOUT_MS })
+      })
       this.#log.info({ table: TABLE }, 'nft table deleted')
     } catch (err) {
       this.#log.warn({ table: TABLE, err: (err as Error).message }, 'nft table not deleted')
