@@ -4,6 +4,9 @@
 // nodes without local endpoints.
 
 import { createServer, type Server } from 'node:http'
+import type { Logger } from 'pino'
+import type { ServiceState } from '../model/snapshot.ts'
+import { localReadyIps } from './usable-endpoints.ts'
 
 export interface HealthCheckState {
   namespace: string
@@ -57,5 +60,40 @@ export class HealthCheckServer {
       this.#server.close(() => resolve())
       this.#server.closeAllConnections()
     })
+  }
+}
+
+/**
+ * Brings `servers` (by Service key) to `want`: a server whose port changed or whose Service left is closed, a new
+ * one listens on `address`, an existing one only takes the new state (this node's ready endpoints). Both data planes
+ * (userspace and nftables) keep their health-check node ports this way.
+ */
+export function reconcileHealthChecks(
+  servers: Map<string, HealthCheckServer>,
+  want: ReadonlyMap<string, { svc: ServiceState; port: number }>,
+  opts: { node: string; address: string; log: Logger },
+): void {
+  for (const [key, hc] of servers) {
+    if (want.get(key)?.port !== hc.port) {
+      servers.delete(key)
+      void hc.close()
+    }
+  }
+  for (const [key, { svc, port }] of want) {
+    const state = {
+      namespace: svc.namespace,
+      name: svc.name,
+      localEndpoints: localReadyIps(svc, opts.node),
+      proxyHealthy: true,
+    }
+    const hc = servers.get(key)
+    if (hc) hc.state = state
+    else {
+      const server = new HealthCheckServer(opts.address, port, state)
+      servers.set(key, server)
+      void server.listen().then(() => {
+        if (server.error) opts.log.error({ service: key }, server.error)
+      })
+    }
   }
 }

@@ -7,11 +7,10 @@ import type { Logger } from 'pino'
 import { publishApplied, publishListener } from '../model/diagnostics.ts'
 import type { Plane, PlaneContext } from '../model/plane.ts'
 import type { ServicePortState, ServiceState, Snapshot } from '../model/snapshot.ts'
-import { HealthCheckServer } from './health-check-server.ts'
+import { reconcileHealthChecks, type HealthCheckServer } from './health-check-server.ts'
 import { electedNode } from './l2-election.ts'
 import { lbMetrics, type LbMetrics } from './lb-metrics.ts'
 import { PortRuntime, portKey, type ListenerKind } from './port-runtime.ts'
-import { localReadyIps } from './usable-endpoints.ts'
 import { type BaseListener, TcpListener, type ListenerDeps } from './tcp-listener.ts'
 import { UdpListener } from './udp-listener.ts'
 import { VipInterface } from './vip-interface.ts'
@@ -361,29 +360,11 @@ export class LbPlane implements Plane {
   }
 
   #applyHealthChecks(want: ReadonlyMap<string, { svc: ServiceState; port: number }>, node: string): void {
-    for (const [key, hc] of this.#healthChecks) {
-      if (want.get(key)?.port !== hc.port) {
-        this.#healthChecks.delete(key)
-        void hc.close()
-      }
-    }
-    for (const [key, { svc, port }] of want) {
-      const state = {
-        namespace: svc.namespace,
-        name: svc.name,
-        localEndpoints: localReadyIps(svc, node),
-        proxyHealthy: true,
-      }
-      const hc = this.#healthChecks.get(key)
-      if (hc) hc.state = state
-      else {
-        const server = new HealthCheckServer(this.#ctx.options.nodeAddress ?? '0.0.0.0', port, state)
-        this.#healthChecks.set(key, server)
-        void server.listen().then(() => {
-          if (server.error) this.#log.error({ service: key }, server.error)
-        })
-      }
-    }
+    reconcileHealthChecks(this.#healthChecks, want, {
+      node,
+      address: this.#ctx.options.nodeAddress ?? '0.0.0.0',
+      log: this.#log,
+    })
   }
 
   #logPending(svc: ServiceState): void {

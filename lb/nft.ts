@@ -1,23 +1,21 @@
-// --l4-mode nftables: the kernel carries L4 traffic. Each Snapshot becomes one `nft -f` transaction on meshlet's own
-// table (`inet meshlet`, laid out in lb/nft-rules.ts) that changes only what differs from the last one; conntrack
-// keeps established flows on their endpoint, so a Snapshot never disturbs them. The table is replaced whole at start
+// --l4-mode nftables: the kernel carries L4 traffic. Each Snapshot becomes one nft transaction, fed to a long-running
+// `nft -i` (lb/nft-shell.ts), on meshlet's own table (`inet meshlet`, laid out in lb/nft-rules.ts) that changes only
+// what differs from the last one; conntrack keeps established flows on their endpoint, so a Snapshot never disturbs
+// them. The table is replaced whole at start
 // (a stale one from a crash goes in the same transaction) and deleted at stop; no other table is ever touched.
 // Health-check node ports and --vip-interface addresses work as in the userspace plane.
 
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { Counter, type Registry } from 'prom-client'
+import { Counter, Gauge, type Registry } from 'prom-client'
 import type { Logger } from 'pino'
 import type { Plane, PlaneContext } from '../model/plane.ts'
-import type { Snapshot } from '../model/snapshot.ts'
+import type { ServiceState, Snapshot } from '../model/snapshot.ts'
 import { runChecked, runChild } from '../model/child-process.ts'
 import { LbError } from './errors.ts'
-import { HealthCheckServer } from './health-check-server.ts'
-import { localReadyIps } from './usable-endpoints.ts'
+import { reconcileHealthChecks, type HealthCheckServer } from './health-check-server.ts'
 import { poolUsage, type PoolUsage } from './pool-usage.ts'
 import { VipInterface } from './vip-interface.ts'
+import { NftShell } from './nft-shell.ts'
 import {
   EMPTY_STATE,
   TABLE,
@@ -31,6 +29,8 @@ import {
 /** A transaction is small and local; one that hangs must not hold every later Snapshot. */
 const NFT_TIMEOUT_MS = 10_000
 const CONNTRACK_TIMEOUT_MS = 5_000
+/** `conntrack -L` output past which entries are not counted per Service (about 200 bytes an entry). */
+const CONNTRACK_MAX_OUTPUT = 8 * 1024 * 1024
 /** After a failed transaction, the next try rebuilds the table whole. */
 const RETRY_MS = 1_000
 /** /metrics scrapes closer together than this reuse the last counter read. */
@@ -52,6 +52,7 @@ interface NftMetrics {
   readonly packets: Counter<'service'>
   readonly bytes: Counter<'service'>
   readonly transactions: Counter<'result'>
+  readonly conntrack: Gauge<'service'>
 }
 
 export class NftPlane implements Plane {
@@ -59,7 +60,7 @@ export class NftPlane implements Plane {
   readonly #ctx: PlaneContext
   readonly #log: Logger
   readonly #reason: string
-  readonly #dir = mkdtempSync(join(tmpdir(), 'meshlet-nft-'))
+  readonly #shell: NftShell
   readonly #metrics: NftMetrics
   readonly #vip: VipInterface | null
   readonly #healthChecks = new Map<string, HealthCheckServer>()
@@ -77,12 +78,12 @@ export class NftPlane implements Plane {
   #counterRead: { at: number; p: Promise<void> } | null = null
   #unsubscribe: () => void = () => {}
   #closing = false
-  #seq = 0
 
   constructor(ctx: PlaneContext, reason: string) {
     this.#ctx = ctx
     this.#log = ctx.log.child({ sub: 'nft' })
     this.#reason = reason
+    this.#shell = new NftShell(this.#log, NFT_TIMEOUT_MS)
     this.#metrics = nftMetrics(ctx.metrics, () => this.#readCounters())
     this.#vip =
       ctx.options.vipMode === 'interface' && ctx.options.vipInterface
@@ -158,11 +159,9 @@ export class NftPlane implements Plane {
     this.#applyHealthChecks(snapshot)
   }
 
-  async #nft(text: string): Promise<void> {
-    // A file, not stdin: the child-process helper gives programs no input. One file is still one transaction.
-    const file = join(this.#dir, `tx-${++this.#seq % 4}.nft`)
-    writeFileSync(file, text)
-    await runChecked(['nft', '-f', file], { timeoutMs: NFT_TIMEOUT_MS })
+  /** One transaction through the long-running `nft -i` (lb/nft-shell.ts): no process start per Snapshot. */
+  #nft(text: string): Promise<void> {
+    return this.#shell.run(text)
   }
 
   #scheduleRetry(): void {
@@ -221,39 +220,18 @@ export class NftPlane implements Plane {
   }
 
   #applyHealthChecks(snapshot: Snapshot): void {
-    const node = this.#ctx.options.nodeName
-    const want = new Map<string, { port: number; state: HealthCheckServer['state'] }>()
+    const want = new Map<string, { svc: ServiceState; port: number }>()
     for (const svc of snapshot.services) {
       const spec = svc.service.spec
       if (svc.healthCheckNodePort === null || spec.type !== 'LoadBalancer' || spec.externalTrafficPolicy !== 'Local')
         continue
-      want.set(svc.key, {
-        port: svc.healthCheckNodePort,
-        state: {
-          namespace: svc.namespace,
-          name: svc.name,
-          localEndpoints: localReadyIps(svc, node),
-          proxyHealthy: true,
-        },
-      })
+      want.set(svc.key, { svc, port: svc.healthCheckNodePort })
     }
-    for (const [key, hc] of this.#healthChecks) {
-      if (want.get(key)?.port !== hc.port) {
-        this.#healthChecks.delete(key)
-        void hc.close()
-      }
-    }
-    for (const [key, { port, state }] of want) {
-      const hc = this.#healthChecks.get(key)
-      if (hc) hc.state = state
-      else {
-        const server = new HealthCheckServer(this.#ctx.options.nodeAddress ?? '0.0.0.0', port, state)
-        this.#healthChecks.set(key, server)
-        void server.listen().then(() => {
-          if (server.error) this.#log.error({ service: key }, server.error)
-        })
-      }
-    }
+    reconcileHealthChecks(this.#healthChecks, want, {
+      node: this.#ctx.options.nodeName,
+      address: this.#ctx.options.nodeAddress ?? '0.0.0.0',
+      log: this.#log,
+    })
   }
 
   /** Named counters → the per-Service metrics; one `nft -j` run per scrape at most every second. */
@@ -293,6 +271,50 @@ export class NftPlane implements Plane {
     this.#metrics.bytes.reset()
     for (const [service, n] of packets) this.#metrics.packets.inc({ service }, n)
     for (const [service, n] of bytes) this.#metrics.bytes.inc({ service }, n)
+    await this.#readConntrack(programmed)
+  }
+
+  /**
+   * Entries per Service from `conntrack -L --dst-nat` (one run per family), matched on the original destination
+   * through the same keys as the counter maps. Bounded: past CONNTRACK_MAX_OUTPUT (~40,000 entries) the table is not
+   * parsed and the gauge is left out rather than wrong, so a scrape never costs more than a few tens of ms.
+   */
+  async #readConntrack(programmed: NftState): Promise<void> {
+    const byKey = new Map<string, string>()
+    for (const map of ['counters-ips', 'counters-ips6', 'counters-nodeports']) {
+      for (const [key, counter] of programmed.elements.get(map) ?? []) {
+        const service = programmed.counters.get(counter.replaceAll('"', ''))
+        if (service !== undefined) byKey.set(key, service)
+      }
+    }
+    const counts = new Map<string, number>()
+    for (const family of ['ipv4', 'ipv6']) {
+      let r
+      try {
+        r = await runChild(['conntrack', '-L', '-f', family, '--dst-nat'], {
+          timeoutMs: CONNTRACK_TIMEOUT_MS,
+          maxOutputBytes: CONNTRACK_MAX_OUTPUT,
+        })
+      } catch (err) {
+        this.#log.debug({ err: (err as Error).message }, 'conntrack -L could not run')
+        this.#metrics.conntrack.reset()
+        return
+      }
+      if (r.code !== 0 || r.stdout.length >= CONNTRACK_MAX_OUTPUT) {
+        this.#log.debug({ code: r.code, bytes: r.stdout.length }, 'conntrack entries not counted')
+        this.#metrics.conntrack.reset()
+        return
+      }
+      for (const line of r.stdout.split('\n')) {
+        // `tcp 6 431999 ESTABLISHED src=… dst=ORIG sport=… dport=ORIGPORT src=…`: the first dst/dport are the original.
+        const m = /^(tcp|udp)\s.*?\bdst=(\S+) .*?\bdport=(\d+)/.exec(line)
+        if (!m) continue
+        const service = byKey.get(`${m[2]} . ${m[1]} . ${m[3]}`) ?? byKey.get(`${m[1]} . ${m[3]}`)
+        if (service !== undefined) counts.set(service, (counts.get(service) ?? 0) + 1)
+      }
+    }
+    this.#metrics.conntrack.reset()
+    for (const [service, n] of counts) this.#metrics.conntrack.set({ service }, n)
   }
 
   ready(): boolean {
@@ -328,6 +350,7 @@ export class NftPlane implements Plane {
         ...(hc.error ? { error: hc.error } : {}),
       })),
       pools: this.#pools,
+      nftShell: { pid: this.#shell.pid, started: this.#shell.starts },
     }
   }
 
@@ -337,15 +360,20 @@ export class NftPlane implements Plane {
     if (this.#retry) clearTimeout(this.#retry)
     await this.#running
     // Established flows keep their conntrack NAT only while the table exists; meshlet stopping ends the service.
+    const drop = `add table ${TABLE}\ndelete table ${TABLE}\n`
     try {
-      await this.#nft(`add table ${TABLE}\ndelete table ${TABLE}\n`)
+      await this.#nft(drop).catch(async (err: Error) => {
+        // nft -i gone (killed with the rest of a process tree): one `nft` of its own does it.
+        this.#log.debug({ err: err.message }, 'nft -i unavailable at stop; running nft once')
+        await runChecked(['nft', drop.trim().replace('\n', '; ')], { timeoutMs: NFT_TIMEOUT_MS })
+      })
       this.#log.info({ table: TABLE }, 'nft table deleted')
     } catch (err) {
       this.#log.warn({ table: TABLE, err: (err as Error).message }, 'nft table not deleted')
     }
     await Promise.all([...this.#healthChecks.values()].map((h) => h.close()))
     await this.#vip?.releaseAll()
-    rmSync(this.#dir, { recursive: true, force: true })
+    await this.#shell.close()
   }
 }
 
@@ -362,6 +390,13 @@ function nftMetrics(registry: Registry, read: () => Promise<void>): NftMetrics {
     bytes: new Counter({
       name: 'meshlet_lb_nft_bytes_total',
       help: 'Bytes of DNATed flows per Service, both directions (nftables mode, read from the kernel at scrape)',
+      labelNames: ['service'] as const,
+      registers,
+      collect: read,
+    }),
+    conntrack: new Gauge({
+      name: 'meshlet_lb_nft_conntrack_entries',
+      help: 'conntrack entries DNATed to each Service (nftables mode, read with conntrack -L at scrape)',
       labelNames: ['service'] as const,
       registers,
       collect: read,
