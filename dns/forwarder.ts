@@ -315,12 +315,18 @@ export class Forwarder {
         if (acceptable(reply, from, u, id, question)) finish(reply)
       })
       // connect() binds first (port 0: the kernel picks a random free port). A failed connect is reported on
-      // 'error' (ignored above): the attempt then times out.
+      // 'error' (ignored above), yet Node still calls this callback (seen with Node 24 when the upstream has no route,
+      // e.g. in a namespace whose loopback is down): send() on the unconnected socket then throws
+      // ERR_SOCKET_BAD_PORT synchronously, which would crash the process. That attempt simply fails.
       socket.connect(u.port, u.host, () => {
-        if (!settled)
+        if (settled) return
+        try {
           socket.send(msg, (err) => {
             if (err) finish(null)
           })
+        } catch {
+          finish(null)
+        }
       })
     })
   }
