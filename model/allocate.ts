@@ -144,16 +144,39 @@ export function allocateAddresses(
   cidrs: readonly Cidr[],
   previous: AllocationMap | null,
 ): AllocationMap {
+  return drain(allocateAddressesSteps(services, cidrs, previous))
+}
+
+/**
+ * allocateAddresses in steps: it yields every few hundred Services, so a caller that builds in slices (the Store's
+ * first build at 10,000 Services, issue 14) can give the event loop a turn. Nothing may change the inputs meanwhile.
+ */
+export function* allocateAddressesSteps(
+  services: readonly Service[],
+  cidrs: readonly Cidr[],
+  previous: AllocationMap | null,
+): Generator<void, AllocationMap> {
   const quick = previous !== null && cidrs === lastCidrs ? allocateChanged(services, cidrs, previous) : null
   if (quick) return quick
   lastCidrs = cidrs
-  const result = allocateAll(services, cidrs, previous)
+  const result = yield* allocateAllSteps(services, cidrs, previous)
   for (const s of services) {
     const a = result.get(objectKey(s.meta))
     if (a) madeFor.set(a, s)
   }
   return result
 }
+
+/** Runs a step generator to its end. */
+export function drain<T>(steps: Generator<void, T>): T {
+  for (;;) {
+    const r = steps.next()
+    if (r.done === true) return r.value
+  }
+}
+
+/** Services between two yields of a step generator: well under a millisecond of work each. */
+export const STEP_ITEMS = 128
 
 function allocateChanged(
   services: readonly Service[],
@@ -197,7 +220,7 @@ function allocateChanged(
   if (carried !== previous.size) {
     for (const [key, a] of previous) if (!result.has(key) && !changedKeys.has(key)) release(a)
   }
-  const fresh = allocateAll(changed, cidrs, previous, { ips, ports })
+  const fresh = drain(allocateAllSteps(changed, cidrs, previous, { ips, ports }))
   for (const s of changed) {
     const key = keyOf(s)
     const a = fresh.get(key)!
@@ -211,12 +234,13 @@ function allocateChanged(
 }
 
 /** The three passes; `held`: allocations of other Services whose slots are taken (the incremental case). */
-function allocateAll(
+function* allocateAllSteps(
   services: readonly Service[],
   cidrs: readonly Cidr[],
   previous: AllocationMap | null,
   held: { ips: Set<string>; ports: Set<number> } | null = null,
-): Map<string, ServiceAllocation> {
+): Generator<void, Map<string, ServiceAllocation>> {
+  let step = 0
   const keyOf = new Map<Service, string>()
   for (const s of services) keyOf.set(s, objectKey(s.meta))
   const sorted = [...services].sort((a, b) => (keyOf.get(a)! < keyOf.get(b)! ? -1 : 1))
@@ -235,6 +259,7 @@ function allocateAll(
   // Pass 1: what manifests write. A second Service claiming the same address or port is refused, as the API server
   // refuses the second create.
   for (const s of sorted) {
+    if (++step % STEP_ITEMS === 0) yield
     const key = objectKey(s.meta)
     const list: string[] = []
     if (!s.spec.headless && s.spec.type !== 'ExternalName') {
@@ -276,6 +301,7 @@ function allocateAll(
   const result = new Map<string, ServiceAllocation>()
   const pending: Service[] = []
   for (const s of sorted) {
+    if (++step % STEP_ITEMS === 0) yield
     const key = objectKey(s.meta)
     const prev = previous?.get(key)
     const clusterIPs = [...(explicitIps.get(key) ?? [])]
@@ -319,6 +345,7 @@ function allocateAll(
 
   // Pass 3: hash-probe the rest.
   for (const s of pending) {
+    if (++step % STEP_ITEMS === 0) yield
     const key = objectKey(s.meta)
     const a = result.get(key)!
     const clusterIPs = [...a.clusterIPs]

@@ -29,7 +29,7 @@ import type {
   SnapshotChanges,
 } from './snapshot.ts'
 import { ejectionKey } from './snapshot.ts'
-import { allocateAddresses, type AllocationMap, type ServiceAllocation } from './allocate.ts'
+import { STEP_ITEMS, allocateAddressesSteps, drain, type AllocationMap, type ServiceAllocation } from './allocate.ts'
 import { allocateLoadBalancers, type LoadBalancerAllocation, type LoadBalancerAllocationMap } from './lb-allocator.ts'
 import { ipFamily, type Cidr } from './ip.ts'
 
@@ -216,7 +216,11 @@ function serviceOfSlice(sl: EndpointSlice): string {
 }
 
 /** Groups the objects, allocates addresses and indexes endpoints sources: the part of a build a flip does not need. */
-function deriveFromObjects(input: BuildInput, options: BuildOptions, memo: BuildMemo | null): ObjectsMemo {
+function* deriveFromObjects(
+  input: BuildInput,
+  options: BuildOptions,
+  memo: BuildMemo | null,
+): Generator<void, ObjectsMemo> {
   // A memo another build already took the id map of cannot be built from again: a full grouping then.
   const usable = memo !== null && !memo.fromObjects.claim.taken ? memo : null
   const before = usable?.fromObjects ?? null
@@ -224,7 +228,7 @@ function deriveFromObjects(input: BuildInput, options: BuildOptions, memo: Build
   if (grouped === null) {
     const interned = new Map<string, KubeObject>()
     const fresh: KubeObject[] = []
-    const g = groupByKind(input.objects, usable, interned, fresh)
+    const g = yield* groupByKind(input.objects, usable, interned, fresh)
     const gone: KubeObject[] = []
     if (usable) for (const [id, o] of usable.objects) if (!interned.has(id)) gone.push(o)
     grouped = { g, interned, fresh, gone, touched: new Set(Object.keys(g) as (keyof ByKind)[]) }
@@ -243,7 +247,7 @@ function deriveFromObjects(input: BuildInput, options: BuildOptions, memo: Build
   const alloc =
     keep('services') && previousAlloc === before!.alloc
       ? before!.alloc
-      : allocateAddresses(g.services, options.serviceCidrs, previousAlloc)
+      : yield* allocateAddressesSteps(g.services, options.serviceCidrs, previousAlloc)
   const previousLb = input.previous?.loadBalancers ?? null
   const lbAlloc =
     keep('services', 'pools') && previousLb === before!.lbAlloc
@@ -383,12 +387,12 @@ const KINDS: Record<KubeObject['kind'], keyof ByKind | null> = {
  * again gives back the same objects for what did not change. `interned` receives kind|key → object, `fresh` the
  * objects whose id the previous build did not have. A kind keeps the previous build's order, new keys merged in, without sorting again.
  */
-function groupByKind(
+function* groupByKind(
   objects: readonly KubeObject[],
   memo: BuildMemo | null,
   interned: Map<string, KubeObject>,
   fresh: KubeObject[],
-): ByKind {
+): Generator<void, ByKind> {
   const g: ByKind = {
     services: [],
     pods: [],
@@ -405,7 +409,9 @@ function groupByKind(
   /** Per kind, the objects whose key the previous build did not have. */
   const grown = new Map<keyof ByKind, KubeObject[]>()
   let duplicates = false
+  let step = 0
   for (const raw of objects) {
+    if (++step % STEP_ITEMS === 0) yield
     const id = idOf(raw)
     const prev = previous?.get(id)
     const o = prev !== undefined && (prev === raw || sameData(prev, raw)) ? prev : raw
@@ -801,15 +807,27 @@ function deriveService(
   }
 }
 
-export function buildSnapshot(
-  input: BuildInput,
-  options: BuildOptions,
-): { snapshot: Snapshot; allocations: AllocationState } {
+export interface BuildResult {
+  readonly snapshot: Snapshot
+  readonly allocations: AllocationState
+}
+
+export function buildSnapshot(input: BuildInput, options: BuildOptions): BuildResult {
+  return drain(buildSnapshotSteps(input, options))
+}
+
+/**
+ * buildSnapshot in steps (issue 14): it yields every few hundred objects or Services while grouping, allocating and
+ * deriving Services, so the Store can spread a big build (the first one at 10,000 Services: seconds) over many turns
+ * of the event loop. A build from the previous one's objects (a probe verdict, an ejection) never yields. The inputs
+ * must not change until it is done (the Store copies what it would change meanwhile).
+ */
+export function* buildSnapshotSteps(input: BuildInput, options: BuildOptions): Generator<void, BuildResult> {
   const memo = input.previous?.memo ?? null
   const same =
     memo !== null && memo.fromObjects.input === input.objects && !memo.fromObjects.claim.taken ? memo.fromObjects : null
   // The same objects: this build takes the previous one's derivations over (a fresh claim for the next build).
-  const om = same ? { ...same, claim: { taken: false } } : deriveFromObjects(input, options, memo)
+  const om = same ? { ...same, claim: { taken: false } } : yield* deriveFromObjects(input, options, memo)
   const { g, alloc, lbAlloc } = om
   const pods = podStates(g.pods, input.health, memo?.pods ?? null)
   const podsByNamespace = new Map<string, PodState[]>()
@@ -897,7 +915,9 @@ export function buildSnapshot(
     // What changed, found on the way instead of by comparing the lists afterwards.
     const changed = new Set<string>()
     let carried = 0
+    let step = 0
     for (const s of g.services) {
+      if (++step % STEP_ITEMS === 0) yield
       const key = keyOf(s)
       const old = memo?.services.get(key)
       const m = serviceAt(s, old)

@@ -5,7 +5,7 @@
 
 import type { KubeObject } from './objects.ts'
 import type { ObjectError, PodHealth, Snapshot } from './snapshot.ts'
-import { buildSnapshot, type AllocationState, type BuildOptions } from './build-snapshot.ts'
+import { buildSnapshotSteps, type AllocationState, type BuildOptions, type BuildResult } from './build-snapshot.ts'
 
 export type Subscriber = (snapshot: Snapshot) => void
 
@@ -23,6 +23,8 @@ export class Store {
   #loaded = false
   #scheduled = false
   #version = 0
+  /** A build spread over turns of the event loop (issue 14), until it is published. */
+  #building: Generator<void, BuildResult> | null = null
 
   #onSubscriberError: (err: unknown) => void
 
@@ -58,6 +60,8 @@ export class Store {
 
   /** A health verdict for a Pod ("namespace/name"); null forgets it (the Pod is gone or has no probes). */
   setPodHealth(podKey: string, health: PodHealth | null): void {
+    // A build in progress reads the map it was given: later verdicts go into a copy (the next build's input).
+    if (this.#building) this.#health = new Map(this.#health)
     if (health === null) {
       if (!this.#health.delete(podKey)) return
     } else {
@@ -77,6 +81,7 @@ export class Store {
 
   /** Passive ejection of one endpoint (key from `ejectionKey`); reason null brings it back. */
   setEjected(key: string, reason: string | null): void {
+    if (this.#building) this.#ejected = new Map(this.#ejected)
     if (reason === null) {
       if (!this.#ejected.delete(key)) return
     } else {
@@ -88,6 +93,7 @@ export class Store {
 
   /** Liveness of another node (membership/); null forgets it (the Node is gone: never probed counts as alive). */
   setNodeAlive(name: string, alive: boolean | null): void {
+    if (this.#building) this.#liveness = new Map(this.#liveness)
     if (alive === null) {
       if (!this.#liveness.delete(name)) return
     } else {
@@ -110,11 +116,30 @@ export class Store {
     this.#schedule()
   }
 
-  /** Builds and publishes now, synchronously (tests and `meshlet check`). */
+  /**
+   * Builds and publishes now, synchronously (tests and `meshlet check`). A build in progress over turns of the event
+   * loop is finished first (and published); then, if anything changed since it started, one more is built.
+   */
   flush(): Snapshot | null {
+    if (this.#building) {
+      const steps = this.#building
+      let r = steps.next()
+      while (r.done !== true) r = steps.next()
+      this.#publish(r.value)
+      if (!this.#scheduled) return this.#current
+    }
     this.#scheduled = false
     if (!this.#loaded) return null
-    const { snapshot, allocations } = buildSnapshot(
+    const steps = this.#start()
+    let r = steps.next()
+    while (r.done !== true) r = steps.next()
+    this.#publish(r.value)
+    return this.#current
+  }
+
+  /** Starts a build from the inputs as they are now; `#building` holds it until it is published. */
+  #start(): Generator<void, BuildResult> {
+    const steps = buildSnapshotSteps(
       {
         version: ++this.#version,
         objects: this.#objects,
@@ -127,6 +152,12 @@ export class Store {
       },
       this.#options,
     )
+    this.#building = steps
+    return steps
+  }
+
+  #publish({ snapshot, allocations }: BuildResult): void {
+    this.#building = null
     this.#allocations = allocations
     this.#current = snapshot
     for (const fn of this.#subscribers) {
@@ -138,14 +169,39 @@ export class Store {
         this.#onSubscriberError(err)
       }
     }
-    return snapshot
   }
 
   #schedule(): void {
     if (this.#scheduled) return
     this.#scheduled = true
-    setImmediate(() => {
-      if (this.#scheduled) this.flush()
-    })
+    // While a build runs over several turns, its own slices pick the change up when it is published.
+    if (this.#building === null) setImmediate(() => this.#slice())
+  }
+
+  /**
+   * One turn's share of the scheduled build (issue 14): at most SLICE_MS of building, then the event loop serves
+   * DNS, the listeners and /healthz before the next slice. A build that fits (a flip, an edit) is published in its
+   * first turn; the first build at 10,000 Services takes a few hundred turns. Nothing is published until it is whole.
+   */
+  #slice(): void {
+    let steps = this.#building
+    if (steps === null) {
+      if (!this.#scheduled) return
+      this.#scheduled = false
+      if (!this.#loaded) return
+      steps = this.#start()
+    }
+    const until = performance.now() + SLICE_MS
+    let r = steps.next()
+    while (r.done !== true && performance.now() < until) r = steps.next()
+    if (r.done !== true) {
+      setImmediate(() => this.#slice())
+      return
+    }
+    this.#publish(r.value)
+    if (this.#scheduled) setImmediate(() => this.#slice())
   }
 }
+
+/** Longest share of one event-loop turn a build takes before yielding (issue 14: no turn over ~20 ms). */
+const SLICE_MS = 10
