@@ -156,10 +156,11 @@ export function* allocateAddressesSteps(
   cidrs: readonly Cidr[],
   previous: AllocationMap | null,
 ): Generator<void, AllocationMap> {
-  const quick = previous !== null && cidrs === lastCidrs ? allocateChanged(services, cidrs, previous) : null
+  const quick = previous !== null && cidrs === lastCidrs ? yield* allocateChanged(services, cidrs, previous) : null
   if (quick) return quick
   lastCidrs = cidrs
   const result = yield* allocateAllSteps(services, cidrs, previous)
+  yield
   for (const s of services) {
     const a = result.get(objectKey(s.meta))
     if (a) madeFor.set(a, s)
@@ -178,16 +179,18 @@ export function drain<T>(steps: Generator<void, T>): T {
 /** Services between two yields of a step generator: well under a millisecond of work each. */
 export const STEP_ITEMS = 128
 
-function allocateChanged(
+function* allocateChanged(
   services: readonly Service[],
   cidrs: readonly Cidr[],
   previous: AllocationMap,
-): AllocationMap | null {
+): Generator<void, AllocationMap | null> {
   const before = heldOf(previous)
   if (before.errors) return null
   const result = new Map<string, ServiceAllocation>()
   const changed: Service[] = []
+  let step = 0
   for (const s of services) {
+    if (++step % STEP_ITEMS === 0) yield
     const key = keyOf(s)
     const prev = previous.get(key)
     if (prev && madeFor.get(prev) === s) result.set(key, prev)
@@ -243,7 +246,9 @@ function* allocateAllSteps(
   let step = 0
   const keyOf = new Map<Service, string>()
   for (const s of services) keyOf.set(s, objectKey(s.meta))
+  yield
   const sorted = [...services].sort((a, b) => (keyOf.get(a)! < keyOf.get(b)! ? -1 : 1))
+  yield
   const ips = new SlotTable(held?.ips)
   const ports = held?.ports ?? new Set<number>()
   const errors = new Map<string, string[]>()

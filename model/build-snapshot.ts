@@ -124,7 +124,7 @@ interface Grouped {
  * of one file among a hundred gives back the other files' objects as the same objects, so a Set lookup per object
  * replaces a key computation, a Map lookup and a deep comparison each). Null when a full grouping is needed.
  */
-function groupChanged(objects: readonly KubeObject[], memo: BuildMemo): Grouped | null {
+function* groupChanged(objects: readonly KubeObject[], memo: BuildMemo): Generator<void, Grouped | null> {
   const prevInput = memo.fromObjects.input
   // config/ concatenates files in a stable order, so a reload of some files leaves a common prefix and suffix: what
   // lies between is removed (previous) and added (current). An unchanged object that falls in between is removed and
@@ -195,7 +195,10 @@ function groupChanged(objects: readonly KubeObject[], memo: BuildMemo): Grouped 
     const list: KubeObject[] = []
     const add = (freshByKind.get(kind) ?? []).sort(byKey)
     let a = 0
+    let step = 0
     for (const b of lists[kind] as readonly KubeObject[]) {
+      // The previous build's id map is claimed above: no other build runs from it while this one yields.
+      if (++step % STEP_ITEMS === 0) yield
       if (gone.has(b)) continue
       const cur = replaced.get(b) ?? b
       while (a < add.length && byKey(add[a]!, cur) < 0) list.push(add[a++]!)
@@ -224,7 +227,7 @@ function* deriveFromObjects(
   // A memo another build already took the id map of cannot be built from again: a full grouping then.
   const usable = memo !== null && !memo.fromObjects.claim.taken ? memo : null
   const before = usable?.fromObjects ?? null
-  let grouped = usable ? groupChanged(input.objects, usable) : null
+  let grouped = usable ? yield* groupChanged(input.objects, usable) : null
   if (grouped === null) {
     const interned = new Map<string, KubeObject>()
     const fresh: KubeObject[] = []
@@ -234,6 +237,8 @@ function* deriveFromObjects(
     grouped = { g, interned, fresh, gone, touched: new Set(Object.keys(g) as (keyof ByKind)[]) }
   }
   const { g, interned, fresh, gone, touched } = grouped
+  // Between phases too: each is a pass over 10,000 objects at most (the Store decides whether to take a turn).
+  yield
   // Each index below is rebuilt only when a kind it reads changed (the others are the previous build's).
   const keep = (...kinds: (keyof ByKind)[]) => before !== null && kinds.every((k) => !touched.has(k))
   let zones: ReadonlyMap<string, string>
@@ -248,11 +253,13 @@ function* deriveFromObjects(
     keep('services') && previousAlloc === before!.alloc
       ? before!.alloc
       : yield* allocateAddressesSteps(g.services, options.serviceCidrs, previousAlloc)
+  yield
   const previousLb = input.previous?.loadBalancers ?? null
   const lbAlloc =
     keep('services', 'pools') && previousLb === before!.lbAlloc
       ? before!.lbAlloc
       : allocateLoadBalancers(g.services, g.pools, previousLb)
+  yield
   let slicesByService: ReadonlyMap<string, EndpointSlice[]>
   if (keep('slices')) slicesByService = before!.slicesByService
   else {
@@ -273,6 +280,7 @@ function* deriveFromObjects(
     for (const e of g.endpoints) m.set(keyOf(e), e)
     endpointsByKey = m
   }
+  yield
   let selectorServices: ReadonlyMap<string, readonly number[]>
   let positions: ReadonlyMap<string, number>
   if (keep('services')) {
@@ -429,6 +437,7 @@ function* groupByKind(
     }
   }
   for (const kind of Object.keys(g) as (keyof ByKind)[]) {
+    yield
     const list = g[kind] as KubeObject[]
     const before = memo?.lists[kind] as readonly KubeObject[] | undefined
     if (before === undefined || duplicates) {
@@ -829,6 +838,7 @@ export function* buildSnapshotSteps(input: BuildInput, options: BuildOptions): G
   // The same objects: this build takes the previous one's derivations over (a fresh claim for the next build).
   const om = same ? { ...same, claim: { taken: false } } : yield* deriveFromObjects(input, options, memo)
   const { g, alloc, lbAlloc } = om
+  if (!same) yield
   const pods = podStates(g.pods, input.health, memo?.pods ?? null)
   const podsByNamespace = new Map<string, PodState[]>()
   for (const ps of pods) {
