@@ -25,6 +25,12 @@ export class Store {
   #version = 0
   /** A build spread over turns of the event loop (issue 14), until it is published. */
   #building: Generator<void, BuildResult> | null = null
+  /** The maps the build in progress reads; a setter copies one before changing it. */
+  #frozen: {
+    readonly health: Map<string, PodHealth>
+    readonly ejected: Map<string, string>
+    readonly liveness: Map<string, boolean>
+  } | null = null
 
   #onSubscriberError: (err: unknown) => void
 
@@ -60,8 +66,9 @@ export class Store {
 
   /** A health verdict for a Pod ("namespace/name"); null forgets it (the Pod is gone or has no probes). */
   setPodHealth(podKey: string, health: PodHealth | null): void {
-    // A build in progress reads the map it was given: later verdicts go into a copy (the next build's input).
-    if (this.#building) this.#health = new Map(this.#health)
+    // A build in progress reads the maps it was given: later changes go into a copy (the next build's input), made
+    // once per build.
+    if (this.#health === this.#frozen?.health) this.#health = new Map(this.#health)
     if (health === null) {
       if (!this.#health.delete(podKey)) return
     } else {
@@ -81,7 +88,7 @@ export class Store {
 
   /** Passive ejection of one endpoint (key from `ejectionKey`); reason null brings it back. */
   setEjected(key: string, reason: string | null): void {
-    if (this.#building) this.#ejected = new Map(this.#ejected)
+    if (this.#ejected === this.#frozen?.ejected) this.#ejected = new Map(this.#ejected)
     if (reason === null) {
       if (!this.#ejected.delete(key)) return
     } else {
@@ -93,7 +100,7 @@ export class Store {
 
   /** Liveness of another node (membership/); null forgets it (the Node is gone: never probed counts as alive). */
   setNodeAlive(name: string, alive: boolean | null): void {
-    if (this.#building) this.#liveness = new Map(this.#liveness)
+    if (this.#liveness === this.#frozen?.liveness) this.#liveness = new Map(this.#liveness)
     if (alive === null) {
       if (!this.#liveness.delete(name)) return
     } else {
@@ -153,11 +160,13 @@ export class Store {
       this.#options,
     )
     this.#building = steps
+    this.#frozen = { health: this.#health, ejected: this.#ejected, liveness: this.#liveness }
     return steps
   }
 
   #publish({ snapshot, allocations }: BuildResult): void {
     this.#building = null
+    this.#frozen = null
     this.#allocations = allocations
     this.#current = snapshot
     for (const fn of this.#subscribers) {
@@ -181,7 +190,7 @@ export class Store {
   /**
    * One turn's share of the scheduled build (issue 14): at most SLICE_MS of building, then the event loop serves
    * DNS, the listeners and /healthz before the next slice. A build that fits (a flip, an edit) is published in its
-   * first turn; the first build at 10,000 Services takes a few hundred turns. Nothing is published until it is whole.
+   * first turn; the first build at 10,000 Services takes about a hundred. Nothing is published until it is whole.
    */
   #slice(): void {
     let steps = this.#building
@@ -194,8 +203,16 @@ export class Store {
     // A small configuration builds in one turn whatever the clock says (a cold start can take over SLICE_MS), so it
     // is published in the tick after the change, as it always was.
     const until = this.#objects.length < SLICE_MIN_OBJECTS ? Infinity : performance.now() + SLICE_MS
-    let r = steps.next()
-    while (r.done !== true && performance.now() < until) r = steps.next()
+    let r: IteratorResult<void, BuildResult>
+    try {
+      r = steps.next()
+      while (r.done !== true && performance.now() < until) r = steps.next()
+    } catch (err) {
+      // A build that throws is a bug; the next change starts a fresh build instead of resuming a dead one.
+      this.#building = null
+      this.#frozen = null
+      throw err
+    }
     if (r.done !== true) {
       setImmediate(() => this.#slice())
       return
