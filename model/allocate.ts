@@ -138,18 +138,9 @@ function writesAny(s: Service): boolean {
  * When only some Services changed, none of the changed ones writes an address or port, and no allocation has errors,
  * the full passes would keep every unchanged allocation as it is: then only the changed Services are allocated,
  * against the slots the others hold (issue 14: a change costs what changed). Same result, by construction.
- */
-export function allocateAddresses(
-  services: readonly Service[],
-  cidrs: readonly Cidr[],
-  previous: AllocationMap | null,
-): AllocationMap {
-  return drain(allocateAddressesSteps(services, cidrs, previous))
-}
-
-/**
- * allocateAddresses in steps: it yields every few hundred Services, so a caller that builds in slices (the Store's
- * first build at 10,000 Services, issue 14) can give the event loop a turn. Nothing may change the inputs meanwhile.
+ *
+ * In steps: it yields every 128 Services, so a caller that builds in slices (the Store's first build at 10,000
+ * Services) can give the event loop a turn; `drain` runs it in one go. Nothing may change the inputs meanwhile.
  */
 export function* allocateAddressesSteps(
   services: readonly Service[],
