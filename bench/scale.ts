@@ -287,6 +287,10 @@ async function startMeshlet(dir: string, profileDir: string | null): Promise<Run
     'off',
     '--log-level',
     'info',
+    // As root, `auto` would pick nftables and write rules into the host's namespace; the bench measures the
+    // userspace listeners, which need no privileges.
+    '--l4-mode',
+    'userspace',
   ]
   const t0 = performance.now()
   // One listener per ClusterIP: 20,000 Services need more than the usual 1,024 descriptors.

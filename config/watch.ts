@@ -19,8 +19,8 @@
 //   - a file that had objects and is now empty (no documents: a truncate before a rewrite) is not applied until it has
 //     stayed empty for emptyConfirmMs; that is logged, and content arriving meanwhile cancels it.
 // Events for names that cannot be manifests (dot-files, other extensions: editor swap and temp files) are ignored.
-// Reloads are parsed and validated in a worker thread (config/manifest-parser.ts); the first load, before the planes
-// start, on the main thread.
+// Files are parsed and validated in a worker thread (config/manifest-parser.ts), the first load too (issue 14: seconds
+// of parsing at 10,000 Services would stall /healthz); only small files parse here while the worker starts.
 
 import { readdirSync, statSync, watch, type FSWatcher } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
@@ -32,7 +32,6 @@ import {
   STDIN_NAME,
   expandPaths,
   mergeFiles,
-  parseManifestFile,
   readBounded,
   readStdin,
   tooLargeError,
@@ -173,10 +172,13 @@ export class ManifestSource {
 
   async #initialLoad(): Promise<void> {
     const now = Date.now()
+    // Every file is read first and handed to the parser's worker at once (its answers come in order), so reading the
+    // next file overlaps parsing this one, and the event loop that serves /healthz (and, on a reload of the whole
+    // set, DNS and the listeners) never runs a parse: at 10,000 Services the first load is seconds of YAML (issue 14).
+    // Files of at most 16 KiB are parsed here while the worker is still loading its modules (manifest-parser.ts).
+    const pending: { file: string; text: string; load: Promise<FileLoad> }[] = []
     for (const file of this.#allFiles()) {
       // stdin is read once here and never again; files keep their text for change detection.
-      let text: string
-      let load: FileLoad
       const name = file === '-' ? STDIN_NAME : file
       let read
       try {
@@ -185,14 +187,12 @@ export class ManifestSource {
         throw unreadable(file, err)
       }
       if ('tooLarge' in read) {
-        text = `\0too large: ${read.tooLarge}` // never equal to a file's text: a change is noticed
-        load = { file: name, parseErrors: [tooLargeError(name, read.tooLarge)], entries: [], ignoredKinds: [] }
-      } else {
-        // The first load runs here, before any plane serves: nothing to keep answering yet, and the worker is still
-        // starting (warm() below) — it parses every reload after this.
-        text = read.text
-        load = parseManifestFile(read.text, name)
-      }
+        const load = { file: name, parseErrors: [tooLargeError(name, read.tooLarge)], entries: [], ignoredKinds: [] }
+        // Never equal to a file's text: a change is noticed.
+        pending.push({ file, text: `\0too large: ${read.tooLarge}`, load: Promise.resolve(load) })
+      } else pending.push({ file, text: read.text, load: this.#parser.parse(read.text, name) })
+    }
+    for (const { file, text, load } of pending) {
       const st: FileState = {
         file,
         text,
@@ -202,7 +202,7 @@ export class ManifestSource {
         changedAt: now,
         emptySince: 0,
       }
-      this.#apply(st, load)
+      this.#apply(st, await load)
       this.#files.set(file, st)
       for (const err of this.#errorsOf(st)) this.#log.warn({ file, code: err.code }, formatObjectError(err))
     }

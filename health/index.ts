@@ -4,7 +4,8 @@
 
 import { publishApplied } from '../model/diagnostics.ts'
 import type { Plane, PlaneContext } from '../model/plane.ts'
-import type { PodHealth, Snapshot, UpstreamReporter } from '../model/snapshot.ts'
+import type { PodHealth, PodState, Snapshot, UpstreamReporter } from '../model/snapshot.ts'
+import { findByKey } from '../model/snapshot.ts'
 import { registerHealthMetrics, type HealthMetrics } from './metrics.ts'
 import { OutlierDetector } from './outlier.ts'
 import { PodProbes, podHasProbes, type PodProbesEnv } from './pod-probes.ts'
@@ -52,34 +53,19 @@ export class HealthPlane implements Plane {
   #apply(snapshot: Snapshot): void {
     if (this.#closed) return
     // Issue 14: a Snapshot that follows the last one applied says what changed; Pods and Services it does not name
-    // are the same objects, so their workers and outlier state stay as they are.
+    // are the same objects, so their workers and outlier state stay as they are, and are not even looked at.
     const ch = snapshot.version === this.#version + 1 ? snapshot.changes : undefined
     this.#version = snapshot.version
-    if (ch && ch.pods.size === 0) {
-      if (ch.services.size > 0) this.#outlier.update(snapshot)
-      return
-    }
-    const seen = new Set<string>()
     let execProbes = 0
-    for (const ps of snapshot.pods) {
-      seen.add(ps.key)
-      const existing = this.#pods.get(ps.key)
-      // Pods are immutable and shared between Snapshots until a reload replaces them: same object, nothing to do.
-      if (existing && existing.pod === ps.pod) continue
-      if (!podHasProbes(ps.pod)) {
-        if (existing) this.#remove(ps.key, existing)
-        continue
+    if (ch) {
+      for (const key of ch.pods) execProbes += this.#applyPod(key, findByKey(snapshot.pods, key))
+    } else {
+      const seen = new Set<string>()
+      for (const ps of snapshot.pods) {
+        seen.add(ps.key)
+        execProbes += this.#applyPod(ps.key, ps)
       }
-      if (existing) existing.update(ps.pod)
-      else {
-        const runner = new PodProbes(ps.key, ps.pod, this.#env)
-        this.#pods.set(ps.key, runner)
-        runner.update(ps.pod)
-      }
-      for (const c of ps.pod.spec.containers) {
-        for (const p of [c.readinessProbe, c.livenessProbe, c.startupProbe])
-          if (p?.handler.type === 'exec') execProbes++
-      }
+      for (const [key, runner] of this.#pods) if (!seen.has(key)) this.#remove(key, runner)
     }
     if (execProbes > 0 && this.#ctx.options.execPrefix === null && !this.#warnedExec) {
       this.#warnedExec = true
@@ -88,12 +74,40 @@ export class HealthPlane implements Plane {
         'exec probes run their commands on this host, outside any container (set --exec-prefix to run them elsewhere)',
       )
     }
-    for (const [key, runner] of this.#pods) if (!seen.has(key)) this.#remove(key, runner)
-    let workers = 0
-    for (const r of this.#pods.values()) workers += r.workerCount
-    this.#metrics.workers.set(workers)
-    if (!ch || ch.services.size > 0) this.#outlier.update(snapshot)
+    if (!ch || ch.pods.size > 0) {
+      let workers = 0
+      for (const r of this.#pods.values()) workers += r.workerCount
+      this.#metrics.workers.set(workers)
+    }
+    if (!ch) this.#outlier.update(snapshot)
+    else if (ch.services.size > 0) this.#outlier.update(snapshot, ch.services)
     this.#applied = true
+  }
+
+  /** Starts, updates or stops the workers of one Pod (undefined: gone); returns its exec probes when (re)started. */
+  #applyPod(key: string, ps: PodState | undefined): number {
+    const existing = this.#pods.get(key)
+    if (ps === undefined) {
+      if (existing) this.#remove(key, existing)
+      return 0
+    }
+    // Pods are immutable and shared between Snapshots until a reload replaces them: same object, nothing to do.
+    if (existing && existing.pod === ps.pod) return 0
+    if (!podHasProbes(ps.pod)) {
+      if (existing) this.#remove(key, existing)
+      return 0
+    }
+    if (existing) existing.update(ps.pod)
+    else {
+      const runner = new PodProbes(key, ps.pod, this.#env)
+      this.#pods.set(key, runner)
+      runner.update(ps.pod)
+    }
+    let execProbes = 0
+    for (const c of ps.pod.spec.containers) {
+      for (const p of [c.readinessProbe, c.livenessProbe, c.startupProbe]) if (p?.handler.type === 'exec') execProbes++
+    }
+    return execProbes
   }
 
   #remove(key: string, runner: PodProbes): void {

@@ -6,8 +6,8 @@
 // Pod passes (Envoy's successful_active_health_check_uneject_host).
 
 import type { Logger } from 'pino'
-import type { Snapshot, UpstreamReporter } from '../model/snapshot.ts'
-import { ejectionKey } from '../model/snapshot.ts'
+import type { ServiceState, Snapshot, UpstreamReporter } from '../model/snapshot.ts'
+import { ejectionKey, findByKey } from '../model/snapshot.ts'
 import type { Store } from '../model/store.ts'
 import type { HealthMetrics } from './metrics.ts'
 import { HealthError } from './errors.ts'
@@ -18,6 +18,8 @@ export const OUTLIER_ANNOTATIONS = {
   maxEjectionSeconds: 'meshlet.io/outlier-max-ejection-seconds',
   maxEjectionPercent: 'meshlet.io/outlier-max-ejection-percent',
 } as const
+
+const FIELDS = Object.keys(OUTLIER_ANNOTATIONS) as (keyof typeof OUTLIER_ANNOTATIONS)[]
 
 /** Envoy's defaults: consecutive_5xx 5, base_ejection_time 30 s, max_ejection_time 300 s, max_ejection_percent 10. */
 const DEFAULTS = { consecutiveFailures: 5, baseEjectionSeconds: 30, maxEjectionSeconds: 300, maxEjectionPercent: 10 }
@@ -40,9 +42,11 @@ export function outlierConfig(
   annotations: Readonly<Record<string, string>>,
   errors: HealthError[],
 ): OutlierConfig | null {
+  // Most Services carry none of the annotations: four lookups, no allocation.
+  if (!FIELDS.some((f) => annotations[OUTLIER_ANNOTATIONS[f]] !== undefined)) return null
   let any = false
   const out = { ...DEFAULTS }
-  for (const field of Object.keys(OUTLIER_ANNOTATIONS) as (keyof typeof OUTLIER_ANNOTATIONS)[]) {
+  for (const field of FIELDS) {
     const name = OUTLIER_ANNOTATIONS[field]
     const raw = annotations[name]
     if (raw === undefined) continue
@@ -95,15 +99,24 @@ interface ServiceOutlier {
   readonly lists: EndpointOutlier[][]
 }
 
+interface ServiceEntry {
+  readonly state: ServiceState
+  readonly errors: readonly OutlierErrorEntry[]
+  readonly endpoints: ReadonlyMap<string, EndpointOutlier>
+}
+
 export class OutlierDetector implements UpstreamReporter {
   readonly #store: Store
   readonly #log: Logger
   readonly #metrics: HealthMetrics
-  #services = new Map<string, ServiceOutlier>()
-  /** Every endpoint state by ejection key, kept across Snapshots (runtime state outlives config, as in Caddy). */
-  #endpoints = new Map<string, EndpointOutlier>()
+  /** Services with outlier detection on, by key: what `report` looks up. */
+  readonly #services = new Map<string, ServiceOutlier>()
+  /**
+   * Per Service with outlier detection on or an annotation error: the ServiceState its table was built from, and its
+   * endpoint states by ejection key, kept across Snapshots (runtime state outlives config, as in Caddy).
+   */
+  readonly #entries = new Map<string, ServiceEntry>()
   readonly #ejected = new Set<EndpointOutlier>()
-  #errors: OutlierErrorEntry[] = []
   #closed = false
 
   constructor(store: Store, log: Logger, metrics: HealthMetrics) {
@@ -125,26 +138,48 @@ export class OutlierDetector implements UpstreamReporter {
     if (!ep.ejected && ep.failures >= svc.config.consecutiveFailures) this.#tryEject(svc, ep)
   }
 
-  /** Rebuilds the per-Service tables from a Snapshot; ejections of endpoints that are gone are lifted. */
-  update(snapshot: Snapshot): void {
-    const services = new Map<string, ServiceOutlier>()
-    const endpoints = new Map<string, EndpointOutlier>()
-    const errors: OutlierErrorEntry[] = []
+  /**
+   * Brings the per-Service tables up to date with a Snapshot; ejections of endpoints that are gone are lifted.
+   * `changed` is the Snapshot's `changes.services` when it follows the one applied before: only those Services are
+   * looked at (issue 14: a readiness flip at 10,000 Services must not walk them all). Without it every Service is
+   * compared by identity with the ServiceState its table was built from.
+   */
+  update(snapshot: Snapshot, changed?: ReadonlySet<string>): void {
+    if (changed !== undefined) {
+      for (const key of changed) this.#updateService(key, findByKey(snapshot.services, key))
+      return
+    }
+    const seen = new Set<string>()
     for (const s of snapshot.services) {
-      const errs: HealthError[] = []
-      const config = outlierConfig(s.service.meta.annotations, errs)
-      for (const e of errs) errors.push({ service: s.key, code: e.code, message: e.message })
-      if (config === null) continue
+      seen.add(s.key)
+      if (this.#entries.get(s.key)?.state !== s) this.#updateService(s.key, s)
+    }
+    for (const key of [...this.#entries.keys()]) if (!seen.has(key)) this.#updateService(key, undefined)
+  }
+
+  /** One Service's table from its ServiceState (undefined: the Service is gone); endpoint state carries over. */
+  #updateService(key: string, s: ServiceState | undefined): void {
+    const old = this.#entries.get(key)
+    if (s !== undefined && old?.state === s) return
+    const errs: HealthError[] = []
+    const config = s === undefined ? null : outlierConfig(s.service.meta.annotations, errs)
+    const errors = errs.map((e) => ({ service: key, code: e.code, message: e.message }))
+    if (errors.length > 0 && JSON.stringify(errors) !== JSON.stringify(old?.errors ?? [])) {
+      for (const e of errors) this.#log.warn({ service: e.service, code: e.code }, e.message)
+    }
+    const endpoints = new Map<string, EndpointOutlier>()
+    let outlier: ServiceOutlier | null = null
+    if (s !== undefined && config !== null) {
       const byAddress = new Map<string, Map<number, EndpointOutlier>>()
       const lists: EndpointOutlier[][] = []
       for (const p of s.ports) {
         const list: EndpointOutlier[] = []
         for (const e of p.endpoints) {
-          const key = ejectionKey(s.key, e.ip, e.port)
-          let ep = endpoints.get(key) ?? this.#endpoints.get(key)
+          const epKey = ejectionKey(key, e.ip, e.port)
+          let ep = endpoints.get(epKey) ?? old?.endpoints.get(epKey)
           if (!ep) {
             ep = {
-              key,
+              key: epKey,
               ip: e.ip,
               port: e.port,
               pod: e.pod,
@@ -160,7 +195,7 @@ export class OutlierDetector implements UpstreamReporter {
           }
           ep.pod = e.pod
           ep.ready = ep.ejected ? ep.ready : e.ready
-          endpoints.set(key, ep)
+          endpoints.set(epKey, ep)
           let ports = byAddress.get(e.ip)
           if (!ports) byAddress.set(e.ip, (ports = new Map()))
           ports.set(e.port, ep)
@@ -168,18 +203,20 @@ export class OutlierDetector implements UpstreamReporter {
         }
         lists.push(list)
       }
-      services.set(s.key, { key: s.key, config, byAddress, lists })
+      outlier = { key, config, byAddress, lists }
     }
-    for (const [key, ep] of this.#endpoints) {
-      if (!endpoints.has(key) && ep.ejected)
-        this.#return(ep, 'endpoint left the Service or outlier detection was turned off')
+    if (old) {
+      for (const [epKey, ep] of old.endpoints) {
+        if (!endpoints.has(epKey) && ep.ejected)
+          this.#return(ep, 'endpoint left the Service or outlier detection was turned off')
+      }
     }
-    if (errors.length > 0 && JSON.stringify(errors) !== JSON.stringify(this.#errors)) {
-      for (const e of errors) this.#log.warn({ service: e.service, code: e.code }, e.message)
-    }
-    this.#errors = errors
-    this.#services = services
-    this.#endpoints = endpoints
+    if (outlier) this.#services.set(key, outlier)
+    else this.#services.delete(key)
+    // Services with outlier detection off and no annotation error keep no entry: 10,000 plain Services cost nothing.
+    if (s !== undefined && (outlier !== null || errors.length > 0))
+      this.#entries.set(key, { state: s, errors, endpoints })
+    else this.#entries.delete(key)
   }
 
   /** A readiness probe of `podKey` passed: its ejected endpoints come back at once. */
@@ -254,7 +291,9 @@ export class OutlierDetector implements UpstreamReporter {
 
   status() {
     return {
-      services: [...this.#services.values()].map((s) => ({ service: s.key, ...s.config })),
+      services: [...this.#services.values()]
+        .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+        .map((s) => ({ service: s.key, ...s.config })),
       ejected: [...this.#ejected].map((ep) => ({
         key: ep.key,
         ip: ep.ip,
@@ -263,7 +302,11 @@ export class OutlierDetector implements UpstreamReporter {
         until: new Date(ep.until).toISOString(),
         ejections: ep.ejections,
       })),
-      errors: this.#errors,
+      // In Service key order, as the Snapshot lists them.
+      errors: [...this.#entries.values()]
+        .filter((e) => e.errors.length > 0)
+        .sort((a, b) => (a.state.key < b.state.key ? -1 : a.state.key > b.state.key ? 1 : 0))
+        .flatMap((e) => e.errors),
     }
   }
 }

@@ -138,16 +138,20 @@ function writesAny(s: Service): boolean {
  * When only some Services changed, none of the changed ones writes an address or port, and no allocation has errors,
  * the full passes would keep every unchanged allocation as it is: then only the changed Services are allocated,
  * against the slots the others hold (issue 14: a change costs what changed). Same result, by construction.
+ *
+ * In steps: it yields every 128 Services, so a caller that builds in slices (the Store's first build at 10,000
+ * Services) can give the event loop a turn; `drain` runs it in one go. Nothing may change the inputs meanwhile.
  */
-export function allocateAddresses(
+export function* allocateAddressesSteps(
   services: readonly Service[],
   cidrs: readonly Cidr[],
   previous: AllocationMap | null,
-): AllocationMap {
-  const quick = previous !== null && cidrs === lastCidrs ? allocateChanged(services, cidrs, previous) : null
+): Generator<void, AllocationMap> {
+  const quick = previous !== null && cidrs === lastCidrs ? yield* allocateChanged(services, cidrs, previous) : null
   if (quick) return quick
   lastCidrs = cidrs
-  const result = allocateAll(services, cidrs, previous)
+  const result = yield* allocateAllSteps(services, cidrs, previous)
+  yield
   for (const s of services) {
     const a = result.get(objectKey(s.meta))
     if (a) madeFor.set(a, s)
@@ -155,16 +159,29 @@ export function allocateAddresses(
   return result
 }
 
-function allocateChanged(
+/** Runs a step generator to its end. */
+export function drain<T>(steps: Generator<void, T>): T {
+  for (;;) {
+    const r = steps.next()
+    if (r.done === true) return r.value
+  }
+}
+
+/** Services between two yields of a step generator: well under a millisecond of work each. */
+export const STEP_ITEMS = 128
+
+function* allocateChanged(
   services: readonly Service[],
   cidrs: readonly Cidr[],
   previous: AllocationMap,
-): AllocationMap | null {
+): Generator<void, AllocationMap | null> {
   const before = heldOf(previous)
   if (before.errors) return null
   const result = new Map<string, ServiceAllocation>()
   const changed: Service[] = []
+  let step = 0
   for (const s of services) {
+    if (++step % STEP_ITEMS === 0) yield
     const key = keyOf(s)
     const prev = previous.get(key)
     if (prev && madeFor.get(prev) === s) result.set(key, prev)
@@ -197,7 +214,7 @@ function allocateChanged(
   if (carried !== previous.size) {
     for (const [key, a] of previous) if (!result.has(key) && !changedKeys.has(key)) release(a)
   }
-  const fresh = allocateAll(changed, cidrs, previous, { ips, ports })
+  const fresh = drain(allocateAllSteps(changed, cidrs, previous, { ips, ports }))
   for (const s of changed) {
     const key = keyOf(s)
     const a = fresh.get(key)!
@@ -211,15 +228,18 @@ function allocateChanged(
 }
 
 /** The three passes; `held`: allocations of other Services whose slots are taken (the incremental case). */
-function allocateAll(
+function* allocateAllSteps(
   services: readonly Service[],
   cidrs: readonly Cidr[],
   previous: AllocationMap | null,
   held: { ips: Set<string>; ports: Set<number> } | null = null,
-): Map<string, ServiceAllocation> {
+): Generator<void, Map<string, ServiceAllocation>> {
+  let step = 0
   const keyOf = new Map<Service, string>()
   for (const s of services) keyOf.set(s, objectKey(s.meta))
+  yield
   const sorted = [...services].sort((a, b) => (keyOf.get(a)! < keyOf.get(b)! ? -1 : 1))
+  yield
   const ips = new SlotTable(held?.ips)
   const ports = held?.ports ?? new Set<number>()
   const errors = new Map<string, string[]>()
@@ -235,6 +255,7 @@ function allocateAll(
   // Pass 1: what manifests write. A second Service claiming the same address or port is refused, as the API server
   // refuses the second create.
   for (const s of sorted) {
+    if (++step % STEP_ITEMS === 0) yield
     const key = objectKey(s.meta)
     const list: string[] = []
     if (!s.spec.headless && s.spec.type !== 'ExternalName') {
@@ -276,6 +297,7 @@ function allocateAll(
   const result = new Map<string, ServiceAllocation>()
   const pending: Service[] = []
   for (const s of sorted) {
+    if (++step % STEP_ITEMS === 0) yield
     const key = objectKey(s.meta)
     const prev = previous?.get(key)
     const clusterIPs = [...(explicitIps.get(key) ?? [])]
@@ -319,6 +341,7 @@ function allocateAll(
 
   // Pass 3: hash-probe the rest.
   for (const s of pending) {
+    if (++step % STEP_ITEMS === 0) yield
     const key = objectKey(s.meta)
     const a = result.get(key)!
     const clusterIPs = [...a.clusterIPs]

@@ -29,7 +29,7 @@ import type {
   SnapshotChanges,
 } from './snapshot.ts'
 import { ejectionKey } from './snapshot.ts'
-import { allocateAddresses, type AllocationMap, type ServiceAllocation } from './allocate.ts'
+import { STEP_ITEMS, allocateAddressesSteps, drain, type AllocationMap, type ServiceAllocation } from './allocate.ts'
 import { allocateLoadBalancers, type LoadBalancerAllocation, type LoadBalancerAllocationMap } from './lb-allocator.ts'
 import { ipFamily, type Cidr } from './ip.ts'
 
@@ -124,7 +124,7 @@ interface Grouped {
  * of one file among a hundred gives back the other files' objects as the same objects, so a Set lookup per object
  * replaces a key computation, a Map lookup and a deep comparison each). Null when a full grouping is needed.
  */
-function groupChanged(objects: readonly KubeObject[], memo: BuildMemo): Grouped | null {
+function* groupChanged(objects: readonly KubeObject[], memo: BuildMemo): Generator<void, Grouped | null> {
   const prevInput = memo.fromObjects.input
   // config/ concatenates files in a stable order, so a reload of some files leaves a common prefix and suffix: what
   // lies between is removed (previous) and added (current). An unchanged object that falls in between is removed and
@@ -195,7 +195,10 @@ function groupChanged(objects: readonly KubeObject[], memo: BuildMemo): Grouped 
     const list: KubeObject[] = []
     const add = (freshByKind.get(kind) ?? []).sort(byKey)
     let a = 0
+    let step = 0
     for (const b of lists[kind] as readonly KubeObject[]) {
+      // The previous build's id map is claimed above: no other build runs from it while this one yields.
+      if (++step % STEP_ITEMS === 0) yield
       if (gone.has(b)) continue
       const cur = replaced.get(b) ?? b
       while (a < add.length && byKey(add[a]!, cur) < 0) list.push(add[a++]!)
@@ -216,20 +219,26 @@ function serviceOfSlice(sl: EndpointSlice): string {
 }
 
 /** Groups the objects, allocates addresses and indexes endpoints sources: the part of a build a flip does not need. */
-function deriveFromObjects(input: BuildInput, options: BuildOptions, memo: BuildMemo | null): ObjectsMemo {
+function* deriveFromObjects(
+  input: BuildInput,
+  options: BuildOptions,
+  memo: BuildMemo | null,
+): Generator<void, ObjectsMemo> {
   // A memo another build already took the id map of cannot be built from again: a full grouping then.
   const usable = memo !== null && !memo.fromObjects.claim.taken ? memo : null
   const before = usable?.fromObjects ?? null
-  let grouped = usable ? groupChanged(input.objects, usable) : null
+  let grouped = usable ? yield* groupChanged(input.objects, usable) : null
   if (grouped === null) {
     const interned = new Map<string, KubeObject>()
     const fresh: KubeObject[] = []
-    const g = groupByKind(input.objects, usable, interned, fresh)
+    const g = yield* groupByKind(input.objects, usable, interned, fresh)
     const gone: KubeObject[] = []
     if (usable) for (const [id, o] of usable.objects) if (!interned.has(id)) gone.push(o)
     grouped = { g, interned, fresh, gone, touched: new Set(Object.keys(g) as (keyof ByKind)[]) }
   }
   const { g, interned, fresh, gone, touched } = grouped
+  // Between phases too: each is a pass over 10,000 objects at most (the Store decides whether to take a turn).
+  yield
   // Each index below is rebuilt only when a kind it reads changed (the others are the previous build's).
   const keep = (...kinds: (keyof ByKind)[]) => before !== null && kinds.every((k) => !touched.has(k))
   let zones: ReadonlyMap<string, string>
@@ -243,12 +252,14 @@ function deriveFromObjects(input: BuildInput, options: BuildOptions, memo: Build
   const alloc =
     keep('services') && previousAlloc === before!.alloc
       ? before!.alloc
-      : allocateAddresses(g.services, options.serviceCidrs, previousAlloc)
+      : yield* allocateAddressesSteps(g.services, options.serviceCidrs, previousAlloc)
+  yield
   const previousLb = input.previous?.loadBalancers ?? null
   const lbAlloc =
     keep('services', 'pools') && previousLb === before!.lbAlloc
       ? before!.lbAlloc
       : allocateLoadBalancers(g.services, g.pools, previousLb)
+  yield
   let slicesByService: ReadonlyMap<string, EndpointSlice[]>
   if (keep('slices')) slicesByService = before!.slicesByService
   else {
@@ -269,6 +280,7 @@ function deriveFromObjects(input: BuildInput, options: BuildOptions, memo: Build
     for (const e of g.endpoints) m.set(keyOf(e), e)
     endpointsByKey = m
   }
+  yield
   let selectorServices: ReadonlyMap<string, readonly number[]>
   let positions: ReadonlyMap<string, number>
   if (keep('services')) {
@@ -383,12 +395,12 @@ const KINDS: Record<KubeObject['kind'], keyof ByKind | null> = {
  * again gives back the same objects for what did not change. `interned` receives kind|key → object, `fresh` the
  * objects whose id the previous build did not have. A kind keeps the previous build's order, new keys merged in, without sorting again.
  */
-function groupByKind(
+function* groupByKind(
   objects: readonly KubeObject[],
   memo: BuildMemo | null,
   interned: Map<string, KubeObject>,
   fresh: KubeObject[],
-): ByKind {
+): Generator<void, ByKind> {
   const g: ByKind = {
     services: [],
     pods: [],
@@ -405,7 +417,9 @@ function groupByKind(
   /** Per kind, the objects whose key the previous build did not have. */
   const grown = new Map<keyof ByKind, KubeObject[]>()
   let duplicates = false
+  let step = 0
   for (const raw of objects) {
+    if (++step % STEP_ITEMS === 0) yield
     const id = idOf(raw)
     const prev = previous?.get(id)
     const o = prev !== undefined && (prev === raw || sameData(prev, raw)) ? prev : raw
@@ -423,6 +437,7 @@ function groupByKind(
     }
   }
   for (const kind of Object.keys(g) as (keyof ByKind)[]) {
+    yield
     const list = g[kind] as KubeObject[]
     const before = memo?.lists[kind] as readonly KubeObject[] | undefined
     if (before === undefined || duplicates) {
@@ -801,16 +816,29 @@ function deriveService(
   }
 }
 
-export function buildSnapshot(
-  input: BuildInput,
-  options: BuildOptions,
-): { snapshot: Snapshot; allocations: AllocationState } {
+export interface BuildResult {
+  readonly snapshot: Snapshot
+  readonly allocations: AllocationState
+}
+
+export function buildSnapshot(input: BuildInput, options: BuildOptions): BuildResult {
+  return drain(buildSnapshotSteps(input, options))
+}
+
+/**
+ * buildSnapshot in steps (issue 14): it yields every few hundred objects or Services while grouping, allocating and
+ * deriving Services, so the Store can spread a big build (the first one at 10,000 Services: seconds) over many turns
+ * of the event loop. A build from the previous one's objects (a probe verdict, an ejection) never yields. The inputs
+ * must not change until it is done (the Store copies what it would change meanwhile).
+ */
+export function* buildSnapshotSteps(input: BuildInput, options: BuildOptions): Generator<void, BuildResult> {
   const memo = input.previous?.memo ?? null
   const same =
     memo !== null && memo.fromObjects.input === input.objects && !memo.fromObjects.claim.taken ? memo.fromObjects : null
   // The same objects: this build takes the previous one's derivations over (a fresh claim for the next build).
-  const om = same ? { ...same, claim: { taken: false } } : deriveFromObjects(input, options, memo)
+  const om = same ? { ...same, claim: { taken: false } } : yield* deriveFromObjects(input, options, memo)
   const { g, alloc, lbAlloc } = om
+  if (!same) yield
   const pods = podStates(g.pods, input.health, memo?.pods ?? null)
   const podsByNamespace = new Map<string, PodState[]>()
   for (const ps of pods) {
@@ -897,7 +925,9 @@ export function buildSnapshot(
     // What changed, found on the way instead of by comparing the lists afterwards.
     const changed = new Set<string>()
     let carried = 0
+    let step = 0
     for (const s of g.services) {
+      if (++step % STEP_ITEMS === 0) yield
       const key = keyOf(s)
       const old = memo?.services.get(key)
       const m = serviceAt(s, old)

@@ -167,6 +167,23 @@ export interface Snapshot {
   readonly changes?: SnapshotChanges
 }
 
+/**
+ * The element of `key` in one of a Snapshot's lists sorted by key (`services`, `pods`), or undefined: a binary search,
+ * so a plane applying `changes` looks up what changed without walking the list or indexing it.
+ */
+export function findByKey<T extends { readonly key: string }>(list: readonly T[], key: string): T | undefined {
+  let lo = 0
+  let hi = list.length - 1
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1
+    const k = list[mid]!.key
+    if (k === key) return list[mid]
+    if (k < key) lo = mid + 1
+    else hi = mid - 1
+  }
+  return undefined
+}
+
 export function ejectionKey(serviceKey: string, ip: string, port: number): string {
   return `${serviceKey}|${ip}|${port}`
 }

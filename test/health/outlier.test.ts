@@ -2,7 +2,13 @@
 // max share of a Service port's endpoints (at least one), never the last usable one, base × n, back when the time is
 // up or a readiness probe passes.
 
+import pino from 'pino'
+import { Registry } from 'prom-client'
 import t from 'tap'
+import { registerHealthMetrics } from '../../health/metrics.ts'
+import { OutlierDetector } from '../../health/outlier.ts'
+import type { Service } from '../../model/objects.ts'
+import { Store } from '../../model/store.ts'
 import { container, httpBackend, httpGet, pod, probe, service, startPlane, waitFor } from './helpers.ts'
 
 const ips = Array.from({ length: 10 }, (_, i) => `127.0.1.${i + 1}`)
@@ -122,4 +128,77 @@ t.test('a passing readiness probe brings an ejected endpoint back early', async 
     'back on the next passing probe, long before 60 s',
   )
   t.same(h.store.current!.ejected, {})
+})
+
+t.test('tables follow Snapshot changes incrementally, as a full rebuild would build them', async (t) => {
+  // Issue 14: the plane hands the detector only the Services a Snapshot changed; a second detector rebuilt from every
+  // Snapshot whole must show the same tables after each step, and ejections of Services that lose outlier detection
+  // or disappear are lifted.
+  const store = new Store({ nodeName: 'test-node', serviceCidrs: [] })
+  const log = pino({ level: 'silent' })
+  const inc = new OutlierDetector(store, log, registerHealthMetrics(new Registry()))
+  const full = new OutlierDetector(store, log, registerHealthMetrics(new Registry()))
+  t.teardown(() => {
+    inc.close()
+    full.close()
+  })
+  let last = 0
+  let incremental = 0
+  store.subscribe((s) => {
+    if (s.changes && s.version === last + 1) {
+      incremental++
+      inc.update(s, s.changes.services)
+    } else inc.update(s)
+    last = s.version
+    full.update(s)
+  })
+  const on = { 'meshlet.io/outlier-consecutive-failures': '1', 'meshlet.io/outlier-max-ejection-percent': '50' }
+  const sel = (n: number) => ({ app: `s${n}` })
+  const pods = [0, 1, 2, 3].flatMap((n) => [
+    pod(`s${n}-a`, `127.0.4.${2 * n + 1}`, [container('app')], { labels: sel(n) }),
+    pod(`s${n}-b`, `127.0.4.${2 * n + 2}`, [container('app')], { labels: sel(n) }),
+  ])
+  const steps: { what: string; services: Service[] }[] = [
+    {
+      what: 'start',
+      services: [service('s0', 8080, on, sel(0)), service('s1', 8080, {}, sel(1)), service('s2', 8080, {}, sel(2))],
+    },
+    {
+      what: 's0 loses its annotations, s1 gains them, s3 arrives with a bad one',
+      services: [
+        service('s0', 8080, {}, sel(0)),
+        service('s1', 8080, on, sel(1)),
+        service('s2', 8080, {}, sel(2)),
+        service('s3', 8080, { 'meshlet.io/outlier-max-ejection-percent': 'half' }, sel(3)),
+      ],
+    },
+    { what: 's1 and s3 disappear', services: [service('s0', 8080, {}, sel(0)), service('s2', 8080, on, sel(2))] },
+  ]
+  const ejectFirst = (svc: string, ip: string) => {
+    inc.report(`default/${svc}`, ip, 8080, false)
+    store.flush()
+  }
+  for (const [i, step] of steps.entries()) {
+    store.setObjects([...step.services, ...pods], [])
+    store.flush()
+    const a = inc.status()
+    const b = full.status()
+    t.same(a.services, b.services, `${step.what}: the same Services`)
+    t.same(a.errors, b.errors, `${step.what}: the same annotation errors`)
+    if (i === 0) {
+      ejectFirst('s0', '127.0.4.1')
+      t.same(Object.keys(store.current!.ejected), ['default/s0|127.0.4.1|8080'], 's0 ejects with its annotations')
+    }
+    if (i === 1) {
+      // The lift is written back to the Store: one more Snapshot.
+      store.flush()
+      t.same(store.current!.ejected, {}, "s0's ejection is lifted with its annotations")
+      t.equal(a.errors[0]?.service, 'default/s3')
+      ejectFirst('s1', '127.0.4.3')
+      t.same(Object.keys(store.current!.ejected), ['default/s1|127.0.4.3|8080'], 's1 ejects once annotated')
+    }
+    if (i === 2) t.same(store.flush()!.ejected, {}, "s1's ejection is lifted when it disappears")
+  }
+  t.same(inc.status().services, full.status().services)
+  t.ok(incremental >= steps.length, `Snapshots applied from their changes (${incremental})`)
 })

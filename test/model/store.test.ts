@@ -76,3 +76,40 @@ t.test('a subscriber that throws does not stop the others', async (t) => {
   t.equal(got, 1)
   t.equal(errors.length, 1)
 })
+
+t.test('a big build is spread over turns and publishes only whole Snapshots, equal to one built at once', async (t) => {
+  // Issue 14: from SLICE_MIN_OBJECTS objects the Store builds in slices of a few milliseconds; what it publishes must
+  // be what one synchronous build gives, and changes made meanwhile must reach the next Snapshot.
+  const docs = Array.from({ length: 1500 }, (_, i) =>
+    JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name: `s${i}` }, spec: { ports: [{ port: 80 }] } }),
+  ).join('\n---\n')
+  const { objects } = loadManifestText(docs, 'big.yaml')
+  const store = newStore()
+  const seen: Snapshot[] = []
+  store.subscribe((s) => seen.push(s))
+  store.setObjects(objects, [])
+  let turns = 0
+  while (seen.length === 0 && turns < 100_000) {
+    await tick()
+    turns++
+  }
+  t.equal(seen.length, 1, `one Snapshot after ${turns} turn(s)`)
+  const whole = newStore()
+  whole.setObjects(objects, [])
+  t.same(seen[0]!.services, whole.flush()!.services, 'the same Services as a build in one go')
+
+  // A second big build; a verdict arrives while it may still be running, then flush() finishes whatever is pending.
+  const { objects: more } = loadManifestText(yaml, 'x.yaml')
+  store.setObjects([...objects, ...more], [])
+  await tick()
+  store.setPodHealth('default/p', { ready: true, started: true, restartCount: 0, reason: null })
+  const last = store.flush()!
+  t.equal(last, seen.at(-1), 'flush publishes what it returns')
+  t.equal(last.pods[0]!.ready, true, 'the verdict made during the build is in the Snapshot flush returns')
+  t.same(
+    seen.map((s) => s.version),
+    seen.map((_, i) => i + 1),
+    'versions are consecutive: no build was lost or published twice',
+  )
+  for (const s of seen.slice(1)) t.ok(s.changes, `version ${s.version} says what changed`)
+})
