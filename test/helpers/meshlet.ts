@@ -87,6 +87,12 @@ function withDefaults(args: readonly string[]): string[] {
   return out
 }
 
+/**
+ * How long a start may take before a test fails: on a quiet machine meshlet listens within 1-3 s, but on a loaded
+ * 2-core runner (seven concurrent test processes) starts of 20-30 s were seen, and those failures said nothing.
+ */
+const START_TIMEOUT_MS = 45_000
+
 export async function startMeshlet(t: Teardown, opts: StartOptions = {}): Promise<MeshletProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'meshlet-test-'))
   const files: string[] = []
@@ -164,7 +170,10 @@ export async function startMeshlet(t: Teardown, opts: StartOptions = {}): Promis
   }
   const listenerAddress = async (name: string): Promise<Address | null> => {
     if (flag(`--${name}`) === 'off') return null
-    const line = await waitForLog((l) => l.msg === 'listening' && l.listener === name, opts.readyTimeoutMs ?? 20000)
+    const line = await waitForLog(
+      (l) => l.msg === 'listening' && l.listener === name,
+      opts.readyTimeoutMs ?? START_TIMEOUT_MS,
+    )
     return { host: String(line.address), port: Number(line.port) }
   }
   const admin = await listenerAddress('admin')
@@ -186,7 +195,7 @@ export async function startMeshlet(t: Teardown, opts: StartOptions = {}): Promis
   }
 
   if (opts.waitReady !== false && admin) {
-    const until = Date.now() + (opts.readyTimeoutMs ?? 20000)
+    const until = Date.now() + (opts.readyTimeoutMs ?? START_TIMEOUT_MS)
     for (;;) {
       if (exited !== undefined) throw new Error(`meshlet exited (${exited}); stderr: ${stderr}`)
       try {
