@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import type { AddressInfo } from 'node:net'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { WebSocketServer, WebSocket } from 'ws'
+import { pollUntil } from '../helpers/wait.ts'
 import { echoBackend, get, ingress, pod, rawRequest, service, startRouter, tlsSecret } from './helpers.ts'
 
 const base = 100 + (process.pid % 50)
@@ -167,7 +168,11 @@ t.test('WebSocket through the router: echo, headers, idle tunnel kept, close', a
   const messages: string[] = []
   ws.on('message', (m) => messages.push(String(m)))
   ws.send('hello')
-  await new Promise((res) => setTimeout(res, 100))
+  await pollUntil(
+    () => messages.length,
+    (n) => n >= 1,
+    5000,
+  )
   t.same(messages, ['echo:hello'])
   t.equal(upgradeHeaders['x-forwarded-for'], '127.0.0.1')
   t.equal(upgradeHeaders.host, 'ws.test')
@@ -177,7 +182,11 @@ t.test('WebSocket through the router: echo, headers, idle tunnel kept, close', a
     await new Promise((res) => setTimeout(res, 400))
     ws.send(`m${i}`)
   }
-  await new Promise((res) => setTimeout(res, 100))
+  await pollUntil(
+    () => messages.length,
+    (n) => n >= 6,
+    5000,
+  )
   t.equal(ws.readyState, WebSocket.OPEN, 'an active tunnel is not cut by the idle limit')
   t.equal(messages.length, 6)
   // Idle for longer than the limit: closed.
