@@ -4,7 +4,9 @@
 
 import { formatObjectError } from '../model/validate.ts'
 import { connect } from '../store/client.ts'
-import { deleteAll, judge, putAll } from '../store/apply.ts'
+import { judge } from '../store/apply.ts'
+import { applyWithClaims, deleteWithClaims } from '../store/alloc.ts'
+import { parseCidr } from '../model/ip.ts'
 import { UP_FLAGS, UsageError, etcdOptions, helpText, parseFlags } from './cli-options.ts'
 
 const STORE_FLAGS = {
@@ -15,6 +17,10 @@ const STORE_FLAGS = {
   'etcd-cert': UP_FLAGS['etcd-cert'],
   'etcd-key': UP_FLAGS['etcd-key'],
   'ingress-class': UP_FLAGS['ingress-class'],
+  'service-cidr': {
+    ...UP_FLAGS['service-cidr'],
+    help: "CIDRs apply allocates ClusterIPs from: the nodes' --service-cidr",
+  },
   help: UP_FLAGS.help,
 } as const
 
@@ -29,6 +35,11 @@ export async function storeCommand(command: 'apply' | 'delete', argv: readonly s
   if (files.length === 0) throw new UsageError(`${command}: at least one -f PATH is required`)
   const etcd = etcdOptions(v)
   if (etcd === null) throw new UsageError(`${command}: --store etcd://HOST:PORT[,HOST:PORT...] is required`)
+  const serviceCidrs = (v['service-cidr'] as string).split(',').map((text) => {
+    const c = parseCidr(text.trim())
+    if (!c) throw new UsageError(`--service-cidr: "${text}" is not a CIDR`)
+    return c
+  })
   const judged = await judge(files, v['ingress-class'] as string, etcd.prefix)
   for (const kind of judged.ignoredKinds) process.stderr.write(`ignored: kind ${kind} is not used by meshlet\n`)
   if (judged.problems.length > 0) {
@@ -39,12 +50,15 @@ export async function storeCommand(command: 'apply' | 'delete', argv: readonly s
   const client = connect(etcd)
   try {
     if (command === 'apply') {
-      const revision = await putAll(client, judged.writes)
-      for (const key of judged.writes.keys()) process.stdout.write(`stored ${key}\n`)
+      const { revision, clusterIPs } = await applyWithClaims(client, etcd.prefix, judged.writes, serviceCidrs)
+      for (const key of judged.writes.keys()) {
+        const ips = clusterIPs.get(key)
+        process.stdout.write(`stored ${key}${ips ? ` clusterIPs=${ips.join(',')}` : ''}\n`)
+      }
       process.stderr.write(`${judged.writes.size} object(s) stored at revision ${revision}\n`)
     } else {
       const keys = [...judged.writes.keys()]
-      const { revision, deleted } = await deleteAll(client, keys)
+      const { revision, deleted } = await deleteWithClaims(client, etcd.prefix, keys)
       for (const [i, key] of keys.entries()) process.stdout.write(`${deleted[i] ? 'deleted' : 'not found'} ${key}\n`)
       process.stderr.write(`${deleted.filter(Boolean).length} object(s) deleted at revision ${revision}\n`)
     }

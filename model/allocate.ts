@@ -36,7 +36,7 @@ function needsHealthCheckNodePort(s: Service): boolean {
 }
 
 /** Families a Service's ClusterIPs should cover, from ipFamilies/ipFamilyPolicy and the CIDRs we have. */
-function wantedFamilies(s: Service, cidrs: readonly Cidr[]): (4 | 6)[] {
+export function wantedFamilies(s: Service, cidrs: readonly Cidr[]): (4 | 6)[] {
   const have = new Set(cidrs.map((c) => c.family))
   const asked = s.spec.ipFamilies.map((f) => (f === 'IPv4' ? 4 : 6) as 4 | 6)
   let families: (4 | 6)[] = asked.length > 0 ? asked : [cidrs[0]?.family ?? 4]

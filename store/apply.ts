@@ -4,7 +4,6 @@
 // nodes validate what a file would have given them (a newer meshlet reading an older one's keys included).
 
 import { parseAllDocuments } from 'yaml'
-import type { Etcd3 } from 'etcd3'
 import type { KubeObject } from '../model/objects.ts'
 import { validateDocument } from '../model/validate.ts'
 import { isObj } from '../model/validate-common.ts'
@@ -93,7 +92,7 @@ export async function judge(paths: readonly string[], ingressClass: string, pref
   return { problems, writes, ignoredKinds: result.ignoredKinds }
 }
 
-function unreachable(err: unknown): StoreError {
+export function unreachable(err: unknown): StoreError {
   return new StoreError(
     'MLT_STORE_UNREACHABLE',
     `etcd: ${(err as Error).message ?? String(err)}; nothing was written`,
@@ -101,40 +100,4 @@ function unreachable(err: unknown): StoreError {
       cause: err,
     },
   )
-}
-
-/** Writes every object in one transaction; returns the revision it created. */
-export async function putAll(client: Etcd3, writes: ReadonlyMap<string, string>): Promise<string> {
-  try {
-    const res = await client.kv.txn({
-      compare: [],
-      success: [...writes].map(([key, value]) => ({
-        request_put: { key: Buffer.from(key), value: Buffer.from(value) },
-      })),
-      failure: [],
-    })
-    return res.header.revision
-  } catch (err) {
-    throw unreachable(err)
-  }
-}
-
-/** Deletes every key in one transaction; returns the revision and, per key, whether it existed. */
-export async function deleteAll(
-  client: Etcd3,
-  keys: readonly string[],
-): Promise<{ revision: string; deleted: boolean[] }> {
-  try {
-    const res = await client.kv.txn({
-      compare: [],
-      success: keys.map((key) => ({ request_delete_range: { key: Buffer.from(key) } })),
-      failure: [],
-    })
-    return {
-      revision: res.header.revision,
-      deleted: res.responses.map((r) => Number(r.response_delete_range?.deleted ?? 0) > 0),
-    }
-  } catch (err) {
-    throw unreachable(err)
-  }
 }

@@ -15,6 +15,11 @@ export const STORE_ERRORS = defineCatalogue({
     message: 'etcd unreachable',
     fix: 'check that etcd is up and reachable at the --store endpoints (etcdctl --endpoints=... endpoint health), then run the command again',
   },
+  /** `apply` could not allocate a ClusterIP: the address written is another Service's, the CIDR is full, or racing writers kept winning. */
+  MLT_STORE_ALLOCATION: {
+    message: 'ClusterIP allocation failed',
+    fix: 'write another spec.clusterIP (or none), widen --service-cidr, or run apply again',
+  },
 })
 
 export class StoreError extends catalogueError('StoreError', STORE_ERRORS) {}
