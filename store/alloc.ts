@@ -13,7 +13,7 @@
 import { createHash } from 'node:crypto'
 import type { Etcd3, ICompare, IRequestOp, IResponseOp, IKeyValue } from 'etcd3'
 import { bigIntToIp, cidrContains, type Cidr } from '../model/ip.ts'
-import { wantedFamilies } from '../model/allocate.ts'
+import { NODE_PORT_MAX, NODE_PORT_MIN, wantedFamilies } from '../model/allocate.ts'
 import type { Service } from '../model/objects.ts'
 import { entryOf } from './source.ts'
 import { allocKey, allocPrefix } from './keys.ts'
@@ -63,10 +63,26 @@ function serviceOf(key: string, value: Buffer): Service | null {
   return e.object?.kind === 'Service' ? e.object : null
 }
 
-/** The stored object's addresses this key still holds (what a previous apply claimed for it). */
-function heldBy(key: string, stored: IKeyValue | null, claims: ReadonlyMap<string, Claim>): string[] {
-  const s = stored ? serviceOf(key, stored.value) : null
-  return (s?.spec.clusterIPs ?? []).filter((ip) => claims.get(ip)?.owner === key)
+/** The slots (clusterip/<ip>, nodeport/<port>) the stored Service still holds: what a previous apply claimed. */
+function heldBy(key: string, old: Service | null, claims: ReadonlyMap<string, Claim>): string[] {
+  if (!old) return []
+  const slots = [
+    ...old.spec.clusterIPs.map((ip) => `clusterip/${ip}`),
+    ...old.spec.ports.flatMap((p) => (p.nodePort === null ? [] : [`nodeport/${p.nodePort}`])),
+    ...(old.spec.healthCheckNodePort === null ? [] : [`nodeport/${old.spec.healthCheckNodePort}`]),
+  ]
+  return slots.filter((slot) => claims.get(slot)?.owner === key)
+}
+
+/** The first free node port after a hash of the seed, as model/allocate.ts probes. */
+function probePort(seed: string, taken: (port: number) => boolean): number | null {
+  const span = NODE_PORT_MAX - NODE_PORT_MIN + 1
+  const start = Number(BigInt('0x' + createHash('sha256').update(seed).digest('hex').slice(0, 16)) % BigInt(span))
+  for (let i = 0; i < span; i++) {
+    const port = NODE_PORT_MIN + ((start + i) % span)
+    if (!taken(port)) return port
+  }
+  return null
 }
 
 /** The first free address after a hash of the key, as model/allocate.ts probes (bounded to 65,536 probes). */
@@ -83,8 +99,8 @@ function probe(key: string, cidr: Cidr, taken: (ip: string) => boolean): string 
 }
 
 /**
- * Writes every object in one transaction, with the ClusterIPs of its Services allocated (or kept, or freed) in the
- * same one. Returns the revision and the addresses written, by key. Throws MLT_STORE_ALLOCATION when an address a
+ * Writes every object in one transaction, with the ClusterIPs and node ports of its Services allocated (or kept, or
+ * freed) in the same one. Returns the revision, the ClusterIPs written by key, and how many attempts it took. Throws MLT_STORE_ALLOCATION when an address a
  * manifest writes belongs to another object, a CIDR is full, or racing writers won MAX_ATTEMPTS times.
  */
 export async function applyWithClaims(
@@ -92,12 +108,11 @@ export async function applyWithClaims(
   prefix: string,
   writes: ReadonlyMap<string, string>,
   cidrs: readonly Cidr[],
-): Promise<{ revision: string; clusterIPs: Map<string, string[]> }> {
+): Promise<{ revision: string; clusterIPs: Map<string, string[]>; attempts: number }> {
   const keys = [...writes.keys()]
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     const read = await readAt(client, prefix, keys).catch(fail)
     const planned = new Set<string>()
-    const taken = (ip: string) => read.claims.has(ip) || planned.has(ip)
     const compare: ICompare[] = []
     const success: IRequestOp[] = []
     const clusterIPs = new Map<string, string[]>()
@@ -107,65 +122,123 @@ export async function applyWithClaims(
       compare.push({ key: Buffer.from(key), target: 'Mod', result: 'Equal', mod_revision: stored?.mod_revision ?? 0 })
       let value = writes.get(key)!
       const svc = serviceOf(key, Buffer.from(value))
-      const held = heldBy(key, stored, read.claims)
-      let wanted: string[] = []
+      const old = stored ? serviceOf(key, stored.value) : null
+      const held = heldBy(key, old, read.claims)
+      const wanted: string[] = []
+      const name = svc ? `${svc.meta.namespace}/${svc.meta.name}` : ''
+      const doc = JSON.parse(value) as { spec: Record<string, unknown> & { ports?: Record<string, unknown>[] } }
+      let changed = false
+      /** A slot the manifest writes: this object's already, or free; another's is refused as the API server does. */
+      const explicit = (slot: string, what: string) => {
+        const c = read.claims.get(slot)
+        if ((c && c.owner !== key) || planned.has(slot))
+          throw new StoreError(
+            'MLT_STORE_ALLOCATION',
+            `${key}: ${what} is already allocated to ${c?.owner ?? 'another object of this apply'}`,
+          )
+        wanted.push(slot)
+        planned.add(slot)
+      }
+      const fresh = (slot: string) => {
+        wanted.push(slot)
+        planned.add(slot)
+      }
+      const free = (slot: string) => !planned.has(slot) && (!read.claims.has(slot) || held.includes(slot))
       if (svc && !svc.spec.headless && svc.spec.type !== 'ExternalName') {
         if (svc.spec.clusterIPs.length > 0) {
-          wanted = [...svc.spec.clusterIPs]
-          for (const ip of wanted) {
-            const c = read.claims.get(ip)
-            if ((c && c.owner !== key) || planned.has(ip))
-              throw new StoreError(
-                'MLT_STORE_ALLOCATION',
-                `${key}: spec.clusterIPs: ${ip} is already allocated to ${c?.owner ?? 'another object of this apply'}`,
-              )
-          }
+          for (const ip of svc.spec.clusterIPs) explicit(`clusterip/${ip}`, `spec.clusterIPs: ${ip}`)
         } else {
           const fams = wantedFamilies(svc, cidrs)
+          const kept = held.filter((h) => h.startsWith('clusterip/')).map((h) => h.slice('clusterip/'.length))
           const fits =
-            held.length === fams.length &&
-            held.every((ip, j) => cidrs.some((c) => c.family === fams[j] && cidrContains(c, ip)))
-          if (fits) wanted = held
+            kept.length === fams.length &&
+            kept.every((ip, j) => cidrs.some((c) => c.family === fams[j] && cidrContains(c, ip)))
+          const ips: string[] = []
+          if (fits) ips.push(...kept)
           else if (fams.every((f) => cidrs.some((c) => c.family === f))) {
             for (const f of fams) {
               const cidr = cidrs.find((c) => c.family === f)!
-              const ip = probe(`${svc.meta.namespace}/${svc.meta.name}`, cidr, (x) => taken(x) && !held.includes(x))
+              const ip = probe(name, cidr, (x) => !free(`clusterip/${x}`))
               if (ip === null)
                 throw new StoreError('MLT_STORE_ALLOCATION', `${key}: the service CIDR ${cidr.text} is full`)
-              wanted.push(ip)
+              ips.push(ip)
             }
           }
           // Else a family without --service-cidr: nothing written, each node reports it as it does from a file.
-          if (wanted.length > 0) {
-            const doc = JSON.parse(value) as { spec: Record<string, unknown> }
-            doc.spec.clusterIP = wanted[0]
-            doc.spec.clusterIPs = wanted
-            value = JSON.stringify(doc)
+          for (const ip of ips) fresh(`clusterip/${ip}`)
+          if (ips.length > 0) {
+            doc.spec.clusterIP = ips[0]
+            doc.spec.clusterIPs = ips
+            changed = true
+            clusterIPs.set(key, ips)
           }
         }
       }
-      for (const ip of wanted) {
-        planned.add(ip)
-        const c = read.claims.get(ip)
-        const k = Buffer.from(allocKey(prefix, ip))
+      if (svc && (svc.spec.type === 'NodePort' || svc.spec.type === 'LoadBalancer')) {
+        for (const [j, p] of svc.spec.ports.entries()) {
+          if (p.nodePort !== null) {
+            explicit(`nodeport/${p.nodePort}`, `spec.ports[${j}].nodePort: ${p.nodePort}`)
+            continue
+          }
+          // The port this Service had for the same port entry, while still its own; else a fresh one.
+          const before = old?.spec.ports.find(
+            (q) => q.port === p.port && q.protocol === p.protocol && q.name === p.name,
+          )
+          const keep = before?.nodePort ?? null
+          const port =
+            keep !== null && held.includes(`nodeport/${keep}`) && !planned.has(`nodeport/${keep}`)
+              ? keep
+              : probePort(`${name}|${p.name}|${p.protocol}|${p.port}`, (x) => !free(`nodeport/${x}`))
+          if (port === null)
+            throw new StoreError(
+              'MLT_STORE_ALLOCATION',
+              `${key}: no free node port in ${NODE_PORT_MIN}-${NODE_PORT_MAX}`,
+            )
+          fresh(`nodeport/${port}`)
+          doc.spec.ports![j]!.nodePort = port
+          changed = true
+        }
+        if (svc.spec.type === 'LoadBalancer' && svc.spec.externalTrafficPolicy === 'Local') {
+          const hc = svc.spec.healthCheckNodePort
+          if (hc !== null) explicit(`nodeport/${hc}`, `spec.healthCheckNodePort: ${hc}`)
+          else {
+            const keep = old?.spec.healthCheckNodePort ?? null
+            const port =
+              keep !== null && held.includes(`nodeport/${keep}`) && !planned.has(`nodeport/${keep}`)
+                ? keep
+                : probePort(`${name}|healthCheckNodePort`, (x) => !free(`nodeport/${x}`))
+            if (port === null)
+              throw new StoreError(
+                'MLT_STORE_ALLOCATION',
+                `${key}: no free node port in ${NODE_PORT_MIN}-${NODE_PORT_MAX}`,
+              )
+            fresh(`nodeport/${port}`)
+            doc.spec.healthCheckNodePort = port
+            changed = true
+          }
+        }
+      }
+      if (changed) value = JSON.stringify(doc)
+      for (const slot of wanted) {
+        const c = read.claims.get(slot)
+        const k = Buffer.from(allocKey(prefix, slot))
         if (c) compare.push({ key: k, target: 'Mod', result: 'Equal', mod_revision: c.mod })
         else {
           compare.push({ key: k, target: 'Create', result: 'Equal', create_revision: 0 })
           success.push({ request_put: { key: k, value: Buffer.from(key) } })
         }
       }
-      for (const ip of held) if (!wanted.includes(ip)) frees.add(ip)
-      if (wanted.length > 0) clusterIPs.set(key, wanted)
+      for (const slot of held) if (!wanted.includes(slot)) frees.add(slot)
       success.push({ request_put: { key: Buffer.from(key), value: Buffer.from(value) } })
     }
-    for (const ip of frees) {
-      if (planned.has(ip)) continue
-      const k = Buffer.from(allocKey(prefix, ip))
-      compare.push({ key: k, target: 'Mod', result: 'Equal', mod_revision: read.claims.get(ip)!.mod })
+    for (const slot of frees) {
+      if (planned.has(slot)) continue
+      const k = Buffer.from(allocKey(prefix, slot))
+      compare.push({ key: k, target: 'Mod', result: 'Equal', mod_revision: read.claims.get(slot)!.mod })
       success.push({ request_delete_range: { key: k } })
     }
     const res = await client.kv.txn({ compare, success, failure: [] }).catch(fail)
-    if (res.succeeded) return { revision: res.header.revision, clusterIPs }
+    if (res.succeeded) return { revision: res.header.revision, clusterIPs, attempts: attempt + 1 }
     await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 20)))
   }
   throw new StoreError('MLT_STORE_ALLOCATION', `other writers won ${MAX_ATTEMPTS} times in a row: nothing was written`)
@@ -185,9 +258,9 @@ export async function deleteWithClaims(
       const stored = read.objects[i] ?? null
       compare.push({ key: Buffer.from(key), target: 'Mod', result: 'Equal', mod_revision: stored?.mod_revision ?? 0 })
       success.push({ request_delete_range: { key: Buffer.from(key) } })
-      for (const ip of heldBy(key, stored, read.claims)) {
-        const k = Buffer.from(allocKey(prefix, ip))
-        compare.push({ key: k, target: 'Mod', result: 'Equal', mod_revision: read.claims.get(ip)!.mod })
+      for (const slot of heldBy(key, stored ? serviceOf(key, stored.value) : null, read.claims)) {
+        const k = Buffer.from(allocKey(prefix, slot))
+        compare.push({ key: k, target: 'Mod', result: 'Equal', mod_revision: read.claims.get(slot)!.mod })
         success.push({ request_delete_range: { key: k } })
       }
     }

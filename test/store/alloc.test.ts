@@ -28,12 +28,12 @@ function run(args: readonly string[]): Promise<{ code: number; stdout: string; s
   })
 }
 
-const doc = (name: string) =>
+const doc = (name: string, type = 'ClusterIP') =>
   JSON.stringify({
     apiVersion: 'v1',
     kind: 'Service',
     metadata: { name },
-    spec: { selector: { app: name }, ports: [{ port: 80 }] },
+    spec: { type, selector: { app: name }, ports: [{ port: 80 }] },
   })
 const keyOf = (name: string) => `${PREFIX}/objects/v1-Service/default/${name}`
 const names = Array.from({ length: 50 }, (_, i) => `svc-${String(i).padStart(3, '0')}`)
@@ -57,10 +57,14 @@ t.test(
     const clients = names.map((_, i) => connect(opts(i)))
     t.teardown(() => clients.forEach((c) => c.close()))
     const results = await Promise.all(
-      names.map((n, i) => applyWithClaims(clients[i]!, PREFIX, new Map([[keyOf(n), doc(n)]]), [cidr])),
+      names.map((n, i) => applyWithClaims(clients[i]!, PREFIX, new Map([[keyOf(n), doc(n, 'NodePort')]]), [cidr])),
     )
     const given = results.map((r, i) => r.clusterIPs.get(keyOf(names[i]!))?.[0] ?? '')
     t.equal(new Set(given).size, 50, `50 distinct ClusterIPs (${given.join(' ')})`)
+    const attempts = results.map((r) => r.attempts)
+    t.comment(
+      `transactions per writer: max ${Math.max(...attempts)}, ${attempts.filter((a) => a > 1).length} writers retried`,
+    )
     t.ok(
       given.every(
         (ip) => /^127\.97\.0\.(\d+)$/.test(ip) && Number(ip.split('.')[3]) >= 1 && Number(ip.split('.')[3]) <= 62,
@@ -71,20 +75,31 @@ t.test(
     const claims = new Map<string, string>()
     for (let i = 0; i + 1 < recorded.length; i += 2)
       claims.set(recorded[i]!.slice(`${PREFIX}/alloc/clusterip/`.length), recorded[i + 1]!)
+    const portClaims = (await etcd.ctl(['get', '--prefix', `${PREFIX}/alloc/nodeport/`])).split('\n').filter(Boolean)
     t.equal(claims.size, 50, 'one claim per address')
     t.ok(
       names.every((n, i) => claims.get(given[i]!) === keyOf(n)),
       'each claim names the Service its address was written into',
     )
+    const nodePorts: number[] = []
     for (const [i, n] of names.entries()) {
       const stored = JSON.parse(await etcd.ctl(['get', '--print-value-only', keyOf(n)])) as {
-        spec: { clusterIP: string; clusterIPs: string[] }
+        spec: { clusterIP: string; clusterIPs: string[]; ports: { nodePort: number }[] }
       }
-      if (stored.spec.clusterIP !== given[i] || stored.spec.clusterIPs.join() !== given[i]) {
-        t.fail(`${n}: stored ${JSON.stringify(stored.spec)}, allocated ${given[i]}`)
+      const port = stored.spec.ports[0]!.nodePort
+      nodePorts.push(port)
+      const owner = portClaims[portClaims.indexOf(`${PREFIX}/alloc/nodeport/${port}`) + 1]
+      if (stored.spec.clusterIP !== given[i] || stored.spec.clusterIPs.join() !== given[i] || owner !== keyOf(n)) {
+        t.fail(`${n}: stored ${JSON.stringify(stored.spec)}, allocated ${given[i]}, port claimed by ${owner}`)
         break
       }
     }
+    t.equal(new Set(nodePorts).size, 50, '50 distinct NodePorts, written into the Services')
+    t.equal(portClaims.length, 100, 'one claim per node port')
+    t.ok(
+      nodePorts.every((p) => p >= 30000 && p <= 32767),
+      'node ports in 30000-32767',
+    )
 
     // Two writers, one address (an IPv6 /127), 50 rounds: exactly one wins each round; the loser writes nothing.
     const one = parseCidr('fd00:97::/127')!
@@ -136,26 +151,32 @@ t.test(
     const rows = async (n: MeshletProcess, count: number): Promise<Map<string, string>> => {
       for (let i = 0; i < 150; i++) {
         const got = await run(['get', 'svc', '-o', 'json', '--admin', `${n.admin!.host}:${n.admin!.port}`])
-        const list = got.code === 0 ? (JSON.parse(got.stdout) as { NAME: string; 'CLUSTER-IP': string }[]) : []
-        if (list.length === count) return new Map(list.map((row) => [row.NAME, row['CLUSTER-IP']]))
+        type Row = { NAME: string; 'CLUSTER-IP': string; 'PORT(S)': string }
+        const list = got.code === 0 ? (JSON.parse(got.stdout) as Row[]) : []
+        if (list.length === count)
+          return new Map(list.map((row) => [row.NAME, `${row['CLUSTER-IP']} ${row['PORT(S)']}`]))
         await sleep(200)
       }
       throw new Error(`node did not list ${count} Services`)
     }
     let nodes = await Promise.all(['n0', 'n1'].map(up))
-    const expected = new Map(names.map((n, i) => [n, given[i]!]))
+    const expected = new Map(names.map((n, i) => [n, `${given[i]!} 80:${nodePorts[i]!}/TCP`]))
     const seen = await Promise.all(nodes.map((n) => rows(n, 50)))
-    t.same(Object.fromEntries(seen[0]!), Object.fromEntries(expected), 'node n0 serves the recorded ClusterIPs')
+    t.same(
+      Object.fromEntries(seen[0]!),
+      Object.fromEntries(expected),
+      'node n0 serves the recorded ClusterIPs and NodePorts',
+    )
     t.same(Object.fromEntries(seen[1]!), Object.fromEntries(expected), 'node n1 agrees')
 
     // `meshlet apply` and `meshlet delete`: apply prints the address, re-apply keeps it, delete frees the claims.
     const dir = mkdtempSync(join(tmpdir(), 'meshlet-alloc-'))
     t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-    const yaml = (list: readonly string[]) =>
+    const yaml = (list: readonly string[], type = 'NodePort') =>
       list
         .map(
           (n) =>
-            `apiVersion: v1\nkind: Service\nmetadata: { name: ${n} }\nspec: { selector: { app: ${n} }, ports: [{ port: 80 }] }\n`,
+            `apiVersion: v1\nkind: Service\nmetadata: { name: ${n} }\nspec: { type: ${type}, selector: { app: ${n} }, ports: [{ port: 80 }] }\n`,
         )
         .join('---\n')
     writeFileSync(join(dir, 'extra.yaml'), yaml(['extra']))
@@ -166,8 +187,20 @@ t.test(
       !given.includes(extraIp) && extraIp.startsWith('127.97.0.'),
       `apply prints a free address (${first.stdout.trim()})`,
     )
+    const extraDoc = await etcd.ctl(['get', '--print-value-only', keyOf('extra')])
     const again = await run(['apply', '-f', join(dir, 'extra.yaml'), ...storeArgs, '--service-cidr', CIDR])
     t.match(again.stdout, `clusterIPs=${extraIp}`, 're-apply keeps the address')
+    t.equal(await etcd.ctl(['get', '--print-value-only', keyOf('extra')]), extraDoc, 'and the node port')
+    const extraPort = (JSON.parse(extraDoc) as { spec: { ports: { nodePort: number }[] } }).spec.ports[0]!.nodePort
+    // An address or port a manifest writes that another Service holds is refused; nothing is written.
+    writeFileSync(
+      join(dir, 'taken.yaml'),
+      `apiVersion: v1\nkind: Service\nmetadata: { name: taken }\nspec: { clusterIP: ${given[20]!}, ports: [{ port: 80 }] }\n`,
+    )
+    const taken = await run(['apply', '-f', join(dir, 'taken.yaml'), ...storeArgs, '--service-cidr', CIDR])
+    t.equal(taken.code, 1, 'apply of a ClusterIP another Service holds exits 1')
+    t.match(taken.stderr, `${given[20]!} is already allocated to ${keyOf(names[20]!)}`, 'naming the holder')
+    t.equal((await etcd.ctl(['get', '--keys-only', keyOf('taken')])).trim(), '', 'nothing written')
     const gone = names.slice(0, 10)
     writeFileSync(join(dir, 'gone.yaml'), yaml(gone))
     const deleted = await run(['delete', '-f', join(dir, 'gone.yaml'), ...storeArgs])
@@ -176,10 +209,14 @@ t.test(
       .split('\n')
       .filter(Boolean)
     t.equal(left.length, 41, 'the deleted Services freed their 10 addresses (40 + extra left)')
+    const leftPorts = (await etcd.ctl(['get', '--prefix', '--keys-only', `${PREFIX}/alloc/nodeport/`]))
+      .split('\n')
+      .filter(Boolean)
+    t.equal(leftPorts.length, 41, 'and their 10 node ports')
 
     // Every node stopped, then started again: the same addresses as before.
     const before = new Map([...expected].filter(([n]) => !gone.includes(n)))
-    before.set('extra', extraIp)
+    before.set('extra', `${extraIp} 80:${extraPort}/TCP`)
     await Promise.all(nodes.map((n) => n.stop()))
     nodes = await Promise.all(['n0', 'n1'].map(up))
     const restarted = await Promise.all(nodes.map((n) => rows(n, 41)))
