@@ -28,6 +28,7 @@ import type { Logger } from 'pino'
 import type { KubeObject } from '../model/objects.ts'
 import type { ObjectError } from '../model/snapshot.ts'
 import { formatObjectError } from '../model/validate.ts'
+import { sameData } from '../model/build-snapshot.ts'
 import {
   STDIN_NAME,
   expandPaths,
@@ -441,9 +442,13 @@ export class ManifestSource {
     for (const d of st.entries) if (d.id !== null && d.object !== null) lastGood.set(d.id, d.object)
     st.fileErrors = []
     st.entries = load.entries.map((d) => {
-      if (d.object !== null || d.id === null) return d
+      if (d.id === null) return d
       const good = lastGood.get(d.id)
-      return good === undefined ? d : { ...d, object: good }
+      if (good === undefined) return d
+      if (d.object === null) return { ...d, object: good }
+      // An unchanged object keeps the identity it had (issue 14): the Store's build memo interns the previous one,
+      // so a fresh equal copy kept here would hold every reloaded file's objects twice for the life of the process.
+      return good !== d.object && sameData(good, d.object) ? { ...d, object: good } : d
     })
   }
 

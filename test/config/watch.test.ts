@@ -170,3 +170,22 @@ t.test('status() keeps the last 20 reloads', async (t) => {
     [[join(dir, 'a.yaml'), 1, 0]],
   )
 })
+
+t.test('a reload keeps the identity of unchanged objects (no second copy held per reloaded file)', async (t) => {
+  const dir = t.testdir({ 'a.yaml': `${svc('a', 80)}---\n${svc('b', 80)}` })
+  const h = harness(t, [dir])
+  await h.source.start()
+  const byName = (u: Update, name: string) => u.objects.find((o) => o.meta.name === name)!
+  const a0 = byName(h.last(), 'a')
+  const b0 = byName(h.last(), 'b')
+  // b's document changes, a's does not (same text, same position): a must be the very object published before,
+  // the one the Store's build memo interned; a fresh equal copy here would stay alive beside it (issue 14).
+  writeFileSync(join(dir, 'a.yaml'), `${svc('a', 80)}---\n${svc('b', 81)}`)
+  const u = await h.until('b changed', (x) => ports(x).includes('b:81'))
+  t.equal(byName(u, 'a'), a0, 'unchanged object: same identity')
+  t.not(byName(u, 'b'), b0, 'changed object: a new one')
+  // The same content written again (a touch): nothing new is published, and a later real change keeps a's identity.
+  writeFileSync(join(dir, 'a.yaml'), `${svc('a', 80)}---\n${svc('b', 82)}`)
+  const u2 = await h.until('b changed again', (x) => ports(x).includes('b:82'))
+  t.equal(byName(u2, 'a'), a0, 'still the first object after a second reload')
+})
