@@ -22,9 +22,11 @@ FROM node:24-slim
 # iproute2: --vip-mode interface adds and removes Service addresses with `ip address`. arping: a gratuitous ARP when
 # this node takes over a LoadBalancer address from another (L2 failover); optional, and it needs CAP_NET_RAW, which
 # the single-node Compose example does not grant (meshlet then logs one warning and carries on). openssl: the
-# self-signed default certificate of the https listener.
+# self-signed default certificate of the https listener. nftables and conntrack: the default --l4-mode auto picks the
+# kernel's L4 data plane when `nft` works (CAP_NET_ADMIN), programmed with `nft -i`; `conntrack -D` clears the NATed
+# flows of a UDP endpoint that leaves. Without CAP_NET_ADMIN meshlet falls back to the userspace plane.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iproute2 iputils-arping openssl \
+ && apt-get install -y --no-install-recommends iproute2 iputils-arping openssl nftables conntrack \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -4,8 +4,9 @@
 // cached between runs), builds the images the Dockerfile and docker-compose.yml name without a registry
 // (images/build.sh), builds meshlet's image from the project's Dockerfile and runs examples/compose/ unchanged with
 // `docker compose` (v2) when the engine's CLI has it, else `docker-compose` (v1.29). Then it walks the README's
-// "Docker Compose" section from the client container and times each step ("# timing ..." lines). At the end: every
-// container and network it made is removed, dockerd stopped, and the host's iptables rules and ip_forward restored.
+// "Docker Compose" section from the client container and times each step ("# timing ..." lines). The example runs the
+// userspace L4 plane; one extra container runs the same Services on the nftables plane. At the end: every container
+// and network it made is removed, dockerd stopped, and the host's iptables rules and ip_forward restored.
 //
 // Not part of `npm test` (tap only includes *.test.ts): it takes minutes and changes host networking while it runs.
 
@@ -30,6 +31,13 @@ const MESHLET_IP = '198.18.0.2'
 /** The reduced-capability variant's address: inside the subnet, outside ip_range, not meshlet's. */
 const VARIANT_IP = '198.18.0.3'
 const VARIANT_NAME = `meshlet-demo-no-net-admin-${process.pid}`
+/**
+ * The nftables variant (the example itself runs the userspace L4 plane): another address outside ip_range, and its
+ * own --service-cidr beside the example's 198.18.0.128/26, so its ClusterIPs never clash with the example's.
+ */
+const NFT_IP = '198.18.0.4'
+const NFT_CIDR = '198.18.0.192/28'
+const NFT_NAME = `meshlet-demo-nftables-${process.pid}`
 
 const ENV: NodeJS.ProcessEnv = {
   ...process.env,
@@ -306,7 +314,7 @@ async function walk(t: Test): Promise<void> {
       (await must([DOCKER, 'network', 'ls', '-q', '-f', 'name=meshlet-demo'])).trim()
     if (left) throw new Error(`left behind after compose down: ${left}`)
   })
-  cleanup.push(() => run([DOCKER, 'rm', '-f', VARIANT_NAME], 30_000))
+  cleanup.push(() => run([DOCKER, 'rm', '-f', VARIANT_NAME, NFT_NAME], 30_000))
 
   // ---------------------------------------------------------------- the README's walk-through, as written
   t0 = Date.now()
@@ -545,6 +553,107 @@ async function walk(t: Test): Promise<void> {
     t.match(readyz, /^lb: listener TCP 198\.18\.0\.\d+:80 \(default\/web\): ip address add .* not permitted/im)
     const health = (await must([DOCKER, 'inspect', '-f', '{{.State.Health.Status}}', VARIANT_NAME])).trim()
     t.not(health, 'healthy', `the image's HEALTHCHECK does not say healthy (${health})`)
+    t.equal(
+      JSON.parse((await client(['curl', '-s', `http://${VARIANT_IP}:9901/status`])).stdout).planes.lb.l4Mode,
+      'userspace',
+      'auto falls back to userspace without NET_ADMIN',
+    )
+  })
+
+  await t.test('the same Services on the nftables L4 plane (MESHLET_L4_MODE=nftables)', async (t) => {
+    t.equal((await status()).planes.lb.l4Mode, 'userspace', "the example's own meshlet: MESHLET_L4_MODE userspace")
+    // The README walk-through stops a replica: two running, so the spread below can show two.
+    await c(['up', '-d', '--scale', 'web=2'], 120_000)
+    replicas = await webReplicas()
+    const network = (await must([DOCKER, 'network', 'ls', '--format', '{{.Name}}']))
+      .split('\n')
+      .find((n) => /_mesh$/.test(n))!
+    // web.yaml only: without the LoadBalancer pool this meshlet takes no address the example's meshlet holds.
+    await must([
+      DOCKER,
+      'run',
+      '-d',
+      '--name',
+      NFT_NAME,
+      '--network',
+      network,
+      '--ip',
+      NFT_IP,
+      '--user',
+      'root',
+      '--cap-drop',
+      'ALL',
+      '--cap-add',
+      'NET_ADMIN',
+      '--cap-add',
+      'NET_BIND_SERVICE',
+      // What the compose file's sysctls give the example's meshlet: it forwards what it DNATs back out of eth0.
+      '--sysctl',
+      'net.ipv4.ip_forward=1',
+      '-v',
+      `${join(EXAMPLE, 'manifests/web.yaml')}:/manifests/web.yaml:ro`,
+      ...['NODE=nftables', `DNS=${NFT_IP}:53`, `HTTP=${NFT_IP}:80`, 'HTTPS=off', 'ADMIN=0.0.0.0:9901']
+        .concat(['VIP_MODE=interface', 'VIP_INTERFACE=eth0', `SERVICE_CIDR=${NFT_CIDR}`, 'L4_MODE=nftables'])
+        .flatMap((kv) => ['-e', `MESHLET_${kv}`]),
+      'meshlet:local',
+    ])
+    const t1 = Date.now()
+    const want = [...replicas.keys()]
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const st: any = await until(
+      'the nftables meshlet ready with every replica',
+      async () => {
+        const r = await run(['curl', '-s', '-w', '\n%{http_code}', `http://${NFT_IP}:9901/readyz`])
+        if (!r.stdout.endsWith('\n200')) throw new Error(`/readyz: ${r.stdout.slice(-300)} ${r.stderr.slice(-200)}`)
+        const s = JSON.parse(await must(['curl', '-s', `http://${NFT_IP}:9901/status`]))
+        // eslint-disable-next-line @typescript-eslint/no-explicit-any
+        const web = s.snapshot.services.find((x: any) => x.key === 'default/web')
+        const ready = ((web?.ports[0]?.endpoints ?? []) as { ip: string; ready: boolean }[]).filter((e) => e.ready)
+        if (!sameSet(ready.map((e) => e.ip).sort(), want)) throw new Error(`ready: ${ready.map((e) => e.ip).join()}`)
+        return s
+      },
+      60_000,
+    ).catch(async (err: Error) => {
+      const logs = await run([DOCKER, 'logs', '--tail', '30', NFT_NAME])
+      throw new Error(`${err.message}\n${logs.stdout.slice(-3000)}${logs.stderr.slice(-3000)}`)
+    })
+    timing('nftables variant: docker run → ready with every replica', Date.now() - t1)
+    t.equal(st.planes.lb.l4Mode, 'nftables', `l4Mode (${st.planes.lb.l4ModeReason})`)
+    const vipOf = (name: string): string =>
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      st.snapshot.services.find((x: any) => x.key === `default/${name}`).clusterIPs[0]
+    t.match(vipOf('web'), /^198\.18\.0\.(19\d|20[0-7])$/, `web ClusterIP from ${NFT_CIDR}`)
+    const seen = new Set<string>()
+    for (let k = 0; k < 8; k++) seen.add(hostOf(await curl(`http://${vipOf('web')}/`)) ?? 'error')
+    t.notOk(seen.has('error'), `every request answered (${[...seen].join(' ')})`)
+    t.ok(seen.size >= 2, `spread over ${seen.size} replicas`)
+    t.ok(
+      [...seen].every((h) => [...replicas.values()].includes(h)),
+      'only web replicas answer',
+    )
+    const sticky = new Set<string>()
+    for (let k = 0; k < 6; k++) sticky.add(hostOf(await curl(`http://${vipOf('web-sticky')}/`)) ?? 'error')
+    t.equal(sticky.size, 1, `the sticky Service keeps one replica: ${[...sticky].join(' ')}`)
+    t.notOk(sticky.has('error'))
+    // The kernel carried it: the ClusterIP is in the table's map (the minimal image has no /etc/protocols: nft prints
+    // tcp as 6), the namespace forwards, and the chains counted packets.
+    const vip = vipOf('web')
+    const table = await must([DOCKER, 'exec', NFT_NAME, 'nft', 'list', 'table', 'inet', 'meshlet'])
+    const lines = table.split('\n').filter((l) => l.includes(vip))
+    t.match(
+      lines.join('\n'),
+      new RegExp(`${vip.replaceAll('.', '\\.')} \\. (tcp|6) \\. (80|http) : goto \\S+`),
+      `web ClusterIP ${vip} → its chain in the service-ips map`,
+    )
+    const forward = await must([DOCKER, 'exec', NFT_NAME, 'cat', '/proc/sys/net/ipv4/ip_forward'])
+    t.equal(forward.trim(), '1', 'net.ipv4.ip_forward=1 in its network namespace')
+    const metrics = await must(['curl', '-s', `http://${NFT_IP}:9901/metrics`])
+    const packets = (name: string) =>
+      Number(
+        new RegExp(`^meshlet_lb_nft_packets_total\\{service="default/${name}"\\} (\\d+)`, 'm').exec(metrics)?.[1] ?? 0,
+      )
+    t.ok(packets('web') > 0, `meshlet_lb_nft_packets_total web: ${packets('web')}`)
+    t.ok(packets('web-sticky') > 0, `meshlet_lb_nft_packets_total web-sticky: ${packets('web-sticky')}`)
   })
 }
 
