@@ -198,14 +198,15 @@ export async function startMeshlet(t: Teardown, opts: StartOptions = {}): Promis
     const until = Date.now() + (opts.readyTimeoutMs ?? START_TIMEOUT_MS)
     for (;;) {
       if (exited !== undefined) throw new Error(`meshlet exited (${exited}); stderr: ${stderr}`)
+      let readyz = 'not listening'
       try {
         const res = await fetch(adminUrl('/readyz'))
-        await res.text()
+        readyz = `${res.status} ${await res.text()}`
         if (res.status === 200) break
       } catch {
         // not listening yet
       }
-      if (Date.now() > until) throw new Error(`meshlet not ready in time; stderr: ${stderr}`)
+      if (Date.now() > until) throw new Error(`meshlet not ready in time; /readyz: ${readyz}; stderr: ${stderr}`)
       await sleep(50)
     }
   }

@@ -97,13 +97,20 @@ t.test(
     const dir = mkdtempSync(join(tmpdir(), 'meshlet-leader-'))
     t.teardown(() => rmSync(dir, { recursive: true, force: true }))
     writeFileSync(join(dir, 'web.yaml'), MANIFESTS)
-    const storeArgs = ['--store', etcd.url, '--etcd-prefix', PREFIX]
+    // apply allocates the ClusterIP by CAS from its --service-cidr, which must be the nodes' own (store/README.md).
+    const cidr = `127.${100 + (process.pid % 100)}.0.0/16`
+    const storeArgs = ['--store', etcd.url, '--etcd-prefix', PREFIX, '--service-cidr', cidr]
     const applied = await run(['apply', '-f', join(dir, 'web.yaml'), ...storeArgs])
     t.equal(applied.code, 0, `apply (${applied.stderr.trim()})`)
 
-    const nodes = await Promise.all(
-      ['n0', 'n1'].map((name) => startMeshlet(t, { args: [...storeArgs, '--node', name, '--https', 'off'] })),
-    )
+    // Both nodes run on this one host, and the ClusterIP is now one stored value (allocated by CAS at apply), so only
+    // the first node can bind it: the second's L4 listener fails with EADDRINUSE and its /readyz stays 503. On real
+    // hosts each node binds its own copy. The second node is therefore not waited ready, and its L4 path is not
+    // probed (a connect to the ClusterIP from here would reach the first node's listener).
+    // In order, so that the first node is the one that binds the ClusterIP.
+    const nodes: MeshletProcess[] = []
+    for (const [i, name] of ['n0', 'n1'].entries())
+      nodes.push(await startMeshlet(t, { args: [...storeArgs, '--node', name, '--https', 'off'], waitReady: i === 0 }))
     const web = 'web.default.svc.cluster.local'
     const paths = nodes.map((n) => ({ node: n, clusterIp: '' }))
     for (const p of paths) {
@@ -112,12 +119,11 @@ t.test(
       const st = await p.node.waitForStatus((s) => (svcOf(s)?.clusterIPs.length ?? 0) > 0, 15000)
       p.clusterIp = svcOf(st)!.clusterIPs[0]!
     }
-    const probes = (p: (typeof paths)[number]) =>
-      ({
-        dns: async () => (await answers(p.node, web)).includes(p.clusterIp),
-        l4: () => get(p.clusterIp, 80),
-        l7: () => get(p.node.http!.host, p.node.http!.port, 'web.test'),
-      }) as const
+    const probes = (p: (typeof paths)[number]): Record<string, () => Promise<boolean>> => ({
+      dns: async () => (await answers(p.node, web)).includes(p.clusterIp),
+      ...(p === paths[0] ? { l4: () => get(p.clusterIp, 80) } : {}),
+      l7: () => get(p.node.http!.host, p.node.http!.port, 'web.test'),
+    })
     // Every path of every node serves before the loops start (listeners open, routes compiled).
     for (const p of paths)
       for (const [name, probe] of Object.entries(probes(p))) {

@@ -97,7 +97,16 @@ async function run(t: Test) {
   const storeArgs = ['--store', etcd.url, '--etcd-prefix', PREFIX]
   const applied = await inNs(
     NS.lan,
-    [process.execPath, MESHLET_BIN, 'apply', '-f', join(dir, 'web.yaml'), ...storeArgs],
+    [
+      process.execPath,
+      MESHLET_BIN,
+      'apply',
+      '-f',
+      join(dir, 'web.yaml'),
+      ...storeArgs,
+      '--service-cidr',
+      '198.18.7.0/24',
+    ],
     30000,
   )
   t.equal(applied.code, 0, `apply (${applied.stderr.trim()})`)
@@ -336,8 +345,22 @@ async function run(t: Test) {
     'apiVersion: v1\nkind: Service\nmetadata: { name: web2 }\nspec: { selector: { app: web }, ports: [{ port: 81, targetPort: http }] }\n',
   )
   t.equal(
-    (await inNs(NS.lan, [process.execPath, MESHLET_BIN, 'apply', '-f', join(dir, 'web2.yaml'), ...storeArgs], 30000))
-      .code,
+    (
+      await inNs(
+        NS.lan,
+        [
+          process.execPath,
+          MESHLET_BIN,
+          'apply',
+          '-f',
+          join(dir, 'web2.yaml'),
+          ...storeArgs,
+          '--service-cidr',
+          '198.18.7.0/24',
+        ],
+        30000,
+      )
+    ).code,
     0,
   )
   await must(['ip', 'netns', 'exec', NS[cut], 'nft', 'delete table inet iso'])
