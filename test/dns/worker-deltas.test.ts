@@ -33,17 +33,17 @@ function yaml(flipIp: string): string {
 }
 
 t.test('a flip with two workers: only the changed Service travels, both workers answer it', async (t) => {
-  const dns = await startPlane(t, { workers: 2, yaml: yaml('10.96.7.1') })
+  const dns = await startPlane(t, { workers: 2, yaml: yaml('127.96.7.1') })
   const workers = () => (dns.plane.status() as { workers: WorkerStatus[] }).workers
   const first = workers().map((w) => w.update!)
   t.ok(
     first.every((u) => u.full && u.services === N + 1),
     `the first message to each worker is the full state (${JSON.stringify(first)})`,
   )
-  t.equal((await dig(dns.port, `flip.default.svc.${Z}`, 'A')).answer[0]?.data, '10.96.7.1')
+  t.equal((await dig(dns.port, `flip.default.svc.${Z}`, 'A')).answer[0]?.data, '127.96.7.1')
 
   const before = workers().map((w) => w.queries)
-  await dns.setYaml(yaml('10.96.7.2'))
+  await dns.setYaml(yaml('127.96.7.2'))
   const after = workers().map((w) => w.update!)
   t.ok(
     after.every((u) => !u.full && u.services === 1 && u.pods === 0),
@@ -62,7 +62,7 @@ t.test('a flip with two workers: only the changed Service travels, both workers 
     const a = r ? decode(r).answers?.[0] : undefined
     return a ? adata(a) : 'none'
   })
-  t.same([...new Set(addresses)], ['10.96.7.2'], 'every answer has the new address')
+  t.same([...new Set(addresses)], ['127.96.7.2'], 'every answer has the new address')
   const served = workers().map((w, i) => w.queries - before[i]!)
   t.ok(
     served.every((n) => n > 0),

@@ -297,10 +297,10 @@ t.test('recompiling reuses the work of Ingresses whose objects did not change (i
   const contexts = new SecureContextCache()
   const objects = (aPort: number): KubeObject[] => [
     service('a'),
-    pod('a1', 'a', '10.0.0.1', aPort),
+    pod('a1', 'a', '127.0.0.1', aPort),
     // Another namespace: a Pod change reaches the selector Services of its own namespace only (model/build-snapshot.ts).
     service('b', { ns: 'other' }),
-    pod('b1', 'b', '10.0.0.2', 8080, { ns: 'other' }),
+    pod('b1', 'b', '127.0.0.2', 8080, { ns: 'other' }),
     ingress('ia', [{ host: 'a.test', paths: [['/', 'Prefix', 'a']] }]),
     ingress('ib', [{ host: 'b.test', paths: [['/', 'Prefix', 'b']] }], { ns: 'other' }),
     ingress('ib-canary', [{ host: 'b.test', paths: [['/', 'Prefix', 'a']] }], {
